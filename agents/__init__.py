@@ -1,0 +1,1 @@
+"""The engine: scheduler, planners, workers, judge, model client, git workspaces, actions. Never imports Textual."""

@@ -1,0 +1,1 @@
+"""Jinja prompt templates, one set per role."""

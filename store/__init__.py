@@ -1,0 +1,1 @@
+"""The SQLite record: schema migrations, the one writer, read queries. Never imports Textual."""

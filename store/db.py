@@ -1,0 +1,52 @@
+"""Opening the SQLite record: WAL, a busy timeout, migrations applied on open; ids and timestamps."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from . import migrations
+
+
+def new_id() -> str:
+    """A sortable ULID string: rows sort by creation time without a separate index."""
+    from ulid import ULID
+
+    return str(ULID())
+
+
+def now() -> str:
+    """UTC timestamp with milliseconds, ISO 8601, sortable as text."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def connect(path: Path | str, *, migrate: bool = True, readonly: bool = False) -> Database:
+    """Open the record at ``path`` on the calling thread (sqlite connections belong to one thread).
+
+    Args:
+        path: the SQLite file; its folder is created if missing.
+        migrate: apply pending migrations (the writer does; readers of a live file need not).
+        readonly: open with ``mode=ro`` so a reader can never write by mistake.
+    """
+    path = Path(path)
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    db = Database(conn)
+    if migrate and not readonly:
+        migrations.apply(db)
+    return db
+
+
+def schema_version(db: Database) -> list[str]:
+    """Names of the migrations applied to ``db``, oldest first."""
+    return [m.name for m in migrations.migrations.applied(db)]

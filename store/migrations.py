@@ -1,0 +1,189 @@
+"""The schema of the SQLite record, as append-only named migrations applied on open.
+
+Never edit a migration that has shipped: add a new one. ``docs/schema.md`` is generated from the schema these
+produce (``python -m formicary.store.schema_doc``) and a test checks it is current.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("formicary")
+
+
+@migrations(name="m001_core")
+def m001_core(db: Database) -> None:
+    """Sessions, cycles, the task tree, agents, model calls, actions, commits, verdicts and the event timeline."""
+    db.executescript(
+        """
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,            -- ULID
+            goal TEXT NOT NULL,
+            repo TEXT NOT NULL,             -- absolute path of the target repository
+            branch TEXT NOT NULL,           -- the shared branch workers land on
+            base_sha TEXT,                  -- HEAD the branch was created from
+            config TEXT,                    -- the effective config, JSON, secrets redacted
+            status TEXT NOT NULL,           -- running | paused | stopped | done | failed
+            stop_reason TEXT,
+            scratchpad TEXT NOT NULL DEFAULT '',  -- the root planner's notes, rewritten each round
+            pid INTEGER,                    -- process running it, for attach and resume
+            started_at TEXT NOT NULL,
+            ended_at TEXT
+        );
+        CREATE TABLE cycles (
+            id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions(id),
+            number INTEGER NOT NULL,
+            reason TEXT NOT NULL,           -- start | continue | fresh (forced) | resume
+            status TEXT NOT NULL,           -- running | done | abandoned
+            started_at TEXT NOT NULL,
+            ended_at TEXT
+        );
+        CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions(id),
+            cycle_id TEXT NOT NULL REFERENCES cycles(id),
+            parent_id TEXT REFERENCES tasks(id),  -- the planner that made it
+            kind TEXT NOT NULL,             -- planner | subplanner | work
+            depth INTEGER NOT NULL DEFAULT 0,
+            title TEXT NOT NULL,
+            instructions TEXT NOT NULL DEFAULT '',
+            files TEXT,                     -- JSON list of files expected to change
+            check_cmd TEXT,                 -- how to check the work
+            status TEXT NOT NULL,           -- pending | running | done | failed | cancelled
+            attempts INTEGER NOT NULL DEFAULT 0,
+            handoff TEXT,                   -- JSON: summary, notes, concerns, deviations
+            error TEXT,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            ended_at TEXT
+        );
+        CREATE INDEX idx_tasks_session ON tasks(session_id, status);
+        CREATE INDEX idx_tasks_parent ON tasks(parent_id);
+        CREATE TABLE agents (
+            id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions(id),
+            cycle_id TEXT REFERENCES cycles(id),
+            task_id TEXT REFERENCES tasks(id),
+            role TEXT NOT NULL,             -- planner | subplanner | worker | judge
+            name TEXT NOT NULL,
+            model TEXT NOT NULL,
+            status TEXT NOT NULL,           -- running | done | failed | cancelled
+            steps INTEGER NOT NULL DEFAULT 0,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            started_at TEXT NOT NULL,
+            ended_at TEXT
+        );
+        CREATE INDEX idx_agents_session ON agents(session_id);
+        CREATE TABLE llm_calls (
+            id TEXT PRIMARY KEY,
+            session_id TEXT,
+            agent_id TEXT,
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            schema_name TEXT,
+            request TEXT NOT NULL,          -- JSON messages, redacted
+            response TEXT,                  -- raw reply text
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_ms REAL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            error TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_llm_calls_agent ON llm_calls(agent_id);
+        CREATE TABLE actions (
+            id TEXT PRIMARY KEY,
+            session_id TEXT,
+            agent_id TEXT NOT NULL,
+            task_id TEXT,
+            step INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            arguments TEXT,                 -- JSON
+            observation TEXT,
+            exit_code INTEGER,
+            duration_ms REAL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_actions_agent ON actions(agent_id, step);
+        CREATE TABLE commits (
+            id TEXT PRIMARY KEY,
+            session_id TEXT,
+            task_id TEXT,
+            agent_id TEXT,
+            sha TEXT NOT NULL,              -- the worker's own commit
+            integrated_sha TEXT,            -- the commit that landed on the shared branch
+            branch TEXT NOT NULL,           -- the task branch that keeps the work
+            status TEXT NOT NULL,           -- integrated | failed
+            retries INTEGER NOT NULL DEFAULT 0,   -- compare-and-swap retries
+            conflicts INTEGER NOT NULL DEFAULT 0, -- conflicts handed back to the worker
+            duration_ms REAL,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            integrated_at TEXT
+        );
+        CREATE INDEX idx_commits_session ON commits(session_id);
+        CREATE TABLE verdicts (
+            id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            cycle_id TEXT NOT NULL,
+            decision TEXT NOT NULL,         -- continue | done
+            reason TEXT NOT NULL,
+            notes TEXT NOT NULL DEFAULT '',
+            check_output TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order every UI follows
+            id TEXT NOT NULL,
+            session_id TEXT,
+            kind TEXT NOT NULL,
+            agent_id TEXT,
+            task_id TEXT,
+            data TEXT,                      -- JSON
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_events_session ON events(session_id, seq);
+        """
+    )
+
+
+@migrations(name="m002_integrations_and_controls")
+def m002_integrations_and_controls(db: Database) -> None:
+    """Every integration attempt, and the control inbox an attached TUI writes to a running session."""
+    db.executescript(
+        """
+        CREATE TABLE integrations (
+            id TEXT PRIMARY KEY,
+            session_id TEXT,
+            task_id TEXT,
+            agent_id TEXT,
+            attempt INTEGER NOT NULL,
+            result TEXT NOT NULL,           -- landed | moved (tip changed, redo) | conflict | failed
+            old_tip TEXT,
+            new_tip TEXT,
+            conflict_paths TEXT,            -- JSON list
+            duration_ms REAL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_integrations_task ON integrations(task_id);
+        CREATE TABLE controls (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL,
+            kind TEXT NOT NULL,             -- pause | resume | fresh | stop | steer | workers
+            payload TEXT,                   -- JSON
+            source TEXT NOT NULL,           -- tui | attach | signal | cli
+            created_at TEXT NOT NULL,
+            consumed_at TEXT
+        );
+        CREATE INDEX idx_controls_session ON controls(session_id, consumed_at);
+        """
+    )
+
+
+def apply(db: Database) -> None:
+    """Bring ``db`` up to the newest schema."""
+    migrations.apply(db)

@@ -1,0 +1,56 @@
+"""Secrets never reach the record: every text value is scrubbed before the writer stores it.
+
+Two nets: the exact values of secret-looking environment variables (and any the config names with
+``api_key_env``), and patterns for bearer tokens and common key shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+
+REDACTED = "[REDACTED]"
+
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+_PATTERNS = [
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{8,}"),
+    re.compile(r"()\bsk-[A-Za-z0-9_-]{16,}"),
+    re.compile(r"()\b(?:ghp|gho|ghs|github_pat)_[A-Za-z0-9_]{20,}"),
+    re.compile(r"()\bxox[abpr]-[A-Za-z0-9-]{10,}"),
+    re.compile(r"()\bAKIA[0-9A-Z]{16}\b"),
+]
+
+
+class Redactor:
+    """Replaces known secret values and secret-shaped strings with ``[REDACTED]``."""
+
+    def __init__(self, extra_env_names: Iterable[str] = (), min_length: int = 6) -> None:
+        self._values: list[str] = []
+        self.min_length = min_length
+        names = {n for n in os.environ if _SECRET_NAME.search(n)} | set(extra_env_names)
+        for name in names:
+            self.add(os.environ.get(name, ""))
+
+    def add(self, value: str) -> None:
+        """Treat ``value`` as a secret from now on (too-short values would redact ordinary text)."""
+        if value and len(value) >= self.min_length and value not in self._values:
+            self._values.append(value)
+            self._values.sort(key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        if not text:
+            return text
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        for pattern in _PATTERNS:
+            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+        return text
+
+
+def secret_env_names(environ: dict[str, str] | None = None) -> set[str]:
+    """Names of variables that look like they hold secrets (used to scrub sandboxed commands' env too)."""
+    environ = os.environ if environ is None else environ
+    return {n for n in environ if _SECRET_NAME.search(n)}

@@ -1,0 +1,205 @@
+"""The one writer of the SQLite record.
+
+Every producer (agents, integration, controls) calls :meth:`Writer.insert`, :meth:`Writer.update` or
+:meth:`Writer.event`; the call only queues. One thread owns the write connection, drains the queue and commits
+each drained batch in one transaction (batched WAL writes run ~4x faster than a commit per row here). Text is
+redacted before it is written. :meth:`Writer.flush` waits until everything queued so far is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .db import connect, new_id, now
+from .redact import Redactor
+
+MAX_BATCH = 2000
+
+
+class StoreError(RuntimeError):
+    """A write the record refused; raised by :meth:`Writer.flush` so no failure goes unseen."""
+
+
+@dataclass
+class _Op:
+    sql: str
+    params: tuple[Any, ...]
+
+
+@dataclass
+class _Barrier:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_STOP = object()
+
+
+def _to_db(value: Any, redact: Redactor) -> Any:
+    if value is None or isinstance(value, int | float | bytes):
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    return redact(json.dumps(value, default=str, ensure_ascii=False))
+
+
+class Writer:
+    """Owns the single write connection; thread-safe, non-blocking for producers."""
+
+    def __init__(self, path: Path | str, redactor: Redactor | None = None) -> None:
+        self.path = Path(path)
+        self.redact = redactor or Redactor()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._failures: list[str] = []
+        self._reported = 0
+        self._sql_cache: dict[tuple[str, tuple[str, ...]], str] = {}
+        self.rows_written = 0
+        self.batches = 0
+        self._opened = threading.Event()
+        self._open_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="formicary-store-writer", daemon=True)
+        self._thread.start()
+        self._opened.wait()
+        if self._open_error is not None:
+            raise self._open_error
+
+    # -- producers ---------------------------------------------------------------------------------
+
+    def insert(self, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
+        cols = tuple(row)
+        key = (("R:" if replace else "I:") + table, cols)
+        sql = self._sql_cache.get(key)
+        if sql is None:
+            verb = "INSERT OR REPLACE" if replace else "INSERT"
+            sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            self._sql_cache[key] = sql
+        self._queue.put(_Op(sql, tuple(row.values())))
+
+    def update(self, table: str, pk: str, changes: dict[str, Any], *, pk_column: str = "id") -> None:
+        sets = ", ".join(f"{c} = ?" for c in changes)
+        self._queue.put(_Op(f"UPDATE {table} SET {sets} WHERE {pk_column} = ?", (*changes.values(), pk)))
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Queue a raw statement (counters such as ``steps = steps + 1``)."""
+        self._queue.put(_Op(sql, params))
+
+    def event(
+        self,
+        session_id: str | None,
+        kind: str,
+        *,
+        agent_id: str | None = None,
+        task_id: str | None = None,
+        **data: Any,
+    ) -> None:
+        """Append to the timeline every UI follows."""
+        self.insert(
+            "events",
+            {
+                "id": new_id(),
+                "session_id": session_id,
+                "kind": kind,
+                "agent_id": agent_id,
+                "task_id": task_id,
+                "data": data or None,
+                "created_at": now(),
+            },
+        )
+
+    def flush(self, timeout: float | None = 60) -> None:
+        """Block until every queued write is committed; raise :class:`StoreError` on new failures."""
+        barrier = _Barrier()
+        self._queue.put(barrier)
+        if not barrier.done.wait(timeout):
+            raise StoreError(f"store writer did not flush within {timeout}s")
+        if len(self._failures) > self._reported:
+            new = self._failures[self._reported :]
+            self._reported = len(self._failures)
+            raise StoreError(f"{len(new)} write(s) failed; first: {new[0]}")
+
+    async def aflush(self) -> None:
+        import anyio
+
+        await anyio.to_thread.run_sync(self.flush)
+
+    def close(self) -> None:
+        """Write what is queued and stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    @property
+    def failures(self) -> list[str]:
+        return list(self._failures)
+
+    # -- the writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            db = connect(self.path)
+        except BaseException as exc:  # surfaced to the constructor
+            self._open_error = exc
+            self._opened.set()
+            return
+        conn: sqlite3.Connection = db.conn
+        self._opened.set()
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            batch: list[_Op] = []
+            barriers: list[_Barrier] = []
+            while True:
+                if item is _STOP:
+                    stopping = True
+                elif isinstance(item, _Barrier):
+                    barriers.append(item)
+                else:
+                    batch.append(item)
+                if len(batch) >= MAX_BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(conn, batch)
+            for b in barriers:
+                b.done.set()
+        conn.close()
+
+    def _prepare(self, op: _Op) -> tuple[Any, ...]:
+        return tuple(_to_db(v, self.redact) for v in op.params)
+
+    def _write(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        params = [self._prepare(op) for op in batch]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, p in zip(batch, params, strict=True):
+                conn.execute(op.sql, p)
+            conn.execute("COMMIT")
+            self.rows_written += len(batch)
+            self.batches += 1
+            return
+        except sqlite3.Error:
+            conn.execute("ROLLBACK") if conn.in_transaction else None
+        # One bad row must not take its batch with it: write one by one and keep what fails.
+        for op, p in zip(batch, params, strict=True):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(op.sql, p)
+                conn.execute("COMMIT")
+                self.rows_written += 1
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                message = f"{exc} in {op.sql[:120]}"
+                self._failures.append(message)
+                print(f"formicary: store write failed: {message}", file=sys.stderr)
+
+
