@@ -201,5 +201,3 @@ class Writer:
                 message = f"{exc} in {op.sql[:120]}"
                 self._failures.append(message)
                 print(f"formicary: store write failed: {message}", file=sys.stderr)
-
-

@@ -1,0 +1,365 @@
+"""One async model call for every role: chat messages in, a reply under a named JSON schema out.
+
+OpenAI-compatible endpoints (llama-server, Ollama, vLLM, LM Studio) go through the openai SDK's ``AsyncOpenAI``,
+the hot path (~1.4 ms CPU per call measured here). Other providers go through litellm, imported only when a role
+is configured with ``api = "litellm"``. Every endpoint has one concurrency cap shared by all agents, lowered
+adaptively when the endpoint answers 429; failures are retried with exponential backoff and full jitter that honour
+``Retry-After``; every attempt is recorded in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import BaseModel, ValidationError
+
+from ..store.db import new_id, now
+
+if TYPE_CHECKING:
+    from ..config import ModelSettings
+    from ..store.writer import Writer
+
+MAX_BACKOFF = 30.0
+
+
+class ModelError(Exception):
+    """A model call that failed after its retries; ``reason`` is one line for the log and the task record."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ReplyFormatError(ModelError):
+    """The endpoint answered, but not with JSON under the schema; ``content`` is what it said."""
+
+    def __init__(self, reason: str, content: str) -> None:
+        super().__init__(reason)
+        self.content = content
+
+
+@dataclass
+class Reply:
+    data: BaseModel
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    attempts: int
+
+
+class AdaptiveLimiter:
+    """A per-endpoint cap that halves on a 429 storm and creeps back up after successes (AIMD)."""
+
+    def __init__(self, limit: int) -> None:
+        self.ceiling = limit
+        self._limiter = anyio.CapacityLimiter(limit)
+        self._successes = 0
+        self._last_cut = 0.0
+
+    @property
+    def limit(self) -> int:
+        return int(self._limiter.total_tokens)
+
+    @property
+    def in_flight(self) -> int:
+        return self._limiter.borrowed_tokens
+
+    async def __aenter__(self) -> None:
+        await self._limiter.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._limiter.release()
+
+    def throttled(self) -> None:
+        now_ = time.monotonic()
+        if now_ - self._last_cut > 1.0 and self.limit > 1:  # one cut per burst, not per rejected call
+            self._limiter.total_tokens = max(1, self.limit // 2)
+            self._last_cut = now_
+        self._successes = 0
+
+    def succeeded(self) -> None:
+        self._successes += 1
+        if self.limit < self.ceiling and self._successes >= self.limit * 4:
+            self._limiter.total_tokens = self.limit + 1
+            self._successes = 0
+
+
+def response_format(name: str, schema: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": schema.model_json_schema(), "strict": True},
+    }
+
+
+def _extract_json(content: str) -> str:
+    """Tolerate a fenced or prefixed JSON object (some servers ignore response_format)."""
+    text = content.strip()
+    if text.startswith("{"):
+        return text
+    start, end = text.find("{"), text.rfind("}")
+    return text[start : end + 1] if 0 <= start < end else text
+
+
+class ModelClient:
+    """Shared by every agent of a session; owns endpoint clients, caps and the pause gate."""
+
+    def __init__(
+        self,
+        writer: Writer | None = None,
+        session_id: str | None = None,
+        *,
+        embedded_base_url: str | None = None,
+    ) -> None:
+        self.writer = writer
+        self.session_id = session_id
+        self.embedded_base_url = embedded_base_url
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._limiters: dict[str, AdaptiveLimiter] = {}
+        self._paused = False
+        self._resumed: anyio.Event | None = None
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.calls = 0
+        self.in_flight = 0
+
+    # -- control -----------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """No new call starts until :meth:`resume`; calls in flight finish."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._resumed is not None:
+            self._resumed.set()
+            self._resumed = None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def wait_running(self) -> None:
+        """Return at once unless paused; otherwise when resumed."""
+        while self._paused:
+            if self._resumed is None:
+                self._resumed = anyio.Event()
+            await self._resumed.wait()
+
+    def limiter(self, settings: ModelSettings) -> AdaptiveLimiter:
+        key = self._base_url(settings) or settings.endpoint
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = AdaptiveLimiter(settings.max_concurrency)
+        return limiter
+
+    # -- the call ----------------------------------------------------------------------------------
+
+    async def complete(
+        self,
+        settings: ModelSettings,
+        messages: list[dict[str, str]],
+        schema_name: str,
+        schema: type[BaseModel],
+        *,
+        role: str,
+        agent_id: str | None = None,
+    ) -> Reply:
+        """Ask ``settings``' endpoint for one reply under ``schema``; retry transient failures.
+
+        Raises:
+            ReplyFormatError: the reply was not JSON under the schema (not retried: the caller decides).
+            ModelError: the endpoint kept failing past ``settings.retries``.
+        """
+        limiter = self.limiter(settings)
+        fmt = response_format(schema_name, schema)
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.wait_running()
+            started = time.perf_counter()
+            content, usage, error, retry_after = "", (0, 0), None, None
+            async with limiter:
+                self.in_flight += 1
+                try:
+                    content, usage = await self._call(settings, messages, fmt)
+                except Exception as exc:  # classified below; every failure is recorded
+                    error, retry_after, throttled = _classify(exc)
+                    if throttled:
+                        limiter.throttled()
+                finally:
+                    self.in_flight -= 1
+            latency = (time.perf_counter() - started) * 1000
+            self.calls += 1
+            if error is None:
+                limiter.succeeded()
+                try:
+                    data = schema.model_validate_json(_extract_json(content))
+                except ValidationError as exc:
+                    reason = _format_reason(exc, content)
+                    self._record(
+                        settings,
+                        role,
+                        agent_id,
+                        schema_name,
+                        messages,
+                        content,
+                        usage,
+                        latency,
+                        attempt,
+                        reason,
+                    )
+                    raise ReplyFormatError(reason, content) from None
+                self._record(
+                    settings, role, agent_id, schema_name, messages, content, usage, latency, attempt, None
+                )
+                return Reply(data, content, usage[0], usage[1], latency, attempt)
+            self._record(
+                settings, role, agent_id, schema_name, messages, None, usage, latency, attempt, error
+            )
+            if attempt > settings.retries:
+                raise ModelError(f"{settings.endpoint}: {error} (after {attempt} attempts)")
+            backoff = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2 ** (attempt - 1)))
+            await anyio.sleep(max(backoff, retry_after or 0.0))
+
+    async def _call(
+        self, settings: ModelSettings, messages: list[dict[str, str]], fmt: dict[str, Any]
+    ) -> tuple[str, tuple[int, int]]:
+        if settings.api == "litellm":
+            return await self._call_litellm(settings, messages, fmt)
+        client = self._openai(settings)
+        response = await client.chat.completions.create(
+            model=settings.model,
+            messages=messages,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+            response_format=fmt,
+            timeout=settings.timeout,
+        )
+        if not getattr(response, "choices", None):
+            raise ValueError("reply has no choices")
+        content = response.choices[0].message.content or ""
+        usage = response.usage
+        return content, ((usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else (0, 0))
+
+    async def _call_litellm(
+        self, settings: ModelSettings, messages: list[dict[str, str]], fmt: dict[str, Any]
+    ) -> tuple[str, tuple[int, int]]:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+        import litellm  # 3 s and 200 MB: only when a role asks for it
+
+        kwargs: dict[str, Any] = {}
+        if settings.base_url:
+            kwargs["api_base"] = settings.base_url
+        if settings.api_key_env:
+            kwargs["api_key"] = os.environ.get(settings.api_key_env, "")
+        response = await litellm.acompletion(
+            model=settings.model,
+            messages=messages,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+            response_format=fmt,
+            timeout=settings.timeout,
+            num_retries=0,
+            **kwargs,
+        )
+        content = response.choices[0].message.content or ""
+        usage = getattr(response, "usage", None)
+        return content, ((usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else (0, 0))
+
+    def _base_url(self, settings: ModelSettings) -> str:
+        return settings.base_url or (self.embedded_base_url or "")
+
+    def _openai(self, settings: ModelSettings) -> Any:
+        base_url = self._base_url(settings)
+        if not base_url:
+            raise ModelError(
+                "no endpoint: set model.base_url, or run `formicary model setup` for the local model"
+            )
+        key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+        cache_key = (base_url, key)
+        client = self._clients.get(cache_key)
+        if client is None:
+            from openai import AsyncOpenAI
+
+            client = AsyncOpenAI(base_url=base_url, api_key=key or "not-needed", max_retries=0)
+            self._clients[cache_key] = client
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+    def _record(
+        self,
+        settings: ModelSettings,
+        role: str,
+        agent_id: str | None,
+        schema_name: str,
+        messages: list[dict[str, str]],
+        content: str | None,
+        usage: tuple[int, int],
+        latency: float,
+        attempt: int,
+        error: str | None,
+    ) -> None:
+        row = {
+            "id": new_id(),
+            "session_id": self.session_id,
+            "agent_id": agent_id,
+            "role": role,
+            "model": settings.model,
+            "endpoint": self._base_url(settings) or settings.endpoint,
+            "schema_name": schema_name,
+            "request": json.dumps(messages, ensure_ascii=False),
+            "response": content,
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "latency_ms": round(latency, 2),
+            "attempts": attempt,
+            "error": error,
+            "created_at": now(),
+        }
+        if self.writer is not None:
+            self.writer.insert("llm_calls", row)
+        for listener in self.listeners:
+            listener(row)
+
+
+def _classify(exc: Exception) -> tuple[str, float | None, bool]:
+    """(one-line reason, seconds the server asked us to wait, whether it is throttling us)."""
+    status = getattr(exc, "status_code", None)
+    retry_after: float | None = None
+    response = getattr(exc, "response", None)
+    if response is not None:
+        header = response.headers.get("retry-after") if hasattr(response, "headers") else None
+        if header:
+            try:
+                retry_after = min(float(header), 120.0)
+            except ValueError:
+                retry_after = None
+    name = type(exc).__name__
+    if status is not None:
+        return f"HTTP {status} ({name})", retry_after, status in (429, 503)
+    if "Timeout" in name:
+        return f"timed out ({name})", None, False
+    message = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{name}: {message}" if message else name, None, False
+
+
+def _format_reason(exc: ValidationError, content: str) -> str:
+    if not content.strip():
+        return "empty reply"
+    errors = exc.errors()
+    if errors and errors[0]["type"] == "json_invalid":
+        return "reply is not valid JSON"
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'reply'}: {e['msg']}" for e in errors[:3]]
+    return "reply breaks the schema: " + "; ".join(parts)

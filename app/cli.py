@@ -1,0 +1,73 @@
+"""The ``formicary`` command line. Subcommands load their modules only when run, so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+LAZY_COMMANDS = {
+    "run": ("formicary.cli_run", "run", "Run a session on a repository: the TUI, or --headless."),
+    "resume": ("formicary.cli_run", "resume", "Carry on a session after a crash or a stop."),
+    "attach": ("formicary.cli_run", "attach", "Open the TUI on a session running in another terminal."),
+    "sessions": ("formicary.cli_info", "sessions", "List past sessions from the record."),
+    "doctor": ("formicary.cli_info", "doctor", "Check every configured model endpoint."),
+    "model": ("formicary.cli_model", "model", "Set up and serve the embedded local model."),
+    "demo": (
+        "formicary.cli_run",
+        "demo",
+        "Set up the local model and run on a fresh copy of the demo project.",
+    ),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self._available()])
+
+    def _available(self) -> list[str]:
+        names = []
+        for name, (module, _attr, _help) in LAZY_COMMANDS.items():
+            if importlib.util.find_spec(module) is not None:
+                names.append(name)
+        return names
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            module, attr, _help = LAZY_COMMANDS[cmd_name]
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError):
+                return None
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, LAZY_COMMANDS[name][2]) for name in self._available()]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows))
+
+
+@click.group(
+    cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.version_option(package_name="formicary", message="formicary %(version)s")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """formicary: many coding agents on one git repository — planners, workers, a judge, fresh cycles.
+
+    Run with no command to open the sessions browser.
+    """
+    if ctx.invoked_subcommand is None:
+        from .cli_run import open_browser
+
+        open_browser()
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One clear line on stderr and a non-zero exit: how every bad input ends."""
+    click.echo(f"formicary: {message}", err=True)
+    sys.exit(code)
