@@ -99,3 +99,142 @@ def pending_controls(db: Database, session_id: str) -> list[dict[str, Any]]:
             "SELECT * FROM controls WHERE session_id = ? AND consumed_at IS NULL ORDER BY seq", [session_id]
         )
     )
+
+
+# -- reads for the TUI: how a session screen rebuilds its panes and follows the timeline ------------------
+
+
+def _in_clause(ids: list[str]) -> str:
+    return ", ".join("?" * len(ids))
+
+
+def _chunks(ids: list[str], size: int = 500) -> list[list[str]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def max_event_seq(db: Database, session_id: str) -> int:
+    """The newest event of a session: where a follower that has just read the tables resumes."""
+    row = next(db.query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events WHERE session_id = ?", [session_id]))
+    return int(row["seq"])
+
+
+def tasks_by_ids(db: Database, ids: list[str]) -> list[dict[str, Any]]:
+    """The rows of the tasks named by recent events (re-read rather than patched from event data)."""
+    out: list[dict[str, Any]] = []
+    for chunk in _chunks(ids):
+        out.extend(db.query(f"SELECT * FROM tasks WHERE id IN ({_in_clause(chunk)})", chunk))
+    return out
+
+
+def agents_by_ids(db: Database, ids: list[str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for chunk in _chunks(ids):
+        out.extend(db.query(f"SELECT * FROM agents WHERE id IN ({_in_clause(chunk)})", chunk))
+    return out
+
+
+def agent_task_links(db: Database, session_id: str) -> list[dict[str, Any]]:
+    """Which agent worked which task, oldest first, so the last one seen per task is the latest."""
+    return list(
+        db.query(
+            "SELECT id, task_id, role, cycle_id FROM agents WHERE session_id = ? ORDER BY started_at, id",
+            [session_id],
+        )
+    )
+
+
+def agent_token_sums(db: Database, ids: list[str]) -> dict[str, tuple[int, int]]:
+    """Prompt and completion tokens per agent, summed over its model calls."""
+    out: dict[str, tuple[int, int]] = {}
+    for chunk in _chunks(ids):
+        for row in db.query(
+            "SELECT agent_id, COALESCE(SUM(prompt_tokens),0) p, COALESCE(SUM(completion_tokens),0) c "
+            f"FROM llm_calls WHERE agent_id IN ({_in_clause(chunk)}) GROUP BY agent_id",
+            chunk,
+        ):
+            out[row["agent_id"]] = (int(row["p"]), int(row["c"]))
+    return out
+
+
+def agent_last_actions(db: Database, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each agent's newest action (SQLite returns the bare columns of the MAX row)."""
+    out: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(ids):
+        for row in db.query(
+            "SELECT agent_id, MAX(step) AS step, name, arguments, exit_code FROM actions "
+            f"WHERE agent_id IN ({_in_clause(chunk)}) GROUP BY agent_id",
+            chunk,
+        ):
+            out[row["agent_id"]] = row
+    return out
+
+
+def last_actions_of(db: Database, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
+    """An agent's newest ``limit`` actions, oldest first: what a log pane shows when it is selected."""
+    rows = list(
+        db.query("SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit])
+    )
+    rows.reverse()
+    return rows
+
+
+def agent_events(db: Database, session_id: str, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
+    """An agent's newest timeline rows, oldest first (planners and the judge keep their story here)."""
+    rows = list(
+        db.query(
+            "SELECT * FROM events WHERE session_id = ? AND agent_id = ? ORDER BY seq DESC LIMIT ?",
+            [session_id, agent_id, limit],
+        )
+    )
+    rows.reverse()
+    for row in rows:
+        row["data"] = json.loads(row["data"]) if row["data"] else {}
+    return rows
+
+
+def commit_times(db: Database, session_id: str) -> list[str]:
+    """When each landed commit landed, oldest first: the throughput sparkline's input."""
+    return [
+        row["t"]
+        for row in db.query(
+            "SELECT COALESCE(integrated_at, created_at) AS t FROM commits "
+            "WHERE session_id = ? AND status = 'integrated' ORDER BY t",
+            [session_id],
+        )
+    ]
+
+
+def session_flags(db: Database, session_id: str) -> dict[str, Any]:
+    """Settings the status bar shows that only the timeline carries: workers, sandbox, paused, last warning."""
+    flags: dict[str, Any] = {}
+    for row in db.query(
+        "SELECT kind, data FROM events WHERE session_id = ? AND kind IN "
+        "('session_started', 'status', 'warning') ORDER BY seq",
+        [session_id],
+    ):
+        data = json.loads(row["data"]) if row["data"] else {}
+        if row["kind"] == "session_started":
+            flags.update({k: data[k] for k in ("workers", "sandbox") if k in data})
+        elif row["kind"] == "status":
+            flags.update({k: data[k] for k in ("workers", "paused") if k in data})
+        else:
+            flags["warning"] = data.get("message")
+    return flags
+
+
+def task_agents(db: Database, session_id: str, task_id: str) -> list[dict[str, Any]]:
+    return list(
+        db.query(
+            "SELECT * FROM agents WHERE session_id = ? AND task_id = ? ORDER BY started_at, id",
+            [session_id, task_id],
+        )
+    )
+
+
+def task_commits(db: Database, session_id: str, task_id: str) -> list[dict[str, Any]]:
+    return list(
+        db.query(
+            "SELECT * FROM commits WHERE session_id = ? AND task_id = ? ORDER BY created_at",
+            [session_id, task_id],
+        )
+    )

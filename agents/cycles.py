@@ -1,0 +1,427 @@
+"""The session loop: set up, run cycles (plan → work → judge), follow controls and budgets, record the end.
+
+Split from :mod:`engine` so the engine file keeps to its control API. Everything here runs on the event loop;
+git and sqlite work happen in subprocesses and the writer thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..store.db import connect, new_id, now
+from ..store.redact import Redactor
+from ..store.writer import Writer
+from . import events as ev
+from .client import ModelClient
+from .state import Handoff, SessionState, Task
+
+if TYPE_CHECKING:
+    from .engine import Engine, Outcome
+
+
+async def run_session(engine: Engine) -> Outcome:
+    from .engine import Outcome
+
+    settings = engine.settings
+    await engine.prepare()
+    redactor = Redactor(settings.secret_env_names())
+    engine.writer = writer = Writer(engine.db_path, redactor)
+    engine.state = state = SessionState(writer, engine.session_id)
+    state.listeners.extend(engine._listeners)
+    engine._deadline = time.monotonic() + settings.limits.wall_time
+    outcome = Outcome("failed", "internal error")
+    try:
+        embedded_url = await _start_embedded(engine)
+        engine.client = client = ModelClient(writer, engine.session_id, embedded_base_url=embedded_url)
+        client.listeners.append(state.on_llm_call)
+        client.listeners.append(lambda row: _check_token_budget(engine))
+        if engine._paused:
+            client.pause()
+        await _record_start(engine)
+        await engine.git.prune_stale(live_sessions={engine.session_id})
+        async with anyio.create_task_group() as services:
+            services.start_soon(_poll_controls, engine)
+            services.start_soon(_watch_wall_time, engine)
+            outcome = await _cycles(engine)
+            services.cancel_scope.cancel()
+    except BaseException as exc:
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
+            outcome = Outcome("stopped", engine._stop_reason or "cancelled")
+            raise
+        if isinstance(exc, Exception):
+            outcome = Outcome("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _record_end(engine, outcome)
+    return outcome
+
+
+async def _start_embedded(engine: Engine) -> str | None:
+    if not engine.settings.uses_embedded_server():
+        return None
+    from .model_server import EmbeddedServer, embedded_status
+
+    status = embedded_status()
+    if not status.ready:
+        raise RuntimeError(
+            f"no model endpoint configured and the local model is not set up ({status.reason}); "
+            "run `formicary model setup` or set model.base_url"
+        )
+    engine.embedded = EmbeddedServer()
+    url = await engine.embedded.start()
+    engine.state.emit(ev.STATUS, message=f"embedded model server at {url} (log: {engine.embedded.log_path})")
+    return url
+
+
+async def _record_start(engine: Engine) -> None:
+    from ..config import redacted_dump
+    from .sandbox import sandbox_status
+
+    state, writer = engine.state, engine.writer
+    sandbox = sandbox_status(engine.settings.sandbox)
+    if engine.resuming:
+        writer.update(
+            "sessions",
+            engine.session_id,
+            {"status": "running", "pid": os.getpid(), "ended_at": None, "stop_reason": None},
+        )
+        await _recover(engine)
+    else:
+        writer.insert(
+            "sessions",
+            {
+                "id": engine.session_id,
+                "goal": engine.goal,
+                "repo": str(engine.git.root),
+                "branch": engine.git.branch,
+                "base_sha": engine.git.base_sha,
+                "config": json.dumps(redacted_dump(engine.settings)),
+                "status": "running",
+                "pid": os.getpid(),
+                "started_at": now(),
+            },
+        )
+    state.emit(
+        ev.SESSION_STARTED,
+        goal=engine.goal,
+        repo=str(engine.git.root),
+        branch=engine.git.branch,
+        workers=engine.workers,
+        sandbox=sandbox,
+        resumed=engine.resuming,
+    )
+    await writer.aflush()
+
+
+async def _recover(engine: Engine) -> None:
+    """After a crash or stop: tasks left running go back to pending; the last cycle's plan is reloaded."""
+    db = await anyio.to_thread.run_sync(connect, engine.db_path)
+    try:
+        rows = list(db.query("SELECT * FROM tasks WHERE session_id = ? ORDER BY id", [engine.session_id]))
+        cycles = list(
+            db.query("SELECT * FROM cycles WHERE session_id = ? ORDER BY number", [engine.session_id])
+        )
+        verdict = list(
+            db.query(
+                "SELECT notes FROM verdicts WHERE session_id = ? ORDER BY created_at DESC LIMIT 1",
+                [engine.session_id],
+            )
+        )
+    finally:
+        db.conn.close()
+    engine.verdict_notes = verdict[0]["notes"] if verdict else ""
+    engine.cycle_number = cycles[-1]["number"] if cycles else 0
+    last = cycles[-1] if cycles and cycles[-1]["status"] == "running" else None
+    for row in rows:
+        if row["status"] == "running":
+            engine.writer.update("tasks", row["id"], {"status": "pending", "error": "requeued after restart"})
+            row["status"] = "pending"
+    engine._resume_cycle = None
+    if last is not None:
+        pending = [
+            r
+            for r in rows
+            if r["cycle_id"] == last["id"] and r["kind"] == "work" and r["status"] == "pending"
+        ]
+        planned = any(r["cycle_id"] == last["id"] and r["kind"] == "work" for r in rows)
+        engine._resume_cycle = (last, pending, planned)
+        for r in rows:  # planner conversations are disposable: their tasks are what carries over
+            if r["cycle_id"] == last["id"] and r["kind"] != "work" and r["status"] == "pending" and planned:
+                engine.writer.update("tasks", r["id"], {"status": "done", "ended_at": now()})
+    engine.state.emit(
+        ev.STATUS, message=f"resumed: {sum(r['status'] == 'pending' for r in rows)} task(s) requeued"
+    )
+
+
+async def _cycles(engine: Engine) -> Outcome:
+    from .engine import Outcome
+
+    limits = engine.settings.limits
+    reason = "start"
+    resume = getattr(engine, "_resume_cycle", None)
+    if engine.resuming:
+        reason = "resume"
+    while True:
+        if engine._stop_reason:
+            return Outcome("stopped", engine._stop_reason)
+        if resume is not None and resume[2]:
+            cycle_row, pending, _ = resume
+            engine.cycle_id, engine.cycle_number = cycle_row["id"], cycle_row["number"]
+            start_tip = engine.git.shared.tip
+            verdict = await _run_cycle(engine, start_tip, resumed_tasks=pending)
+            resume = None
+        else:
+            if resume is not None:  # crashed while planning: abandon that cycle, plan afresh
+                engine.writer.update("cycles", resume[0]["id"], {"status": "abandoned", "ended_at": now()})
+                resume = None
+            if engine.cycle_number >= limits.cycles:
+                return Outcome("stopped", f"cycle budget reached ({limits.cycles} cycles)")
+            engine.cycle_number += 1
+            engine.cycle_id = new_id()
+            engine.writer.insert(
+                "cycles",
+                {
+                    "id": engine.cycle_id,
+                    "session_id": engine.session_id,
+                    "number": engine.cycle_number,
+                    "reason": reason,
+                    "status": "running",
+                    "started_at": now(),
+                },
+            )
+            engine.state.emit(
+                ev.CYCLE_STARTED, cycle_id=engine.cycle_id, number=engine.cycle_number, reason=reason
+            )
+            verdict = await _run_cycle(engine, engine.git.shared.tip)
+        if verdict is None:  # cancelled: fresh start or stop
+            status = "abandoned"
+            engine.writer.update("cycles", engine.cycle_id, {"status": status, "ended_at": now()})
+            engine.state.emit(
+                ev.CYCLE_ENDED, cycle_id=engine.cycle_id, number=engine.cycle_number, status=status
+            )
+            if engine._stop_reason:
+                return Outcome("stopped", engine._stop_reason)
+            reason = "fresh"
+            continue
+        engine.writer.update("cycles", engine.cycle_id, {"status": "done", "ended_at": now()})
+        engine.state.emit(ev.CYCLE_ENDED, cycle_id=engine.cycle_id, number=engine.cycle_number, status="done")
+        engine.verdict_notes = verdict.notes
+        if verdict.decision == "done":
+            return Outcome("done", verdict.reason)
+        if engine._stop_reason:
+            return Outcome("stopped", engine._stop_reason)
+        reason = "continue"
+
+
+async def _run_cycle(engine: Engine, start_tip: str, resumed_tasks: list[dict[str, Any]] | None = None):
+    """Plan, work and judge one cycle; None if the operator cancelled it (fresh start or stop)."""
+    from .judge import run_judge
+    from .planner import run_planner
+
+    engine.cycle_handoffs = []
+    engine.tasks_created = 0
+    engine._fresh = False
+    engine._queue.clear()
+    verdict = None
+    with anyio.CancelScope() as scope:
+        engine._cycle_scope = scope
+        async with anyio.create_task_group() as group:
+            group.start_soon(_scheduler, engine, group)
+            if resumed_tasks is not None:
+                await _drain_resumed(engine, resumed_tasks)
+            else:
+                root = engine.state.new_task(
+                    engine.cycle_id, "planner", f"Cycle {engine.cycle_number}: plan the goal"
+                )
+                await run_planner(engine, root)
+            group.cancel_scope.cancel()
+        if not engine._stop_reason:
+            verdict = await run_judge(
+                engine, engine.cycle_id, engine.cycle_number, start_tip, engine.cycle_handoffs
+            )
+    engine._cycle_scope = None
+    if scope.cancelled_caught or verdict is None:
+        _settle_cancelled(engine)
+        return None
+    return verdict
+
+
+async def _drain_resumed(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """A resumed cycle has no planner listening: queue its pending tasks and wait for them all."""
+    inbox_send, inbox = anyio.create_memory_object_stream[Handoff](100_000)
+    parents = {r["parent_id"] for r in rows}
+    for parent in parents:
+        engine.inboxes[parent] = inbox_send
+    for r in rows:
+        task = Task(
+            id=r["id"],
+            cycle_id=r["cycle_id"],
+            kind="work",
+            title=r["title"],
+            parent_id=r["parent_id"],
+            depth=r["depth"],
+            instructions=r["instructions"],
+            files=json.loads(r["files"] or "[]"),
+            check=r["check_cmd"] or "",
+            status="pending",
+            attempts=r["attempts"],
+        )
+        engine.state.tasks[task.id] = task
+        engine.enqueue(task)
+    for _ in rows:
+        await inbox.receive()
+    for parent in parents:
+        engine.inboxes.pop(parent, None)
+
+
+def _settle_cancelled(engine: Engine) -> None:
+    """After a fresh start or stop, no task of this cycle stays running."""
+    status = "pending" if engine._stop_reason else "cancelled"
+    for task in engine.state.tasks.values():
+        if task.cycle_id == engine.cycle_id and task.status in ("running", "pending"):
+            if task.kind != "work":
+                engine.state.end_task(task, "cancelled")
+            elif status == "pending":
+                task.status = "pending"
+                engine.writer.update("tasks", task.id, {"status": "pending"})
+            else:
+                engine.state.end_task(task, "cancelled", error="abandoned by a fresh start")
+    for agent in list(engine.state.agents.values()):
+        engine.state.end_agent(agent, "cancelled")
+
+
+async def _scheduler(engine: Engine, group: Any) -> None:
+    """Start a worker for each queued task while there is a free slot and the session is not paused."""
+    while True:
+        engine._wake = anyio.Event()
+        while engine._queue and engine._running_workers < engine.workers and not engine._paused:
+            task = engine._queue.popleft()
+            engine._running_workers += 1
+            group.start_soon(_worker_slot, engine, task)
+        await engine._wake.wait()
+
+
+async def _worker_slot(engine: Engine, task: Task) -> None:
+    from .worker import run_worker
+
+    try:
+        handoff = await run_worker(engine, task)
+    finally:
+        engine._running_workers -= 1
+        engine._poke()
+    if handoff is None:  # requeued for another attempt
+        engine.enqueue(task)
+        return
+    engine.cycle_handoffs.append(handoff)
+    await engine.deliver(handoff)
+
+
+async def _poll_controls(engine: Engine) -> None:
+    """Controls sent by an attached TUI arrive as rows; apply each once and mark it consumed."""
+    db = await anyio.to_thread.run_sync(lambda: connect(engine.db_path, migrate=False))
+    handlers = {
+        "pause": engine.pause,
+        "resume": engine.resume,
+        "fresh": engine.fresh_start,
+        "stop": engine.stop,
+    }
+    try:
+        while True:
+            rows = await anyio.to_thread.run_sync(
+                lambda: list(
+                    db.query(
+                        "SELECT * FROM controls WHERE session_id = ? AND consumed_at IS NULL ORDER BY seq",
+                        [engine.session_id],
+                    )
+                )
+            )
+            for row in rows:
+                engine.writer.update("controls", row["seq"], {"consumed_at": now()}, pk_column="seq")
+                payload = json.loads(row["payload"]) if row["payload"] else {}
+                source = row["source"]
+                if row["kind"] in handlers:
+                    handlers[row["kind"]](source=source)
+                elif row["kind"] == "steer":
+                    engine.steer(payload.get("text", ""), bool(payload.get("replace_goal")), source=source)
+                elif row["kind"] == "workers":
+                    engine.set_workers(int(payload.get("n", engine.workers)), source=source)
+            await anyio.sleep(CONTROL_POLL)
+    finally:
+        db.conn.close()
+
+
+CONTROL_POLL = 0.5
+
+
+async def _watch_wall_time(engine: Engine) -> None:
+    while True:
+        await anyio.sleep(1.0)
+        if time.monotonic() > engine._deadline:
+            engine.stop(
+                source="budget", reason=f"wall-time budget reached ({engine.settings.limits.wall_time:.0f}s)"
+            )
+            return
+
+
+def _check_token_budget(engine: Engine) -> None:
+    if engine.state.tokens > engine.settings.limits.tokens and not engine._stop_reason:
+        engine.stop(source="budget", reason=f"token budget reached ({engine.settings.limits.tokens} tokens)")
+
+
+async def _record_end(engine: Engine, outcome: Outcome) -> None:
+    writer = engine.writer
+    if writer is None:
+        return
+    try:
+        if engine.state is not None:
+            for task in engine.state.tasks.values():
+                if task.status == "running":
+                    task.status = "pending"
+                    writer.update("tasks", task.id, {"status": "pending"})
+            engine.state.emit(
+                ev.SESSION_ENDED,
+                status=outcome.status,
+                reason=outcome.reason,
+                commits=engine.state.commits,
+                tokens=engine.state.tokens,
+            )
+        writer.update(
+            "sessions",
+            engine.session_id,
+            {"status": outcome.status, "stop_reason": outcome.reason, "ended_at": now()},
+        )
+        if engine.client is not None:
+            await engine.client.aclose()
+        if engine.embedded is not None:
+            await engine.embedded.stop()
+    finally:
+        await anyio.to_thread.run_sync(writer.close)
+
+
+def install_signal_handlers(engine: Engine) -> None:
+    """Headless: SIGINT/SIGTERM stop gracefully (twice: exit now), SIGUSR1 toggles pause, SIGUSR2 fresh start."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    hits = {"n": 0}
+
+    def on_stop() -> None:
+        hits["n"] += 1
+        if hits["n"] > 1:
+            os._exit(130)
+        engine.stop(source="signal")
+
+    def on_pause() -> None:
+        (engine.resume if engine._paused else engine.pause)(source="signal")
+
+    loop.add_signal_handler(signal.SIGINT, on_stop)
+    loop.add_signal_handler(signal.SIGTERM, on_stop)
+    loop.add_signal_handler(signal.SIGUSR1, on_pause)
+    loop.add_signal_handler(signal.SIGUSR2, lambda: engine.fresh_start(source="signal"))

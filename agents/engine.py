@@ -1,0 +1,254 @@
+"""The engine: a session's cycles of planners → workers → judge, run as plain asyncio tasks, headless.
+
+It owns the store writer, the model client and the session's git workspace, and offers the small control API
+the TUI, an attached TUI (through the store) and headless signals use: pause, resume, fresh start, stop, steer,
+set workers. Every control is recorded as an event. Each cycle starts fresh: new planner conversations; only the
+repository, the judge's notes and the root planner's scratchpad carry over.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .. import paths
+from ..store.db import new_id
+from ..store.writer import Writer
+from . import events as ev
+from .state import Handoff, SessionState, Task
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from .workspace import SessionRepo
+
+
+@dataclass
+class Outcome:
+    status: str  # done | stopped | failed
+    reason: str
+
+
+class Engine:
+    """One session. Build with :meth:`create` (new) or :meth:`for_resume`; then ``await run()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repo: Path,
+        goal: str,
+        session_id: str,
+        db_path: Path,
+        *,
+        resume: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.repo_path = repo
+        self.goal = goal
+        self.session_id = session_id
+        self.db_path = db_path
+        self.resuming = resume
+        self.workers = settings.limits.workers
+        self.scratchpad = ""
+        self.verdict_notes = ""
+        self.steering: list[str] = []
+        self.inboxes: dict[str, Any] = {}
+        self.cycle_handoffs: list[Handoff] = []
+        self.tasks_created = 0
+        self.cycle_number = 0
+        self.cycle_id: str | None = None
+        self.git: SessionRepo | None = None
+        self.writer: Writer | None = None
+        self.state: SessionState = None  # type: ignore[assignment]  # set in run()
+        self.client: Any = None
+        self._queue: deque[Task] = deque()
+        self._running_workers = 0
+        self._wake: anyio.Event | None = None
+        self._cycle_scope: anyio.CancelScope | None = None
+        self._stop_reason: str | None = None
+        self._fresh = False
+        self._paused = False
+        self._deadline = 0.0
+        self._map_cache: tuple[str, str] | None = None
+        self._listeners: list[Any] = []
+        self.embedded = None
+
+    # -- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, settings: Settings, repo: Path, goal: str, *, db_path: Path | None = None) -> Engine:
+        """A new session on ``repo``; the repository itself is checked when it is opened (:meth:`prepare`)."""
+        goal = goal.strip()
+        if not goal:
+            raise ValueError("the goal is empty; say what the agents should achieve")
+        repo = Path(repo).expanduser()
+        if not repo.exists():
+            raise ValueError(f"{repo} does not exist")
+        settings.check_keys()
+        return cls(settings, repo.resolve(), goal, new_id(), Path(db_path or paths.default_db_path()))
+
+    @classmethod
+    def for_resume(
+        cls, settings: Settings, session: dict[str, Any], *, db_path: Path | None = None
+    ) -> Engine:
+        settings.check_keys()
+        engine = cls(
+            settings,
+            Path(session["repo"]),
+            session["goal"],
+            session["id"],
+            Path(db_path or paths.default_db_path()),
+            resume=True,
+        )
+        engine.scratchpad = session.get("scratchpad") or ""
+        engine._resume_branch = session["branch"]
+        return engine
+
+    async def prepare(self) -> None:
+        """Open the repository and the session branch (raises ``WorkspaceError`` with a one-line message)."""
+        if self.git is not None:
+            return
+        from .workspace import SessionRepo
+
+        branch = getattr(self, "_resume_branch", None) or self.settings.branch or None
+        self.git = await SessionRepo.open(
+            self.repo_path, self.session_id, branch=branch, resume=self.resuming
+        )
+
+    # -- control API -------------------------------------------------------------------------------
+
+    def subscribe(self, listener: Any) -> None:
+        """Call ``listener(event_dict)`` on the event loop for every event this engine emits."""
+        self._listeners.append(listener)
+        if self.state is not None:
+            self.state.listeners.append(listener)
+
+    def _control(self, kind: str, source: str = "api", **data: Any) -> None:
+        if self.state is not None:
+            self.state.emit(ev.CONTROL, control=kind, source=source, **data)
+
+    def pause(self, source: str = "api") -> None:
+        self._paused = True
+        if self.client is not None:
+            self.client.pause()
+        self._control("pause", source)
+
+    def resume(self, source: str = "api") -> None:
+        self._paused = False
+        if self.client is not None:
+            self.client.resume()
+        self._control("resume", source)
+        self._poke()
+
+    def fresh_start(self, source: str = "api") -> None:
+        """Abandon the current cycle now (work that landed stays) and begin a new one."""
+        self._control("fresh", source)
+        self._fresh = True
+        if self._cycle_scope is not None:
+            self._cycle_scope.cancel()
+
+    def stop(self, source: str = "api", reason: str = "stopped by the operator") -> None:
+        """Stop gracefully: unfinished tasks go back to pending (``formicary resume`` carries on)."""
+        self._control("stop", source)
+        self._stop_reason = self._stop_reason or reason
+        if self._cycle_scope is not None:
+            self._cycle_scope.cancel()
+        if self._paused and self.client is not None:
+            self.client.resume()
+
+    def steer(self, text: str, replace_goal: bool = False, source: str = "api") -> None:
+        text = text.strip()
+        if not text:
+            return
+        self._control("steer", source, text=text[:2000], replace_goal=replace_goal)
+        if replace_goal:
+            self.goal = text
+            if self.writer is not None:
+                self.writer.update("sessions", self.session_id, {"goal": text})
+        else:
+            self.steering.append(text)
+
+    def set_workers(self, n: int, source: str = "api") -> None:
+        self.workers = max(1, int(n))
+        self._control("workers", source, n=self.workers)
+        self._poke()
+
+    def snapshot(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "session_id": self.session_id,
+            "cycle": self.cycle_number,
+            "paused": self._paused,
+            "workers": self.workers,
+            "running_workers": self._running_workers,
+            "tasks": state.counts() if state else {},
+            "commits": state.commits if state else 0,
+            "prompt_tokens": state.prompt_tokens if state else 0,
+            "completion_tokens": state.completion_tokens if state else 0,
+            "elapsed": time.monotonic() - state.started if state else 0.0,
+        }
+
+    # -- for planners, workers and the judge -------------------------------------------------------
+
+    def enqueue(self, task: Task) -> None:
+        self._queue.append(task)
+        self._poke()
+
+    async def deliver(self, handoff: Handoff) -> None:
+        """Send a handoff to the planner that made the task (if it still listens)."""
+        task = self.state.tasks.get(handoff.task_id)
+        inbox = self.inboxes.get(task.parent_id or "") if task else None
+        if inbox is not None:
+            await inbox.send(handoff)
+
+    def take_steering(self) -> str:
+        text, self.steering = "\n".join(self.steering), []
+        return text
+
+    def set_scratchpad(self, text: str) -> None:
+        self.scratchpad = text
+        self.writer.update("sessions", self.session_id, {"scratchpad": text})
+
+    def task_budget_left(self) -> int:
+        return self.settings.limits.tasks_per_cycle - self.tasks_created
+
+    async def repo_map(self) -> str:
+        """The map of the shared branch's tip, cached per tip (hundreds of planners and workers ask)."""
+        from .repo_map import repo_map
+
+        tip = self.git.shared.tip
+        if self._map_cache is None or self._map_cache[0] != tip:
+            self._map_cache = (tip, await repo_map(self.git.root, tip))
+        return self._map_cache[1]
+
+    async def git_diff_stat(self, since: str) -> str:
+        from .git_ops import git
+
+        result = await git("diff", "--stat", since, self.git.shared.tip, cwd=self.git.root, check=False)
+        return result.out
+
+    async def run_check(self, command: str) -> tuple[int | None, str]:
+        """The project's check command, sandboxed, in a worktree of the shared tip."""
+        from .sandbox import run_command
+
+        async with self.git.worktree(f"check-{self.cycle_number}", "judge") as wt:
+            result = await run_command(
+                command, wt.path, self.settings.sandbox, timeout=self.settings.sandbox.max_timeout
+            )
+        return result.exit_code, result.text
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- running -----------------------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        """Run cycles until the judge says done, a budget runs out, or the operator stops the session."""
+        from .cycles import run_session
+
+        return await run_session(self)

@@ -1,0 +1,86 @@
+"""The judge: at the end of a cycle, ``continue`` or ``done``, with a reason and notes for the next planner.
+
+It sees the goal, the cycle's handoffs, the diff stat of what landed this cycle and, when the project has a check
+command, its output run in the sandbox on the shared branch's tip.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..store.db import new_id, now
+from . import events as ev
+from .ask import ask
+from .client import ModelError
+from .prompts import render
+from .schemas import Verdict
+from .state import Handoff
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+CHECK_OUTPUT_CHARS = 6000
+
+
+async def run_judge(
+    engine: Engine, cycle_id: str, number: int, start_tip: str, handoffs: list[Handoff]
+) -> Verdict:
+    state = engine.state
+    agent = state.start_agent("judge", None, engine.settings.role("judge").model, cycle_id)
+    diff_stat = await engine.git_diff_stat(start_tip)
+    check_command = engine.settings.check_command
+    check_exit, check_output = (None, "")
+    if check_command:
+        check_exit, check_output = await engine.run_check(check_command)
+    work = list(handoffs)
+    messages = render(
+        "judge",
+        engine.settings.prompt_override("judge"),
+        goal=engine.goal,
+        number=number,
+        tasks_done=sum(h.status == "done" for h in work),
+        tasks_failed=sum(h.status != "done" for h in work),
+        commits=sum(1 for h in work if h.commit),
+        handoffs=[h.as_prompt() for h in work][:60],
+        diff_stat=diff_stat[-4000:],
+        check_command=check_command,
+        check_exit=check_exit,
+        check_output=check_output[-CHECK_OUTPUT_CHARS:],
+    )
+    status = "done"
+    try:
+        verdict = await ask(engine, agent, "judge", messages, "verdict", Verdict)
+    except ModelError as exc:
+        status = "failed"
+        verdict = Verdict(
+            decision="continue",
+            reason=f"the judge could not answer: {exc.reason}",
+            notes=engine.verdict_notes,
+        )
+    agent.steps += 1
+
+    state.writer.insert(
+        "verdicts",
+        {
+            "id": new_id(),
+            "session_id": state.session_id,
+            "cycle_id": cycle_id,
+            "decision": verdict.decision,
+            "reason": verdict.reason,
+            "notes": verdict.notes,
+            "check_output": check_output or None,
+            "created_at": now(),
+        },
+    )
+    state.emit(
+        ev.VERDICT,
+        agent_id=agent.id,
+        cycle_id=cycle_id,
+        number=number,
+        decision=verdict.decision,
+        reason=verdict.reason,
+        notes=verdict.notes[:1000],
+        check_exit=check_exit,
+    )
+    state.end_agent(agent, status)
+    return verdict

@@ -1,0 +1,179 @@
+"""Planners: split the goal (or an area of it) into worker tasks and sub-planner scopes; never write code.
+
+A planner asks once under the ``plan`` schema, queues its tasks, starts its sub-planners in parallel, then sleeps
+until handoffs arrive. When all its tasks have reported it may add follow-up tasks (within limits) and sleeps
+again; when nothing is left it hands a summary to its own parent. The root planner's scratchpad is rewritten
+each round and carried to the next cycle; its conversation is not.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+
+from . import events as ev
+from .ask import ask
+from .client import ModelError
+from .prompts import render
+from .schemas import Plan
+from .state import Handoff, Task
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Handoff]:
+    """Plan ``task``'s area, see its subtree through, and return the handoffs it collected."""
+    role = "planner" if task.kind == "planner" else "subplanner"
+    state = engine.state
+    agent = state.start_agent(role, task, engine.settings.role(role).model, task.cycle_id)
+    state.start_task(task)
+    inbox_send, inbox = anyio.create_memory_object_stream[Handoff](10_000)
+    engine.inboxes[task.id] = inbox_send
+    collected: list[Handoff] = []
+    followups_left = engine.settings.limits.followups_per_planner
+    limits = engine.settings.limits
+    can_split = task.depth < limits.planner_depth
+    status = "done"
+    try:
+        async with anyio.create_task_group() as group:
+            handoffs: list[Handoff] = []
+            first = True
+            while True:
+                max_tasks = (
+                    engine.task_budget_left() if first else min(followups_left, engine.task_budget_left())
+                )
+                if not first and (max_tasks <= 0 or not any(h.status != "done" or h.notes for h in handoffs)):
+                    break
+                plan = await _plan(
+                    engine,
+                    agent,
+                    task,
+                    role,
+                    scope,
+                    handoffs,
+                    max_tasks,
+                    limits.planner_fanout if (first and can_split) else 0,
+                )
+                agent.steps += 1
+                outstanding = _queue(engine, task, plan, max_tasks, group, first and can_split)
+                if not first:
+                    followups_left -= len(outstanding)
+                first = False
+                if not outstanding:
+                    break
+                handoffs = []
+                while outstanding:
+                    handoff = await inbox.receive()
+                    outstanding.discard(handoff.task_id)
+                    handoffs.append(handoff)
+                collected += handoffs
+    except ModelError as exc:
+        status = "failed"
+        state.emit(ev.WARNING, agent_id=agent.id, task_id=task.id, message=f"{agent.name}: {exc.reason}")
+        collected.append(Handoff(task.id, task.title, "failed", f"planning failed: {exc.reason}"))
+    finally:
+        engine.inboxes.pop(task.id, None)
+        inbox_send.close()
+    done = sum(h.status == "done" for h in collected)
+    summary = f"{done}/{len(collected)} tasks done in '{task.title}'"
+    handoff = Handoff(
+        task.id,
+        task.title,
+        status,
+        summary,
+        notes="; ".join(f"{h.title}: {h.notes}" for h in collected if h.notes)[:2000],
+    )
+    state.end_task(task, status, handoff=handoff, error=None if status == "done" else summary)
+    state.end_agent(agent, status)
+    return collected
+
+
+async def _plan(
+    engine: Engine,
+    agent,
+    task: Task,
+    role: str,
+    scope: str,
+    handoffs: list[Handoff],
+    max_tasks: int,
+    max_subplanners: int,
+) -> Plan:
+    repo_map = await engine.repo_map()
+    if role == "planner":
+        messages = render(
+            "planner",
+            engine.settings.prompt_override("planner"),
+            goal=engine.goal,
+            steering=engine.take_steering(),
+            repo_map=repo_map,
+            verdict_notes=engine.verdict_notes,
+            scratchpad=engine.scratchpad,
+            handoffs=[h.as_prompt() for h in handoffs],
+            max_tasks=max_tasks,
+            max_subplanners=max_subplanners,
+        )
+    else:
+        messages = render(
+            "subplanner",
+            engine.settings.prompt_override("subplanner"),
+            goal=engine.goal,
+            title=task.title,
+            scope=scope,
+            repo_map=repo_map,
+            handoffs=[h.as_prompt() for h in handoffs],
+            max_tasks=max_tasks,
+            max_subplanners=max_subplanners,
+        )
+    plan = await ask(engine, agent, role, messages, "plan", Plan)
+    if role == "planner" and plan.scratchpad.strip():
+        engine.set_scratchpad(plan.scratchpad)
+    engine.state.emit(
+        ev.PLAN,
+        agent_id=agent.id,
+        task_id=task.id,
+        tasks=[t.title for t in plan.tasks],
+        subplanners=[s.title for s in plan.subplanners],
+        scratchpad=plan.scratchpad[:500],
+    )
+    return plan
+
+
+def _queue(engine: Engine, parent: Task, plan: Plan, max_tasks: int, group, allow_sub: bool) -> set[str]:
+    """Create the plan's tasks (within budget) and start its sub-planners; return the ids to wait for."""
+    state = engine.state
+    outstanding: set[str] = set()
+    for planned in plan.tasks[: max(0, max_tasks)]:
+        if engine.task_budget_left() <= 0:
+            break
+        child = state.new_task(
+            parent.cycle_id,
+            "work",
+            planned.title or planned.instructions[:60],
+            parent,
+            instructions=planned.instructions,
+            files=list(planned.files),
+            check=planned.check,
+        )
+        engine.tasks_created += 1
+        outstanding.add(child.id)
+        engine.enqueue(child)
+    if allow_sub:
+        for sub in plan.subplanners[: engine.settings.limits.planner_fanout]:
+            child = state.new_task(parent.cycle_id, "subplanner", sub.title, parent, instructions=sub.scope)
+            outstanding.add(child.id)
+            group.start_soon(_run_sub, engine, child, sub.scope)
+    return outstanding
+
+
+async def _run_sub(engine: Engine, task: Task, scope: str) -> None:
+    collected = await run_planner(engine, task, scope)
+    await engine.deliver(
+        Handoff(
+            task.id,
+            task.title,
+            task.status,
+            f"{sum(h.status == 'done' for h in collected)}/{len(collected)} tasks done",
+        )
+    )

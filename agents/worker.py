@@ -1,0 +1,269 @@
+"""Workers: one task each, end to end, in their own worktree, knowing nothing of other workers.
+
+The loop is ``observe(execute(ask()))``: the model answers under the ``action`` schema with one action per turn,
+the action runs confined to the worktree (commands sandboxed), and its observation becomes the next message. A
+malformed reply becomes an error observation and the loop goes on; step and token limits end a runaway worker.
+On ``finish`` the work is committed and integrated; a conflict comes back to this same worker as an observation
+and it resolves it with the same actions, then finishes again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..store.db import new_id, now
+from . import events as ev
+from .actions import ActionContext, FormatError, execute, parse_action, reply_schema
+from .client import ModelError, ReplyFormatError
+from .prompts import render
+from .state import Agent, Handoff, Task
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .integration import Conflict
+    from .workspace import Worktree
+
+CHARS_PER_TOKEN = 3.5
+
+
+class WorkerLimit(Exception):
+    """A budget ended the worker; the message says which."""
+
+
+class WorkerLoop:
+    def __init__(self, engine: Engine, agent: Agent, task: Task, wt: Worktree) -> None:
+        self.engine = engine
+        self.agent = agent
+        self.task = task
+        self.wt = wt
+        self.settings = engine.settings.role("worker")
+        self.limits = engine.settings.limits
+        self.ctx = ActionContext(root=wt.path, sandbox=engine.settings.sandbox)
+        self.messages: list[dict[str, str]] = []
+        self.finish_args: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        self.messages = render(
+            "worker",
+            self.engine.settings.prompt_override("worker"),
+            title=self.task.title,
+            instructions=self.task.instructions,
+            files=self.task.files,
+            check=self.task.check,
+            repo_map=await self.engine.repo_map(),
+            max_steps=self.limits.steps_per_worker,
+        )
+
+    async def until_finish(self) -> dict[str, Any]:
+        """Step until the model finishes; raise :class:`WorkerLimit` when a budget runs out."""
+        while True:
+            if self.agent.steps >= self.limits.steps_per_worker:
+                raise WorkerLimit(f"step limit reached ({self.limits.steps_per_worker} steps)")
+            if self.agent.prompt_tokens + self.agent.completion_tokens >= self.limits.tokens_per_worker:
+                raise WorkerLimit(f"token limit reached ({self.limits.tokens_per_worker} tokens)")
+            done = await self.step()
+            if done is not None:
+                return done
+
+    async def step(self) -> dict[str, Any] | None:
+        self.agent.steps += 1
+        step = self.agent.steps
+        self._trim()
+        try:
+            reply = await self.engine.client.complete(
+                self.settings, self.messages, "action", reply_schema(), role="worker", agent_id=self.agent.id
+            )
+            content = reply.content
+            action = parse_action(content)
+        except ReplyFormatError as exc:
+            content = exc.content
+            self._observe(
+                content,
+                f"ERROR: {exc.reason}. Reply with one action as JSON.",
+                step,
+                "invalid",
+                {},
+                None,
+                0.0,
+                error=True,
+            )
+            return None
+        except FormatError as exc:
+            self._observe(content, f"ERROR: {exc.observation}", step, "invalid", {}, None, 0.0, error=True)
+            return None
+        if action.name == "finish":
+            self.finish_args = action.arguments()
+            self._record(step, "finish", self.finish_args, "finished", None, 0.0, error=False)
+            self.messages.append({"role": "assistant", "content": content})
+            return self.finish_args
+        started = time.perf_counter()
+        observation = await execute(action, self.ctx)
+        elapsed = (time.perf_counter() - started) * 1000
+        self._observe(
+            content,
+            observation.text,
+            step,
+            action.name,
+            action.arguments(),
+            observation.exit_code,
+            elapsed,
+            error=observation.error,
+        )
+        return None
+
+    async def resolve_conflict(self, conflict: Conflict) -> bool:
+        """Integration found a conflict with work that landed meanwhile: this worker resolves it."""
+        self.engine.state.emit(
+            ev.CONFLICT,
+            agent_id=self.agent.id,
+            task_id=self.task.id,
+            paths=list(conflict.paths),
+            round=getattr(conflict, "round", None),
+        )
+        self.messages.append({"role": "user", "content": conflict_message(conflict)})
+        try:
+            await self.until_finish()
+        except WorkerLimit:
+            return False
+        return True
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _observe(
+        self,
+        content: str,
+        text: str,
+        step: int,
+        name: str,
+        args: dict[str, Any],
+        exit_code: int | None,
+        duration_ms: float,
+        *,
+        error: bool,
+    ) -> None:
+        self._record(step, name, args, text, exit_code, duration_ms, error=error)
+        self.messages.append({"role": "assistant", "content": content})
+        self.messages.append({"role": "user", "content": f"OBSERVATION (step {step}, {name}):\n{text}"})
+
+    def _record(
+        self,
+        step: int,
+        name: str,
+        args: dict[str, Any],
+        text: str,
+        exit_code: int | None,
+        duration_ms: float,
+        *,
+        error: bool,
+    ) -> None:
+        state = self.engine.state
+        state.writer.insert(
+            "actions",
+            {
+                "id": new_id(),
+                "session_id": state.session_id,
+                "agent_id": self.agent.id,
+                "task_id": self.task.id,
+                "step": step,
+                "name": name,
+                "arguments": json.dumps(args, ensure_ascii=False),
+                "observation": text,
+                "exit_code": exit_code,
+                "duration_ms": round(duration_ms, 2),
+                "created_at": now(),
+            },
+        )
+        target = args.get("path") or args.get("command") or args.get("pattern") or args.get("summary") or ""
+        self.agent.last_action = f"{name} {str(target)[:60]}".strip()
+        state.emit(
+            ev.AGENT_STEP,
+            agent_id=self.agent.id,
+            task_id=self.task.id,
+            step=step,
+            action=name,
+            target=str(target)[:200],
+            observation=text[:300],
+            exit_code=exit_code,
+            error=error,
+        )
+
+    def _trim(self) -> None:
+        """Keep the conversation inside the context window: drop the oldest steps, keep the task."""
+        budget = (self.settings.context_length - self.settings.max_tokens) * CHARS_PER_TOKEN
+        total = sum(len(m["content"]) for m in self.messages)
+        dropped = 0
+        while total > budget and len(self.messages) > 4:
+            removed = self.messages.pop(2)
+            total -= len(removed["content"])
+            dropped += 1
+        if dropped:
+            note = "[older steps omitted to fit the context window]"
+            if not self.messages[2]["content"].startswith(note):
+                self.messages.insert(2, {"role": "user", "content": note})
+
+
+def conflict_message(conflict: Conflict) -> str:
+    parts = [
+        "CONFLICT: your change conflicts with work other agents landed meanwhile on the shared branch.",
+        "The files below now hold both sides with conflict markers (<<<<<<< ======= >>>>>>>).",
+        "Rewrite each file so it keeps both intentions and has no markers left, then finish again.",
+    ]
+    for path in conflict.paths:
+        parts.append(f"- {path}")
+    merged = getattr(conflict, "merged", None) or {}
+    for path, text in list(merged.items())[:3]:
+        parts.append(f"\n{path} now reads:\n{(text or '')[:3000]}")
+    return "\n".join(parts)
+
+
+async def run_worker(engine: Engine, task: Task) -> Handoff | None:
+    """Own ``task`` end to end. Returns the handoff, or None when the task should be retried."""
+    state = engine.state
+    agent = state.start_agent("worker", task, engine.settings.role("worker").model, task.cycle_id)
+    state.start_task(task)
+    limits = engine.settings.limits
+    try:
+        async with engine.git.worktree(task.id, agent.id) as wt:
+            loop = WorkerLoop(engine, agent, task, wt)
+            await loop.start()
+            finish = await loop.until_finish()
+            summary = str(finish.get("summary") or "").strip() or "(no summary)"
+            notes = str(finish.get("notes") or "").strip()
+            sha = await engine.git.commit(wt, f"{task.title}\n\n{summary[:2000]}")
+            if sha is None:
+                handoff = Handoff(task.id, task.title, "done", f"{summary} (no changes)", notes)
+            else:
+                result = await engine.git.integrate(
+                    wt, loop.resolve_conflict, writer=state.writer, max_conflict_rounds=limits.conflict_rounds
+                )
+                if not result.landed:
+                    raise WorkerLimit(
+                        f"integration failed: {result.error or 'conflicts unresolved'}; "
+                        f"work kept on {wt.branch}"
+                    )
+                state.commits += 1
+                state.emit(
+                    ev.COMMIT_LANDED,
+                    agent_id=agent.id,
+                    task_id=task.id,
+                    sha=sha,
+                    integrated_sha=result.integrated_sha,
+                    retries=result.retries,
+                    conflicts=result.conflicts,
+                    title=task.title,
+                )
+                handoff = Handoff(task.id, task.title, "done", summary, notes, commit=result.integrated_sha)
+    except (ModelError, WorkerLimit) as exc:
+        reason = exc.reason if isinstance(exc, ModelError) else str(exc)
+        state.end_agent(agent, "failed")
+        if task.attempts < limits.task_attempts and isinstance(exc, ModelError):
+            state.requeue_task(task, reason)
+            return None
+        handoff = Handoff(task.id, task.title, "failed", f"failed: {reason}")
+        state.end_task(task, "failed", error=reason, handoff=handoff)
+        return handoff
+    state.end_task(task, "done", handoff=handoff)
+    state.end_agent(agent, "done")
+    return handoff

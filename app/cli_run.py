@@ -1,0 +1,183 @@
+"""``formicary run``, ``resume``, ``attach`` and ``demo``: start, continue or watch a session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .cli import fail
+
+
+def _settings(repo: Path, config_file: Path | None):
+    from .config import ConfigError, load_settings
+
+    try:
+        return load_settings(repo=repo, config_file=config_file)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
+    """Run ``engine`` headless with progress lines, or in the TUI; exit 0 only when the judge said done."""
+    import anyio
+
+    from .agents.workspace import WorkspaceError
+
+    if not headless:
+        from .tui import run_live
+
+        try:
+            anyio.run(engine.prepare)
+        except WorkspaceError as exc:
+            fail(str(exc))
+        outcome = run_live(engine)
+        sys.exit(0 if outcome is not None and outcome.status == "done" else 1)
+
+    from .agents.cycles import install_signal_handlers
+    from .headless import ProgressPrinter
+
+    printer = ProgressPrinter(engine, verbose=verbose)
+    engine.subscribe(printer)
+
+    async def main():
+        install_signal_handlers(engine)
+        try:
+            await engine.prepare()
+        except WorkspaceError as exc:
+            fail(str(exc))
+        return await engine.run()
+
+    try:
+        outcome = anyio.run(main)
+    except RuntimeError as exc:
+        fail(str(exc), code=1)
+    printer.summary(outcome)
+    sys.exit(0 if outcome.status == "done" else 1)
+
+
+@click.command()
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path),
+    default=".",
+    show_default=True,
+    help="The git repository to work on.",
+)
+@click.option("--goal", required=True, help="What the agents should achieve.")
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="A config file (TOML)."
+)
+@click.option("--workers", type=click.IntRange(1, 4096), help="Workers at once (overrides limits.workers).")
+@click.option("--headless", is_flag=True, help="No TUI: print progress lines; Ctrl-C stops gracefully.")
+@click.option("--verbose", "-v", is_flag=True, help="Headless: also print every worker action.")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), help="The record to write.")
+def run(
+    repo: Path,
+    goal: str,
+    config_file: Path | None,
+    workers: int | None,
+    headless: bool,
+    verbose: bool,
+    db_path: Path | None,
+) -> None:
+    """Run a session: planners split GOAL into tasks, workers land them on one branch, a judge decides."""
+    from .agents.engine import Engine
+    from .config import ConfigError
+
+    repo = repo.expanduser()
+    if not repo.exists():
+        fail(f"{repo} does not exist")
+    settings = _settings(repo.resolve(), config_file)
+    if workers:
+        settings.limits.workers = workers
+    try:
+        engine = Engine.create(settings, repo, goal, db_path=db_path)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    _run_engine(engine, headless, verbose)
+
+
+@click.command()
+@click.argument("session", required=False)
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="A config file (TOML)."
+)
+@click.option("--headless", is_flag=True, help="No TUI: print progress lines.")
+@click.option("--verbose", "-v", is_flag=True, help="Headless: also print every worker action.")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), help="The record to use.")
+def resume(
+    session: str | None, config_file: Path | None, headless: bool, verbose: bool, db_path: Path | None
+) -> None:
+    """Carry on SESSION (an id or its last characters; default: the newest) after a crash or a stop."""
+    from . import paths
+    from .agents.engine import Engine
+    from .config import ConfigError
+    from .store import db as store_db
+    from .store.queries import find_session
+
+    path = db_path or paths.default_db_path()
+    if not path.exists():
+        fail(f"no record at {path}; nothing to resume")
+    row = _find(store_db.connect(path), session, find_session)
+    if row["status"] == "done":
+        fail(f"session {row['id']} is done (the judge said so); start a new one with `formicary run`")
+    if row["status"] == "running" and _alive(row.get("pid")):
+        fail(f"session {row['id']} is still running (pid {row['pid']}); use `formicary attach`")
+    settings = _settings(Path(row["repo"]), config_file)
+    try:
+        engine = Engine.for_resume(settings, row, db_path=path)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    _run_engine(engine, headless, verbose)
+
+
+def _find(db, session: str | None, find_session) -> dict:
+    row = find_session(db, session)
+    if row is None and session:
+        rows = list(db.query("SELECT id FROM sessions WHERE id LIKE ?", [f"%{session.upper()}"]))
+        if len(rows) == 1:
+            row = find_session(db, rows[0]["id"])
+    if row is None:
+        fail(f"no session matches {session!r}" if session else "no sessions yet")
+    return row
+
+
+def _alive(pid: int | None) -> bool:
+    import os
+
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@click.command()
+@click.argument("session", required=False)
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), help="The record to read.")
+def attach(session: str | None, db_path: Path | None) -> None:
+    """Open the TUI on SESSION (default: the newest) running in another terminal; closing leaves it running."""
+    from . import paths
+    from .store import db as store_db
+    from .store.queries import find_session
+    from .tui import attach as attach_tui
+
+    path = db_path or paths.default_db_path()
+    if not path.exists():
+        fail(f"no record at {path}")
+    row = _find(store_db.connect(path), session, find_session)
+    attach_tui(path, row["id"])
+
+
+def open_browser() -> None:
+    """``formicary`` with no command: the sessions browser."""
+    from . import paths
+    from .tui import browse
+
+    browse(paths.default_db_path())
