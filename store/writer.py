@@ -143,7 +143,11 @@ class Writer:
     def _run(self) -> None:
         try:
             db = connect(self.path)
-        except BaseException as exc:  # surfaced to the constructor
+        except (OSError, sqlite3.Error) as exc:  # surfaced to the constructor as one line
+            self._open_error = StoreError(f"cannot open the record at {self.path}: {exc}")
+            self._opened.set()
+            return
+        except BaseException as exc:
             self._open_error = exc
             self._opened.set()
             return
