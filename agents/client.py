@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -92,7 +93,9 @@ class AdaptiveLimiter:
             self._successes = 0
 
 
+@lru_cache(maxsize=64)
 def response_format(name: str, schema: type[BaseModel]) -> dict[str, Any]:
+    """The ``response_format`` for ``schema``, built once (``model_json_schema`` is costly per call)."""
     return {
         "type": "json_schema",
         "json_schema": {"name": name, "schema": schema.model_json_schema(), "strict": True},
@@ -255,11 +258,15 @@ class ModelClient:
         os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
         import litellm  # 3 s and 200 MB: only when a role asks for it
 
+        litellm.suppress_debug_info = True
+
         kwargs: dict[str, Any] = {}
         if settings.base_url:
             kwargs["api_base"] = settings.base_url
         if settings.api_key_env:
             kwargs["api_key"] = os.environ.get(settings.api_key_env, "")
+        elif settings.base_url:
+            kwargs["api_key"] = "not-needed"  # local OpenAI-compatible servers take any key
         response = await litellm.acompletion(
             model=settings.model,
             messages=messages,

@@ -75,11 +75,11 @@ def doctor(repo: Path, config_file: Path | None) -> None:
     except ConfigError as exc:
         fail(str(exc))
     reports = anyio.run(check_all, settings)
-    click.echo(f"{'ENDPOINT':<36} {'ROLES':<28} {'REACH':<5} {'MODEL':<5} {'CONTEXT':>7} {'SCHEMA':<6}")
+    click.echo(f"{'ENDPOINT':<36} {'ROLES':<31} {'REACH':<5} {'MODEL':<5} {'CONTEXT':>7} {'SCHEMA':<6}")
     mark = {True: "ok", False: "FAIL", None: "-"}
     for r in reports:
         click.echo(
-            f"{r.endpoint[:36]:<36} {','.join(r.roles)[:28]:<28} {mark[r.reachable]:<5} {mark[r.model_listed]:<5} "
+            f"{r.endpoint[:36]:<36} {','.join(r.roles)[:31]:<31} {mark[r.reachable]:<5} {mark[r.model_listed]:<5} "
             f"{(r.context_length or '-')!s:>7} {mark[r.schema_ok]:<6}"
         )
     problems = [(r, p) for r in reports for p in r.problems]

@@ -1,0 +1,50 @@
+"""``formicary doctor`` against the scripted server: a healthy endpoint, and ones with something to fix."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.scripted_server import ScriptedServer
+
+PING = json.dumps({"ok": True, "word": "ready"})
+
+
+def doctor(tmp_path, base_url: str, model: str = "scripted-model", extra: str = ""):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[model]\nbase_url = "{base_url}"\nmodel = "{model}"\ncontext_length = 4096\n{extra}')
+    return subprocess.run([sys.executable, "-m", "formicary", "doctor", "--repo", str(tmp_path), "--config",
+                           str(cfg)], capture_output=True, text=True, timeout=120)
+
+
+def test_healthy_endpoint_reports_context_length(tmp_path):
+    with ScriptedServer(responder=lambda body: PING, n_ctx=16384) as srv:
+        result = doctor(tmp_path, srv.base_url)
+    assert result.returncode == 0, result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if srv.base_url[:30] in ln)
+    assert "16384" in line and line.count("ok") == 3
+    assert "planner,subplanner,worker,judge" in line
+    assert "All endpoints healthy" in result.stdout
+
+
+def test_unreachable_endpoint_fails_with_what_to_fix(tmp_path):
+    result = doctor(tmp_path, "http://127.0.0.1:9/v1")
+    assert result.returncode == 1
+    assert "not reachable" in result.stderr
+
+
+def test_schema_failure_and_small_context_are_reported(tmp_path):
+    with ScriptedServer(responder=lambda body: "I am a chatty model, not JSON.", n_ctx=2048) as srv:
+        result = doctor(tmp_path, srv.base_url)
+    assert result.returncode == 1
+    assert "schema request failed: reply is not valid JSON" in result.stderr
+    assert "server context 2048 < configured context_length 4096" in result.stderr
+
+
+def test_roles_on_different_endpoints_are_checked_separately(tmp_path):
+    with ScriptedServer(responder=lambda body: PING) as good:
+        result = doctor(tmp_path, good.base_url, extra='[roles.judge]\nbase_url = "http://127.0.0.1:9/v1"\n')
+    assert result.returncode == 1
+    rows = [ln for ln in result.stdout.splitlines() if "127.0.0.1" in ln]
+    assert len(rows) == 2
