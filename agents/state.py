@@ -78,7 +78,7 @@ class SessionState:
     # -- events ------------------------------------------------------------------------------------
 
     def emit(
-        self, kind: str, *, agent_id: str | None = None, task_id: str | None = None, **data: Any
+        self, kind: str, /, *, agent_id: str | None = None, task_id: str | None = None, **data: Any
     ) -> None:
         self.writer.event(self.session_id, kind, agent_id=agent_id, task_id=task_id, **data)
         if self.listeners:

@@ -40,7 +40,11 @@ class WorkerLoop:
         self.wt = wt
         self.settings = engine.settings.role("worker")
         self.limits = engine.settings.limits
-        self.ctx = ActionContext(root=wt.path, sandbox=engine.settings.sandbox)
+        self.ctx = ActionContext(
+            root=wt.path,
+            sandbox=engine.settings.sandbox,
+            secret_env_names=frozenset(engine.settings.secret_env_names()),
+        )
         self.messages: list[dict[str, str]] = []
         self.finish_args: dict[str, Any] = {}
 
@@ -79,16 +83,12 @@ class WorkerLoop:
             action = parse_action(content)
         except ReplyFormatError as exc:
             content = exc.content
-            self._observe(
-                content,
-                f"ERROR: {exc.reason}. Reply with one action as JSON.",
-                step,
-                "invalid",
-                {},
-                None,
-                0.0,
-                error=True,
-            )
+            try:  # the action parser says more precisely what to fix than the schema check
+                parse_action(content)
+                detail = exc.reason
+            except FormatError as format_error:
+                detail = format_error.observation
+            self._observe(content, f"ERROR: {detail}", step, "invalid", {}, None, 0.0, error=True)
             return None
         except FormatError as exc:
             self._observe(content, f"ERROR: {exc.observation}", step, "invalid", {}, None, 0.0, error=True)
@@ -212,9 +212,9 @@ def conflict_message(conflict: Conflict) -> str:
     ]
     for path in conflict.paths:
         parts.append(f"- {path}")
-    merged = getattr(conflict, "merged", None) or {}
-    for path, text in list(merged.items())[:3]:
-        parts.append(f"\n{path} now reads:\n{(text or '')[:3000]}")
+    for file in conflict.files[:3]:
+        shown = file.merged if file.merged is not None else "(deleted on one side)"
+        parts.append(f"\n{file.path} now reads:\n{shown[:3000]}")
     return "\n".join(parts)
 
 
@@ -238,23 +238,26 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
                 result = await engine.git.integrate(
                     wt, loop.resolve_conflict, writer=state.writer, max_conflict_rounds=limits.conflict_rounds
                 )
-                if not result.landed:
+                if result.status == "empty":
+                    handoff = Handoff(task.id, task.title, "done", f"{summary} (no changes)", notes)
+                elif result.status != "integrated":
                     raise WorkerLimit(
                         f"integration failed: {result.error or 'conflicts unresolved'}; "
                         f"work kept on {wt.branch}"
                     )
-                state.commits += 1
-                state.emit(
-                    ev.COMMIT_LANDED,
-                    agent_id=agent.id,
-                    task_id=task.id,
-                    sha=sha,
-                    integrated_sha=result.integrated_sha,
-                    retries=result.retries,
-                    conflicts=result.conflicts,
-                    title=task.title,
-                )
-                handoff = Handoff(task.id, task.title, "done", summary, notes, commit=result.integrated_sha)
+                else:
+                    state.commits += 1
+                    state.emit(
+                        ev.COMMIT_LANDED,
+                        agent_id=agent.id,
+                        task_id=task.id,
+                        sha=sha,
+                        integrated_sha=result.sha,
+                        retries=result.retries,
+                        conflicts=result.conflicts,
+                        title=task.title,
+                    )
+                    handoff = Handoff(task.id, task.title, "done", summary, notes, commit=result.sha)
     except (ModelError, WorkerLimit) as exc:
         reason = exc.reason if isinstance(exc, ModelError) else str(exc)
         state.end_agent(agent, "failed")

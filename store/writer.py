@@ -93,6 +93,7 @@ class Writer:
         self,
         session_id: str | None,
         kind: str,
+        /,
         *,
         agent_id: str | None = None,
         task_id: str | None = None,
