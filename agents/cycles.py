@@ -44,7 +44,7 @@ async def run_session(engine: Engine) -> Outcome:
         if engine._paused:
             client.pause()
         await _record_start(engine)
-        await engine.git.prune_stale(live_sessions={engine.session_id})
+        await _clean_leftovers(engine)
         async with anyio.create_task_group() as services:
             services.start_soon(_poll_controls, engine)
             services.start_soon(_watch_wall_time, engine)
@@ -61,6 +61,43 @@ async def run_session(engine: Engine) -> Outcome:
         with anyio.CancelScope(shield=True):
             await _record_end(engine, outcome)
     return outcome
+
+
+async def _clean_leftovers(engine: Engine) -> None:
+    """Before any worktree is made: remove what dead processes left (worktrees, a ref lock on our branch).
+
+    Worktrees of sessions still running in another live process are kept; this session's own leftovers are
+    orphans by definition, since this process has not made any yet.
+    """
+
+    def live_sessions() -> set[str]:
+        db = connect(engine.db_path, migrate=False)
+        try:
+            rows = db.query("SELECT id, pid FROM sessions WHERE status IN ('running', 'paused')")
+            return {r["id"] for r in rows if r["id"] != engine.session_id and _pid_alive(r["pid"])}
+        finally:
+            db.conn.close()
+
+    live = await anyio.to_thread.run_sync(live_sessions)
+    removed = await engine.git.prune_stale(live_sessions=live)
+    lock = engine.git.common_dir / "refs" / "heads" / f"{engine.git.branch}.lock"
+    if engine.resuming and lock.exists():
+        lock.unlink(missing_ok=True)
+        removed.append(lock)
+    if removed:
+        engine.state.emit(ev.STATUS, message=f"removed {len(removed)} leftover worktree(s) or lock(s)")
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def _start_embedded(engine: Engine) -> str | None:
@@ -121,28 +158,49 @@ async def _record_start(engine: Engine) -> None:
 
 
 async def _recover(engine: Engine) -> None:
-    """After a crash or stop: tasks left running go back to pending; the last cycle's plan is reloaded."""
-    db = await anyio.to_thread.run_sync(connect, engine.db_path)
-    try:
-        rows = list(db.query("SELECT * FROM tasks WHERE session_id = ? ORDER BY id", [engine.session_id]))
-        cycles = list(
-            db.query("SELECT * FROM cycles WHERE session_id = ? ORDER BY number", [engine.session_id])
-        )
-        verdict = list(
-            db.query(
-                "SELECT notes FROM verdicts WHERE session_id = ? ORDER BY created_at DESC LIMIT 1",
-                [engine.session_id],
+    """After a crash or stop: the last cycle's unfinished work tasks go back to pending; older leftovers end.
+
+    Planner conversations are disposable: what carries over is the tasks they created. Tasks of cycles that
+    are over (or were abandoned by a crash) are cancelled; they are not retried behind the planner's back.
+    """
+
+    def load():
+        db = connect(engine.db_path)
+        try:
+            sid = [engine.session_id]
+            return (
+                list(db.query("SELECT * FROM tasks WHERE session_id = ? ORDER BY id", sid)),
+                list(db.query("SELECT * FROM cycles WHERE session_id = ? ORDER BY number", sid)),
+                list(db.query("SELECT notes FROM verdicts WHERE session_id = ? ORDER BY created_at", sid)),
             )
-        )
-    finally:
-        db.conn.close()
-    engine.verdict_notes = verdict[0]["notes"] if verdict else ""
+        finally:
+            db.conn.close()
+
+    rows, cycles, verdicts = await anyio.to_thread.run_sync(load)
+    writer = engine.writer
+    engine.verdict_notes = verdicts[-1]["notes"] if verdicts else ""
+    engine.cycles_judged = len(verdicts)
     engine.cycle_number = cycles[-1]["number"] if cycles else 0
     last = cycles[-1] if cycles and cycles[-1]["status"] == "running" else None
+    for cycle in cycles[:-1] if last else cycles:
+        if cycle["status"] == "running":
+            writer.update("cycles", cycle["id"], {"status": "abandoned", "ended_at": now()})
+    requeued = 0
     for row in rows:
-        if row["status"] == "running":
-            engine.writer.update("tasks", row["id"], {"status": "pending", "error": "requeued after restart"})
-            row["status"] = "pending"
+        if row["status"] not in ("running", "pending"):
+            continue
+        if last is not None and row["cycle_id"] == last["id"]:
+            if row["status"] == "running":
+                writer.update("tasks", row["id"], {"status": "pending", "error": "requeued after restart"})
+                row["status"] = "pending"
+            requeued += row["kind"] == "work"
+        else:
+            writer.update(
+                "tasks",
+                row["id"],
+                {"status": "cancelled", "ended_at": now(), "error": "its cycle ended before a restart"},
+            )
+            row["status"] = "cancelled"
     engine._resume_cycle = None
     if last is not None:
         pending = [
@@ -152,12 +210,11 @@ async def _recover(engine: Engine) -> None:
         ]
         planned = any(r["cycle_id"] == last["id"] and r["kind"] == "work" for r in rows)
         engine._resume_cycle = (last, pending, planned)
-        for r in rows:  # planner conversations are disposable: their tasks are what carries over
-            if r["cycle_id"] == last["id"] and r["kind"] != "work" and r["status"] == "pending" and planned:
-                engine.writer.update("tasks", r["id"], {"status": "done", "ended_at": now()})
-    engine.state.emit(
-        ev.STATUS, message=f"resumed: {sum(r['status'] == 'pending' for r in rows)} task(s) requeued"
-    )
+        for r in rows:
+            if r["cycle_id"] == last["id"] and r["kind"] != "work" and r["status"] == "pending":
+                status = "done" if planned else "cancelled"
+                writer.update("tasks", r["id"], {"status": status, "ended_at": now()})
+    engine.state.emit(ev.STATUS, message=f"resumed: {requeued} task(s) requeued")
 
 
 async def _cycles(engine: Engine) -> Outcome:
@@ -181,7 +238,7 @@ async def _cycles(engine: Engine) -> Outcome:
             if resume is not None:  # crashed while planning: abandon that cycle, plan afresh
                 engine.writer.update("cycles", resume[0]["id"], {"status": "abandoned", "ended_at": now()})
                 resume = None
-            if engine.cycle_number >= limits.cycles:
+            if engine.cycles_judged >= limits.cycles:
                 return Outcome("stopped", f"cycle budget reached ({limits.cycles} cycles)")
             engine.cycle_number += 1
             engine.cycle_id = new_id()
@@ -213,6 +270,7 @@ async def _cycles(engine: Engine) -> Outcome:
         engine.writer.update("cycles", engine.cycle_id, {"status": "done", "ended_at": now()})
         engine.state.emit(ev.CYCLE_ENDED, cycle_id=engine.cycle_id, number=engine.cycle_number, status="done")
         engine.verdict_notes = verdict.notes
+        engine.cycles_judged += 1
         if verdict.decision == "done":
             return Outcome("done", verdict.reason)
         if engine._stop_reason:

@@ -60,6 +60,7 @@ class Engine:
         self.cycle_handoffs: list[Handoff] = []
         self.tasks_created = 0
         self.cycle_number = 0
+        self.cycles_judged = 0
         self.cycle_id: str | None = None
         self.git: SessionRepo | None = None
         self.writer: Writer | None = None

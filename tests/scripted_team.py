@@ -116,3 +116,29 @@ class ScriptedTeam:
 
 def last_text(body: dict[str, Any]) -> str:
     return last_user_text(body)
+
+
+def _crash_work(title: str, step: int) -> Action:
+    name = title.replace(" ", "-")
+    if step == 0:
+        return write(f"{name}.txt", f"{title}\n")
+    if step == 1:
+        return read(f"{name}.txt")
+    return finish(f"wrote {name}.txt")
+
+
+CRASH_TEAM = ScriptedTeam(
+    root_plans=[plan([task(f"cycle{c} task{j}") for j in range(6)]) for c in range(1, 4)]
+    + [plan([task(f"extra{j}") for j in range(2)])],
+    default_work=_crash_work,
+    verdicts=[
+        {"decision": "continue", "reason": "more", "notes": "keep going"},
+        {"decision": "continue", "reason": "more", "notes": "keep going"},
+        {"decision": "done", "reason": "all written", "notes": ""},
+    ],
+)
+
+
+def crash_responder(body: dict[str, Any]) -> str:
+    """A three-cycle session of small tasks, for headless runs in a subprocess (crash and resume tests)."""
+    return CRASH_TEAM(body)
