@@ -228,8 +228,11 @@ class ModelClient:
             )
             if attempt > settings.retries:
                 raise ModelError(f"{settings.endpoint}: {error} (after {attempt} attempts)")
-            backoff = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2 ** (attempt - 1)))
-            await anyio.sleep(max(backoff, retry_after or 0.0))
+            if retry_after is not None:  # the server said when: wait that long, spread a little
+                delay = retry_after * random.uniform(1.0, 1.2)
+            else:  # exponential backoff with full jitter
+                delay = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2 ** (attempt - 1)))
+            await anyio.sleep(delay)
 
     async def _call(
         self, settings: ModelSettings, messages: list[dict[str, str]], fmt: dict[str, Any]
