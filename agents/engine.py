@@ -8,6 +8,7 @@ repository, the judge's notes and the root planner's scratchpad carry over.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -25,6 +26,35 @@ from .state import Handoff, SessionState, Task
 if TYPE_CHECKING:
     from ..config import Settings
     from .workspace import SessionRepo
+
+
+class PreflightError(Exception):
+    """A configured model endpoint does not answer; the message says which and what to do."""
+
+
+async def preflight(settings: Settings, timeout: float = 5.0) -> None:
+    """GET ``/models`` on every configured OpenAI-compatible endpoint, so a typo fails in seconds, not tasks."""
+    import httpx
+
+    from ..config import ROLES
+
+    urls = {settings.role(r).base_url: settings.role(r) for r in ROLES}
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        for url, model in urls.items():
+            if not url or model.api != "openai":
+                continue
+            headers = {}
+            if model.api_key_env and os.environ.get(model.api_key_env):
+                headers["Authorization"] = f"Bearer {os.environ[model.api_key_env]}"
+            try:
+                response = await http.get(f"{url}/models", headers=headers)
+            except httpx.HTTPError as exc:
+                raise PreflightError(
+                    f"model endpoint {url} is not reachable ({type(exc).__name__}); start the server or fix "
+                    "model.base_url (`formicary doctor` checks every endpoint)"
+                ) from None
+            if response.status_code in (401, 403):
+                raise PreflightError(f"model endpoint {url} refused the key (HTTP {response.status_code})")
 
 
 @dataclass
@@ -110,10 +140,15 @@ class Engine:
         return engine
 
     async def prepare(self) -> None:
-        """Open the repository and the session branch (raises ``WorkspaceError`` with a one-line message)."""
+        """Check the endpoints answer, then open the repository and the session branch.
+
+        Raises ``PreflightError`` or ``WorkspaceError`` with a one-line message, before anything is changed.
+        """
         if self.git is not None:
             return
         from .workspace import SessionRepo
+
+        await preflight(self.settings)
 
         branch = getattr(self, "_resume_branch", None) or self.settings.branch or None
         self.git = await SessionRepo.open(

@@ -23,6 +23,7 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
     """Run ``engine`` headless with progress lines, or in the TUI; exit 0 only when the judge said done."""
     import anyio
 
+    from .agents.engine import PreflightError
     from .agents.workspace import WorkspaceError
 
     if not headless:
@@ -30,7 +31,7 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
 
         try:
             anyio.run(engine.prepare)
-        except WorkspaceError as exc:
+        except (WorkspaceError, PreflightError) as exc:
             fail(str(exc))
         outcome = run_live(engine)
         sys.exit(0 if outcome is not None and outcome.status == "done" else 1)
@@ -45,7 +46,7 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
         install_signal_handlers(engine)
         try:
             await engine.prepare()
-        except WorkspaceError as exc:
+        except (WorkspaceError, PreflightError) as exc:
             fail(str(exc))
         return await engine.run()
 
