@@ -87,7 +87,7 @@ class SessionState:
                 "session_id": self.session_id,
                 "agent_id": agent_id,
                 "task_id": task_id,
-                "data": data,
+                "data": {k: self.writer.redact(v) if isinstance(v, str) else v for k, v in data.items()},
                 "created_at": now(),
             }
             for listener in list(self.listeners):

@@ -66,7 +66,8 @@ class ProgressPrinter:
 
     def summary(self, outcome: Outcome) -> None:
         self._print(self.status_line())
-        self._print(f"session {self.engine.session_id} {outcome.status}: {outcome.reason}")
+        reason = self.engine.writer.redact(outcome.reason) if self.engine.writer else outcome.reason
+        self._print(f"session {self.engine.session_id} {outcome.status}: {reason}")
 
     def _print(self, line: str) -> None:
         stamp = time.strftime("%H:%M:%S")

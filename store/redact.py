@@ -33,7 +33,7 @@ class Redactor:
     def __init__(self, extra_env_names: Iterable[str] = (), min_length: int = 6) -> None:
         self._values: list[str] = []
         self.min_length = min_length
-        names = {n for n in os.environ if _SECRET_NAME.search(n)} | set(extra_env_names)
+        names = secret_env_names() | set(extra_env_names)
         for name in names:
             self.add(os.environ.get(name, ""))
 
@@ -55,4 +55,5 @@ class Redactor:
 def secret_env_names(environ: dict[str, str] | None = None) -> set[str]:
     """Names of variables that look like they hold secrets (used to scrub sandboxed commands' env too)."""
     environ = os.environ if environ is None else environ
-    return {n for n in environ if _SECRET_NAME.search(n)}
+    # ``*_ENV`` variables hold the NAME of a key variable (``FORMICARY_MODEL__API_KEY_ENV``), not a key.
+    return {n for n in environ if _SECRET_NAME.search(n) and not n.endswith("_ENV")}
