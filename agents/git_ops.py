@@ -1,0 +1,222 @@
+"""Plain git processes for the engine: one helper to run git, the fixed environment, a few parsers.
+
+Why processes and not GitPython: GitPython is not thread-safe and ``IndexFile.add`` changes the process cwd.
+Every call here passes ``cwd=`` (nothing ever chdirs), never prompts, and reads C-locale output. A git process
+costs ~1.5 ms here, so callers count them: see ``docs`` in :mod:`formicary.agents.integration`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Variables that would point git at another repository than the cwd (set when run from inside a hook).
+_INHERITED_DROP = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_COMMON_DIR",
+    "GIT_PREFIX",
+    "GIT_NAMESPACE",
+)
+
+# Options every git call gets: agents never sign (no passphrase prompt), conflicts use the plain two-way
+# marker style that :class:`formicary.agents.integration.Conflict` documents, and no pager or editor.
+_CONFIG = ("-c", "commit.gpgSign=false", "-c", "merge.conflictStyle=merge", "-c", "core.quotePath=false")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class GitError(Exception):
+    """A git operation failed; ``str(exc)`` is one line fit to print to the operator."""
+
+
+def _base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _INHERITED_DROP}
+    env.update(
+        LC_ALL="C",
+        LANG="C",
+        GIT_TERMINAL_PROMPT="0",
+        GIT_OPTIONAL_LOCKS="0",  # `git status` must never rewrite the operator's index
+        GIT_EDITOR="true",
+        GIT_PAGER="cat",
+        GIT_ASKPASS="true",
+    )
+    return env
+
+
+GIT_ENV: dict[str, str] = _base_env()
+
+
+def identity_env(name: str, email: str) -> dict[str, str]:
+    """Author and committer for one git call, without writing anyone's config."""
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a commit is by: always an agent of formicary, never the operator."""
+
+    name: str
+    email: str
+
+    @classmethod
+    def for_agent(cls, agent_id: str, role: str = "worker") -> Identity:
+        return cls(f"formicary-{role}-{agent_id}", f"{agent_id}@formicary.local")
+
+    def env(self) -> dict[str, str]:
+        return identity_env(self.name, self.email)
+
+
+@dataclass
+class GitResult:
+    rc: int
+    out: str
+    err: str
+
+
+def check_name(value: str, what: str) -> str:
+    """Session and task ids end up in branch and folder names: keep them plain."""
+    if not _NAME_RE.match(value) or ".." in value or value.endswith((".", ".lock")):
+        raise GitError(f"invalid {what} {value!r}: use letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _one_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for ln in lines:  # git's own summary line is the useful one
+        if ln.startswith(("fatal:", "error:")):
+            return ln
+    return lines[0] if lines else ""
+
+
+async def _run(
+    args: tuple[str, ...], cwd: Path | str, env: Mapping[str, str] | None, input: bytes | None
+) -> tuple[int, bytes, bytes]:
+    full_env = GIT_ENV if env is None else {**GIT_ENV, **env}
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        *_CONFIG,
+        *args,
+        cwd=str(cwd),
+        env=full_env,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = await proc.communicate(input)
+    except BaseException:  # cancelled: do not leave a git process behind
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.shield(proc.wait())
+        raise
+    return proc.returncode or 0, out, err
+
+
+def _failure(args: tuple[str, ...], rc: int, out: str, err: str) -> GitError:
+    detail = _one_line(err) or _one_line(out) or f"exit code {rc}"
+    return GitError(f"git {args[0]} failed: {detail}")
+
+
+async def git(
+    *args: str,
+    cwd: Path | str,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+) -> GitResult:
+    """Run ``git args`` in ``cwd``; raise :class:`GitError` on a non-zero exit unless ``check`` is False."""
+    rc, out, err = await _run(args, cwd, env, input)
+    result = GitResult(rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+    if check and rc != 0:
+        raise _failure(args, rc, result.out, result.err)
+    return result
+
+
+async def cat_blobs(cwd: Path | str, specs: Iterable[str]) -> dict[str, str | None]:
+    """Read many objects as text in ONE process (``cat-file --batch``); a missing object reads as None."""
+    wanted = list(dict.fromkeys(specs))
+    if not wanted:
+        return {}
+    args = ("cat-file", "--batch")
+    rc, raw, err = await _run(args, cwd, None, "".join(f"{s}\n" for s in wanted).encode())
+    if rc != 0:
+        raise _failure(args, rc, "", err.decode("utf-8", "replace"))
+    found: dict[str, str | None] = {}
+    pos = 0
+    for spec in wanted:
+        nl = raw.index(b"\n", pos)
+        header = raw[pos:nl].decode("utf-8", "replace")
+        pos = nl + 1
+        if header.endswith((" missing", " ambiguous")):
+            found[spec] = None
+            continue
+        size = int(header.rsplit(" ", 1)[1])
+        found[spec] = raw[pos : pos + size].decode("utf-8", "replace")
+        pos += size + 1
+    return found
+
+
+@dataclass
+class ConflictEntry:
+    """One line of merge-tree's conflicted-file info: a file at one merge stage."""
+
+    mode: str
+    oid: str
+    stage: int  # 1 base, 2 ours (first commit given), 3 theirs (second)
+    path: str
+
+
+@dataclass
+class MergeTreeResult:
+    """What ``git merge-tree --write-tree -z`` says: the merged tree (markers written into conflicted files)."""
+
+    tree: str
+    clean: bool
+    entries: list[ConflictEntry] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[str]:
+        return list(dict.fromkeys(e.path for e in self.entries))
+
+
+def parse_merge_tree(out: str, clean: bool) -> MergeTreeResult:
+    """Parse ``merge-tree --write-tree -z`` (git >= 2.38) output.
+
+    Layout: ``<tree>NUL``, then when not clean ``<mode> <oid> <stage>TAB<path>NUL`` entries, an empty field,
+    then messages as ``<n>NUL<path>NUL...<type>NUL<text>NUL`` groups.
+    """
+    fields = out.split("\0")
+    result = MergeTreeResult(tree=fields[0].strip(), clean=clean)
+    if clean:
+        return result
+    i = 1
+    while i < len(fields) and fields[i]:
+        meta, _, path = fields[i].partition("\t")
+        mode, oid, stage = meta.split(" ")
+        result.entries.append(ConflictEntry(mode, oid, int(stage), path))
+        i += 1
+    i += 1
+    while i < len(fields) and fields[i]:
+        try:
+            n = int(fields[i])
+        except ValueError:
+            break
+        i += 1 + n  # the paths the message is about
+        if i + 1 < len(fields):
+            result.messages.append(fields[i + 1].strip())
+        i += 2
+    return result

@@ -1,0 +1,434 @@
+"""A session's git workspace: the shared session branch, one worktree per task, the worker's commit.
+
+The operator's checked-out branch, index and work tree are never modified: the session branch is made with
+``git branch`` (no checkout) and every task works in its own linked worktree, in a session folder outside the
+repository's work tree, on its own task branch. ``git worktree add/remove/prune`` race when run concurrently
+(``failed to read .git/worktrees/…/commondir``), so those commands, and only those, take one lock per
+repository. Landing work on the shared branch is :mod:`formicary.agents.integration`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .git_ops import GitError, Identity, check_name, git
+
+if TYPE_CHECKING:
+    from .integration import Conflict, IntegrationResult, SharedBranch
+
+TASK_BRANCH_PREFIX = "formicary-tasks"
+_SUMMARY_RE = re.compile(r"^\[[^\n]* ([0-9a-f]{40}|[0-9a-f]{64})\] ")
+
+
+class WorkspaceError(GitError):
+    """The target repository can't host a session; the message is one line for the operator."""
+
+
+@dataclass
+class Worktree:
+    """One task's checkout. ``head`` is the task branch tip this process last wrote (None: no commit yet)."""
+
+    path: Path
+    branch: str
+    base: str  # shared-branch tip the worktree was created from
+    task_id: str
+    agent_id: str
+    head: str | None = None
+    message: str | None = None
+    status: str = "open"  # open | integrated | failed
+    integrated_sha: str | None = None
+
+    @property
+    def identity(self) -> Identity:
+        return Identity.for_agent(self.agent_id)
+
+
+class SessionRepo:
+    """A target repository opened for one session; create with :meth:`open`, one per repository per process."""
+
+    def __init__(
+        self,
+        root: Path,
+        common_dir: Path,
+        session_id: str,
+        branch: str,
+        base_sha: str,
+        tip_tree: str,
+        worktrees_dir: Path,
+        reuse_worktrees: bool = False,
+    ) -> None:
+        from .integration import SharedBranch
+
+        self.root = root
+        self.common_dir = common_dir
+        self.session_id = session_id
+        self.branch = branch
+        self.base_sha = base_sha
+        self.worktrees_dir = worktrees_dir
+        self.shared: SharedBranch = SharedBranch(f"refs/heads/{branch}", tip=base_sha, tip_tree=tip_tree)
+        self._worktree_lock = anyio.Lock()  # git worktree add/remove/prune only
+        self.reuse_worktrees = reuse_worktrees
+        self._idle: list[Path] = []  # parked worktrees, detached and waiting for a task (reuse_worktrees)
+        self._slots = 0
+        self._closed = False
+
+    # -- opening ---------------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path | str,
+        session_id: str,
+        *,
+        branch: str | None = None,
+        resume: bool = False,
+        worktrees_dir: Path | None = None,
+        reuse_worktrees: bool = False,
+    ) -> SessionRepo:
+        """Create the session branch from HEAD (or reopen it with ``resume``) without touching the work tree.
+
+        A new session needs a non-bare repository with commits, a branch checked out (not a detached HEAD)
+        and a clean work tree (untracked files count); anything else raises :class:`WorkspaceError` before
+        any change. ``resume`` reopens an existing branch: only that branch must exist and be checked out
+        nowhere, since formicary moves it by ref updates alone.
+
+        Args:
+            path: the repository (any folder inside its work tree).
+            session_id: names the default branch ``formicary/<session_id>`` and the worktrees folder.
+            branch: the operator's name for the session branch.
+            resume: reopen an existing session branch instead of creating it.
+            worktrees_dir: the session's worktrees folder; default ``paths.worktrees_dir(session_id)``.
+            reuse_worktrees: park a finished task's worktree for the next task instead of removing it
+                (much cheaper on big repositories; call :meth:`close` at the end).
+        """
+        check_name(session_id, "session id")
+        where = Path(path).expanduser()
+        if not where.exists():
+            raise WorkspaceError(f"{where} does not exist")
+        if not where.is_dir():
+            raise WorkspaceError(f"{where} is not a folder")
+        probe = await git(
+            "rev-parse", "--is-bare-repository", "--git-common-dir", "--show-toplevel", cwd=where, check=False
+        )
+        lines = probe.out.splitlines()
+        if lines[:1] == ["true"]:
+            raise WorkspaceError(f"{where} is a bare repository; formicary needs a work tree")
+        if probe.rc != 0 or len(lines) < 3:
+            if "not a git repository" in probe.err:
+                raise WorkspaceError(f"{where} is not a git repository")
+            raise WorkspaceError(f"{where} is not a git work tree: {probe.err.strip().splitlines()[-1:]}")
+        root = Path(lines[2])
+        common = Path(lines[1])
+        common = (common if common.is_absolute() else where / common).resolve()
+        branch = branch or f"formicary/{session_id}"
+        if worktrees_dir is None:
+            from formicary.paths import worktrees_dir as default_dir
+
+            worktrees_dir = default_dir(session_id)
+        worktrees_dir = Path(worktrees_dir).expanduser().resolve()
+        if worktrees_dir.is_relative_to(root.resolve()):
+            raise WorkspaceError(f"worktrees folder {worktrees_dir} must be outside the repository {root}")
+        if resume:
+            tip, tree = await _resume_checks(root, branch)
+            return cls(root, common, session_id, branch, tip, tree, worktrees_dir, reuse_worktrees)
+        head = await _new_session_checks(root)
+        made = await git("branch", "--no-track", branch, head, cwd=root, check=False)
+        if made.rc != 0:
+            if "already exists" in made.err:
+                raise WorkspaceError(f"branch {branch} already exists; resume that session or name another")
+            raise WorkspaceError(f"cannot create branch {branch}: {made.err.strip().splitlines()[-1:]}")
+        tree = (await git("rev-parse", f"{head}^{{tree}}", cwd=root)).out.strip()
+        return cls(root, common, session_id, branch, head, tree, worktrees_dir, reuse_worktrees)
+
+    # -- worktrees -------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def worktree(self, task_id: str, agent_id: str) -> AsyncIterator[Worktree]:
+        """A clean worktree for one task at the shared tip, on its own task branch, released on exit.
+
+        Released whatever the outcome (success, exception, cancellation): removed, or with
+        ``reuse_worktrees`` detached and parked for the next task (which gets ``reset --hard`` + ``clean
+        -ffdx`` to the new tip: only changed files are rewritten, where a fresh checkout writes them all).
+        On exit the task branch is deleted only when it holds nothing unlanded: it still points at the
+        integrated head or at its base (compare-and-swap deletes, so work committed behind our back stays).
+        A failed task keeps its branch.
+        """
+        check_name(task_id, "task id")
+        wt = None
+        while wt is None and self.reuse_worktrees and self._idle:
+            wt = await self._recycle(self._idle.pop(), task_id, agent_id)
+        if wt is None:
+            wt = await self._add_worktree(task_id, agent_id)
+        try:
+            yield wt
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release(wt)
+
+    def _names(self, task_id: str, n: int) -> tuple[str, Path]:
+        suffix = "" if n == 1 else f"-{n}"
+        if self.reuse_worktrees:
+            self._slots += 1
+            folder = self.worktrees_dir / f"slot-{self._slots}"
+        else:
+            folder = self.worktrees_dir / f"task-{task_id}{suffix}"
+        return f"{TASK_BRANCH_PREFIX}/{self.session_id}/{task_id}{suffix}", folder
+
+    async def _add_worktree(self, task_id: str, agent_id: str) -> Worktree:
+        base = self.shared.tip or await self.shared.read_tip(self.root)
+        self.worktrees_dir.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 100):
+            branch, path = self._names(task_id, n)
+            if path.exists():
+                continue
+            async with self._worktree_lock:
+                with anyio.CancelScope(shield=True):
+                    res = await self._worktree_cmd("add", "--no-checkout", "-b", branch, str(path), base)
+            if res.rc == 0:
+                break
+            if "already exists" not in res.err:
+                raise GitError(f"git worktree add failed: {res.err.strip().splitlines()[-1:]}")
+        else:
+            raise GitError(f"no free worktree name for task {task_id}")
+        wt = Worktree(path=path, branch=branch, base=base, task_id=task_id, agent_id=agent_id)
+        try:
+            # The checkout itself runs outside the lock: it is the slow part and touches only this worktree.
+            await git("reset", "-q", "--hard", cwd=path)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._drop_worktree(wt)
+            raise
+        return wt
+
+    async def _recycle(self, path: Path, task_id: str, agent_id: str) -> Worktree | None:
+        """Point a parked worktree at a new task branch from the tip; None (and removed) if it won't."""
+        base = self.shared.tip or await self.shared.read_tip(self.root)
+        wt = None
+        for n in range(1, 100):
+            branch = self._names(task_id, n)[0]
+            wt = Worktree(path=path, branch=branch, base=base, task_id=task_id, agent_id=agent_id)
+            # checkout reads every worktree's metadata (is the branch checked out elsewhere?): same race as add.
+            async with self._worktree_lock:
+                with anyio.CancelScope(shield=True):
+                    res = await git("checkout", "-q", "-f", "-b", branch, base, cwd=path, check=False)
+            if res.rc == 0:
+                break
+            if "already exists" not in res.err:
+                await self._drop_worktree(wt)
+                return None
+        else:
+            raise GitError(f"no free branch name for task {task_id}")
+        try:
+            await git("clean", "-ffdxq", cwd=path)  # the last task's untracked and ignored files
+        except GitError:
+            await self._drop_worktree(wt)
+            return None
+        return wt
+
+    async def _worktree_cmd(self, *args: str) -> Any:
+        """``git worktree …`` under the caller's lock, retried when another process races on metadata."""
+        for _ in range(5):
+            res = await git("worktree", *args, cwd=self.root, check=False)
+            if res.rc == 0 or "commondir" not in res.err:
+                return res
+            await anyio.sleep(0.01)
+        return res
+
+    async def _release(self, wt: Worktree) -> None:
+        if self.reuse_worktrees and not self._closed:
+            # Detach HEAD (git refuses to update HEAD and its branch in one transaction), then drop the branch.
+            sha = wt.head or wt.base
+            parked = await git("update-ref", "--no-deref", "HEAD", sha, cwd=wt.path, check=False)
+            if parked.rc == 0:
+                await self._forget_branch(wt)
+                self._idle.append(wt.path)
+                return
+        await self._drop_worktree(wt)
+
+    async def _drop_worktree(self, wt: Worktree) -> None:
+        await self._remove_folder(wt.path)
+        await self._forget_branch(wt)
+
+    async def _forget_branch(self, wt: Worktree) -> None:
+        if unneeded_at := _unneeded_at(wt):  # compare-and-swap delete: work committed behind our back stays
+            await git("update-ref", "-d", f"refs/heads/{wt.branch}", unneeded_at, cwd=self.root, check=False)
+
+    async def _remove_folder(self, path: Path) -> None:
+        async with self._worktree_lock:
+            res = await self._worktree_cmd("remove", "--force", "--force", str(path))
+            if res.rc != 0:
+                await anyio.to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))
+                await self._worktree_cmd("prune")
+
+    async def close(self) -> None:
+        """Remove the parked worktrees (``reuse_worktrees``); call when the session ends."""
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            while self._idle:
+                await self._remove_folder(self._idle.pop())
+
+    async def maintain(self) -> None:
+        """``git maintenance run --auto``: worker commits skip it (a process each), so run it between cycles."""
+        await git("maintenance", "run", "--auto", "--quiet", cwd=self.root, check=False)
+
+    async def prune_stale(self, live_sessions: Collection[str] = ()) -> list[Path]:
+        """Remove this repository's worktrees left under the worktrees root by sessions not in ``live_sessions``.
+
+        Call on start, before this session makes worktrees. It removes (1) registered worktrees of this
+        repository under the root whose session folder is not live, (2) metadata whose folder is gone
+        (``git worktree prune``), and (3) folders whose ``.git`` file points into this repository's
+        metadata that no longer exists. Folders of other repositories are left alone. Task branches stay.
+        """
+        root = self.worktrees_dir.parent
+        live = set(live_sessions)
+        removed: list[Path] = []
+
+        def stale(p: Path) -> bool:
+            try:
+                rel = p.resolve().relative_to(root)
+            except ValueError:
+                return False
+            return bool(rel.parts) and rel.parts[0] not in live
+
+        async with self._worktree_lock:
+            listing = await self._worktree_cmd("list", "--porcelain")
+            for line in listing.out.splitlines():
+                if line.startswith("worktree ") and stale(p := Path(line[len("worktree ") :])):
+                    res = await self._worktree_cmd("remove", "--force", "--force", str(p))
+                    if res.rc != 0:
+                        await anyio.to_thread.run_sync(lambda p=p: shutil.rmtree(p, ignore_errors=True))
+                    removed.append(p)
+            await self._worktree_cmd("prune")
+            orphans = await anyio.to_thread.run_sync(self._orphan_dirs, root, live)
+            for p in orphans:
+                await anyio.to_thread.run_sync(lambda p=p: shutil.rmtree(p, ignore_errors=True))
+                removed.append(p)
+        return removed
+
+    def _orphan_dirs(self, root: Path, live: set[str]) -> list[Path]:
+        found: list[Path] = []
+        if not root.is_dir():
+            return found
+        meta = self.common_dir / "worktrees"
+        for session_dir in root.iterdir():
+            if session_dir.name in live or not session_dir.is_dir():
+                continue
+            for child in session_dir.iterdir():
+                dotgit = child / ".git"
+                if not dotgit.is_file():
+                    continue
+                text = dotgit.read_text(errors="replace").strip()
+                if not text.startswith("gitdir:"):
+                    continue
+                gitdir = Path(text[len("gitdir:") :].strip())
+                if gitdir.parent.resolve() == meta.resolve() and not gitdir.exists():
+                    found.append(child)
+        return found
+
+    # -- commits ---------------------------------------------------------------------------------------
+
+    async def commit(self, wt: Worktree, message: str, identity: Identity | None = None) -> str | None:
+        """Commit everything the worker changed (``add -A``) as the worker; None when nothing changed.
+
+        The message gets ``Formicary-Task``/``Formicary-Agent`` trailers. Hooks are skipped (``--no-verify``):
+        the task's own check command is what judges the work, and a commit must not block on the operator's
+        hooks. Auto maintenance is skipped too (it spawns a process per commit): see :meth:`maintain`.
+        """
+        who = identity or wt.identity
+        full = f"{message.rstrip()}\n\nFormicary-Task: {wt.task_id}\nFormicary-Agent: {wt.agent_id}\n"
+        await git("add", "-A", cwd=wt.path)
+        # core.abbrev=no: the summary line names the full commit id, so no rev-parse is needed.
+        res = await git(
+            *("-c", "maintenance.auto=false", "-c", "core.abbrev=no", "commit", "--no-verify", "-m", full),
+            cwd=wt.path,
+            env=who.env(),
+            check=False,
+        )
+        if res.rc != 0:
+            status = await git("status", "--porcelain", cwd=wt.path)
+            if not status.out.strip():
+                return None
+            raise GitError(f"git commit failed in {wt.path.name}: {(res.err or res.out).strip()[:200]}")
+        found = _SUMMARY_RE.match(res.out)
+        sha = found.group(1) if found else (await git("rev-parse", "HEAD", cwd=wt.path)).out.strip()
+        wt.head, wt.message = sha, full
+        return sha
+
+    async def integrate(
+        self,
+        wt: Worktree,
+        on_conflict: Callable[[Conflict], Awaitable[bool]] | None = None,
+        *,
+        writer: Any = None,
+        max_conflict_rounds: int = 3,
+    ) -> IntegrationResult:
+        """Land ``wt``'s work on the shared branch; see :func:`formicary.agents.integration.integrate`."""
+        from .integration import integrate
+
+        return await integrate(self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds)
+
+
+def _unneeded_at(wt: Worktree) -> str | None:
+    """Where the task branch may be deleted: only while it holds nothing unlanded (integrated head or base)."""
+    if wt.status == "integrated" and wt.head:
+        return wt.head
+    if wt.head is None:
+        return wt.base
+    return None  # a commit that did not land: keep the work
+
+
+async def _new_session_checks(root: Path) -> str:
+    """Refuse anything but a clean, attached, non-empty repository; return the HEAD commit."""
+    st = await git("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", cwd=root)
+    oid = head = None
+    dirty: list[str] = []
+    records = iter(st.out.split("\0"))
+    for rec in records:
+        kind = rec[:2]
+        if rec.startswith("# branch.oid "):
+            oid = rec[len("# branch.oid ") :]
+        elif rec.startswith("# branch.head "):
+            head = rec[len("# branch.head ") :]
+        elif kind in ("1 ", "2 ", "u "):
+            fields = {"1 ": 8, "2 ": 9, "u ": 10}[kind]
+            dirty.append(rec.split(" ", fields)[-1])
+            if kind == "2 ":
+                next(records, None)  # a rename's original path
+        elif kind == "? ":
+            dirty.append(rec[2:])
+    if oid in (None, "(initial)"):
+        raise WorkspaceError(f"{root} has no commits yet; commit something first")
+    if head == "(detached)":
+        raise WorkspaceError(f"{root} has a detached HEAD; check out a branch first")
+    if dirty:
+        shown = ", ".join(dirty[:3]) + (", …" if len(dirty) > 3 else "")
+        raise WorkspaceError(
+            f"{root} has uncommitted changes ({len(dirty)} path(s): {shown}); commit or stash them first"
+        )
+    assert oid is not None
+    return oid
+
+
+async def _resume_checks(root: Path, branch: str) -> tuple[str, str]:
+    ref = f"refs/heads/{branch}"
+    res = await git("rev-parse", "--verify", "-q", ref, cwd=root, check=False)
+    if res.rc != 0:
+        raise WorkspaceError(f"cannot resume: branch {branch} does not exist")
+    listing = await git("worktree", "list", "--porcelain", cwd=root)
+    for block in listing.out.split("\n\n"):
+        if f"\nbranch {ref}" in f"\n{block}":
+            where = block.splitlines()[0].removeprefix("worktree ")
+            raise WorkspaceError(
+                f"branch {branch} is checked out in {where}; switch that work tree away first"
+            )
+    tip = res.out.strip()
+    tree = (await git("rev-parse", f"{tip}^{{tree}}", cwd=root)).out.strip()
+    return tip, tree

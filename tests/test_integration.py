@@ -1,0 +1,261 @@
+"""Integration onto the shared branch on real temporary repositories: concurrency, conflicts, the record."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from formicary.agents.git_ops import parse_merge_tree
+from formicary.agents.integration import Conflict
+from formicary.agents.workspace import SessionRepo, Worktree
+from formicary.store.writer import Writer
+from tests.gitrepo import git, make_repo
+from tests.test_workspace import operator_state
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", files={"shared.txt": "top\nmiddle\nbottom\n"}, n_files=20)
+
+
+async def open_session(repo: Path, tmp_path: Path) -> SessionRepo:
+    return await SessionRepo.open(repo, "s1", worktrees_dir=tmp_path / "wt" / "s1")
+
+
+async def keep_both(conflict: Conflict) -> bool:
+    """A scripted resolution: keep every line of both sides, drop the markers."""
+    for f in conflict.files:
+        target = conflict.worktree / f.path
+        lines = (f.merged or "").splitlines(keepends=True)
+        target.write_text(
+            "".join(ln for ln in lines if not ln.startswith(("<<<<<<< ", "=======", ">>>>>>> ")))
+        )
+    return True
+
+
+async def edit(session: SessionRepo, wt: Worktree, path: str, text: str) -> None:
+    (wt.path / path).parent.mkdir(parents=True, exist_ok=True)
+    (wt.path / path).write_text(text)
+    assert await session.commit(wt, f"Task {wt.task_id}: edit {path}")
+
+
+@pytest.mark.anyio
+async def test_operator_untouched_and_history_linear(repo: Path, tmp_path: Path) -> None:
+    before = operator_state(repo)
+    files_before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts}
+    session = await open_session(repo, tmp_path)
+    for i in range(3):
+        async with session.worktree(f"t{i}", f"w{i}") as wt:
+            await edit(session, wt, f"new{i}.txt", f"{i}\n")
+            result = await session.integrate(wt)
+            assert result.status == "integrated" and result.retries == 0
+    state = operator_state(repo)
+    assert state[:4] == before[:4]  # status, HEAD, checked-out branch, index
+    assert {p: p.read_bytes() for p in files_before} == files_before
+    assert not (repo / "new0.txt").exists()
+    log = git(repo, "log", "--format=%P|%an", "formicary/s1").splitlines()
+    assert len(log) == 4 and all(len(line.split("|")[0].split()) <= 1 for line in log)  # linear
+    assert log[0].endswith("|formicary-worker-w2")
+
+
+@pytest.mark.anyio
+async def test_hundred_concurrent_integrations_lose_nothing(repo: Path, tmp_path: Path) -> None:
+    session = await open_session(repo, tmp_path)
+    landed: dict[str, str] = {}
+
+    async def worker(i: int) -> None:
+        async with session.worktree(f"t{i}", f"w{i % 16}") as wt:
+            # Half add a file, half edit a distinct line of an existing one: no conflicts, many races.
+            if i % 2:
+                await edit(session, wt, f"added/{i}.txt", f"task {i}\n")
+            else:
+                target = wt.path / f"src/d{i % 10:02}/file{i % 20:03}.txt"
+                lines = target.read_text().splitlines(keepends=True)
+                lines[(i // 20) * 4] = f"edited by task {i}\n"
+                target.write_text("".join(lines))
+                assert await session.commit(wt, f"Task {i}")
+            result = await session.integrate(wt)
+            assert result.status == "integrated", result.error
+            landed[f"t{i}"] = result.sha or ""
+
+    async with anyio.create_task_group() as tg:
+        for i in range(100):
+            tg.start_soon(worker, i)
+
+    history = set(git(repo, "rev-list", "formicary/s1").split())
+    assert len(landed) == 100 and set(landed.values()) <= history
+    assert len(history) == 101
+    tip = "formicary/s1"
+    for i in range(100):
+        if i % 2:
+            assert git(repo, "show", f"{tip}:added/{i}.txt") == f"task {i}"
+        else:
+            assert f"edited by task {i}" in git(repo, "show", f"{tip}:src/d{i % 10:02}/file{i % 20:03}.txt")
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert git(repo, "branch", "--list", "formicary-tasks/*") == ""
+
+
+@pytest.mark.anyio
+async def test_conflict_handed_back_resolved_and_landed(repo: Path, tmp_path: Path) -> None:
+    db = tmp_path / "f.db"
+    writer = Writer(db)
+    session = await open_session(repo, tmp_path)
+    seen: list[Conflict] = []
+
+    async def resolve(conflict: Conflict) -> bool:
+        seen.append(conflict)
+        return await keep_both(conflict)
+
+    async with session.worktree("a", "wa") as wa, session.worktree("b", "wb") as wb:
+        await edit(session, wa, "shared.txt", "top\nfrom a\nbottom\n")
+        await edit(session, wb, "shared.txt", "top\nfrom b\nbottom\n")
+        first = await session.integrate(wa, resolve, writer=writer)
+        second = await session.integrate(wb, resolve, writer=writer)
+    assert first.status == second.status == "integrated"
+    assert second.conflicts == 1 and second.conflict_paths == ["shared.txt"]
+    (conflict,) = seen
+    (f,) = conflict.files
+    assert conflict.task_id == "b" and conflict.tip == first.sha
+    assert (f.base, f.ours, f.theirs) == (
+        "top\nmiddle\nbottom\n",
+        "top\nfrom a\nbottom\n",
+        "top\nfrom b\nbottom\n",
+    )
+    assert f.merged and "<<<<<<< shared (" in f.merged and ">>>>>>> task (" in f.merged
+    assert git(repo, "show", "formicary/s1:shared.txt") == "top\nfrom a\nfrom b\nbottom"
+    assert git(repo, "rev-list", "--count", "formicary/s1") == "3"
+
+    writer.flush()
+    writer.close()
+    con = sqlite3.connect(db)
+    rows = con.execute(
+        "SELECT task_id, attempt, result, old_tip, new_tip, conflict_paths FROM integrations ORDER BY created_at"
+    ).fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("a", 1, "landed"),
+        ("b", 1, "conflict"),
+        ("b", 2, "landed"),
+    ]
+    assert json.loads(rows[1][5]) == ["shared.txt"] and rows[2][3] == first.sha and rows[2][4] == second.sha
+    commits = con.execute(
+        "SELECT task_id, status, integrated_sha, conflicts, branch FROM commits ORDER BY task_id"
+    )
+    assert commits.fetchall() == [
+        ("a", "integrated", first.sha, 0, "formicary-tasks/s1/a"),
+        ("b", "integrated", second.sha, 1, "formicary-tasks/s1/b"),
+    ]
+
+
+@pytest.mark.anyio
+async def test_conflict_limit_fails_and_keeps_the_work(repo: Path, tmp_path: Path) -> None:
+    db = tmp_path / "f.db"
+    writer = Writer(db)
+    session = await open_session(repo, tmp_path)
+    rounds = 0
+
+    async def land_rival(n: int) -> None:
+        async with session.worktree(f"rival{n}", "wr") as rival:
+            await edit(session, rival, "shared.txt", f"top\nrival {n}\nbottom\n")
+            assert (await session.integrate(rival)).status == "integrated"
+
+    async def resolve_but_lose_the_race(conflict: Conflict) -> bool:
+        nonlocal rounds
+        rounds += 1
+        await land_rival(rounds)  # something conflicting lands while the worker resolves
+        return await keep_both(conflict)
+
+    async with session.worktree("loser", "wl") as wt:
+        await edit(session, wt, "shared.txt", "top\nloser\nbottom\n")
+        await land_rival(0)
+        result = await session.integrate(wt, resolve_but_lose_the_race, writer=writer, max_conflict_rounds=2)
+    assert result.status == "failed" and result.conflicts == 2 == rounds
+    assert "unresolved after 2 round(s)" in (result.error or "")
+    assert not wt.path.exists()
+    kept = git(repo, "show", f"{wt.branch}:shared.txt")
+    assert "loser" in kept  # the work (with its resolutions) stays on the task branch
+    assert "loser" not in git(repo, "show", "formicary/s1:shared.txt")
+
+    writer.flush()
+    writer.close()
+    con = sqlite3.connect(db)
+    row = con.execute(
+        "SELECT status, branch, sha, conflicts, error FROM commits WHERE task_id = 'loser'"
+    ).fetchone()
+    assert row[:4] == ("failed", wt.branch, result.head, 2) and "unresolved" in row[4]
+    results = [r[0] for r in con.execute("SELECT result FROM integrations WHERE task_id = 'loser'")]
+    assert results.count("conflict") == 3 and results[-1] == "failed"
+
+
+@pytest.mark.anyio
+async def test_unresolved_conflict_fails_at_once(repo: Path, tmp_path: Path) -> None:
+    session = await open_session(repo, tmp_path)
+
+    async def give_up(conflict: Conflict) -> bool:
+        return False
+
+    async with session.worktree("a", "wa") as wa, session.worktree("b", "wb") as wb:
+        await edit(session, wa, "shared.txt", "a\n")
+        await edit(session, wb, "shared.txt", "b\n")
+        assert (await session.integrate(wa, give_up)).status == "integrated"
+        result = await session.integrate(wb, give_up)
+        assert result.status == "failed" and result.conflicts == 1
+        assert (wb.path / "shared.txt").read_text() == "b\n"  # the worktree is back at the worker's commit
+    assert git(repo, "show", f"{wb.branch}:shared.txt") == "b"
+
+
+@pytest.mark.anyio
+async def test_tip_moved_by_another_process_is_retried(repo: Path, tmp_path: Path) -> None:
+    writer = Writer(tmp_path / "f.db")
+    session = await open_session(repo, tmp_path)
+    # Someone else (the operator, another formicary) lands a commit on the session branch behind our back.
+    outsider = git(
+        repo, "commit-tree", f"{session.base_sha}^{{tree}}", "-p", session.base_sha, "-m", "outside"
+    )
+    git(repo, "update-ref", "refs/heads/formicary/s1", outsider)
+    async with session.worktree("t", "w") as wt:
+        await edit(session, wt, "x.txt", "x\n")
+        result = await session.integrate(wt, writer=writer)
+    assert result.status == "integrated" and result.retries == 1
+    assert git(repo, "rev-parse", f"{result.sha}^") == outsider
+    writer.flush()
+    writer.close()
+    con = sqlite3.connect(tmp_path / "f.db")
+    results = [r[0] for r in con.execute("SELECT result FROM integrations ORDER BY attempt")]
+    assert results == ["moved", "landed"]
+
+
+@pytest.mark.anyio
+async def test_nothing_committed_is_empty(repo: Path, tmp_path: Path) -> None:
+    session = await open_session(repo, tmp_path)
+    async with session.worktree("t", "w") as wt:
+        assert await session.commit(wt, "no change") is None
+        assert (await session.integrate(wt)).status == "empty"
+    assert git(repo, "rev-parse", "formicary/s1") == session.base_sha
+
+
+def test_parse_merge_tree_output() -> None:
+    fields = [
+        "T",
+        "100644 B 1\tf",
+        "100644 O 2\tf",
+        "100644 W 3\tf",
+        "",
+        "1",
+        "f",
+        "Auto-merging",
+        "Auto-merging f\n",
+    ]
+    out = "\x00".join(fields) + "\x00"
+    parsed = parse_merge_tree(out, clean=False)
+    assert parsed.tree == "T" and parsed.paths == ["f"] and [e.stage for e in parsed.entries] == [1, 2, 3]
+    assert parsed.messages == ["Auto-merging f"]
+    assert parse_merge_tree("T\0", clean=True).entries == []
