@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from .workspace import Worktree
 
 CHARS_PER_TOKEN = 3.5
+REPEAT_NUDGE = (
+    "\nNOTE: this action is exactly the same as your previous one, so it changed nothing. Do the next thing:"
+    " write the file, run the check, or finish."
+)
 
 
 class WorkerLimit(Exception):
@@ -47,6 +51,7 @@ class WorkerLoop:
         )
         self.messages: list[dict[str, str]] = []
         self.finish_args: dict[str, Any] = {}
+        self._previous: tuple[str, str] | None = None
 
     async def start(self) -> None:
         self.messages = render(
@@ -101,9 +106,14 @@ class WorkerLoop:
         started = time.perf_counter()
         observation = await execute(action, self.ctx)
         elapsed = (time.perf_counter() - started) * 1000
+        text = observation.text
+        signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
+        if signature == self._previous:  # small models loop; say so instead of letting it spin
+            text += REPEAT_NUDGE
+        self._previous = signature
         self._observe(
             content,
-            observation.text,
+            text,
             step,
             action.name,
             action.arguments(),

@@ -182,3 +182,61 @@ def open_browser() -> None:
     from .tui import browse
 
     browse(paths.default_db_path())
+
+
+def _copy_demo(dest: Path) -> Path:
+    """A fresh git repository holding the demo project (shipped inside the package)."""
+    import shutil
+    import subprocess
+    from importlib.resources import as_file, files
+
+    with as_file(files("formicary.examples") / "tinyutils") as source:
+        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    ident = ["-c", "user.name=formicary demo", "-c", "user.email=demo@formicary.local"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], [*ident, "commit", "-q", "-m", "The demo project"]):
+        subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+@click.command()
+@click.option("--headless", is_flag=True, help="No TUI: print progress lines.")
+@click.option("--into", type=click.Path(file_okay=False, path_type=Path), help="Where to put the demo project's copy.")
+@click.option("--skip-setup", is_flag=True, help="Don't prepare the local model (an endpoint is configured).")
+def demo(headless: bool, into: Path | None, skip_setup: bool) -> None:
+    """Set up the local model (first time only), copy the demo project to a fresh folder and run on it."""
+    import time
+
+    from . import paths
+    from .agents.engine import Engine
+    from .config import ConfigError
+
+    dest = into or paths.data_dir() / "demo" / time.strftime("tinyutils-%Y%m%d-%H%M%S")
+    if dest.exists():
+        fail(f"{dest} already exists; choose another folder with --into")
+    if not skip_setup:
+        _setup_local_model()
+    repo = _copy_demo(dest)
+    click.echo(f"formicary: the demo project is at {repo} (your own checkouts are never touched)", err=True)
+    settings = _settings(repo, None)
+    goal = (repo / "GOAL.md").read_text().strip()
+    try:
+        engine = Engine.create(settings, repo, goal)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    _run_engine(engine, headless)
+
+
+def _setup_local_model() -> None:
+    from .agents import model_server, model_setup
+    from .config import load_settings
+
+    settings = load_settings()
+    if not settings.uses_embedded_server() or model_server.status().ready:
+        return
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    say("formicary: preparing the local model (first time only: a 1.1 GB download and a ~5 minute build)")
+    try:
+        model_setup.ensure_model(report=say)
+        model_server.ensure_server(report=say)
+    except model_setup.SetupError as exc:
+        fail(str(exc), code=1)

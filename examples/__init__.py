@@ -1,0 +1,1 @@
+"""The demo project `formicary demo` copies and runs on (shipped as package data)."""
