@@ -38,7 +38,10 @@ def data_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Folder of the downloaded model and the built llama-server."""
+    """Folder of the downloaded model and the built llama-server (``FORMICARY_CACHE`` overrides it alone)."""
+    value = os.environ.get("FORMICARY_CACHE")
+    if value:
+        return Path(value).expanduser()
     home = _home()
     if home:
         return home / "cache"

