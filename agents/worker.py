@@ -238,10 +238,20 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
         async with engine.git.worktree(task.id, agent.id) as wt:
             loop = WorkerLoop(engine, agent, task, wt)
             await loop.start()
-            finish = await loop.until_finish()
+            limit_hit = None
+            try:
+                finish = await loop.until_finish()
+            except WorkerLimit as exc:  # keep what it wrote: the judge and the next cycle see it
+                limit_hit = str(exc)
+                finish = {
+                    "summary": f"ended by the {limit_hit} before finishing",
+                    "notes": "unfinished: check this work",
+                }
             summary = str(finish.get("summary") or "").strip() or "(no summary)"
             notes = str(finish.get("notes") or "").strip()
             sha = await engine.git.commit(wt, f"{task.title}\n\n{summary[:2000]}")
+            if sha is None and limit_hit:
+                raise WorkerLimit(limit_hit)
             if sha is None:
                 handoff = Handoff(task.id, task.title, "done", f"{summary} (no changes)", notes)
             else:

@@ -217,3 +217,17 @@ async def test_stop_leaves_no_running_task_and_no_worktree(tmp_path):
         "worktree" not in git(repo, "worktree", "list").split("\n", 1)[-1]
         or len(git(repo, "worktree", "list").splitlines()) == 1
     )
+
+
+async def test_step_limit_keeps_and_lands_the_work_written_so_far(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    looping = ScriptedTeam(root_plans=[plan([task("loops")])],
+                           work={"loops": [write("partial.txt", "half done\n"), read("partial.txt")]})
+    with ScriptedServer(responder=looping) as server:
+        settings = settings_for(server, steps_per_worker=4, cycles=1)
+        engine = Engine.create(settings, repo, "goal", db_path=tmp_path / "f.db")
+        outcome = await engine.run()
+    assert outcome.status == "done"
+    assert git(repo, "show", f"{engine.git.branch}:partial.txt") == "half done"
+    row = rows(tmp_path / "f.db", "SELECT status, handoff FROM tasks WHERE title = 'loops'")[0]
+    assert row["status"] == "done" and "step limit" in row["handoff"] and "unfinished" in row["handoff"]
