@@ -1,0 +1,26 @@
+"""The wheel installs one import package, ``formicary``, with its prompts, styles and demo project."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_holds_only_formicary_and_its_data(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    wheel = next(tmp_path.glob("formicary-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"formicary", wheel.name.split("-py")[0] + ".dist-info"}
+    for expected in ("formicary/cli.py", "formicary/agents/engine.py", "formicary/store/writer.py",
+                     "formicary/prompts/worker.j2", "formicary/examples/tinyutils/GOAL.md", "formicary/tui.py"):
+        assert expected in names, expected
+    assert any(n.startswith("formicary/widgets/") and n.endswith(".tcss") for n in names)
+    assert any(n.startswith("formicary/screens/") and n.endswith(".py") for n in names)
+    assert not [n for n in names if n.startswith("formicary/tests") or "/__pycache__/" in n]
+    entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "formicary = formicary.cli:main" in entry
