@@ -7,10 +7,24 @@ An attached TUI has no engine object; it writes control rows to the store and th
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Protocol
 
 from ..store.db import connect, now
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether the process that recorded itself as running a session still exists."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 class Controls(Protocol):

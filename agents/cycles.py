@@ -19,6 +19,7 @@ from ..store.redact import Redactor
 from ..store.writer import Writer
 from . import events as ev
 from .client import ModelClient
+from .control import pid_alive
 from .state import Handoff, SessionState, Task
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ async def _clean_leftovers(engine: Engine) -> None:
         db = connect(engine.db_path, migrate=False)
         try:
             rows = db.query("SELECT id, pid FROM sessions WHERE status IN ('running', 'paused')")
-            return {r["id"] for r in rows if r["id"] != engine.session_id and _pid_alive(r["pid"])}
+            return {r["id"] for r in rows if r["id"] != engine.session_id and pid_alive(r["pid"])}
         finally:
             db.conn.close()
 
@@ -86,18 +87,6 @@ async def _clean_leftovers(engine: Engine) -> None:
         removed.append(lock)
     if removed:
         engine.state.emit(ev.STATUS, message=f"removed {len(removed)} leftover worktree(s) or lock(s)")
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 async def _start_embedded(engine: Engine) -> str | None:

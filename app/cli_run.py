@@ -124,7 +124,9 @@ def resume(
     row = _find(store_db.connect(path), session, find_session)
     if row["status"] == "done":
         fail(f"session {row['id']} is done (the judge said so); start a new one with `formicary run`")
-    if row["status"] == "running" and _alive(row.get("pid")):
+    from .agents.control import pid_alive
+
+    if row["status"] == "running" and pid_alive(row.get("pid")):
         fail(f"session {row['id']} is still running (pid {row['pid']}); use `formicary attach`")
     settings = _settings(Path(row["repo"]), config_file)
     try:
@@ -143,20 +145,6 @@ def _find(db, session: str | None, find_session) -> dict:
     if row is None:
         fail(f"no session matches {session!r}" if session else "no sessions yet")
     return row
-
-
-def _alive(pid: int | None) -> bool:
-    import os
-
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @click.command()
@@ -193,14 +181,20 @@ def _copy_demo(dest: Path) -> Path:
     with as_file(files("formicary.examples") / "tinyutils") as source:
         shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
     ident = ["-c", "user.name=formicary demo", "-c", "user.email=demo@formicary.local"]
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], [*ident, "commit", "-q", "-m", "The demo project"]):
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        [*ident, "commit", "-q", "-m", "The demo project"],
+    ):
         subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
     return dest
 
 
 @click.command()
 @click.option("--headless", is_flag=True, help="No TUI: print progress lines.")
-@click.option("--into", type=click.Path(file_okay=False, path_type=Path), help="Where to put the demo project's copy.")
+@click.option(
+    "--into", type=click.Path(file_okay=False, path_type=Path), help="Where to put the demo project's copy."
+)
 @click.option("--skip-setup", is_flag=True, help="Don't prepare the local model (an endpoint is configured).")
 def demo(headless: bool, into: Path | None, skip_setup: bool) -> None:
     """Set up the local model (first time only), copy the demo project to a fresh folder and run on it."""
