@@ -231,3 +231,21 @@ async def test_step_limit_keeps_and_lands_the_work_written_so_far(tmp_path):
     assert git(repo, "show", f"{engine.git.branch}:partial.txt") == "half done"
     row = rows(tmp_path / "f.db", "SELECT status, handoff FROM tasks WHERE title = 'loops'")[0]
     assert row["status"] == "done" and "step limit" in row["handoff"] and "unfinished" in row["handoff"]
+
+
+async def test_judge_sees_the_check_command_output_run_in_the_sandbox(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    one = ScriptedTeam(root_plans=[plan([task("Add alpha")])],
+                       work={"Add alpha": [write("alpha.txt", "alpha\n"), finish()]})
+    with ScriptedServer(responder=one) as server:
+        settings = settings_for(server, cycles=1)
+        settings.sandbox.mode = "bubblewrap"
+        settings.check_command = "cat alpha.txt && echo CHECK-OK"
+        engine = Engine.create(settings, repo, "goal", db_path=tmp_path / "f.db")
+        outcome = await engine.run()
+        judge_prompt = next(b for b in server.requests if b["response_format"]["json_schema"]["name"] == "verdict")
+    assert outcome.status == "done"
+    text = judge_prompt["messages"][-1]["content"]
+    assert "CHECK `cat alpha.txt && echo CHECK-OK` (exit code 0)" in text and "alpha\nCHECK-OK" in text
+    verdict = rows(tmp_path / "f.db", "SELECT check_output FROM verdicts")[0]
+    assert "CHECK-OK" in verdict["check_output"]
