@@ -13,7 +13,10 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from ..store.db import new_id, now
+from . import confine
 from . import events as ev
 from .actions import ActionContext, FormatError, execute, parse_action, reply_schema
 from .client import ModelError, ReplyFormatError
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from .workspace import Worktree
 
 CHARS_PER_TOKEN = 3.5
+PRELOAD_FILES = 3
+PRELOAD_CHARS = 6000
 REPEAT_NUDGE = (
     "\nNOTE: this action is exactly the same as your previous one, so it changed nothing. Do the next thing:"
     " write the file, run the check, or finish."
@@ -61,9 +66,25 @@ class WorkerLoop:
             instructions=self.task.instructions,
             files=self.task.files,
             check=self.task.check,
+            file_contents=await anyio.to_thread.run_sync(self._expected_files),
             repo_map=await self.engine.repo_map(),
             max_steps=self.limits.steps_per_worker,
         )
+
+    def _expected_files(self) -> list[dict[str, str]]:
+        """The current text of the files the planner expects to change: saves a small model a read each."""
+        shown, budget = [], PRELOAD_CHARS
+        for path in self.task.files[:PRELOAD_FILES]:
+            try:
+                real, _shown = confine.resolve(str(self.wt.path), path)
+                with open(real, "rb") as fh:
+                    text = fh.read(budget + 1).decode("utf-8")
+            except (confine.ActionFailed, OSError, UnicodeDecodeError):
+                continue
+            if len(text) < budget:
+                shown.append({"path": path, "text": text})
+                budget -= len(text)
+        return shown
 
     async def until_finish(self) -> dict[str, Any]:
         """Step until the model finishes; raise :class:`WorkerLimit` when a budget runs out."""

@@ -249,3 +249,16 @@ async def test_judge_sees_the_check_command_output_run_in_the_sandbox(tmp_path):
     assert "CHECK `cat alpha.txt && echo CHECK-OK` (exit code 0)" in text and "alpha\nCHECK-OK" in text
     verdict = rows(tmp_path / "f.db", "SELECT check_output FROM verdicts")[0]
     assert "CHECK-OK" in verdict["check_output"]
+
+
+async def test_worker_prompt_shows_the_expected_files_current_text(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n", "units.py": "def f():\n    return None\n"})
+    one = ScriptedTeam(root_plans=[plan([task("Fix f", files=["units.py", "missing.py", "../outside"])])],
+                       work={"Fix f": [finish()]})
+    with ScriptedServer(responder=one) as server:
+        engine = Engine.create(settings_for(server, cycles=1), repo, "goal", db_path=tmp_path / "f.db")
+        await engine.run()
+        first = next(b for b in server.requests if b["response_format"]["json_schema"]["name"] == "action")
+    text = first["messages"][1]["content"]
+    assert "CURRENT units.py:\ndef f():\n    return None" in text
+    assert "CURRENT missing.py" not in text and "CURRENT ../outside" not in text
