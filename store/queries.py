@@ -205,11 +205,11 @@ def commit_times(db: Database, session_id: str) -> list[str]:
 
 
 def session_flags(db: Database, session_id: str) -> dict[str, Any]:
-    """Settings the status bar shows that only the timeline carries: workers, sandbox, paused, last warning."""
+    """What the status bar shows that only the timeline carries: workers, sandbox, paused, last warning."""
     flags: dict[str, Any] = {}
     for row in db.query(
         "SELECT kind, data FROM events WHERE session_id = ? AND kind IN "
-        "('session_started', 'status', 'warning') ORDER BY seq",
+        "('session_started', 'status', 'control', 'warning') ORDER BY seq",
         [session_id],
     ):
         data = json.loads(row["data"]) if row["data"] else {}
@@ -217,6 +217,11 @@ def session_flags(db: Database, session_id: str) -> dict[str, Any]:
             flags.update({k: data[k] for k in ("workers", "sandbox") if k in data})
         elif row["kind"] == "status":
             flags.update({k: data[k] for k in ("workers", "paused") if k in data})
+        elif row["kind"] == "control":
+            if data.get("control") in ("pause", "resume"):
+                flags["paused"] = data["control"] == "pause"
+            elif data.get("control") == "workers" and "n" in data:
+                flags["workers"] = data["n"]
         else:
             flags["warning"] = data.get("message")
     return flags

@@ -1,0 +1,474 @@
+"""Following a session through the store: the state a session screen shows, rebuilt from rows and events.
+
+:class:`SessionModel` lives on the follower thread. It loads the tables once, then digests each batch of events
+from ``events_since`` into a :class:`Delta` holding only what changed, as frozen views the UI can apply without
+touching the database. Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from ..store import queries as q
+from .loglines import LogChunk, action_row_chunk, agent_header, ended_line, event_chunk, target_of
+
+ENDED = ("done", "stopped", "failed")
+
+
+def ts(value: str | None) -> float | None:
+    """An ISO timestamp from the store as epoch seconds."""
+    return datetime.fromisoformat(value).timestamp() if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class CycleView:
+    id: str
+    number: int
+    reason: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    id: str
+    cycle_id: str
+    parent_id: str | None
+    kind: str
+    depth: int
+    title: str
+    status: str
+    attempts: int
+    agent_id: str | None = None
+    """The agent that worked it last (its log is shown when the task is highlighted)."""
+    done: int = 0
+    """Work tasks finished in this subtree (itself included)."""
+    total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    id: str
+    role: str
+    name: str
+    task_id: str | None
+    task_title: str
+    status: str
+    step: int
+    last_action: str
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: float | None
+    ended_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictView:
+    cycle: int
+    decision: str
+    reason: str
+    notes: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    goal: str = ""
+    repo: str = ""
+    session_status: str = "running"
+    stop_reason: str | None = None
+    cycle: int = 0
+    paused: bool = False
+    workers: int | None = None
+    sandbox: str | None = None
+    warning: str | None = None
+    running: int = 0
+    pending: int = 0
+    done: int = 0
+    failed: int = 0
+    commits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    started_at: float | None = None
+    ended_at: float | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.session_status in ENDED
+
+
+@dataclass(slots=True)
+class Delta:
+    """What changed since the last delta; the first one (``initial``) holds everything."""
+
+    seq: int
+    status: StatusView
+    initial: bool = False
+    reset_agents: bool = False
+    cycles: list[CycleView] = field(default_factory=list)
+    tasks: list[TaskView] = field(default_factory=list)
+    agents: list[AgentView] = field(default_factory=list)
+    verdicts: list[VerdictView] = field(default_factory=list)
+    commit_times: list[float] = field(default_factory=list)
+    lines: dict[str, list[LogChunk]] = field(default_factory=dict)
+    notices: list[tuple[str, str]] = field(default_factory=list)
+    """(severity, message) pairs worth a toast: warnings, the end of the session."""
+
+
+class SessionModel:
+    """The digest of one session; owned by one thread."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.seq = 0
+        self.status = StatusView()
+        self.cycles: dict[str, CycleView] = {}
+        self.current_cycle: str | None = None
+        self.tasks: dict[str, TaskView] = {}
+        self.children: dict[str, list[str]] = {}
+        self.agents: dict[str, AgentView] = {}
+        self.agent_roles: dict[str, str] = {}
+        self.task_agent: dict[str, str] = {}
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def load(self, db: Any) -> Delta:
+        """Read the tables in one read transaction, so the events after ``seq`` apply on top exactly."""
+        db.conn.execute("BEGIN")
+        try:
+            return self._load(db)
+        finally:
+            db.conn.execute("COMMIT")
+
+    def _load(self, db: Any) -> Delta:
+        sid = self.session_id
+        session = q.get_session(db, sid)
+        if session is None:
+            raise LookupError(f"session {sid} is not in the record")
+        self.seq = q.max_event_seq(db, sid)
+        flags = q.session_flags(db, sid)
+        cycles = q.cycles(db, sid)
+        for c in cycles:
+            self.cycles[c["id"]] = CycleView(c["id"], int(c["number"]), c["reason"], c["status"])
+        self.current_cycle = cycles[-1]["id"] if cycles else None
+        for link in q.agent_task_links(db, sid):
+            self.agent_roles[link["id"]] = link["role"]
+            if link["task_id"]:
+                self.task_agent[link["task_id"]] = link["id"]
+        for row in sorted(q.tasks(db, sid), key=lambda r: (int(r["depth"]), r["id"])):
+            self._put_task(row)
+        self._recount_all()
+        current = [a for a in q.agents(db, sid) if a["cycle_id"] == self.current_cycle] if cycles else []
+        ids = [a["id"] for a in current]
+        tokens = q.agent_token_sums(db, ids)
+        last = q.agent_last_actions(db, ids)
+        for row in current:
+            self.agents[row["id"]] = self._agent_view(row, tokens.get(row["id"]), last.get(row["id"]))
+        prompt, completion = q.token_totals(db, sid)
+        times = [t for t in (ts(x) for x in q.commit_times(db, sid)) if t is not None]
+        self.status = replace(
+            self.status,
+            goal=session["goal"],
+            repo=session["repo"],
+            session_status=session["status"],
+            stop_reason=session["stop_reason"],
+            cycle=self.cycles[self.current_cycle].number if self.current_cycle else 0,
+            paused=bool(flags.get("paused", session["status"] == "paused")),
+            workers=flags.get("workers"),
+            sandbox=flags.get("sandbox"),
+            warning=flags.get("warning"),
+            commits=int(session["commits"]),
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            started_at=ts(session["started_at"]),
+            ended_at=ts(session["ended_at"]),
+        )
+        self._recount_status()
+        verdicts = [
+            VerdictView(self._cycle_number(v["cycle_id"]), v["decision"], v["reason"], v["notes"] or "")
+            for v in q.verdicts(db, sid)
+        ]
+        return Delta(
+            seq=self.seq,
+            status=self.status,
+            initial=True,
+            reset_agents=True,
+            cycles=sorted(self.cycles.values(), key=lambda c: c.number),
+            tasks=sorted(self.tasks.values(), key=lambda t: (t.depth, t.id)),
+            agents=list(self.agents.values()),
+            verdicts=verdicts,
+            commit_times=times,
+        )
+
+    # -- following ---------------------------------------------------------------------------------
+
+    def apply(self, db: Any, events: list[dict[str, Any]]) -> Delta:
+        """Digest a batch of events (oldest first) into what changed."""
+        delta = Delta(seq=self.seq, status=self.status)
+        task_ids: set[str] = set()
+        agent_ids: set[str] = set()
+        for ev in events:
+            if ev["kind"].startswith("task_") and ev["task_id"]:
+                task_ids.add(ev["task_id"])
+            aid = ev["agent_id"]
+            if aid and (ev["kind"] == "agent_started" or aid not in self.agent_roles):
+                agent_ids.add(aid)
+        changed_tasks: set[str] = set()
+        changed_agents: dict[str, AgentView] = {}
+        started = [ev for ev in events if ev["kind"] == "cycle_started"]
+        if started:
+            self.current_cycle = str((started[-1]["data"] or {}).get("cycle_id"))
+            self.agents.clear()
+            delta.reset_agents = True
+        if task_ids:
+            for row in sorted(q.tasks_by_ids(db, sorted(task_ids)), key=lambda r: (int(r["depth"]), r["id"])):
+                self._put_task(row)
+                changed_tasks.add(row["id"])
+        if agent_ids:
+            self._load_agents(db, sorted(agent_ids), changed_agents, changed_tasks)
+        status = self.status
+        for ev in events:
+            status = self._apply_event(ev, delta, status, changed_agents)
+        for tid in list(changed_tasks):
+            changed_tasks.update(self._recount_up(tid))
+        if delta.reset_agents:
+            changed_agents = dict(self.agents)
+        self.status = status
+        self._recount_status()
+        self.seq = int(events[-1]["seq"]) if events else self.seq
+        delta.seq = self.seq
+        delta.status = self.status
+        delta.tasks = sorted((self.tasks[t] for t in changed_tasks if t in self.tasks), key=lambda t: t.depth)
+        delta.agents = [self.agents[a] for a in changed_agents if a in self.agents]
+        return delta
+
+    def _apply_event(
+        self,
+        ev: dict[str, Any],
+        delta: Delta,
+        status: StatusView,
+        changed_agents: dict[str, AgentView],
+    ) -> StatusView:
+        kind, d, aid = ev["kind"], ev["data"] or {}, ev["agent_id"]
+        if aid:
+            chunk = event_chunk(ev, self.agent_roles.get(aid))
+            if chunk is not None:
+                delta.lines.setdefault(aid, []).append(chunk)
+        agent = self.agents.get(aid) if aid else None
+        if kind == "agent_step" and agent is not None:
+            target = str(d.get("target") or "").split("\n", 1)[0]
+            agent = replace(
+                agent, step=int(d.get("step") or agent.step), last_action=f"{d.get('action')} {target}"
+            )
+        elif kind == "agent_ended" and agent is not None:
+            agent = replace(
+                agent,
+                status=str(d.get("status") or "done"),
+                step=int(d.get("steps") or agent.step),
+                prompt_tokens=max(agent.prompt_tokens, int(d.get("prompt_tokens") or 0)),
+                completion_tokens=max(agent.completion_tokens, int(d.get("completion_tokens") or 0)),
+                ended_at=ts(ev["created_at"]),
+            )
+        elif kind == "llm_call":
+            p, c = int(d.get("prompt_tokens") or 0), int(d.get("completion_tokens") or 0)
+            status = replace(
+                status, prompt_tokens=status.prompt_tokens + p, completion_tokens=status.completion_tokens + c
+            )
+            if agent is not None:
+                agent = replace(
+                    agent,
+                    prompt_tokens=agent.prompt_tokens + p,
+                    completion_tokens=agent.completion_tokens + c,
+                )
+        elif kind == "cycle_started":
+            cycle = CycleView(
+                str(d.get("cycle_id")), int(d.get("number") or 0), str(d.get("reason")), "running"
+            )
+            self.cycles[cycle.id] = cycle
+            delta.cycles.append(cycle)
+            status = replace(status, cycle=cycle.number)
+        elif kind == "cycle_ended" and d.get("cycle_id") in self.cycles:
+            cycle = replace(self.cycles[d["cycle_id"]], status=str(d.get("status")))
+            self.cycles[cycle.id] = cycle
+            delta.cycles.append(cycle)
+        elif kind == "commit_landed":
+            status = replace(status, commits=status.commits + 1)
+            landed = ts(ev["created_at"])
+            if landed is not None:
+                delta.commit_times.append(landed)
+        elif kind == "verdict":
+            delta.verdicts.append(
+                VerdictView(
+                    int(d.get("number") or self._cycle_number(d.get("cycle_id"))),
+                    str(d.get("decision")),
+                    str(d.get("reason") or ""),
+                    str(d.get("notes") or ""),
+                )
+            )
+        elif kind == "status":
+            status = replace(
+                status,
+                paused=bool(d.get("paused", status.paused)),
+                workers=d.get("workers", status.workers),
+                session_status="paused"
+                if d.get("paused")
+                else status.session_status.replace("paused", "running"),
+            )
+            if d.get("message"):
+                delta.notices.append(("information", str(d["message"])))
+        elif kind == "control":
+            control = d.get("control")
+            if control in ("pause", "resume"):
+                status = replace(status, paused=control == "pause")
+            elif control == "workers" and d.get("n") is not None:
+                status = replace(status, workers=int(d["n"]))
+        elif kind == "warning":
+            status = replace(status, warning=str(d.get("message") or ""))
+            delta.notices.append(("warning", str(d.get("message") or "")))
+        elif kind == "session_started":
+            status = replace(status, workers=d.get("workers", status.workers), sandbox=d.get("sandbox"))
+        elif kind == "session_ended":
+            status = replace(
+                status,
+                session_status=str(d.get("status") or "done"),
+                stop_reason=d.get("reason"),
+                ended_at=ts(ev["created_at"]),
+                paused=False,
+            )
+            delta.notices.append(
+                ("information", f"Session {d.get('status')}: {d.get('reason') or ''}".strip())
+            )
+        if agent is not None:
+            self.agents[agent.id] = agent
+            changed_agents[agent.id] = agent
+        return status
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _load_agents(
+        self, db: Any, ids: list[str], changed: dict[str, AgentView], changed_tasks: set[str]
+    ) -> None:
+        rows = q.agents_by_ids(db, ids)
+        tokens = q.agent_token_sums(db, ids)
+        last = q.agent_last_actions(db, ids)
+        for row in rows:
+            self.agent_roles[row["id"]] = row["role"]
+            if row["task_id"]:
+                self.task_agent[row["task_id"]] = row["id"]
+                if row["task_id"] in self.tasks:
+                    self.tasks[row["task_id"]] = replace(self.tasks[row["task_id"]], agent_id=row["id"])
+                    changed_tasks.add(row["task_id"])
+            if row["cycle_id"] == self.current_cycle or self.current_cycle is None:
+                view = self._agent_view(row, tokens.get(row["id"]), last.get(row["id"]))
+                self.agents[row["id"]] = view
+                changed[row["id"]] = view
+
+    def _agent_view(
+        self, row: dict[str, Any], tokens: tuple[int, int] | None, last: dict[str, Any] | None
+    ) -> AgentView:
+        task = self.tasks.get(row["task_id"] or "")
+        p, c = tokens or (0, 0)
+        return AgentView(
+            id=row["id"],
+            role=row["role"],
+            name=row["name"],
+            task_id=row["task_id"],
+            task_title=task.title if task else "",
+            status=row["status"],
+            step=max(int(row["steps"] or 0), int(last["step"]) if last else 0),
+            last_action=f"{last['name']} {target_of(last['arguments']).split(chr(10), 1)[0]}" if last else "",
+            prompt_tokens=max(p, int(row["prompt_tokens"] or 0)),
+            completion_tokens=max(c, int(row["completion_tokens"] or 0)),
+            started_at=ts(row["started_at"]),
+            ended_at=ts(row["ended_at"]),
+        )
+
+    def _put_task(self, row: dict[str, Any]) -> None:
+        tid = row["id"]
+        old = self.tasks.get(tid)
+        if old is None and row["parent_id"]:
+            self.children.setdefault(row["parent_id"], []).append(tid)
+        self.tasks[tid] = TaskView(
+            id=tid,
+            cycle_id=row["cycle_id"],
+            parent_id=row["parent_id"],
+            kind=row["kind"],
+            depth=int(row["depth"]),
+            title=row["title"],
+            status=row["status"],
+            attempts=int(row["attempts"] or 0),
+            agent_id=self.task_agent.get(tid),
+            done=old.done if old else 0,
+            total=old.total if old else 0,
+        )
+
+    def _recount(self, tid: str) -> bool:
+        task = self.tasks[tid]
+        done = total = 0
+        if task.kind == "work":
+            total, done = 1, int(task.status == "done")
+        for child in self.children.get(tid, ()):
+            c = self.tasks.get(child)
+            if c is not None:
+                done, total = done + c.done, total + c.total
+        if (done, total) == (task.done, task.total):
+            return False
+        self.tasks[tid] = replace(task, done=done, total=total)
+        return True
+
+    def _recount_up(self, tid: str) -> list[str]:
+        """Recount ``tid`` and its ancestors; return the ones whose counts changed."""
+        touched = []
+        node: str | None = tid
+        while node is not None and node in self.tasks:
+            if self._recount(node):
+                touched.append(node)
+            node = self.tasks[node].parent_id
+        return touched
+
+    def _recount_all(self) -> None:
+        for task in sorted(self.tasks.values(), key=lambda t: -t.depth):
+            self._recount(task.id)
+
+    def _recount_status(self) -> None:
+        counts = {"running": 0, "pending": 0, "done": 0, "failed": 0}
+        for task in self.tasks.values():
+            if task.kind == "work" and task.status in counts:
+                counts[task.status] += 1
+        self.status = replace(self.status, **counts)
+
+    def _cycle_number(self, cycle_id: str | None) -> int:
+        cycle = self.cycles.get(cycle_id or "")
+        return cycle.number if cycle else 0
+
+
+def read_agent_log(db: Any, session_id: str, agent_id: str) -> tuple[list[LogChunk], int]:
+    """What the log pane shows when an agent is selected, and the event ``seq`` it is current to.
+
+    Workers' stories are their ``actions`` rows (indexed by agent); planners and the judge keep theirs in the
+    timeline. Read in one transaction so the follower's later chunks can be told apart from these.
+    """
+    db.conn.execute("BEGIN")
+    try:
+        upto = q.max_event_seq(db, session_id)
+        rows = q.agents_by_ids(db, [agent_id])
+        if not rows:
+            return [LogChunk(upto, None, ("This agent is not in the record yet.",))], upto
+        agent = rows[0]
+        task = q.tasks_by_ids(db, [agent["task_id"]]) if agent["task_id"] else []
+        chunks = [LogChunk(0, None, agent_header(agent, task[0]["title"] if task else None))]
+        if agent["role"] == "worker":
+            chunks += [action_row_chunk(row) for row in q.last_actions_of(db, agent_id)]
+            if agent["ended_at"]:
+                line = ended_line(
+                    agent["status"], agent["steps"], agent["prompt_tokens"], agent["completion_tokens"]
+                )
+                chunks.append(LogChunk(upto, None, (line,)))
+        else:
+            for ev in q.agent_events(db, session_id, agent_id):
+                chunk = event_chunk(ev, agent["role"])
+                if chunk is not None:
+                    chunks.append(chunk)
+        return chunks, upto
+    finally:
+        db.conn.execute("COMMIT")

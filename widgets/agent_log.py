@@ -1,0 +1,98 @@
+"""The log of one agent: its actions and observations, written in batches and bounded in length.
+
+A small line-API widget: plain lines in a bounded deque, each rendered only when it scrolls into view, so a
+batch of new lines costs the strings and one repaint. (``Log`` measures widths in a worker thread and repaints
+once more when it reports; with many updates a second that extra frame shows in the latency.)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import ClassVar
+
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+MAX_LINES = 2000
+_PREFIX_STYLES = tuple(
+    (prefix, Style.parse(style))
+    for prefix, style in (
+        ("    !", "bold red"),
+        ("✘", "bold red"),
+        ("✔", "green"),
+        ("──", "bold"),
+        ("plan:", "bold cyan"),
+    )
+)
+
+
+class AgentLog(ScrollView, can_focus=True):
+    """Keeps the newest ``max_lines`` lines; follows the end while the view is at the end."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = set()
+
+    def __init__(self, *, id: str | None = None, max_lines: int = MAX_LINES) -> None:
+        super().__init__(id=id)
+        self._lines: deque[str] = deque(maxlen=max_lines)
+        self._width = 0
+        self.agent_id: str | None = None
+        """Whose lines these are."""
+
+    @property
+    def lines(self) -> list[str]:
+        return list(self._lines)
+
+    @property
+    def line_count(self) -> int:
+        return len(self._lines)
+
+    def show(self, agent_id: str | None, lines: list[str]) -> None:
+        """Replace the content with another agent's lines (one repaint)."""
+        self.agent_id = agent_id
+        self._lines.clear()
+        self._width = 0
+        self._add(lines)
+        self.scroll_to(y=max(0, len(self._lines) - self.size.height), animate=False, immediate=True)
+        self.refresh()
+
+    def append(self, lines: Iterable[str]) -> None:
+        at_end = self.scroll_offset.y >= self.max_scroll_y
+        self._add(lines)
+        if at_end:
+            self.scroll_to(y=max(0, len(self._lines) - self.size.height), animate=False, immediate=True)
+        self.refresh()
+
+    def write_line(self, line: str) -> None:
+        self.append([line])
+
+    def clear(self) -> None:
+        self.show(self.agent_id, [])
+
+    def _add(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            for part in line.splitlines() or [""]:
+                self._lines.append(part)
+                self._width = max(self._width, cell_len(part))
+        size = Size(self._width, len(self._lines))
+        if size != self.virtual_size:
+            self.virtual_size = size
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        index = self.scroll_offset.y + y
+        if index >= len(self._lines):
+            return Strip.blank(width, base)
+        text = self._lines[index]
+        style = base
+        for prefix, extra in _PREFIX_STYLES:
+            if text.startswith(prefix):
+                style = base + extra
+                break
+        strip = Strip([Segment(text, style)], cell_len(text))
+        return strip.crop_extend(self.scroll_offset.x, self.scroll_offset.x + width, base)

@@ -1,0 +1,98 @@
+"""The task tree: cycles → planner → sub-planners → work tasks, with status icons and done/total counts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from . import formatting as fmt
+
+if TYPE_CHECKING:
+    from ..screens.follow import CycleView, TaskView
+
+KIND_MARK = {"planner": "◆ ", "subplanner": "◇ ", "work": ""}
+
+
+def task_label(task: TaskView) -> Text:
+    label = Text()
+    label.append(fmt.icon(task.status) + " ", style=fmt.style(task.status))
+    label.append(KIND_MARK.get(task.kind, ""), style="bold")
+    if task.kind != "work":
+        label.append(f"{task.done}/{task.total} ", style="bold cyan" if task.total else "grey50")
+    label.append(task.title, style="" if task.status != "cancelled" else "grey50")
+    if task.kind == "work" and task.attempts > 1:
+        label.append(f"  try {task.attempts}", style="grey62")
+    return label
+
+
+def cycle_label(cycle: CycleView) -> Text:
+    label = Text()
+    label.append(fmt.icon(cycle.status) + " ", style=fmt.style(cycle.status))
+    label.append(f"Cycle {cycle.number}", style="bold")
+    label.append(f"  {cycle.reason}", style="grey62")
+    return label
+
+
+class TaskTree(Tree[str]):
+    """Nodes carry the task id as data (cycle nodes carry None); labels are rebuilt only when a task changes."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("session", id=id)
+        self.show_root = False
+        self.auto_expand = False
+        self.guide_depth = 3
+        self._tasks: dict[str, TreeNode[str]] = {}
+        self._cycles: dict[str, TreeNode[str]] = {}
+        self._labels: dict[str, TaskView] = {}
+
+    @property
+    def task_count(self) -> int:
+        return len(self._tasks)
+
+    def has_task(self, task_id: str) -> bool:
+        return task_id in self._tasks
+
+    def task_node(self, task_id: str) -> TreeNode[str] | None:
+        return self._tasks.get(task_id)
+
+    def task(self, task_id: str) -> TaskView | None:
+        """The task as last shown."""
+        return self._labels.get(task_id)
+
+    def reset(self) -> None:
+        """Forget every node (a full reload follows)."""
+        self.clear()
+        self._tasks.clear()
+        self._cycles.clear()
+        self._labels.clear()
+
+    def add_cycles(self, cycles: list[CycleView]) -> None:
+        """Add or relabel cycle nodes; a new cycle folds the older ones away."""
+        for cycle in cycles:
+            node = self._cycles.get(cycle.id)
+            if node is None:
+                for older in self._cycles.values():
+                    older.collapse()
+                self._cycles[cycle.id] = self.root.add(cycle_label(cycle), data=None, expand=True)
+            else:
+                node.set_label(cycle_label(cycle))
+
+    def upsert(self, tasks: list[TaskView]) -> None:
+        """Add new tasks under their parents (parents come first) and relabel the changed ones."""
+        for task in tasks:
+            node = self._tasks.get(task.id)
+            if node is not None:
+                if self._labels.get(task.id) != task:
+                    node.set_label(task_label(task))
+                    self._labels[task.id] = task
+                continue
+            parent = self._tasks.get(task.parent_id or "") or self._cycles.get(task.cycle_id) or self.root
+            if task.kind == "work":
+                node = parent.add_leaf(task_label(task), data=task.id)
+            else:
+                node = parent.add(task_label(task), data=task.id, expand=True)
+            self._tasks[task.id] = node
+            self._labels[task.id] = task
