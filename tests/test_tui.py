@@ -706,3 +706,27 @@ async def test_live_engine_obeys_the_keys(tmp_path: Path) -> None:
             send_key(app, "q")
             await until(pilot, lambda: not app.is_running)
     assert app.return_value.status == "stopped"
+
+
+@pytest.mark.anyio
+async def test_agent_log_follows_the_end_until_scrolled_up() -> None:
+    from textual.app import App, ComposeResult
+
+    from formicary.widgets.agent_log import AgentLog
+
+    class LogApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield AgentLog()
+
+    app = LogApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        log = app.query_one(AgentLog)
+        log.show("a", [f"line {i}" for i in range(5)])
+        log.append([f"more {i}\tx\x1b[31m" for i in range(40)])
+        await pilot.pause()
+        assert log.scroll_offset.y == log.max_scroll_y > 0
+        assert log.lines[-1] == "more 39 x�[31m"  # tabs expanded, no escape reaches the terminal
+        log.scroll_to(y=0, animate=False, immediate=True)
+        log.append(["later"])
+        await pilot.pause()
+        assert log.scroll_offset.y == 0

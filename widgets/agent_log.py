@@ -7,6 +7,7 @@ once more when it reports; with many updates a second that extra frame shows in 
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable
 from typing import ClassVar
@@ -19,6 +20,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 MAX_LINES = 2000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Control characters (escape sequences included) that must not reach the terminal."""
 _PREFIX_STYLES = tuple(
     (prefix, Style.parse(style))
     for prefix, style in (
@@ -43,6 +46,9 @@ class AgentLog(ScrollView, can_focus=True):
         self.agent_id: str | None = None
         """Whose lines these are."""
 
+    def on_mount(self) -> None:
+        self.anchor()
+
     @property
     def lines(self) -> list[str]:
         return list(self._lines)
@@ -57,14 +63,12 @@ class AgentLog(ScrollView, can_focus=True):
         self._lines.clear()
         self._width = 0
         self._add(lines)
-        self.scroll_to(y=max(0, len(self._lines) - self.size.height), animate=False, immediate=True)
+        self.scroll_end(animate=False, x_axis=False)  # and stay anchored there
         self.refresh()
 
     def append(self, lines: Iterable[str]) -> None:
-        at_end = self.scroll_offset.y >= self.max_scroll_y
+        """Add lines; an anchored view (the default, until the operator scrolls up) follows them."""
         self._add(lines)
-        if at_end:
-            self.scroll_to(y=max(0, len(self._lines) - self.size.height), animate=False, immediate=True)
         self.refresh()
 
     def write_line(self, line: str) -> None:
@@ -75,7 +79,7 @@ class AgentLog(ScrollView, can_focus=True):
 
     def _add(self, lines: Iterable[str]) -> None:
         for line in lines:
-            for part in line.splitlines() or [""]:
+            for part in _CONTROL.sub("�", line.expandtabs(4)).splitlines() or [""]:
                 self._lines.append(part)
                 self._width = max(self._width, cell_len(part))
         size = Size(self._width, len(self._lines))

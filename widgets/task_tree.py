@@ -62,6 +62,13 @@ class TaskTree(Tree[str]):
         """The task as last shown."""
         return self._labels.get(task_id)
 
+    def current_root(self) -> TreeNode[str] | None:
+        """The newest cycle's first task (its root planner), where the cursor starts."""
+        for cycle in reversed(list(self._cycles.values())):
+            if cycle.children:
+                return cycle.children[0]
+        return None
+
     def reset(self) -> None:
         """Forget every node (a full reload follows)."""
         self.clear()

@@ -24,8 +24,8 @@ from . import formatting as fmt
 if TYPE_CHECKING:
     from ..screens.follow import AgentView
 
-WIDE = (("agent", 14), ("task", 0), ("step", 4), ("last action", 0), ("tokens", 11), ("time", 6))
-NARROW = (("agent", 12), ("step", 4), ("last action", 0))
+WIDE = (("agent", 19), ("task", 0), ("step", 4), ("last action", 0), ("tokens", 11), ("time", 6))
+NARROW = (("agent", 15), ("step", 4), ("last action", 0))
 """Columns and widths; 0 shares what is left. Below ``NARROW_BELOW`` cells only the essentials fit."""
 NARROW_BELOW = 72
 Cells = tuple[Text, ...]

@@ -238,7 +238,9 @@ class SessionModel:
         self.seq = int(events[-1]["seq"]) if events else self.seq
         delta.seq = self.seq
         delta.status = self.status
-        delta.tasks = sorted((self.tasks[t] for t in changed_tasks if t in self.tasks), key=lambda t: t.depth)
+        delta.tasks = sorted(
+            (self.tasks[t] for t in changed_tasks if t in self.tasks), key=lambda t: (t.depth, t.id)
+        )
         delta.agents = [self.agents[a] for a in changed_agents if a in self.agents]
         return delta
 

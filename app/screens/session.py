@@ -217,9 +217,7 @@ class SessionScreen(ControlActions, Screen[None]):
             self.loaded = True
             roots = [t for t in delta.tasks if t.parent_id is None]
             if roots:
-                node = tree.task_node(roots[-1].id)
-                if node is not None:
-                    self.call_after_refresh(tree.move_cursor, node)
+                self.call_after_refresh(tree.move_cursor, tree.current_root())
         elif self.log_agent in delta.lines:
             self._stream(delta.lines[self.log_agent])
         if self.log_agent is None and table.row_count:
@@ -255,14 +253,14 @@ class SessionScreen(ControlActions, Screen[None]):
 
     # -- the log pane ------------------------------------------------------------------------------
 
-    def _select_row(self, agent_id: str | None) -> None:
+    def _title(self, agent_id: str | None, task_title: str = "") -> str:
+        """``name · task`` for the log pane's border (the name is known while the agent is in the table)."""
         agent = self.query_one(WorkersTable).agent(agent_id) if agent_id else None
-        title = (
-            f"{agent.name} · {agent.task_title}"
-            if agent and agent.task_title
-            else (agent.name if agent else "")
-        )
-        self.select_agent(agent_id, title)
+        parts = [agent.name if agent else "", task_title or (agent.task_title if agent else "")]
+        return " · ".join(p for p in parts if p)
+
+    def _select_row(self, agent_id: str | None) -> None:
+        self.select_agent(agent_id, self._title(agent_id))
 
     def select_agent(self, agent_id: str | None, title: str = "") -> None:
         """Show an agent's log: load its stored lines in a thread, then stream what follows.
@@ -326,15 +324,18 @@ class SessionScreen(ControlActions, Screen[None]):
         tree = self.query_one(TaskTree)
         task = tree.task(event.node.data) if event.node.data else None
         if task is not None and tree.has_focus:
-            self.select_agent(task.agent_id, task.title)
+            self.select_agent(task.agent_id, self._title(task.agent_id, task.title))
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         """The log follows the focused pane's selection."""
         tree, table = self.query_one(TaskTree), self.query_one(WorkersTable)
-        if event.widget is tree and tree.cursor_node is not None and tree.cursor_node.data:
-            task = tree.task(tree.cursor_node.data)
-            if task is not None:
-                self.select_agent(task.agent_id, task.title)
+        if event.widget is tree:
+            if tree.cursor_node is None or not tree.cursor_node.data:
+                node = tree.current_root()  # start on this cycle's planner rather than above the tree
+                if node is not None:
+                    tree.move_cursor(node)
+            elif (task := tree.task(tree.cursor_node.data)) is not None:
+                self.select_agent(task.agent_id, self._title(task.agent_id, task.title))
         elif event.widget is table and table.selected_agent:
             self._select_row(table.selected_agent)
 
