@@ -53,9 +53,9 @@ class Streamer(threading.Thread):
 
     def setup(self) -> None:
         w = self.w
-        w.insert("sessions", {"id": SID, "goal": "Benchmark: keep 256 workers busy", "repo": "/nonexistent",
+        w.insert("sessions", {"id": SID, "goal": "Benchmark: keep 256 workers busy", "repo": "bench-repo",
                               "branch": "formicary/bench", "status": "running", "started_at": now()})  # fmt: skip
-        w.event(SID, "session_started", goal="bench", repo="/nonexistent", workers=len(self.agents),
+        w.event(SID, "session_started", goal="bench", repo="bench-repo", workers=len(self.agents),
                 sandbox="bubblewrap")  # fmt: skip
         w.insert("cycles", {"id": CYCLE, "session_id": SID, "number": 1, "reason": "start", "status": "running",
                             "started_at": now()})  # fmt: skip

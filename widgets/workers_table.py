@@ -1,8 +1,9 @@
 """The agents of the current cycle, one row each: task, step, last action, tokens, elapsed.
 
 A line-API widget rather than a ``DataTable``: hundreds of rows change several times a second, and a
-``DataTable`` re-renders every visible row whenever any cell or the cursor changes. Here each row keeps its
-rendered strip until its own text, the width or the cursor changes, so a cursor move repaints two lines.
+``DataTable`` re-renders every visible row whenever any cell or the cursor changes. Here rows are rendered
+only when in view, and each keeps its strip until its agent, the width or the cursor changes, so a cursor move
+repaints two lines and an update out of view costs a dict assignment.
 """
 
 from __future__ import annotations
@@ -81,7 +82,6 @@ class WorkersTable(ScrollView, can_focus=True):
         self._order: list[str] = []
         self._index: dict[str, int] = {}
         self._agents: dict[str, AgentView] = {}
-        self._cells: dict[str, Cells] = {}
         self._strips: dict[str, tuple[tuple[object, ...], Strip]] = {}
         self._header: tuple[tuple[object, ...], Strip] | None = None
         self._columns = layout(100)
@@ -117,7 +117,6 @@ class WorkersTable(ScrollView, can_focus=True):
         self._order.clear()
         self._index.clear()
         self._agents.clear()
-        self._cells.clear()
         self._strips.clear()
         self.cursor_row = 0
         self._resize()
@@ -140,17 +139,19 @@ class WorkersTable(ScrollView, can_focus=True):
             self.post_message(self.Highlighted(self, self._order[0]))
 
     def tick(self, now: float) -> None:
-        """Advance the elapsed time of running agents."""
+        """Advance the elapsed time of the running agents in view."""
         self._now = now
-        for agent_id, agent in self._agents.items():
-            if agent.ended_at is None:
+        top = self.scroll_offset.y
+        for agent_id in self._order[top : top + self.size.height]:
+            if self._agents[agent_id].ended_at is None:
                 self._put(agent_id)
 
     def _put(self, agent_id: str) -> None:
-        cells = self._render_cells(self._agents[agent_id])
-        if self._cells.get(agent_id) != cells:
-            self._cells[agent_id] = cells
-            self.refresh_line(self._index[agent_id] + 1)
+        """Repaint the agent's line if it is in view; rows out of view are rendered when scrolled to."""
+        row = self._index[agent_id]
+        top = self.scroll_offset.y
+        if top <= row < top + self.size.height:
+            self.refresh_line(row + 1)
 
     def _resize(self) -> None:
         self.virtual_size = Size(self.size.width, len(self._order) + 1)
@@ -195,11 +196,7 @@ class WorkersTable(ScrollView, can_focus=True):
                 self.action_select()
 
     def on_resize(self, event: events.Resize) -> None:
-        columns = layout(self.size.width)
-        if columns != self._columns:
-            self._columns = columns
-            for agent_id, agent in self._agents.items():
-                self._cells[agent_id] = self._render_cells(agent)
+        self._columns = layout(self.size.width)
         self._resize()
 
     def on_focus(self) -> None:
@@ -210,9 +207,11 @@ class WorkersTable(ScrollView, can_focus=True):
 
     # -- rendering ---------------------------------------------------------------------------------
 
-    def _render_cells(self, agent: AgentView) -> Cells:
+    def _elapsed(self, agent: AgentView) -> str:
         end = agent.ended_at if agent.ended_at is not None else self._now
-        elapsed = end - agent.started_at if agent.started_at is not None else None
+        return fmt.duration(end - agent.started_at if agent.started_at is not None else None)
+
+    def _render_cells(self, agent: AgentView, elapsed: str) -> Cells:
         out: list[Text] = []
         for label, width in self._columns:
             if label == "agent":
@@ -227,7 +226,7 @@ class WorkersTable(ScrollView, can_focus=True):
             elif label == "tokens":
                 text = Text(f"{fmt.tokens(agent.prompt_tokens)}/{fmt.tokens(agent.completion_tokens)}")
             else:
-                text = Text(fmt.duration(elapsed))
+                text = Text(elapsed)
             out.append(text)
         return tuple(out)
 
@@ -255,17 +254,17 @@ class WorkersTable(ScrollView, can_focus=True):
         row = self.scroll_offset.y + y - 1
         if not 0 <= row < len(self._order):
             return Strip.blank(width, base)
-        agent_id = self._order[row]
+        agent = self._agents[self._order[row]]
         cursor = row == self.cursor_row
-        cells = self._cells[agent_id]
-        key = (cells, width, cursor, cursor and self.has_focus, base)
-        cached = self._strips.get(agent_id)
+        elapsed = self._elapsed(agent)
+        key = (agent, elapsed, width, self._columns, cursor, cursor and self.has_focus, base)
+        cached = self._strips.get(agent.id)
         if cached is None or cached[0] != key:
             post = (
                 self.get_component_rich_style("workers-table--cursor") if cursor and self.has_focus else None
             )
             if cursor and not self.has_focus:
                 post = Style(underline=True)
-            cached = (key, self._line(cells, width, base, post))
-            self._strips[agent_id] = cached
+            cached = (key, self._line(self._render_cells(agent, elapsed), width, base, post))
+            self._strips[agent.id] = cached
         return cached[1]

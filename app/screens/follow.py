@@ -129,6 +129,7 @@ class SessionModel:
         self.agents: dict[str, AgentView] = {}
         self.agent_roles: dict[str, str] = {}
         self.task_agent: dict[str, str] = {}
+        self.watch: str | None = None
 
     # -- loading -----------------------------------------------------------------------------------
 
@@ -202,8 +203,12 @@ class SessionModel:
 
     # -- following ---------------------------------------------------------------------------------
 
-    def apply(self, db: Any, events: list[dict[str, Any]]) -> Delta:
-        """Digest a batch of events (oldest first) into what changed."""
+    def apply(self, db: Any, events: list[dict[str, Any]], watch: str | None = None) -> Delta:
+        """Digest a batch of events (oldest first) into what changed.
+
+        Log lines are rendered only for ``watch``, the agent whose log is on screen (if None: for every agent).
+        """
+        self.watch = watch
         delta = Delta(seq=self.seq, status=self.status)
         task_ids: set[str] = set()
         agent_ids: set[str] = set()
@@ -252,7 +257,7 @@ class SessionModel:
         changed_agents: dict[str, AgentView],
     ) -> StatusView:
         kind, d, aid = ev["kind"], ev["data"] or {}, ev["agent_id"]
-        if aid:
+        if aid and (self.watch is None or aid == self.watch):
             chunk = event_chunk(ev, self.agent_roles.get(aid))
             if chunk is not None:
                 delta.lines.setdefault(aid, []).append(chunk)

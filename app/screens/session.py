@@ -160,7 +160,7 @@ class SessionScreen(ControlActions, Screen[None]):
             return
         while not worker.is_cancelled:
             events = q.events_since(db, self.session_id, model.seq, limit=BATCH)
-            if events and not self._post(model.apply(db, events), worker):
+            if events and not self._post(model.apply(db, events, watch=self.log_agent or ""), worker):
                 return
             if len(events) < BATCH:
                 self._sleep(worker, IDLE_POLL_SECONDS if model.status.ended else self.poll_seconds)
