@@ -696,13 +696,9 @@ async def test_live_engine_obeys_the_keys(tmp_path: Path) -> None:
             send_key(app, "y")
             await until(pilot, lambda: screen.status.ended, timeout=20)
             assert screen.status.session_status == "stopped"
-            assert [json.loads(d)["control"] for d in control_events()] == [
-                "pause",
-                "resume",
-                "workers",
-                "steer",
-                "stop",
-            ]
+            controls = [json.loads(d) for d in control_events()]
+            assert [c["control"] for c in controls] == ["pause", "resume", "workers", "steer", "stop"]
+            assert {c["source"] for c in controls} == {"tui"}
             send_key(app, "q")
             await until(pilot, lambda: not app.is_running)
     assert app.return_value.status == "stopped"

@@ -6,7 +6,9 @@ following the store. Controls are hidden when there is nothing to control (read-
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,15 +67,19 @@ class ControlActions:
             return self.can_go_back
         return True
 
-    def _control(self, done: str, call: Callable[[], None]) -> None:
+    def _control(self, done: str, name: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``controls.<name>``; the engine in this process records it as coming from the TUI."""
         if self.controls is None:
             self.notify("Read-only: this session has no controls here.", severity="warning")
             return
-        if isinstance(self.controls, StoreControls):
-            self._send_control(done, call)
+        method = getattr(self.controls, name)
+        if isinstance(self.controls, StoreControls):  # a write to the record: off the UI thread
+            self._send_control(done, partial(method, *args, **kwargs))
             return
+        if "source" in inspect.signature(method).parameters:
+            kwargs["source"] = "tui"
         try:
-            call()
+            method(*args, **kwargs)
         except Exception as exc:  # the engine refused: say why, keep the screen
             self.notify(f"{done} failed: {exc}", severity="error")
             return
@@ -86,24 +92,23 @@ class ControlActions:
 
     def action_pause(self) -> None:
         self._paused = True
-        self._control("Pause requested: workers stop after their current step.", self.controls.pause)  # type: ignore[union-attr]
+        self._control("Pause requested: workers stop after their current step.", "pause")
         self._after_control()
 
     def action_resume(self) -> None:
         self._paused = False
-        self._control("Resume requested.", self.controls.resume)  # type: ignore[union-attr]
+        self._control("Resume requested.", "resume")
         self._after_control()
 
     def action_fresh(self) -> None:
         self._control(
-            "Fresh start requested: this cycle ends and a new one plans from the repo.",
-            self.controls.fresh_start,
-        )  # type: ignore[union-attr]
+            "Fresh start requested: this cycle ends and a new one plans from the repo.", "fresh_start"
+        )
 
     def action_stop(self) -> None:
         def answered(yes: bool | None) -> None:
             if yes:
-                self._control("Stop requested: the session ends after the current steps.", self.controls.stop)  # type: ignore[union-attr]
+                self._control("Stop requested: the session ends after the current steps.", "stop")
 
         from .confirm import ConfirmScreen
 
@@ -118,8 +123,7 @@ class ControlActions:
                 text, replace_goal = result
                 what = "New goal" if replace_goal else "Instructions"
                 self._control(
-                    f"{what} sent to the next planning round.",
-                    lambda: self.controls.steer(text, replace_goal=replace_goal),  # type: ignore[union-attr]
+                    f"{what} sent to the next planning round.", "steer", text, replace_goal=replace_goal
                 )
 
         from .steer import SteerScreen
@@ -143,7 +147,7 @@ class ControlActions:
 
     def _set_workers(self, n: int) -> None:
         self._workers = n
-        self._control(f"Workers set to {n}.", lambda: self.controls.set_workers(n))  # type: ignore[union-attr]
+        self._control(f"Workers set to {n}.", "set_workers", n)
         self._after_control()
 
     def _after_control(self) -> None:
