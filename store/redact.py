@@ -22,6 +22,19 @@ _PATTERN = re.compile(
     r"|\bAKIA[0-9A-Z]{16}\b"
 )
 
+# Every alternative above needs one of these literals (the first two in any case). A text holding none of
+# them cannot match, and checking is ~25x cheaper than the regex scan, which costs ~1.6 ms on a 15 KB model
+# request: the writer redacts every request, at a hundred calls a second with hundreds of workers.
+_NEEDLES_ANY_CASE = ("bearer", "authorization")
+_NEEDLES = ("sk-", "ghp_", "gho_", "ghs_", "github_pat_", "xox", "AKIA")
+
+
+def _may_match(text: str) -> bool:
+    if any(needle in text for needle in _NEEDLES):
+        return True
+    lowered = text.lower()
+    return any(needle in lowered for needle in _NEEDLES_ANY_CASE)
+
 
 def _sub(match: re.Match[str]) -> str:
     return (match.group("keep") or "") + REDACTED
@@ -49,7 +62,7 @@ class Redactor:
         for value in self._values:
             if value in text:
                 text = text.replace(value, REDACTED)
-        return _PATTERN.sub(_sub, text)
+        return _PATTERN.sub(_sub, text) if _may_match(text) else text
 
 
 def secret_env_names(environ: dict[str, str] | None = None) -> set[str]:

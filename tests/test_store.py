@@ -122,3 +122,25 @@ def test_writer_redacts_before_writing(tmp_path, monkeypatch):
     assert b"supersecretvalue123" not in raw
     row = next(store_db.connect(tmp_path / "f.db").query("SELECT data FROM events"))
     assert REDACTED in row["data"]
+
+
+def test_redaction_prefilter_skips_only_texts_that_cannot_match():
+    from formicary.store.redact import _PATTERN, _sub
+
+    redact = Redactor()
+    samples = [
+        "Bearer abcdefghijklmnop",
+        "BEARER abcdefghijklmnop",
+        "Authorization: token-abcdefghij",
+        'AUTHORIZATION="Bearer abcdefghijkl"',
+        "key sk-" + "a" * 20,
+        "ghp_" + "A" * 24,
+        "gho_" + "B" * 24,
+        "ghs_" + "C" * 24,
+        "github_pat_" + "D" * 24,
+        "xoxb-1234567890ab",
+        "id AKIA" + "Q" * 16 + " end",
+        "plain text with nothing secret " * 100,
+    ]
+    for text in samples:
+        assert redact(text) == _PATTERN.sub(_sub, text)
