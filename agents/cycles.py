@@ -444,6 +444,8 @@ async def _record_end(engine: Engine, outcome: Outcome) -> None:
             engine.session_id,
             {"status": outcome.status, "stop_reason": outcome.reason, "ended_at": now()},
         )
+        if engine.git is not None:
+            await engine.git.close()  # the parked worktrees
         if engine.client is not None:
             await engine.client.aclose()
         if engine.embedded is not None:

@@ -104,7 +104,8 @@ class Engine:
         self._fresh = False
         self._paused = False
         self._deadline = 0.0
-        self._map_cache: tuple[str, str] | None = None
+        self._map_cache: tuple[str, str, float] | None = None  # tip, map, monotonic time it was read
+        self._map_lock = anyio.Lock()
         self._listeners: list[Any] = []
         self.embedded = None
 
@@ -151,8 +152,10 @@ class Engine:
         await preflight(self.settings)
 
         branch = getattr(self, "_resume_branch", None) or self.settings.branch or None
+        # Worktrees are parked and reused: a fresh one per task writes every file of the repository and
+        # removes them again, serialized behind the worktree lock; a reused one rewrites only what changed.
         self.git = await SessionRepo.open(
-            self.repo_path, self.session_id, branch=branch, resume=self.resuming
+            self.repo_path, self.session_id, branch=branch, resume=self.resuming, reuse_worktrees=True
         )
 
     # -- control API -------------------------------------------------------------------------------
@@ -252,14 +255,32 @@ class Engine:
     def task_budget_left(self) -> int:
         return self.settings.limits.tasks_per_cycle - self.tasks_created
 
-    async def repo_map(self) -> str:
-        """The map of the shared branch's tip, cached per tip (hundreds of planners and workers ask)."""
+    async def repo_map(self, max_age: float = 0.0) -> str:
+        """The map of the shared branch's tip; a map of an older tip will do if it is under ``max_age`` s old.
+
+        Why the age: the tip moves with every commit (10+ a second with hundreds of workers), so a cache per
+        tip alone regenerates the map (three git processes) for nearly every worker that starts. Workers take
+        a map a few seconds old (``worker.MAP_MAX_AGE``; their worktree is at the current tip anyway); planners
+        ask for the current one. Concurrent callers share one regeneration.
+        """
         from .repo_map import repo_map
 
-        tip = self.git.shared.tip
-        if self._map_cache is None or self._map_cache[0] != tip:
-            self._map_cache = (tip, await repo_map(self.git.root, tip))
-        return self._map_cache[1]
+        if (cached := self._fresh_map(max_age)) is not None:
+            return cached
+        async with self._map_lock:
+            if (cached := self._fresh_map(max_age)) is not None:
+                return cached
+            tip, read_at = self.git.shared.tip, time.monotonic()
+            text = await repo_map(self.git.root, tip)
+            self._map_cache = (tip, text, read_at)
+        return text
+
+    def _fresh_map(self, max_age: float) -> str | None:
+        cache = self._map_cache
+        if cache is None:
+            return None
+        tip, text, read_at = cache
+        return text if tip == self.git.shared.tip or time.monotonic() - read_at < max_age else None
 
     async def git_diff_stat(self, since: str) -> str:
         from .git_ops import git

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 CHARS_PER_TOKEN = 3.5
 PRELOAD_FILES = 3
+MAP_MAX_AGE = 5.0  # seconds the repository map a worker starts with may lag the shared tip (Engine.repo_map)
 PRELOAD_CHARS = 6000
 REPEAT_NUDGE = (
     "\nNOTE: this action is exactly the same as your previous one, so it changed nothing. Do the next thing:"
@@ -67,7 +68,7 @@ class WorkerLoop:
             files=self.task.files,
             check=self.task.check,
             file_contents=await anyio.to_thread.run_sync(self._expected_files),
-            repo_map=await self.engine.repo_map(),
+            repo_map=await self.engine.repo_map(max_age=MAP_MAX_AGE),
             max_steps=self.limits.steps_per_worker,
         )
 
