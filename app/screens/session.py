@@ -343,6 +343,8 @@ class SessionScreen(ControlActions, Screen[None]):
         agent = event.table.agent(event.agent_id)
         if agent is not None and agent.task_id:
             self.open_task(agent.task_id)
+        elif agent is not None:
+            self.notify(f"The {agent.role} works on the whole cycle: its log is below.")
 
     def on_tree_node_selected(self, event: Tree.NodeSelected[str]) -> None:
         if event.node.data:

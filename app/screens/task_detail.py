@@ -137,11 +137,11 @@ def task_text(d: TaskDetail) -> Text:
     if d.parent_title:
         text.append("Planned by  ", style="bold")
         text.append(d.parent_title + "\n")
-    if t["files"]:
-        try:
-            files = ", ".join(json.loads(t["files"]))
-        except (ValueError, TypeError):
-            files = str(t["files"])
+    try:
+        files = ", ".join(json.loads(t["files"] or "[]"))
+    except (ValueError, TypeError):
+        files = str(t["files"])
+    if files:
         text.append("Files       ", style="bold")
         text.append(files + "\n")
     if t["check_cmd"]:
