@@ -10,15 +10,10 @@ a ``failures`` callable, or a reply ``{"fail": mode}``. It runs in a background 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import importlib
 import inspect
 import json
-import select
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -519,101 +514,16 @@ class ScriptedServer:
         )
 
 
-# ---- separate process ------------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """The separate-process helpers live in :mod:`tests.scripted_process` (kept importable from here)."""
+    if name in ("spawn_server_process", "stop_server_process", "load_responder", "main"):
+        from tests import scripted_process
 
-
-def load_responder(spec: str) -> Responder:
-    """Import a responder named ``package.module:function``."""
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise ValueError(f"a responder looks like 'package.module:function', not {spec!r}")
-    return getattr(importlib.import_module(module_name), attr)
-
-
-def spawn_server_process(
-    *,
-    responder: str | None = None,
-    script: str | Path | Sequence[Reply] | None = None,
-    latency: float = 0.0,
-    n_ctx: int = 8192,
-    extra_args: Sequence[str] = (),
-    startup_timeout: float = 20.0,
-) -> tuple[subprocess.Popen[str], str]:
-    """Start ``python -m tests.scripted_server`` and return ``(process, base_url)`` once it serves.
-
-    ``responder`` is ``package.module:function``; ``script`` a JSON file or a list of replies; ``extra_args``
-    more command-line options (``--model``, ``--retry-after``...). Stop it with :func:`stop_server_process`.
-    """
-    cmd = [sys.executable, "-m", "tests.scripted_server", f"--latency={latency}", f"--n-ctx={n_ctx}"]
-    if responder:
-        cmd.append(f"--responder={responder}")
-    if isinstance(script, str | Path):
-        cmd.append(f"--script={script}")
-    elif script is not None:
-        cmd.append(f"--script-json={json.dumps(list(script))}")
-    proc = subprocess.Popen([*cmd, *extra_args], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    readable, _, _ = select.select([proc.stdout], [], [], startup_timeout)
-    line = proc.stdout.readline().strip() if readable else ""
-    if not line.startswith("http://"):
-        stop_server_process(proc)
-        raise RuntimeError(
-            f"the scripted server process did not start (exit code {proc.returncode}): {line!r}"
-        )
-    return proc, line
-
-
-def stop_server_process(proc: subprocess.Popen[str], timeout: float = 10.0) -> int:
-    """SIGTERM the process, wait (kill after ``timeout``), and return its exit code."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-    return proc.returncode
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; the first stdout line is the base URL, a summary goes to stderr at exit."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.scripted_server", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--responder", help="package.module:function (default: echo the last user message)")
-    parser.add_argument("--script", help="a JSON file holding a list of replies")
-    parser.add_argument("--script-json", help="a JSON list of replies, inline")
-    parser.add_argument("--on-exhausted", choices=("error", "repeat"), default="error")
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--n-ctx", type=int, default=8192)
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--retry-after", type=float, default=1.0)
-    parser.add_argument("--stream-chunk-chars", type=int, default=16)
-    parser.add_argument("--port", type=int, default=0)
-    options = vars(parser.parse_args(argv))
-    responder, script, script_json = (
-        options.pop("responder"),
-        options.pop("script"),
-        options.pop("script_json"),
-    )
-    replies = (
-        json.loads(Path(script).read_text()) if script else json.loads(script_json) if script_json else None
-    )
-    server = ScriptedServer(load_responder(responder) if responder else None, replies, **options)
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, server.request_stop)
-        await server.serve(lambda: print(server.base_url, flush=True))
-
-    asyncio.run(run())
-    summary = f"{server.request_count} chat requests, max in flight {server.max_in_flight}"
-    print(f"scripted server: {summary}, {len(server.errors)} errors", file=sys.stderr)
-    return 0
+        return getattr(scripted_process, name)
+    raise AttributeError(name)
 
 
 if __name__ == "__main__":
+    from tests.scripted_process import main
+
     sys.exit(main())

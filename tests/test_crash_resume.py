@@ -18,7 +18,7 @@ import sys
 import time
 
 from tests.gitrepo import git, make_repo
-from tests.scripted_server import spawn_server_process, stop_server_process
+from tests.scripted_process import spawn_server_process, stop_server_process
 
 KILLS = 32
 SEED = 20261128
