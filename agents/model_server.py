@@ -293,6 +293,13 @@ def _prune_logs(folder: Path, keep: int) -> None:
             old.unlink(missing_ok=True)
 
 
+def _die_with_us() -> list[str]:
+    """``setpriv --pdeathsig KILL`` where util-linux has it: a ``kill -9`` of formicary must not leave a 2 GB
+    llama-server running (a graceful exit stops it anyway). The signal survives the exec into llama-server."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
 class EmbeddedServer:
     """One llama-server process on 127.0.0.1; use ``async with EmbeddedServer() as server: server.base_url``.
 
@@ -380,7 +387,8 @@ class EmbeddedServer:
                 log.write(f"$ {' '.join(self.command(port))}\n".encode())
                 log.flush()
                 self._proc = await asyncio.create_subprocess_exec(
-                    *self.command(port), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                    *_die_with_us(), *self.command(port), stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             self._exited = asyncio.create_task(self._proc.wait())
             try:
