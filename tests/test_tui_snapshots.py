@@ -1,7 +1,8 @@
 """Layout snapshots of the sessions browser and the session screen, on the fixed fixture record.
 
-Layout only: behaviour is tested with Pilot in ``test_tui.py``. The clock is frozen and the record has fixed
-ids and timestamps, so the screens are the same on every run. Update with ``pytest --snapshot-update``.
+Layout only: behaviour is tested with Pilot in ``test_tui.py``. The clock is frozen and the record (built in
+``tui_record.py``) has fixed ids and timestamps, so the screens are the same on every run. Update with
+``pytest --snapshot-update``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_tui import S1, FakeEngine, build_record, make_app
+from tests.tui_record import S1, FakeEngine, build_record, make_app
 
 
 @pytest.fixture

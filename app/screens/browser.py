@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,23 +14,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label
 
+from ..agents.control import pid_alive
 from ..store import queries as q
 from ..store.db import connect
 from ..widgets.sessions_table import SessionsTable
 
 REFRESH_SECONDS = 2.0
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class BrowserScreen(Screen[None]):
