@@ -2,7 +2,7 @@
 
 Why processes and not GitPython: GitPython is not thread-safe and ``IndexFile.add`` changes the process cwd.
 Every call here passes ``cwd=`` (nothing ever chdirs), never prompts, and reads C-locale output. A git process
-costs ~1.5 ms here, so callers count them: see ``docs`` in :mod:`formicary.agents.integration`.
+costs ~1.5 ms on an idle machine and far more on a busy one, so callers count them.
 """
 
 from __future__ import annotations
@@ -37,21 +37,24 @@ class GitError(Exception):
     """A git operation failed; ``str(exc)`` is one line fit to print to the operator."""
 
 
-def _base_env() -> dict[str, str]:
+GIT_FIXED_ENV = {
+    "LC_ALL": "C",
+    "LANG": "C",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_OPTIONAL_LOCKS": "0",  # `git status` must never rewrite the operator's index
+    "GIT_EDITOR": "true",
+    "GIT_PAGER": "cat",
+    "GIT_ASKPASS": "true",
+}
+
+
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every git call: the process's own (read now, not at import) made fixed."""
     env = {k: v for k, v in os.environ.items() if k not in _INHERITED_DROP}
-    env.update(
-        LC_ALL="C",
-        LANG="C",
-        GIT_TERMINAL_PROMPT="0",
-        GIT_OPTIONAL_LOCKS="0",  # `git status` must never rewrite the operator's index
-        GIT_EDITOR="true",
-        GIT_PAGER="cat",
-        GIT_ASKPASS="true",
-    )
+    env.update(GIT_FIXED_ENV)
+    if extra:
+        env.update(extra)
     return env
-
-
-GIT_ENV: dict[str, str] = _base_env()
 
 
 def identity_env(name: str, email: str) -> dict[str, str]:
@@ -104,7 +107,7 @@ def _one_line(text: str) -> str:
 async def _run(
     args: tuple[str, ...], cwd: Path | str, env: Mapping[str, str] | None, input: bytes | None
 ) -> tuple[int, bytes, bytes]:
-    full_env = GIT_ENV if env is None else {**GIT_ENV, **env}
+    full_env = git_env(env)
     proc = await asyncio.create_subprocess_exec(
         "git",
         *_CONFIG,

@@ -8,10 +8,12 @@ stays on its task branch.
 
 Why a short critical section: racers looping merge + CAS with nothing between them redo each other's work
 (50 racers: 1.3-6 commits/s, ~800 retries); the same attempts serialized by an in-process lock around the
-mechanical part only run ~20x faster with no retries. The lock is held for the three processes and nothing
-else; the CAS stays under it because another process (a second formicary, the operator) may move the branch.
+mechanical part only run ~20x faster with no retries. The lock is held for those processes and nothing else;
+the CAS stays under it because another process (a second formicary, the operator) may move the branch.
 Because the lock holder is the only in-process writer, the tip it wrote is remembered and no ``rev-parse``
-is needed per attempt.
+is needed per attempt. Whoever gets the lock lands every request queued by then (merge + commit each onto the
+advancing tip, one CAS for the batch), so under load the ``update-ref`` and the lock hand-off are shared.
+A retry after a resolved conflict skips the queue of first attempts (``SharedBranch.section``).
 
 A conflict is handed back to the SAME worker outside the lock: its worktree gets the merged tree with conflict
 markers (``read-tree -u --reset``), the callback edits files and says whether it resolved them, and a merge
@@ -107,6 +109,7 @@ class SharedBranch:
     serialize: bool = True
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     gate: anyio.Lock = field(default_factory=anyio.Lock)
+    pending: list[_Request] = field(default_factory=list)
 
     async def read_tip(self, cwd: Path) -> str:
         res = await git("rev-parse", self.ref, f"{self.ref}^{{tree}}", cwd=cwd)
@@ -136,37 +139,99 @@ class _Attempt:
     merge: MergeTreeResult
 
 
-async def _attempt(
-    shared: SharedBranch, root: Path, head: str, message: str, env: dict[str, str]
-) -> _Attempt:
-    """merge-tree + commit-tree + CAS: the mechanical part, run inside the critical section."""
+@dataclass
+class _Request:
+    """One attempt to land ``head``, queued for whoever holds the critical section next."""
+
+    head: str
+    message: str
+    env: dict[str, str]
+    urgent: bool
+    outcome: _Attempt | GitError | None = None
+    taken: bool = False
+
+
+async def _submit(shared: SharedBranch, root: Path, req: _Request) -> _Attempt:
+    """Queue ``req`` and enter the critical section; the holder lands every queued request in one batch.
+
+    Combining: the first waiter to get the lock merges and commits ALL pending requests one after another
+    onto the advancing tip, then moves the branch once (one CAS for the batch). The others find their
+    outcome set when their turn comes and leave at once. Under load this saves an ``update-ref`` and a lock
+    hand-off per commit; alone, a batch is one request and costs what a single attempt does.
+    """
+    if not shared.serialize:  # the naive baseline: every racer for itself
+        await _land_batch(shared, root, [req])
+    else:
+        shared.pending.append(req)
+        try:
+            async with shared.section(urgent=req.urgent):
+                if req.outcome is None:
+                    batch = sorted(shared.pending, key=lambda r: not r.urgent)
+                    shared.pending.clear()
+                    for r in batch:
+                        r.taken = True
+                    with anyio.CancelScope(shield=True):  # never leave a half-done batch behind
+                        await _land_batch(shared, root, batch)
+        finally:
+            if not req.taken and req in shared.pending:  # cancelled while queued: withdraw
+                shared.pending.remove(req)
+    if isinstance(req.outcome, GitError):
+        raise req.outcome
+    assert req.outcome is not None
+    return req.outcome
+
+
+async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -> None:
+    """merge-tree + commit-tree per request onto the advancing tip, then one CAS: the mechanical part."""
     if shared.tip is None or shared.tip_tree is None or not shared.serialize:
         await shared.read_tip(root)
-    tip, tip_tree = shared.tip, shared.tip_tree
+    start = tip = shared.tip
+    tree = shared.tip_tree
     assert tip is not None
-    res = await git("merge-tree", "--write-tree", "-z", tip, head, cwd=root, check=False)
-    if res.rc not in (0, 1):
-        raise GitError(f"git merge-tree failed: {res.err.strip()[:200]}")
-    merge = parse_merge_tree(res.out, clean=res.rc == 0)
-    if not merge.clean:
-        return _Attempt("conflict", tip, None, merge)
-    if merge.tree == tip_tree:  # everything the task changed is already on the branch
-        return _Attempt("landed", tip, tip, merge)
-    new = (await git("commit-tree", merge.tree, "-p", tip, "-m", message, cwd=root, env=env)).out.strip()
-    cas = await git("update-ref", "-m", "formicary: integrate", shared.ref, new, tip, cwd=root, check=False)
+    for req in batch:
+        try:
+            res = await git("merge-tree", "--write-tree", "-z", tip, req.head, cwd=root, check=False)
+            if res.rc not in (0, 1):
+                raise GitError(f"git merge-tree failed: {res.err.strip()[:200]}")
+            merge = parse_merge_tree(res.out, clean=res.rc == 0)
+            if not merge.clean:
+                req.outcome = _Attempt("conflict", tip, None, merge)
+                continue
+            onto = tip
+            if merge.tree != tree:  # else everything the task changed is already on the branch
+                args = ("commit-tree", merge.tree, "-p", tip, "-m", req.message)
+                tip = (await git(*args, cwd=root, env=req.env)).out.strip()
+                tree = merge.tree
+            req.outcome = _Attempt("landed", onto, tip, merge)
+        except GitError as exc:
+            req.outcome = exc
+    if tip == start:
+        return
+    cas = await git("update-ref", "-m", "formicary: integrate", shared.ref, tip, start, cwd=root, check=False)
     if cas.rc == 0:
-        shared.tip, shared.tip_tree = new, merge.tree
-        return _Attempt("landed", tip, new, merge)
-    if not shared.serialize:  # the naive loop reads the tip at its next attempt anyway
-        return _Attempt("moved", tip, None, merge)
-    await shared.read_tip(root)
-    return _Attempt("moved", tip, shared.tip, merge)
+        shared.tip, shared.tip_tree = tip, tree
+        return
+    # The branch moved under us (another process): nothing of this batch landed, and conflicts found against
+    # its unlanded commits are void: every request retries from the real tip.
+    actual = None if not shared.serialize else await shared.read_tip(root)
+    for req in batch:
+        req.outcome = _Attempt("moved", start, actual, MergeTreeResult(tree="", clean=True))
 
 
-def _relabel(text: str, tip: str, head: str) -> str:
-    return text.replace(f"<<<<<<< {tip}", f"<<<<<<< shared ({tip[:10]})").replace(
-        f">>>>>>> {head}", f">>>>>>> task ({head[:10]})"
-    )
+def _relabel_file(target: Path, tip: str, head: str) -> str | None:
+    """Name the marker sides for a reader (merge-tree labels them with commit ids); the merged text, or None
+    for a deleted, binary or symlinked path (left as merge-tree wrote it)."""
+    if target.is_symlink() or not target.is_file():
+        return None
+    raw = target.read_bytes()
+    if b"\0" in raw[:8000]:
+        return None
+    text = raw.decode("utf-8", "surrogateescape")
+    named = text.replace(f"<<<<<<< {tip}", f"<<<<<<< shared ({tip[:10]})")
+    named = named.replace(f">>>>>>> {head}", f">>>>>>> task ({head[:10]})")
+    if named != text:
+        target.write_bytes(named.encode("utf-8", "surrogateescape"))
+    return named.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _has_markers(text: str) -> bool:
@@ -188,18 +253,18 @@ async def _hand_back(
     files: list[ConflictFile] = []
     for path in merge.paths:
         stages = {e.stage: blobs.get(e.oid) for e in merge.entries if e.path == path}
-        target = wt.path / path
-        merged = None
-        if target.is_file():
-            merged = _relabel(target.read_text(errors="replace"), tip, head)
-            target.write_text(merged)
+        merged = _relabel_file(wt.path / path, tip, head)
         files.append(ConflictFile(path, stages.get(1), stages.get(2), stages.get(3), merged))
     conflict = Conflict(wt.task_id, wt.agent_id, wt.path, tip, head, round_no, files, merge.messages)
     resolved = bool(on_conflict) and await on_conflict(conflict)  # type: ignore[misc]
     if resolved:
         for f in files:
             target = wt.path / f.path
-            if target.is_file() and _has_markers(target.read_text(errors="replace")):
+            if (
+                not target.is_symlink()
+                and target.is_file()
+                and _has_markers(target.read_text(errors="replace"))
+            ):
                 resolved = False
     with anyio.CancelScope(shield=True):
         if not resolved:
@@ -277,9 +342,8 @@ async def integrate(
         while True:
             result.attempts += 1
             t0 = time.perf_counter()
-            async with shared.section(urgent=result.conflicts > 0):
-                with anyio.CancelScope(shield=True):  # never leave a half-done ref update behind
-                    att = await _attempt(shared, session.root, head, message, env)
+            req = _Request(head, message, env, urgent=result.conflicts > 0)
+            att = await _submit(shared, session.root, req)
             paths = att.merge.paths
             record(result.attempts, att.result, att.old_tip, att.new_tip, paths, t0)
             if att.result == "landed":

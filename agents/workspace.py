@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .integration import Conflict, IntegrationResult, SharedBranch
 
 TASK_BRANCH_PREFIX = "formicary-tasks"
+BRANCH_BATCH = 32  # task branches deleted per update-ref process
 _SUMMARY_RE = re.compile(r"^\[[^\n]* ([0-9a-f]{40}|[0-9a-f]{64})\] ")
 
 
@@ -76,7 +77,8 @@ class SessionRepo:
         self.shared: SharedBranch = SharedBranch(f"refs/heads/{branch}", tip=base_sha, tip_tree=tip_tree)
         self._worktree_lock = anyio.Lock()  # git worktree add/remove/prune only
         self.reuse_worktrees = reuse_worktrees
-        self._idle: list[Path] = []  # parked worktrees, detached and waiting for a task (reuse_worktrees)
+        self._idle: list[Worktree] = []  # parked worktrees waiting for a task (reuse_worktrees)
+        self._doomed: list[tuple[str, str]] = []  # (task branch, sha) to delete in the next batch
         self._slots = 0
         self._closed = False
 
@@ -155,11 +157,11 @@ class SessionRepo:
         """A clean worktree for one task at the shared tip, on its own task branch, released on exit.
 
         Released whatever the outcome (success, exception, cancellation): removed, or with
-        ``reuse_worktrees`` detached and parked for the next task (which gets ``reset --hard`` + ``clean
-        -ffdx`` to the new tip: only changed files are rewritten, where a fresh checkout writes them all).
-        On exit the task branch is deleted only when it holds nothing unlanded: it still points at the
-        integrated head or at its base (compare-and-swap deletes, so work committed behind our back stays).
-        A failed task keeps its branch.
+        ``reuse_worktrees`` parked for the next task (which gets ``checkout -f -b`` + ``clean -ffdx`` at the
+        new tip: only changed files are rewritten, where a fresh checkout writes them all). A task branch
+        that holds nothing unlanded (it still points at the integrated head or at its base) is deleted in the
+        next batch of deletions (one process per :data:`BRANCH_BATCH`, and at :meth:`close`), by
+        compare-and-swap, so work committed behind our back stays. A failed task keeps its branch.
         """
         check_name(task_id, "task id")
         wt = None
@@ -208,26 +210,26 @@ class SessionRepo:
             raise
         return wt
 
-    async def _recycle(self, path: Path, task_id: str, agent_id: str) -> Worktree | None:
+    async def _recycle(self, old: Worktree, task_id: str, agent_id: str) -> Worktree | None:
         """Point a parked worktree at a new task branch from the tip; None (and removed) if it won't."""
         base = self.shared.tip or await self.shared.read_tip(self.root)
-        wt = None
         for n in range(1, 100):
             branch = self._names(task_id, n)[0]
-            wt = Worktree(path=path, branch=branch, base=base, task_id=task_id, agent_id=agent_id)
             # checkout reads every worktree's metadata (is the branch checked out elsewhere?): same race as add.
             async with self._worktree_lock:
                 with anyio.CancelScope(shield=True):
-                    res = await git("checkout", "-q", "-f", "-b", branch, base, cwd=path, check=False)
+                    res = await git("checkout", "-q", "-f", "-b", branch, base, cwd=old.path, check=False)
             if res.rc == 0:
                 break
             if "already exists" not in res.err:
-                await self._drop_worktree(wt)
+                await self._drop_worktree(old)
                 return None
         else:
             raise GitError(f"no free branch name for task {task_id}")
+        await self._doom(old)  # HEAD has left the last task's branch: it may go now
+        wt = Worktree(path=old.path, branch=branch, base=base, task_id=task_id, agent_id=agent_id)
         try:
-            await git("clean", "-ffdxq", cwd=path)  # the last task's untracked and ignored files
+            await git("clean", "-ffdxq", cwd=wt.path)  # the last task's untracked and ignored files
         except GitError:
             await self._drop_worktree(wt)
             return None
@@ -244,22 +246,36 @@ class SessionRepo:
 
     async def _release(self, wt: Worktree) -> None:
         if self.reuse_worktrees and not self._closed:
-            # Detach HEAD (git refuses to update HEAD and its branch in one transaction), then drop the branch.
-            sha = wt.head or wt.base
-            parked = await git("update-ref", "--no-deref", "HEAD", sha, cwd=wt.path, check=False)
-            if parked.rc == 0:
-                await self._forget_branch(wt)
-                self._idle.append(wt.path)
-                return
+            if _unneeded_at(wt) is None:  # work to keep: detach so its branch is not held checked out
+                sha = wt.head or wt.base
+                detached = await git("update-ref", "--no-deref", "HEAD", sha, cwd=wt.path, check=False)
+                if detached.rc != 0:
+                    await self._drop_worktree(wt)
+                    return
+            self._idle.append(wt)
+            return
         await self._drop_worktree(wt)
 
     async def _drop_worktree(self, wt: Worktree) -> None:
         await self._remove_folder(wt.path)
-        await self._forget_branch(wt)
+        await self._doom(wt)
 
-    async def _forget_branch(self, wt: Worktree) -> None:
-        if unneeded_at := _unneeded_at(wt):  # compare-and-swap delete: work committed behind our back stays
-            await git("update-ref", "-d", f"refs/heads/{wt.branch}", unneeded_at, cwd=self.root, check=False)
+    async def _doom(self, wt: Worktree) -> None:
+        if unneeded_at := _unneeded_at(wt):
+            self._doomed.append((wt.branch, unneeded_at))
+            if len(self._doomed) >= BRANCH_BATCH:
+                await self.delete_landed_branches()
+
+    async def delete_landed_branches(self) -> None:
+        """Delete the pending task branches now, in one transaction; compare-and-swap each, so moved ones stay."""
+        doomed, self._doomed = self._doomed, []
+        if not doomed:
+            return
+        script = "".join(f"delete refs/heads/{branch} {sha}\n" for branch, sha in doomed)
+        res = await git("update-ref", "--stdin", cwd=self.root, input=script.encode(), check=False)
+        if res.rc != 0:  # all or nothing: one branch moved behind our back, so go one by one
+            for branch, sha in doomed:
+                await git("update-ref", "-d", f"refs/heads/{branch}", sha, cwd=self.root, check=False)
 
     async def _remove_folder(self, path: Path) -> None:
         async with self._worktree_lock:
@@ -269,11 +285,12 @@ class SessionRepo:
                 await self._worktree_cmd("prune")
 
     async def close(self) -> None:
-        """Remove the parked worktrees (``reuse_worktrees``); call when the session ends."""
+        """Remove parked worktrees and delete the pending task branches; call when the session ends."""
         self._closed = True
         with anyio.CancelScope(shield=True):
             while self._idle:
-                await self._remove_folder(self._idle.pop())
+                await self._drop_worktree(self._idle.pop())
+            await self.delete_landed_branches()
 
     async def maintain(self) -> None:
         """``git maintenance run --auto``: worker commits skip it (a process each), so run it between cycles."""

@@ -153,7 +153,7 @@ async def run(
     return {
         "commits": commits,
         "seconds": round(elapsed, 2),
-        "commits_per_hour": round(commits / elapsed * 3600),
+        "commits_per_hour": round(len(landed) / elapsed * 3600),  # landed ones only
         "p50_ms": round(statistics.median(latencies), 1),
         "p95_ms": round(q[18], 1),
         "cas_retries": totals["retries"],
@@ -230,6 +230,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "ratio": round(main["commits_per_hour"] / max(naive["commits_per_hour"], 1), 2),  # type: ignore[call-overload,operator]
         "store_rows": rows,
         "cpus": os.cpu_count(),
+        "loadavg_1m_at_end": round(os.getloadavg()[0], 2),  # other work on the machine skews every figure
         "profile": main["profile"],
     }
     if other:
@@ -261,9 +262,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=220, help="generated files in the repository")
     parser.add_argument("--shared-every", type=int, default=10, help="every Nth task edits the shared file")
     parser.add_argument(
-        "--reuse-worktrees",
+        "--fresh-worktrees",
         action="store_true",
-        help="main figure with worktrees parked and reused per worker",
+        help="main figure with a new worktree per commit (added, removed); other_mode is then the reuse",
     )
     parser.add_argument(
         "--other-commits", type=int, default=500, help="also measure the other worktree mode (0: skip)"

@@ -101,6 +101,7 @@ async def test_hundred_concurrent_integrations_lose_nothing(repo: Path, tmp_path
         else:
             assert f"edited by task {i}" in git(repo, "show", f"{tip}:src/d{i % 10:02}/file{i % 20:03}.txt")
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    await session.close()
     assert git(repo, "branch", "--list", "formicary-tasks/*") == ""
 
 
@@ -259,3 +260,42 @@ def test_parse_merge_tree_output() -> None:
     assert parsed.tree == "T" and parsed.paths == ["f"] and [e.stage for e in parsed.entries] == [1, 2, 3]
     assert parsed.messages == ["Auto-merging f"]
     assert parse_merge_tree("T\0", clean=True).entries == []
+
+
+@pytest.mark.anyio
+async def test_binary_conflict_is_left_intact(repo: Path, tmp_path: Path) -> None:
+    session = await open_session(repo, tmp_path)
+
+    async def take_mine(conflict: Conflict) -> bool:
+        (f,) = conflict.files
+        assert f.merged is None and (conflict.worktree / f.path).read_bytes() == b"\0A\0"  # ours, untouched
+        (conflict.worktree / f.path).write_bytes(b"\0B\0")
+        return True
+
+    async with session.worktree("a", "wa") as wa, session.worktree("b", "wb") as wb:
+        (wa.path / "blob.bin").write_bytes(b"\0A\0")
+        await session.commit(wa, "a")
+        (wb.path / "blob.bin").write_bytes(b"\0B\0")
+        await session.commit(wb, "b")
+        assert (await session.integrate(wa)).status == "integrated"
+        assert (await session.integrate(wb, take_mine)).status == "integrated"
+    assert git(repo, "cat-file", "-p", "formicary/s1:blob.bin") == "\0B\0"
+
+
+@pytest.mark.anyio
+async def test_batch_is_all_or_nothing_when_the_tip_moves(repo: Path, tmp_path: Path) -> None:
+    """A batch lands with one CAS; if another process moved the branch, none of it lands and all retry."""
+    from formicary.agents.integration import _land_batch, _Request
+
+    session = await open_session(repo, tmp_path)
+    async with session.worktree("a", "w") as wa, session.worktree("b", "w") as wb:
+        await edit(session, wa, "shared.txt", "a\n")
+        await edit(session, wb, "shared.txt", "b\n")  # conflicts with a, but a never lands
+        outsider = git(repo, "commit-tree", f"{session.base_sha}^{{tree}}", "-p", session.base_sha, "-m", "x")
+        git(repo, "update-ref", "refs/heads/formicary/s1", outsider)
+        batch = [_Request(wt.head or "", "m", wt.identity.env(), urgent=False) for wt in (wa, wb)]
+        await _land_batch(session.shared, session.root, batch)
+        assert [r.outcome.result for r in batch] == ["moved", "moved"]  # type: ignore[union-attr]
+        assert git(repo, "rev-parse", "formicary/s1") == outsider == session.shared.tip
+        await _land_batch(session.shared, session.root, batch)
+        assert [r.outcome.result for r in batch] == ["landed", "conflict"]  # type: ignore[union-attr]
