@@ -32,6 +32,7 @@ CHARS_PER_TOKEN = 3.5
 PRELOAD_FILES = 3
 MAP_MAX_AGE = 5.0  # seconds the repository map a worker starts with may lag the shared tip (Engine.repo_map)
 PRELOAD_CHARS = 6000
+REPEAT_HEAT = 0.3  # temperature added per identical action in a row
 REPEAT_NUDGE = (
     "\nNOTE: this action is exactly the same as your previous one, so it changed nothing. Do the next thing:"
     " write the file, run the check, or finish."
@@ -58,6 +59,7 @@ class WorkerLoop:
         self.messages: list[dict[str, str]] = []
         self.finish_args: dict[str, Any] = {}
         self._previous: tuple[str, str] | None = None
+        self._repeats = 0
 
     async def start(self) -> None:
         self.messages = render(
@@ -103,8 +105,13 @@ class WorkerLoop:
         step = self.agent.steps
         self._trim()
         try:
+            settings = self.settings
+            if self._repeats:  # shake a looping model loose: a little more randomness per repeat
+                settings = settings.model_copy(
+                    update={"temperature": min(1.0, settings.temperature + REPEAT_HEAT * self._repeats)}
+                )
             reply = await self.engine.client.complete(
-                self.settings, self.messages, "action", reply_schema(), role="worker", agent_id=self.agent.id
+                settings, self.messages, "action", reply_schema(), role="worker", agent_id=self.agent.id
             )
             content = reply.content
             action = parse_action(content)
@@ -132,6 +139,9 @@ class WorkerLoop:
         signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
         if signature == self._previous:  # small models loop; say so instead of letting it spin
             text += REPEAT_NUDGE
+            self._repeats += 1
+        else:
+            self._repeats = 0
         self._previous = signature
         self._observe(
             content,

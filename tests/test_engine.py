@@ -262,3 +262,17 @@ async def test_worker_prompt_shows_the_expected_files_current_text(tmp_path):
     text = first["messages"][1]["content"]
     assert "CURRENT units.py:\ndef f():\n    return None" in text
     assert "CURRENT missing.py" not in text and "CURRENT ../outside" not in text
+
+
+async def test_a_repeating_worker_is_told_and_its_temperature_rises(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    same = write("a.txt", "same\n")
+    looping = ScriptedTeam(root_plans=[plan([task("loops")])], work={"loops": [same, same, same, finish()]})
+    with ScriptedServer(responder=looping) as server:
+        engine = Engine.create(settings_for(server, cycles=1), repo, "goal", db_path=tmp_path / "f.db")
+        await engine.run()
+        actions = [b for b in server.requests if b["response_format"]["json_schema"]["name"] == "action"]
+    temperatures = [b["temperature"] for b in actions]
+    assert temperatures[0] == temperatures[1] < temperatures[2] < temperatures[3]
+    last = actions[-1]["messages"][-1]["content"]
+    assert "exactly the same as your previous one" in last
