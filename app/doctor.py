@@ -146,14 +146,20 @@ async def check_all(settings: Settings) -> list[EndpointReport]:
 
 
 async def _check_embedded(model: ModelSettings, roles: list[str]) -> EndpointReport:
-    from .agents.model_server import EmbeddedServer, embedded_status
+    from .agents.model_server import EmbeddedServer, ServerError, embedded_status
 
     status = embedded_status()
     if not status.ready:
         report = EndpointReport(endpoint="embedded", roles=roles, model=model.model)
         report.problems.append(f"{status.reason}; run `formicary model setup`")
         return report
-    async with EmbeddedServer() as server:
-        report = await check_endpoint(model, roles, server.base_url)
-    report.endpoint = f"embedded {server.base_url}"
+    try:
+        async with EmbeddedServer() as server:
+            base_url = server.base_url
+            report = await check_endpoint(model, roles, base_url)
+    except ServerError as exc:
+        report = EndpointReport(endpoint="embedded", roles=roles, model=model.model)
+        report.problems.append(str(exc))
+        return report
+    report.endpoint = f"embedded {base_url}"
     return report

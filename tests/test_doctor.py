@@ -48,3 +48,28 @@ def test_roles_on_different_endpoints_are_checked_separately(tmp_path):
     assert result.returncode == 1
     rows = [ln for ln in result.stdout.splitlines() if "127.0.0.1" in ln]
     assert len(rows) == 2
+
+
+def test_embedded_endpoint_not_set_up_says_what_to_run(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "formicary", "doctor", "--repo", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "embedded" in result.stdout
+    assert "formicary model setup" in result.stderr
+
+
+def test_sessions_lists_what_the_record_holds(tmp_path):
+    from formicary import paths
+    from formicary.store.db import new_id, now
+    from formicary.store.writer import Writer
+
+    empty = subprocess.run([sys.executable, "-m", "formicary", "sessions"], capture_output=True, text=True)
+    assert empty.returncode == 0 and "No sessions yet" in empty.stdout
+    writer = Writer(paths.default_db_path())
+    sid = new_id()
+    writer.insert("sessions", {"id": sid, "goal": "make it fast", "repo": str(tmp_path), "branch": "b",
+                               "status": "done", "started_at": now(), "ended_at": now()})
+    writer.close()
+    listed = subprocess.run([sys.executable, "-m", "formicary", "sessions"], capture_output=True, text=True)
+    assert listed.returncode == 0
+    assert sid[-12:] in listed.stdout and "make it fast" in listed.stdout and "done" in listed.stdout
