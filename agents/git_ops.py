@@ -8,6 +8,7 @@ costs ~1.5 ms on an idle machine and far more on a busy one, so callers count th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -30,6 +31,7 @@ _INHERITED_DROP = (
 # marker style that :class:`formicary.agents.integration.Conflict` documents, and no pager or editor.
 _CONFIG = ("-c", "commit.gpgSign=false", "-c", "merge.conflictStyle=merge", "-c", "core.quotePath=false")
 
+BACKGROUND_NICE = 10  # niceness of a worker's own git chores (see ``git(background=True)``)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -105,7 +107,11 @@ def _one_line(text: str) -> str:
 
 
 async def _run(
-    args: tuple[str, ...], cwd: Path | str, env: Mapping[str, str] | None, input: bytes | None
+    args: tuple[str, ...],
+    cwd: Path | str,
+    env: Mapping[str, str] | None,
+    input: bytes | None,
+    background: bool = False,
 ) -> tuple[int, bytes, bytes]:
     full_env = git_env(env)
     proc = await asyncio.create_subprocess_exec(
@@ -118,6 +124,9 @@ async def _run(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    if background:
+        with contextlib.suppress(OSError, AttributeError):  # gone already, or no priorities here
+            os.setpriority(os.PRIO_PROCESS, proc.pid, BACKGROUND_NICE)
     try:
         out, err = await proc.communicate(input)
     except BaseException:  # cancelled: do not leave a git process behind
@@ -139,9 +148,14 @@ async def git(
     env: Mapping[str, str] | None = None,
     input: bytes | None = None,
     check: bool = True,
+    background: bool = False,
 ) -> GitResult:
-    """Run ``git args`` in ``cwd``; raise :class:`GitError` on a non-zero exit unless ``check`` is False."""
-    rc, out, err = await _run(args, cwd, env, input)
+    """Run ``git args`` in ``cwd``; raise :class:`GitError` on a non-zero exit unless ``check`` is False.
+
+    ``background`` lowers the process's CPU priority: a worker's own chores (checkout, add, commit) must not
+    starve the one serialized step every worker waits for, the integration's merge + CAS.
+    """
+    rc, out, err = await _run(args, cwd, env, input, background)
     result = GitResult(rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
     if check and rc != 0:
         raise _failure(args, rc, result.out, result.err)

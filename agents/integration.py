@@ -40,6 +40,7 @@ from .git_ops import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
 if TYPE_CHECKING:
     from .workspace import SessionRepo, Worktree
 
+MAX_BATCH = 8  # requests landed per critical section: bounds how long the others in it wait
 MAX_MOVES = 200  # tip moved under us this many times in one integration: something else is hammering the ref
 
 
@@ -139,7 +140,7 @@ class _Attempt:
     merge: MergeTreeResult
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request:
     """One attempt to land ``head``, queued for whoever holds the critical section next."""
 
@@ -166,8 +167,13 @@ async def _submit(shared: SharedBranch, root: Path, req: _Request) -> _Attempt:
         try:
             async with shared.section(urgent=req.urgent):
                 if req.outcome is None:
-                    batch = sorted(shared.pending, key=lambda r: not r.urgent)
-                    shared.pending.clear()
+                    ordered = sorted(shared.pending, key=lambda r: not r.urgent)
+                    batch = (
+                        ordered[:MAX_BATCH]
+                        if req in ordered[:MAX_BATCH]
+                        else [req, *ordered[: MAX_BATCH - 1]]
+                    )
+                    shared.pending[:] = [r for r in shared.pending if r not in batch]
                     for r in batch:
                         r.taken = True
                     with anyio.CancelScope(shield=True):  # never leave a half-done batch behind
@@ -246,7 +252,11 @@ async def _hand_back(
     round_no: int,
     on_conflict: OnConflict | None,
 ) -> str | None:
-    """Put the conflicted merge in the worker's worktree, let it resolve, commit the merge; new head or None."""
+    """Put the conflicted merge in the worker's worktree, let it resolve, commit the merge; new head or None.
+
+    Its git processes run at normal priority (not ``background``): the time they take is a window in which
+    what lands next can conflict again.
+    """
     tip, merge = att.old_tip, att.merge
     await git("read-tree", "-u", "--reset", merge.tree, cwd=wt.path)
     blobs = await cat_blobs(session.root, [e.oid for e in merge.entries])

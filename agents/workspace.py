@@ -2,9 +2,10 @@
 
 The operator's checked-out branch, index and work tree are never modified: the session branch is made with
 ``git branch`` (no checkout) and every task works in its own linked worktree, in a session folder outside the
-repository's work tree, on its own task branch. ``git worktree add/remove/prune`` race when run concurrently
-(``failed to read .git/worktrees/…/commondir``), so those commands, and only those, take one lock per
-repository. Landing work on the shared branch is :mod:`formicary.agents.integration`.
+repository's work tree, on its own task branch (``formicary-tasks/<session>/<task>``: beside, not under, the
+session branch ``formicary/<session>``, since git cannot hold both a ref and a folder of refs of one name).
+``git worktree add/remove/prune`` race when run concurrently (``failed to read .git/worktrees/…/commondir``),
+so those commands, and only those, take one lock per repository. Landing work on the shared branch is :mod:`formicary.agents.integration`.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class SessionRepo:
         wt = Worktree(path=path, branch=branch, base=base, task_id=task_id, agent_id=agent_id)
         try:
             # The checkout itself runs outside the lock: it is the slow part and touches only this worktree.
-            await git("reset", "-q", "--hard", cwd=path)
+            await git("reset", "-q", "--hard", cwd=path, background=True)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._drop_worktree(wt)
@@ -215,10 +216,12 @@ class SessionRepo:
         base = self.shared.tip or await self.shared.read_tip(self.root)
         for n in range(1, 100):
             branch = self._names(task_id, n)[0]
-            # checkout reads every worktree's metadata (is the branch checked out elsewhere?): same race as add.
-            async with self._worktree_lock:
-                with anyio.CancelScope(shield=True):
-                    res = await git("checkout", "-q", "-f", "-b", branch, base, cwd=old.path, check=False)
+            # No lock: unlike add, and unlike checking out an existing branch, `checkout -b` reads no other
+            # worktree's metadata. Shielded, so a cancellation cannot strand the worktree half switched.
+            with anyio.CancelScope(shield=True):
+                res = await git(
+                    "checkout", "-q", "-f", "-b", branch, base, cwd=old.path, check=False, background=True
+                )
             if res.rc == 0:
                 break
             if "already exists" not in res.err:
@@ -229,7 +232,9 @@ class SessionRepo:
         await self._doom(old)  # HEAD has left the last task's branch: it may go now
         wt = Worktree(path=old.path, branch=branch, base=base, task_id=task_id, agent_id=agent_id)
         try:
-            await git("clean", "-ffdxq", cwd=wt.path)  # the last task's untracked and ignored files
+            await git(
+                "clean", "-ffdxq", cwd=wt.path, background=True
+            )  # the last task's untracked and ignored files
         except GitError:
             await self._drop_worktree(wt)
             return None
@@ -248,7 +253,9 @@ class SessionRepo:
         if self.reuse_worktrees and not self._closed:
             if _unneeded_at(wt) is None:  # work to keep: detach so its branch is not held checked out
                 sha = wt.head or wt.base
-                detached = await git("update-ref", "--no-deref", "HEAD", sha, cwd=wt.path, check=False)
+                detached = await git(
+                    "update-ref", "--no-deref", "HEAD", sha, cwd=wt.path, check=False, background=True
+                )
                 if detached.rc != 0:
                     await self._drop_worktree(wt)
                     return
@@ -272,10 +279,20 @@ class SessionRepo:
         if not doomed:
             return
         script = "".join(f"delete refs/heads/{branch} {sha}\n" for branch, sha in doomed)
-        res = await git("update-ref", "--stdin", cwd=self.root, input=script.encode(), check=False)
+        res = await git(
+            "update-ref", "--stdin", cwd=self.root, input=script.encode(), check=False, background=True
+        )
         if res.rc != 0:  # all or nothing: one branch moved behind our back, so go one by one
             for branch, sha in doomed:
-                await git("update-ref", "-d", f"refs/heads/{branch}", sha, cwd=self.root, check=False)
+                await git(
+                    "update-ref",
+                    "-d",
+                    f"refs/heads/{branch}",
+                    sha,
+                    cwd=self.root,
+                    check=False,
+                    background=True,
+                )
 
     async def _remove_folder(self, path: Path) -> None:
         async with self._worktree_lock:
@@ -294,7 +311,7 @@ class SessionRepo:
 
     async def maintain(self) -> None:
         """``git maintenance run --auto``: worker commits skip it (a process each), so run it between cycles."""
-        await git("maintenance", "run", "--auto", "--quiet", cwd=self.root, check=False)
+        await git("maintenance", "run", "--auto", "--quiet", cwd=self.root, check=False, background=True)
 
     async def prune_stale(self, live_sessions: Collection[str] = ()) -> list[Path]:
         """Remove this repository's worktrees left under the worktrees root by sessions not in ``live_sessions``.
@@ -361,16 +378,17 @@ class SessionRepo:
         """
         who = identity or wt.identity
         full = f"{message.rstrip()}\n\nFormicary-Task: {wt.task_id}\nFormicary-Agent: {wt.agent_id}\n"
-        await git("add", "-A", cwd=wt.path)
+        await git("add", "-A", cwd=wt.path, background=True)
         # core.abbrev=no: the summary line names the full commit id, so no rev-parse is needed.
         res = await git(
             *("-c", "maintenance.auto=false", "-c", "core.abbrev=no", "commit", "--no-verify", "-m", full),
             cwd=wt.path,
             env=who.env(),
             check=False,
+            background=True,
         )
         if res.rc != 0:
-            status = await git("status", "--porcelain", cwd=wt.path)
+            status = await git("status", "--porcelain", cwd=wt.path, background=True)
             if not status.out.strip():
                 return None
             raise GitError(f"git commit failed in {wt.path.name}: {(res.err or res.out).strip()[:200]}")

@@ -68,8 +68,9 @@ async def test_operator_untouched_and_history_linear(repo: Path, tmp_path: Path)
 
 
 @pytest.mark.anyio
-async def test_hundred_concurrent_integrations_lose_nothing(repo: Path, tmp_path: Path) -> None:
-    session = await open_session(repo, tmp_path)
+@pytest.mark.parametrize("reuse", [False, True], ids=["fresh", "reused"])
+async def test_hundred_concurrent_integrations_lose_nothing(repo: Path, tmp_path: Path, reuse: bool) -> None:
+    session = await SessionRepo.open(repo, "s1", worktrees_dir=tmp_path / "wt" / "s1", reuse_worktrees=reuse)
     landed: dict[str, str] = {}
 
     async def worker(i: int) -> None:
@@ -100,8 +101,8 @@ async def test_hundred_concurrent_integrations_lose_nothing(repo: Path, tmp_path
             assert git(repo, "show", f"{tip}:added/{i}.txt") == f"task {i}"
         else:
             assert f"edited by task {i}" in git(repo, "show", f"{tip}:src/d{i % 10:02}/file{i % 20:03}.txt")
-    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     await session.close()
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert git(repo, "branch", "--list", "formicary-tasks/*") == ""
 
 
