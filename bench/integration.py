@@ -117,6 +117,7 @@ async def run(
     writer: Writer | None,
     n_files: int,
     shared_every: int,
+    rounds: int,
 ) -> dict[str, object]:
     session = await SessionRepo.open(repo, sid, worktrees_dir=wt_root / sid, reuse_worktrees=reuse)
     session.shared.serialize = serialize
@@ -132,7 +133,7 @@ async def run(
                 apply_edit(wt, n, n_files, shared_every)
                 await session.commit(wt, f"Task c{n}")
                 t0 = time.perf_counter()
-                result = await session.integrate(wt, keep_both, writer=writer)
+                result = await session.integrate(wt, keep_both, writer=writer, max_conflict_rounds=rounds)
                 latencies.append((time.perf_counter() - t0) * 1000)
             totals["retries"] += result.retries
             totals["conflicts"] += result.conflicts
@@ -203,6 +204,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                     writer=writer,
                     n_files=args.files,
                     shared_every=args.shared_every,
+                    rounds=args.conflict_rounds,
                 )
             writer.flush()
             return {**out, "profile": prof.summary(commits)}
@@ -219,6 +221,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "workers": args.workers,
         "repo_files": args.files + 1,
         "shared_file_share": round(1 / args.shared_every, 3),
+        "max_conflict_rounds": args.conflict_rounds,
         "worktree_mode": "reused per worker" if not args.fresh_worktrees else "fresh per commit",
         **{k: v for k, v in main.items() if k != "profile"},
         "naive_commits": naive["commits"],
@@ -261,6 +264,9 @@ def main() -> None:
     parser.add_argument("--naive-commits", type=int, default=300)
     parser.add_argument("--files", type=int, default=220, help="generated files in the repository")
     parser.add_argument("--shared-every", type=int, default=10, help="every Nth task edits the shared file")
+    parser.add_argument(
+        "--conflict-rounds", type=int, default=3, help="max_conflict_rounds (product default 3)"
+    )
     parser.add_argument(
         "--fresh-worktrees",
         action="store_true",
