@@ -7,14 +7,18 @@ costs ~1.5 ms on an idle machine and far more on a busy one, so callers count th
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
 import subprocess
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.lowlevel import RunVar
 
 # Variables that would point git at another repository than the cwd (set when run from inside a hook).
 _INHERITED_DROP = (
@@ -31,6 +35,7 @@ _INHERITED_DROP = (
 # marker style that :class:`formicary.agents.integration.Conflict` documents, and no pager or editor.
 _CONFIG = ("-c", "commit.gpgSign=false", "-c", "merge.conflictStyle=merge", "-c", "core.quotePath=false")
 
+GIT_THREADS = 64  # git processes running at once (each is started and waited for by its own thread)
 BACKGROUND_NICE = 10  # niceness of a worker's own git chores (see ``git(background=True)``)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -113,28 +118,63 @@ async def _run(
     input: bytes | None,
     background: bool = False,
 ) -> tuple[int, bytes, bytes]:
-    full_env = git_env(env)
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        *_CONFIG,
-        *args,
-        cwd=str(cwd),
-        env=full_env,
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    if background:
-        with contextlib.suppress(OSError, AttributeError):  # gone already, or no priorities here
-            os.setpriority(os.PRIO_PROCESS, proc.pid, BACKGROUND_NICE)
+    """Start git and wait for it from a worker thread, never on the event loop.
+
+    Why: starting a process blocks the starting thread until the child has exec'd (~3 ms here, far more on a
+    busy machine), and asyncio's default child watcher starts and waits for a thread per process as well. On
+    the event loop both stall every agent: a quarter of the loop's time at 256 workers (bench/efficiency.py).
+    """
+    lock, finished = threading.Lock(), threading.Event()
+    state: dict[str, Any] = {"cancelled": False, "proc": None}
+
+    def run() -> tuple[int, bytes, bytes]:
+        try:
+            with lock:  # a cancellation either comes before the start (no process) or sees the process
+                if state["cancelled"]:
+                    return -1, b"", b"cancelled"
+                proc = state["proc"] = subprocess.Popen(
+                    ["git", *_CONFIG, *args],
+                    cwd=str(cwd),
+                    env=git_env(env),
+                    stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+            with proc:
+                if background:
+                    with contextlib.suppress(OSError, AttributeError):  # gone already, or no priorities here
+                        os.setpriority(os.PRIO_PROCESS, proc.pid, BACKGROUND_NICE)
+                out, err = proc.communicate(input)
+            return proc.returncode or 0, out, err
+        finally:
+            finished.set()
+
     try:
-        out, err = await proc.communicate(input)
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=_thread_limiter())
     except BaseException:  # cancelled: do not leave a git process behind
-        if proc.returncode is None:
-            proc.kill()
-            await asyncio.shield(proc.wait())
+        with lock:
+            state["cancelled"] = True
+            proc = state["proc"]
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            with anyio.CancelScope(shield=True):  # its worktree is free again only once it is gone
+                while not finished.is_set():
+                    await anyio.sleep(0.005)
         raise
-    return proc.returncode or 0, out, err
+
+
+_threads: RunVar[anyio.CapacityLimiter] = RunVar("formicary_git_threads")
+
+
+def _thread_limiter() -> anyio.CapacityLimiter:
+    """Git's own threads, per event loop: git never waits for threads busy with file actions, or vice versa."""
+    try:
+        return _threads.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(GIT_THREADS)
+        _threads.set(limiter)
+        return limiter
 
 
 def _failure(args: tuple[str, ...], rc: int, out: str, err: str) -> GitError:
