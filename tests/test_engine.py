@@ -6,6 +6,8 @@ conflicting on one line; a judge that says continue once, then done.
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import anyio
 import pytest
 
@@ -137,6 +139,19 @@ def slow_team(steps: int = 30) -> ScriptedTeam:
     )
 
 
+@asynccontextmanager
+async def running(engine: Engine):
+    """Run ``engine`` in the background; its outcome is in the yielded dict once the block has ended."""
+    result: dict = {}
+
+    async def go():
+        result["outcome"] = await engine.run()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(go)
+        yield result
+
+
 async def wait_for(predicate, timeout: float = 20.0) -> None:
     with anyio.fail_after(timeout):
         while not predicate():
@@ -147,13 +162,7 @@ async def test_pause_stops_new_calls_and_resume_restarts_them(tmp_path):
     repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
     with ScriptedServer(responder=slow_team(steps=6), latency=0.05) as server:
         engine = Engine.create(settings_for(server), repo, "goal", db_path=tmp_path / "f.db")
-        async with anyio.create_task_group() as tg:
-            result = {}
-
-            async def go():
-                result["outcome"] = await engine.run()
-
-            tg.start_soon(go)
+        async with running(engine) as result:
             await wait_for(lambda: server.request_count >= 5)
             engine.pause()
             await anyio.sleep(0.3)  # calls in flight finish
@@ -195,13 +204,7 @@ async def test_stop_leaves_no_running_task_and_no_worktree(tmp_path):
     repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
     with ScriptedServer(responder=slow_team(steps=40), latency=0.02) as server:
         engine = Engine.create(settings_for(server), repo, "goal", db_path=tmp_path / "f.db")
-        async with anyio.create_task_group() as tg:
-            result = {}
-
-            async def go():
-                result["outcome"] = await engine.run()
-
-            tg.start_soon(go)
+        async with running(engine) as result:
             await wait_for(lambda: engine.snapshot()["tasks"].get("running", 0) >= 3)
             engine.stop()
     assert result["outcome"].status == "stopped"
@@ -221,8 +224,10 @@ async def test_stop_leaves_no_running_task_and_no_worktree(tmp_path):
 
 async def test_step_limit_keeps_and_lands_the_work_written_so_far(tmp_path):
     repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
-    looping = ScriptedTeam(root_plans=[plan([task("loops")])],
-                           work={"loops": [write("partial.txt", "half done\n"), read("partial.txt")]})
+    looping = ScriptedTeam(
+        root_plans=[plan([task("loops")])],
+        work={"loops": [write("partial.txt", "half done\n"), read("partial.txt")]},
+    )
     with ScriptedServer(responder=looping) as server:
         settings = settings_for(server, steps_per_worker=4, cycles=1)
         engine = Engine.create(settings, repo, "goal", db_path=tmp_path / "f.db")
@@ -235,15 +240,18 @@ async def test_step_limit_keeps_and_lands_the_work_written_so_far(tmp_path):
 
 async def test_judge_sees_the_check_command_output_run_in_the_sandbox(tmp_path):
     repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
-    one = ScriptedTeam(root_plans=[plan([task("Add alpha")])],
-                       work={"Add alpha": [write("alpha.txt", "alpha\n"), finish()]})
+    one = ScriptedTeam(
+        root_plans=[plan([task("Add alpha")])], work={"Add alpha": [write("alpha.txt", "alpha\n"), finish()]}
+    )
     with ScriptedServer(responder=one) as server:
         settings = settings_for(server, cycles=1)
         settings.sandbox.mode = "bubblewrap"
         settings.check_command = "cat alpha.txt && echo CHECK-OK"
         engine = Engine.create(settings, repo, "goal", db_path=tmp_path / "f.db")
         outcome = await engine.run()
-        judge_prompt = next(b for b in server.requests if b["response_format"]["json_schema"]["name"] == "verdict")
+        judge_prompt = next(
+            b for b in server.requests if b["response_format"]["json_schema"]["name"] == "verdict"
+        )
     assert outcome.status == "done"
     text = judge_prompt["messages"][-1]["content"]
     assert "CHECK `cat alpha.txt && echo CHECK-OK` (exit code 0)" in text and "alpha\nCHECK-OK" in text
@@ -253,8 +261,10 @@ async def test_judge_sees_the_check_command_output_run_in_the_sandbox(tmp_path):
 
 async def test_worker_prompt_shows_the_expected_files_current_text(tmp_path):
     repo = make_repo(tmp_path / "repo", {"README.md": "x\n", "units.py": "def f():\n    return None\n"})
-    one = ScriptedTeam(root_plans=[plan([task("Fix f", files=["units.py", "missing.py", "../outside"])])],
-                       work={"Fix f": [finish()]})
+    one = ScriptedTeam(
+        root_plans=[plan([task("Fix f", files=["units.py", "missing.py", "../outside"])])],
+        work={"Fix f": [finish()]},
+    )
     with ScriptedServer(responder=one) as server:
         engine = Engine.create(settings_for(server, cycles=1), repo, "goal", db_path=tmp_path / "f.db")
         await engine.run()
