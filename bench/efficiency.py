@@ -17,11 +17,10 @@ process (all threads) and its reaped children (git) apart, per model call and pe
 ``where`` break a task's wall time down, ``git`` counts git processes per task, ``cores_other_processes`` is what
 the rest of the machine used meanwhile (a busy neighbour lowers the figure).
 
-Worktrees: ``--worktrees tmpfs`` (the default) keeps them in /dev/shm; the repository, its objects and the record
-stay on disk. Why: on this kind of VM creating a file on the ext4 disk costs ~0.7 ms of CPU (~12 µs on tmpfs),
-and every task's reused worktree must write the ~``workers`` files other tasks landed since its last task, which
-at 256 workers alone needs more than two cores. ``--worktrees disk`` measures that; ``--fresh-worktrees`` a new
-worktree per task (the engine's mode before worktree reuse).
+Worktrees live where the engine puts them (on disk, in the data folder, here a temporary one);
+``--worktrees tmpfs`` puts them in /dev/shm instead, and ``--fresh-worktrees`` makes a new worktree per task (the
+engine's mode before it reused them), to compare: a fresh worktree writes and then deletes every file of the
+repository, ~0.85 ms of CPU per file on this kind of VM's disk, serialized behind the worktree lock.
 
 Usage: python -m bench.efficiency [--workers 256] [--latency 2] [--actions 10] [--window 120] [--warmup 60]
 """
