@@ -33,7 +33,10 @@ async def one_round(base_url: str, calls: int, db: Path) -> tuple[float, float]:
     writer = Writer(db)
     client = ModelClient(writer, "bench")
     settings = ModelSettings(model="scripted-model", base_url=base_url, max_concurrency=calls, retries=0)
-    messages = [{"role": "system", "content": "You are a benchmark."}, {"role": "user", "content": "x" * 2000}]
+    messages = [
+        {"role": "system", "content": "You are a benchmark."},
+        {"role": "user", "content": "x" * 2000},
+    ]
 
     async def call() -> None:
         await client.complete(settings, messages, "answer", Answer, role="worker", agent_id="A")
@@ -59,20 +62,26 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             anyio.run(one_round, base_url, 50, Path(tmp) / "warm.db")  # imports, connections
-            results = [anyio.run(one_round, base_url, args.calls, Path(tmp) / f"r{i}.db") for i in range(args.rounds)]
+            results = [
+                anyio.run(one_round, base_url, args.calls, Path(tmp) / f"r{i}.db") for i in range(args.rounds)
+            ]
     finally:
         stop_server_process(proc)
     per_call = [r[0] for r in results]
-    print(json.dumps({
-        "bench": "client",
-        "calls": args.calls,
-        "rounds": args.rounds,
-        "cpu_ms_per_call": round(statistics.median(per_call), 3),
-        "cpu_ms_per_call_min": round(min(per_call), 3),
-        "cpu_ms_per_call_max": round(max(per_call), 3),
-        "wall_s_median": round(statistics.median(r[1] for r in results), 3),
-        "target_cpu_ms_per_call": 3.0,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "client",
+                "calls": args.calls,
+                "rounds": args.rounds,
+                "cpu_ms_per_call": round(statistics.median(per_call), 3),
+                "cpu_ms_per_call_min": round(min(per_call), 3),
+                "cpu_ms_per_call_max": round(max(per_call), 3),
+                "wall_s_median": round(statistics.median(r[1] for r in results), 3),
+                "target_cpu_ms_per_call": 3.0,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
