@@ -26,14 +26,7 @@ class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self._available()])
-
-    def _available(self) -> list[str]:
-        names = []
-        for name, (module, _attr, _help) in LAZY_COMMANDS.items():
-            if importlib.util.find_spec(module) is not None:
-                names.append(name)
-        return names
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS:
@@ -45,10 +38,8 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, LAZY_COMMANDS[name][2]) for name in self._available()]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(sorted(rows))
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted((name, entry[2]) for name, entry in LAZY_COMMANDS.items()))
 
 
 @click.group(
