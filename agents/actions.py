@@ -30,6 +30,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import confine
+from .client import extract_json
 from .sandbox import SandboxLike, SandboxOptions, run_command
 from .sandbox import options as sandbox_options
 
@@ -189,21 +190,12 @@ def _action_list() -> str:
     )
 
 
-def _extract_json(text: str) -> str:
-    text = text.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
-    start, end = text.find("{"), text.rfind("}")
-    return text[start : end + 1] if start != -1 and end > start else text
-
-
 def parse_reply(text: str) -> ActionReply:
     """The thought and action in a model's reply, or :class:`FormatError` saying what to fix."""
     if not isinstance(text, str) or not text.strip():
         raise FormatError(f"Your reply was empty. {_SHAPE}")
     try:
-        data = json.loads(_extract_json(text))
+        data = json.loads(extract_json(text))
     except json.JSONDecodeError as exc:
         raise FormatError(
             f"Your reply is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}). {_SHAPE}"

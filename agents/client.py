@@ -105,11 +105,10 @@ def response_format(name: str, schema: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def _extract_json(content: str) -> str:
-    """Tolerate a fenced or prefixed JSON object (some servers ignore response_format)."""
+def extract_json(content: str) -> str:
+    """The outermost JSON object in a reply: tolerates code fences and prose around it (some servers ignore
+    response_format); shared by the client's schema check and the worker's action parser."""
     text = content.strip()
-    if text.startswith("{"):
-        return text
     start, end = text.find("{"), text.rfind("}")
     return text[start : end + 1] if 0 <= start < end else text
 
@@ -208,7 +207,7 @@ class ModelClient:
             if error is None:
                 limiter.succeeded()
                 try:
-                    data = schema.model_validate_json(_extract_json(content))
+                    data = schema.model_validate_json(extract_json(content))
                 except ValidationError as exc:
                     reason = _format_reason(exc, content)
                     self._record(

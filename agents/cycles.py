@@ -211,7 +211,7 @@ async def _cycles(engine: Engine) -> Outcome:
 
     limits = engine.settings.limits
     reason = "start"
-    resume = getattr(engine, "_resume_cycle", None)
+    resume = engine._resume_cycle
     if engine.resuming:
         reason = "resume"
     while True:

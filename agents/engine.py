@@ -108,6 +108,8 @@ class Engine:
         self._map_lock = anyio.Lock()
         self._listeners: list[Any] = []
         self.embedded = None
+        self._resume_branch: str | None = None  # the session branch to reopen (resume only)
+        self._resume_cycle: tuple | None = None  # (cycle row, pending task rows, planned) set by recovery
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -151,7 +153,7 @@ class Engine:
 
         await preflight(self.settings)
 
-        branch = getattr(self, "_resume_branch", None) or self.settings.branch or None
+        branch = self._resume_branch or self.settings.branch or None
         # Worktrees are parked and reused: a fresh one per task writes every file of the repository and
         # removes them again, serialized behind the worktree lock; a reused one rewrites only what changed.
         self.git = await SessionRepo.open(

@@ -387,7 +387,10 @@ class EmbeddedServer:
                 log.write(f"$ {' '.join(self.command(port))}\n".encode())
                 log.flush()
                 self._proc = await asyncio.create_subprocess_exec(
-                    *_die_with_us(), *self.command(port), stdin=subprocess.DEVNULL, stdout=log,
+                    *_die_with_us(),
+                    *self.command(port),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
                     stderr=subprocess.STDOUT,
                 )
             self._exited = asyncio.create_task(self._proc.wait())
