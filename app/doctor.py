@@ -73,7 +73,7 @@ async def check_endpoint(settings: ModelSettings, roles: list[str], base_url: st
 
     import httpx
 
-    from .agents.client import ModelClient, ModelError
+    from .agents.model.client import ModelClient, ModelError
 
     report = EndpointReport(endpoint=base_url or settings.endpoint, roles=roles, model=settings.model)
     if settings.api == "openai":
@@ -146,7 +146,7 @@ async def check_all(settings: Settings) -> list[EndpointReport]:
 
 
 async def _check_embedded(model: ModelSettings, roles: list[str]) -> EndpointReport:
-    from .agents.model_server import EmbeddedServer, ServerError, embedded_status
+    from .agents.model.server import EmbeddedServer, ServerError, embedded_status
 
     status = embedded_status()
     if not status.ready:

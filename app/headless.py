@@ -9,8 +9,8 @@ import sys
 import time
 from typing import IO, Any
 
-from .agents import events as ev
-from .agents.engine import Engine, Outcome
+from .agents.session import events as ev
+from .agents.session.engine import Engine, Outcome
 
 STATUS_EVERY = 5.0
 

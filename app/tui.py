@@ -24,7 +24,7 @@ from .widgets import stylesheets
 
 def default_engine_factory(settings: Any, repo: Path, goal: str, db_path: Path) -> Any:
     """``Engine.create`` (imported when a session is started, not before)."""
-    from .agents.engine import Engine
+    from .agents.session.engine import Engine
 
     return Engine.create(settings, repo, goal, db_path=db_path)
 
@@ -73,7 +73,7 @@ class FormicaryApp(App[Any]):
 
     def open_session(self, session_id: str, *, attach: bool = False, root: bool = False) -> None:
         """Show a session: live if its engine runs here, attached if asked, else read-only."""
-        from .agents.control import StoreControls
+        from .agents.session.controls import StoreControls
         from .screens.session import SessionScreen
 
         controls: Any = None

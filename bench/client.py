@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 from pydantic import BaseModel
 
-from formicary.agents.client import ModelClient
+from formicary.agents.model.client import ModelClient
 from formicary.config import ModelSettings
 from formicary.store.writer import Writer
 from tests.scripted_server import spawn_server_process, stop_server_process

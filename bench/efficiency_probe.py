@@ -16,7 +16,8 @@ from typing import Any
 
 import anyio
 
-from formicary.agents import git_ops, repo_map
+from formicary.agents.git import repo_map
+from formicary.agents.git import run as git_ops
 
 TICK = os.sysconf("SC_CLK_TCK")
 

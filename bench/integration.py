@@ -31,8 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.gitrepo when run as a script
 
 from formicary.agents import git_ops  # noqa: E402
-from formicary.agents.integration import Conflict  # noqa: E402
-from formicary.agents.workspace import SessionRepo, Worktree  # noqa: E402
+from formicary.agents.git.integration import Conflict  # noqa: E402
+from formicary.agents.git.workspace import SessionRepo, Worktree  # noqa: E402
 from formicary.store.writer import Writer  # noqa: E402
 from tests.gitrepo import make_repo  # noqa: E402
 

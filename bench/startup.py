@@ -19,8 +19,17 @@ def main(runs: int = 5) -> None:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "formicary", "--help"], check=True, capture_output=True)
         times.append(time.perf_counter() - started)
-    print(json.dumps({"bench": "startup", "runs": runs, "help_median_s": round(statistics.median(times), 3),
-                      "help_max_s": round(max(times), 3), "target_s": 0.5}))
+    print(
+        json.dumps(
+            {
+                "bench": "startup",
+                "runs": runs,
+                "help_median_s": round(statistics.median(times), 3),
+                "help_max_s": round(max(times), 3),
+                "target_s": 0.5,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,11 @@ def render() -> str:
 
 
 def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "docs" / "schema.md"
+    out = (
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).resolve().parent.parent / "docs" / "schema.md"
+    )
     out.write_text(render())
     print(f"wrote {out}")
 

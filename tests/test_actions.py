@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from formicary.agents import actions as act
-from formicary.agents.actions import (
+from formicary.agents.tools import actions as act
+from formicary.agents.tools.actions import (
     ACTION_SCHEMA,
     ActionContext,
     ActionReply,
@@ -26,7 +26,7 @@ from formicary.agents.actions import (
     parse_action,
     parse_reply,
 )
-from formicary.agents.sandbox import SandboxOptions
+from formicary.agents.tools.sandbox import SandboxOptions
 
 GIT_ENV = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
 IDENTITY = ("-c", "user.name=Test Operator", "-c", "user.email=operator@example.com")

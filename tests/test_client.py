@@ -8,7 +8,7 @@ import anyio
 import pytest
 from pydantic import BaseModel
 
-from formicary.agents.client import AdaptiveLimiter, ModelClient, ModelError, ReplyFormatError
+from formicary.agents.model.client import AdaptiveLimiter, ModelClient, ModelError, ReplyFormatError
 from formicary.config import ModelSettings
 from formicary.store import db as store_db
 from formicary.store.writer import Writer
@@ -26,14 +26,20 @@ GOOD = json.dumps({"answer": "yes", "n": 3})
 
 
 def settings(server: ScriptedServer, **over) -> ModelSettings:
-    base = {"model": "scripted-model", "base_url": server.base_url, "retries": 3, "timeout": 5,
-            "max_concurrency": 4}
+    base = {
+        "model": "scripted-model",
+        "base_url": server.base_url,
+        "retries": 3,
+        "timeout": 5,
+        "max_concurrency": 4,
+    }
     return ModelSettings(**(base | over))
 
 
 async def ask(client: ModelClient, s: ModelSettings):
-    return await client.complete(s, [{"role": "user", "content": "hi"}], "answer", Answer, role="worker",
-                                 agent_id="A1")
+    return await client.complete(
+        s, [{"role": "user", "content": "hi"}], "answer", Answer, role="worker", agent_id="A1"
+    )
 
 
 @pytest.fixture
@@ -97,7 +103,11 @@ async def test_gives_up_after_retries(server):
 
 @pytest.mark.parametrize(
     ("content", "reason"),
-    [("Sure! The answer is yes.", "not valid JSON"), ('{"answer": "yes"}', "breaks the schema: n"), ("", "empty")],
+    [
+        ("Sure! The answer is yes.", "not valid JSON"),
+        ('{"answer": "yes"}', "breaks the schema: n"),
+        ("", "empty"),
+    ],
 )
 async def test_format_errors_are_not_retried(content, reason):
     with ScriptedServer(responder=lambda body: content) as srv:
@@ -186,8 +196,9 @@ async def test_key_is_sent_but_never_recorded(server, tmp_path, monkeypatch):
 async def test_no_endpoint_is_a_clear_error():
     client = ModelClient()
     with pytest.raises(ModelError, match="no endpoint"):
-        await client.complete(ModelSettings(retries=0), [{"role": "user", "content": "x"}], "answer", Answer,
-                              role="worker")
+        await client.complete(
+            ModelSettings(retries=0), [{"role": "user", "content": "x"}], "answer", Answer, role="worker"
+        )
 
 
 async def test_litellm_route_against_the_same_server(server):

@@ -78,7 +78,9 @@ def test_bad_value_from_environment():
 
 
 def test_missing_key_variable(tmp_path):
-    cfg = write(tmp_path / "c.toml", '[model]\nbase_url = "http://127.0.0.1:1/v1"\napi_key_env = "NOPE_KEY"\n')
+    cfg = write(
+        tmp_path / "c.toml", '[model]\nbase_url = "http://127.0.0.1:1/v1"\napi_key_env = "NOPE_KEY"\n'
+    )
     settings = load_settings(repo=tmp_path, config_file=cfg, environ={})
     with pytest.raises(ConfigError, match="roles.planner.api_key_env names NOPE_KEY, which is not set"):
         settings.check_keys()
@@ -107,9 +109,22 @@ def test_home_moves_every_user_path(tmp_path, monkeypatch):
 def test_cli_config_error_is_one_line_exit_2(tmp_path, content, expected):
     cfg = write(tmp_path / "bad.toml", content)
     result = subprocess.run(
-        [sys.executable, "-m", "formicary", "run", "--repo", str(tmp_path), "--goal", "x", "--config", str(cfg),
-         "--headless"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "formicary",
+            "run",
+            "--repo",
+            str(tmp_path),
+            "--goal",
+            "x",
+            "--config",
+            str(cfg),
+            "--headless",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert expected in result.stderr

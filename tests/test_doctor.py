@@ -14,8 +14,12 @@ PING = json.dumps({"ok": True, "word": "ready"})
 def doctor(tmp_path, base_url: str, model: str = "scripted-model", extra: str = ""):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[model]\nbase_url = "{base_url}"\nmodel = "{model}"\ncontext_length = 4096\n{extra}')
-    return subprocess.run([sys.executable, "-m", "formicary", "doctor", "--repo", str(tmp_path), "--config",
-                           str(cfg)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "formicary", "doctor", "--repo", str(tmp_path), "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_healthy_endpoint_reports_context_length(tmp_path):
@@ -51,8 +55,12 @@ def test_roles_on_different_endpoints_are_checked_separately(tmp_path):
 
 
 def test_embedded_endpoint_not_set_up_says_what_to_run(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "formicary", "doctor", "--repo", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "formicary", "doctor", "--repo", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "embedded" in result.stdout
     assert "formicary model setup" in result.stderr
@@ -67,8 +75,18 @@ def test_sessions_lists_what_the_record_holds(tmp_path):
     assert empty.returncode == 0 and "No sessions yet" in empty.stdout
     writer = Writer(paths.default_db_path())
     sid = new_id()
-    writer.insert("sessions", {"id": sid, "goal": "make it fast", "repo": str(tmp_path), "branch": "b",
-                               "status": "done", "started_at": now(), "ended_at": now()})
+    writer.insert(
+        "sessions",
+        {
+            "id": sid,
+            "goal": "make it fast",
+            "repo": str(tmp_path),
+            "branch": "b",
+            "status": "done",
+            "started_at": now(),
+            "ended_at": now(),
+        },
+    )
     writer.close()
     listed = subprocess.run([sys.executable, "-m", "formicary", "sessions"], capture_output=True, text=True)
     assert listed.returncode == 0

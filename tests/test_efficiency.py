@@ -8,9 +8,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from formicary.agents import repo_map as repo_map_module
-from formicary.agents.client import CONNECTIONS_PER_POOL, ModelClient
-from formicary.agents.engine import Engine
+from formicary.agents.git import repo_map as repo_map_module
+from formicary.agents.model.client import CONNECTIONS_PER_POOL, ModelClient
+from formicary.agents.session.engine import Engine
 from formicary.config import ModelSettings, Settings
 from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from formicary.agents.engine import Engine
+from formicary.agents.session.engine import Engine
 from formicary.config import Settings
 from formicary.store import db as store_db
 from tests.gitrepo import git, make_repo

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from formicary.agents.engine import Engine
+from formicary.agents.session.engine import Engine
 from formicary.config import Settings
 from formicary.store import db as store_db
 from tests.gitrepo import make_repo

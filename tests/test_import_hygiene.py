@@ -14,18 +14,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _modules(package) -> list[str]:
-    return [f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)]
+    return [m.name for m in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}.")]
 
 
 def _loaded_after(code: str) -> set[str]:
     probe = f"{code}\nimport sys\nprint('--modules--'); print('\\n'.join(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
     return set(out.stdout.split("--modules--", 1)[1].split())
 
 
 def test_core_never_imports_textual():
     modules = _modules(formicary.agents) + _modules(formicary.store)
-    assert "formicary.agents.engine" in modules and "formicary.store.writer" in modules
+    assert "formicary.agents.session.engine" in modules and "formicary.store.writer" in modules
     loaded = _loaded_after("\n".join(f"import {m}" for m in modules))
     assert not {m for m in loaded if m == "textual" or m.startswith("textual.")}
 
@@ -38,8 +40,10 @@ def test_core_source_has_no_textual_import():
 
 
 def test_help_loads_no_heavy_library():
-    loaded = _loaded_after("import sys; sys.argv=['formicary','--help']\n"
-                           "from formicary.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass")
+    loaded = _loaded_after(
+        "import sys; sys.argv=['formicary','--help']\n"
+        "from formicary.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass"
+    )
     for heavy in ("textual", "openai", "litellm", "git", "httpx", "sqlite_utils", "jinja2"):
         assert heavy not in loaded, heavy
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from formicary.agents.git_ops import parse_merge_tree
-from formicary.agents.integration import Conflict
-from formicary.agents.workspace import SessionRepo, Worktree
+from formicary.agents.git.integration import Conflict
+from formicary.agents.git.run import parse_merge_tree
+from formicary.agents.git.workspace import SessionRepo, Worktree
 from formicary.store.writer import Writer
 from tests.gitrepo import git, make_repo
 from tests.test_workspace import operator_state
@@ -286,7 +286,7 @@ async def test_binary_conflict_is_left_intact(repo: Path, tmp_path: Path) -> Non
 @pytest.mark.anyio
 async def test_batch_is_all_or_nothing_when_the_tip_moves(repo: Path, tmp_path: Path) -> None:
     """A batch lands with one CAS; if another process moved the branch, none of it lands and all retry."""
-    from formicary.agents.integration import _land_batch, _Request
+    from formicary.agents.git.integration import _land_batch, _Request
 
     session = await open_session(repo, tmp_path)
     async with session.worktree("a", "w") as wa, session.worktree("b", "w") as wb:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from formicary.agents import model_server as mserv
-from formicary.agents import model_setup as ms
-from formicary.agents.model_server import EmbeddedServer, ServerError, embedded_status
+from formicary.agents.model import server as mserv
+from formicary.agents.model import setup as ms
+from formicary.agents.model.server import EmbeddedServer, ServerError, embedded_status
 from formicary.cli_model import model as model_cli
 
 CHUNKS = [b"GGUF" + bytes(range(256)) * 40, os.urandom(7000), b"tail-bytes" * 300, b"end"]

@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from formicary.agents.actions import parse_reply
-from formicary.agents.schemas import Plan, Verdict
+from formicary.agents.roles.replies import Plan, Verdict
+from formicary.agents.tools.actions import parse_reply
 from formicary.store import db as store_db
 
 pytestmark = [pytest.mark.real_model, pytest.mark.anyio]
@@ -32,7 +32,8 @@ def real_cache(monkeypatch):
 
 
 def setup_model() -> None:
-    from formicary.agents import model_server, model_setup
+    from formicary.agents.model import server as model_server
+    from formicary.agents.model import setup as model_setup
 
     if not model_server.status().ready:
         model_setup.ensure_model(report=print)
@@ -41,7 +42,7 @@ def setup_model() -> None:
 
 
 async def test_real_model_session_on_the_demo_project(tmp_path, real_cache):
-    from formicary.agents.engine import Engine
+    from formicary.agents.session.engine import Engine
     from formicary.cli_run import _copy_demo
     from formicary.config import load_settings
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from formicary.agents import actions as act
-from formicary.agents import sandbox
-from formicary.agents.sandbox import SandboxOptions, run_command, sandbox_problem, sandbox_status
+from formicary.agents.tools import actions as act
+from formicary.agents.tools import sandbox
+from formicary.agents.tools.sandbox import SandboxOptions, run_command, sandbox_problem, sandbox_status
 from tests.test_actions import make_worktree
 
 HAVE_BWRAP = shutil.which("bwrap") is not None

@@ -14,8 +14,19 @@ from formicary.store.migrations import migrations
 from formicary.store.redact import REDACTED, Redactor
 from formicary.store.writer import StoreError, Writer
 
-TABLES = {"sessions", "cycles", "tasks", "agents", "llm_calls", "actions", "commits", "verdicts", "events",
-          "integrations", "controls"}
+TABLES = {
+    "sessions",
+    "cycles",
+    "tasks",
+    "agents",
+    "llm_calls",
+    "actions",
+    "commits",
+    "verdicts",
+    "events",
+    "integrations",
+    "controls",
+}
 
 
 def names() -> list[str]:
@@ -71,7 +82,9 @@ def test_writer_200_concurrent_producers_lose_nothing(tmp_path):
     writer.close()
     db = store_db.connect(tmp_path / "f.db")
     assert db["events"].count == 200 * per_thread
-    per_agent = {r["agent_id"]: r["n"] for r in db.query("SELECT agent_id, COUNT(*) n FROM events GROUP BY 1")}
+    per_agent = {
+        r["agent_id"]: r["n"] for r in db.query("SELECT agent_id, COUNT(*) n FROM events GROUP BY 1")
+    }
     assert len(per_agent) == 200 and set(per_agent.values()) == {per_thread}
     assert writer.batches < 200 * per_thread  # it really batched
 
@@ -84,7 +97,9 @@ def test_a_bad_row_fails_alone_and_is_reported(tmp_path):
     with pytest.raises(StoreError, match="no_such_table"):
         writer.flush()
     writer.close()
-    kinds = [r["kind"] for r in store_db.connect(tmp_path / "f.db").query("SELECT kind FROM events ORDER BY seq")]
+    kinds = [
+        r["kind"] for r in store_db.connect(tmp_path / "f.db").query("SELECT kind FROM events ORDER BY seq")
+    ]
     assert kinds == ["before", "after"]
 
 
@@ -104,8 +119,13 @@ def test_redaction_of_env_values_and_patterns(monkeypatch):
         "key sk-proj-ABCDEFGHIJKLMNOPQRSTUV ghp_ABCDEFGHIJKLMNOPQRSTUVWXYZ12"
     )
     out = redact(text)
-    for secret in ("tok-1234567890abcdef", "custom-secret-value", "abcdefghijklmnop", "sk-proj-ABCDEFGHIJ",
-                   "ghp_ABCDEFGHIJ"):
+    for secret in (
+        "tok-1234567890abcdef",
+        "custom-secret-value",
+        "abcdefghijklmnop",
+        "sk-proj-ABCDEFGHIJ",
+        "ghp_ABCDEFGHIJ",
+    ):
         assert secret not in out
     assert out.count(REDACTED) >= 5
     assert redact("plain text stays") == "plain text stays"
@@ -117,8 +137,11 @@ def test_writer_redacts_before_writing(tmp_path, monkeypatch):
     writer.event("s", "call", data_field="sent supersecretvalue123", nested={"k": "supersecretvalue123"})
     writer.flush()
     writer.close()
-    raw = (tmp_path / "f.db").read_bytes() + (tmp_path / "f.db-wal").read_bytes() if (
-        tmp_path / "f.db-wal").exists() else (tmp_path / "f.db").read_bytes()
+    raw = (
+        (tmp_path / "f.db").read_bytes() + (tmp_path / "f.db-wal").read_bytes()
+        if (tmp_path / "f.db-wal").exists()
+        else (tmp_path / "f.db").read_bytes()
+    )
     assert b"supersecretvalue123" not in raw
     row = next(store_db.connect(tmp_path / "f.db").query("SELECT data FROM events"))
     assert REDACTED in row["data"]

@@ -358,7 +358,7 @@ def live_app(tmp_path: Path, goal: str, steps: int, latency: float) -> Iterator[
     """A real engine on the scripted model server, driven by the app on the real clock: ``(app, engine, db)``."""
     import time
 
-    from formicary.agents.engine import Engine
+    from formicary.agents.session.engine import Engine
     from tests.gitrepo import make_repo
     from tests.scripted_server import ScriptedServer
 

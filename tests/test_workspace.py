@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from formicary.agents.git_ops import GitError
-from formicary.agents.workspace import SessionRepo, WorkspaceError
+from formicary.agents.git.run import GitError
+from formicary.agents.git.workspace import SessionRepo, WorkspaceError
 from tests.gitrepo import git, make_repo
 
 

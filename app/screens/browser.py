@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label
 
-from ..agents.control import pid_alive
+from ..agents.session.controls import pid_alive
 from ..store import queries as q
 from ..store.db import connect
 from ..widgets.sessions_table import SessionsTable

@@ -25,7 +25,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Tree
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from ..agents.control import Controls
+from ..agents.session.controls import Controls
 from ..store import queries as q
 from ..store.db import connect
 from ..widgets.agent_log import AgentLog

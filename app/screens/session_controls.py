@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual import work
 
-from ..agents.control import Controls, StoreControls
+from ..agents.session.controls import Controls, StoreControls
 from ..widgets.task_tree import TaskTree
 from ..widgets.workers_table import WorkersTable
 

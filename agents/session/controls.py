@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from ..store.db import connect, now
+from ...store.db import connect, now
 
 
 def pid_alive(pid: int | None) -> bool:

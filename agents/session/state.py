@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store.db import new_id, now
-from ..store.writer import Writer
+from ...store.db import new_id, now
+from ...store.writer import Writer
 from . import events as ev
 
 Listener = Callable[[dict[str, Any]], None]

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from . import events as ev
+from ..model.client import ModelError
+from ..session import events as ev
+from ..session.state import Handoff, Task
 from .ask import ask
-from .client import ModelError
-from .prompts import render
-from .schemas import Plan
-from .state import Handoff, Task
+from .render import render
+from .replies import Plan
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from ..session.engine import Engine
 
 
 async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Handoff]:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from .git_ops import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
+from .run import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
 
 if TYPE_CHECKING:
     from .workspace import SessionRepo, Worktree

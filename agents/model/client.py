@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import BaseModel, ValidationError
 
-from ..store.db import new_id, now
+from ...store.db import new_id, now
 
 if TYPE_CHECKING:
-    from ..config import ModelSettings
-    from ..store.writer import Writer
+    from ...config import ModelSettings
+    from ...store.writer import Writer
 
 MAX_BACKOFF = 30.0
 CONNECTIONS_PER_POOL = 32

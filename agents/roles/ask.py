@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
-from .client import ReplyFormatError
+from ..model.client import ReplyFormatError
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .state import Agent
+    from ..session.engine import Engine
+    from ..session.state import Agent
 
 FORMAT_RETRIES = 2
 M = TypeVar("M", bound=BaseModel)

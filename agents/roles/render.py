@@ -16,7 +16,7 @@ from typing import Any
 def _environment(extra_dir: str | None) -> Any:
     import jinja2
 
-    from .. import prompts as prompts_pkg
+    from ... import prompts as prompts_pkg
 
     search = [str(Path(prompts_pkg.__file__).parent)]
     if extra_dir:

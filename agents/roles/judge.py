@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..store.db import new_id, now
-from . import events as ev
+from ...store.db import new_id, now
+from ..model.client import ModelError
+from ..session import events as ev
+from ..session.state import Handoff
 from .ask import ask
-from .client import ModelError
-from .prompts import render
-from .schemas import Verdict
-from .state import Handoff
+from .render import render
+from .replies import Verdict
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from ..session.engine import Engine
 
 CHECK_OUTPUT_CHARS = 6000
 

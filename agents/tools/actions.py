@@ -29,8 +29,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..model.client import extract_json
 from . import confine
-from .client import extract_json
 from .sandbox import SandboxLike, SandboxOptions, run_command
 from .sandbox import options as sandbox_options
 

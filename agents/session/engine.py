@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .. import paths
-from ..store.db import new_id
-from ..store.writer import Writer
+from ... import paths
+from ...store.db import new_id
+from ...store.writer import Writer
 from . import events as ev
 from .state import Handoff, SessionState, Task
 
 if TYPE_CHECKING:
-    from ..config import Settings
-    from .workspace import SessionRepo
+    from ...config import Settings
+    from ..git.workspace import SessionRepo
 
 
 class PreflightError(Exception):
@@ -36,7 +36,7 @@ async def preflight(settings: Settings, timeout: float = 5.0) -> None:
     """GET ``/models`` on every configured OpenAI-compatible endpoint, so a typo fails in seconds, not tasks."""
     import httpx
 
-    from ..config import ROLES
+    from ...config import ROLES
 
     urls = {settings.role(r).base_url: settings.role(r) for r in ROLES}
     async with httpx.AsyncClient(timeout=timeout) as http:
@@ -149,7 +149,7 @@ class Engine:
         """
         if self.git is not None:
             return
-        from .workspace import SessionRepo
+        from ..git.workspace import SessionRepo
 
         await preflight(self.settings)
 
@@ -265,7 +265,7 @@ class Engine:
         a map a few seconds old (``worker.MAP_MAX_AGE``; their worktree is at the current tip anyway); planners
         ask for the current one. Concurrent callers share one regeneration.
         """
-        from .repo_map import repo_map
+        from ..git.repo_map import repo_map
 
         if (cached := self._fresh_map(max_age)) is not None:
             return cached
@@ -285,14 +285,14 @@ class Engine:
         return text if tip == self.git.shared.tip or time.monotonic() - read_at < max_age else None
 
     async def git_diff_stat(self, since: str) -> str:
-        from .git_ops import git
+        from ..git.run import git
 
         result = await git("diff", "--stat", since, self.git.shared.tip, cwd=self.git.root, check=False)
         return result.out
 
     async def run_check(self, command: str) -> tuple[int | None, str]:
         """The project's check command, sandboxed, in a worktree of the shared tip."""
-        from .sandbox import run_command
+        from ..tools.sandbox import run_command
 
         async with self.git.worktree(f"check-{self.cycle_number}", "judge") as wt:
             result = await run_command(
@@ -308,6 +308,6 @@ class Engine:
 
     async def run(self) -> Outcome:
         """Run cycles until the judge says done, a budget runs out, or the operator stops the session."""
-        from .cycles import run_session
+        from .loop import run_session
 
         return await run_session(self)

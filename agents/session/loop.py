@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..store.db import connect, new_id, now
-from ..store.redact import Redactor
-from ..store.writer import Writer
+from ...store.db import connect, new_id, now
+from ...store.redact import Redactor
+from ...store.writer import Writer
+from ..model.client import ModelClient
 from . import events as ev
-from .client import ModelClient
-from .control import pid_alive
+from .controls import pid_alive
 from .state import Handoff, SessionState, Task
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ async def _clean_leftovers(engine: Engine) -> None:
 async def _start_embedded(engine: Engine) -> str | None:
     if not engine.settings.uses_embedded_server():
         return None
-    from .model_server import EmbeddedServer, embedded_status
+    from ..model.server import EmbeddedServer, embedded_status
 
     status = embedded_status()
     if not status.ready:
@@ -107,8 +107,8 @@ async def _start_embedded(engine: Engine) -> str | None:
 
 
 async def _record_start(engine: Engine) -> None:
-    from ..config import redacted_dump
-    from .sandbox import sandbox_status
+    from ...config import redacted_dump
+    from ..tools.sandbox import sandbox_status
 
     state, writer = engine.state, engine.writer
     sandbox = sandbox_status(engine.settings.sandbox)
@@ -269,8 +269,8 @@ async def _cycles(engine: Engine) -> Outcome:
 
 async def _run_cycle(engine: Engine, start_tip: str, resumed_tasks: list[dict[str, Any]] | None = None):
     """Plan, work and judge one cycle; None if the operator cancelled it (fresh start or stop)."""
-    from .judge import run_judge
-    from .planner import run_planner
+    from ..roles.judge import run_judge
+    from ..roles.planner import run_planner
 
     engine.cycle_handoffs = []
     engine.tasks_created = 0
@@ -356,7 +356,7 @@ async def _scheduler(engine: Engine, group: Any) -> None:
 
 
 async def _worker_slot(engine: Engine, task: Task) -> None:
-    from .worker import run_worker
+    from ..roles.worker import run_worker
 
     try:
         handoff = await run_worker(engine, task)

@@ -5,7 +5,7 @@ The operator's checked-out branch, index and work tree are never modified: the s
 repository's work tree, on its own task branch (``formicary-tasks/<session>/<task>``: beside, not under, the
 session branch ``formicary/<session>``, since git cannot hold both a ref and a folder of refs of one name).
 ``git worktree add/remove/prune`` race when run concurrently (``failed to read .git/worktrees/…/commondir``),
-so those commands, and only those, take one lock per repository. Landing work on the shared branch is :mod:`formicary.agents.integration`.
+so those commands, and only those, take one lock per repository. Landing work on the shared branch is :mod:`formicary.agents.git.integration`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .git_ops import GitError, Identity, check_name, git
+from .run import GitError, Identity, check_name, git
 
 if TYPE_CHECKING:
     from .integration import Conflict, IntegrationResult, SharedBranch
@@ -405,7 +405,7 @@ class SessionRepo:
         writer: Any = None,
         max_conflict_rounds: int = 3,
     ) -> IntegrationResult:
-        """Land ``wt``'s work on the shared branch; see :func:`formicary.agents.integration.integrate`."""
+        """Land ``wt``'s work on the shared branch; see :func:`formicary.agents.git.integration.integrate`."""
         from .integration import integrate
 
         return await integrate(self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds)

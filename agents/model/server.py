@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .model_setup import (
+from .setup import (
     DEFAULT_MODEL,
     LLAMA_CPP_PYTHON_VERSION,
     MB,

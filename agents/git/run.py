@@ -32,7 +32,7 @@ _INHERITED_DROP = (
 )
 
 # Options every git call gets: agents never sign (no passphrase prompt), conflicts use the plain two-way
-# marker style that :class:`formicary.agents.integration.Conflict` documents, and no pager or editor.
+# marker style that :class:`formicary.agents.git.integration.Conflict` documents, and no pager or editor.
 _CONFIG = ("-c", "commit.gpgSign=false", "-c", "merge.conflictStyle=merge", "-c", "core.quotePath=false")
 
 GIT_THREADS = 64  # git processes running at once (each is started and waited for by its own thread)

@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..store.db import new_id, now
-from . import confine
-from . import events as ev
-from .actions import ActionContext, FormatError, execute, parse_action, reply_schema
-from .client import ModelError, ReplyFormatError
-from .prompts import render
-from .state import Agent, Handoff, Task
+from ...store.db import new_id, now
+from ..model.client import ModelError, ReplyFormatError
+from ..session import events as ev
+from ..session.state import Agent, Handoff, Task
+from ..tools import confine
+from ..tools.actions import ActionContext, FormatError, execute, parse_action, reply_schema
+from .render import render
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .integration import Conflict
-    from .workspace import Worktree
+    from ..git.integration import Conflict
+    from ..git.workspace import Worktree
+    from ..session.engine import Engine
 
 CHARS_PER_TOKEN = 3.5
 PRELOAD_FILES = 3

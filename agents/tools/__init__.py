@@ -1,0 +1,1 @@
+"""A worker's hands: its actions, confined file access, and the sandbox its commands run in."""
