@@ -29,7 +29,7 @@ def _duration(start: str | None, end: str | None) -> str:
 @click.option("--limit", default=50, show_default=True, help="How many sessions to list.")
 def sessions(db_path: Path | None, limit: int) -> None:
     """List past sessions from the record, newest first."""
-    from . import paths
+    from .agents import paths
     from .store import db as store_db
     from .store.queries import list_sessions
 

@@ -112,7 +112,7 @@ def resume(
     session: str | None, config_file: Path | None, headless: bool, verbose: bool, db_path: Path | None
 ) -> None:
     """Carry on SESSION (an id or its last characters; default: the newest) after a crash or a stop."""
-    from . import paths
+    from .agents import paths
     from .agents.session.engine import Engine
     from .config import ConfigError
     from .store import db as store_db
@@ -152,7 +152,7 @@ def _find(db, session: str | None, find_session) -> dict:
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), help="The record to read.")
 def attach(session: str | None, db_path: Path | None) -> None:
     """Open the TUI on SESSION (default: the newest) running in another terminal; closing leaves it running."""
-    from . import paths
+    from .agents import paths
     from .store import db as store_db
     from .store.queries import find_session
     from .tui import attach as attach_tui
@@ -166,7 +166,7 @@ def attach(session: str | None, db_path: Path | None) -> None:
 
 def open_browser() -> None:
     """``formicary`` with no command: the sessions browser."""
-    from . import paths
+    from .agents import paths
     from .tui import browse
 
     browse(paths.default_db_path())
@@ -200,7 +200,7 @@ def demo(headless: bool, into: Path | None, skip_setup: bool) -> None:
     """Set up the local model (first time only), copy the demo project to a fresh folder and run on it."""
     import time
 
-    from . import paths
+    from .agents import paths
     from .agents.session.engine import Engine
     from .config import ConfigError
 

@@ -11,185 +11,22 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-from . import paths
+from .agents import paths
+from .agents.settings import ROLES, ConfigError, ModelSettings, RoleSettings, Settings, redacted_dump
 
-ROLES = ("planner", "subplanner", "worker", "judge")
-
-
-class ConfigError(Exception):
-    """A config problem, with a one-line message fit for the terminal."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelSettings(_Strict):
-    """How one role reaches its model. Empty ``base_url`` means the embedded local llama-server."""
-
-    model: str = "qwen2.5-coder-1.5b-instruct"
-    """Model name sent to the endpoint (llama-server ignores it; Ollama and vLLM need it)."""
-    base_url: str = ""
-    """OpenAI-compatible base URL, e.g. ``http://127.0.0.1:11434/v1`` for Ollama. Empty: the embedded server."""
-    api: Literal["openai", "litellm"] = "openai"
-    """``openai`` for any OpenAI-compatible server (the fast path); ``litellm`` for other providers."""
-    api_key_env: str = ""
-    """NAME of the environment variable holding the API key (never the key itself). Empty: no key."""
-    temperature: float = Field(0.2, ge=0, le=2)
-    """Sampling temperature."""
-    max_tokens: int = Field(2048, gt=0)
-    """Upper bound on tokens generated per reply."""
-    context_length: int = Field(8192, gt=0)
-    """Context window the prompts are trimmed to fit."""
-    max_concurrency: int = Field(4, gt=0)
-    """Most calls in flight to this endpoint at once, shared by every agent using it."""
-    timeout: float = Field(300, gt=0)
-    """Seconds one model call may take before it is abandoned and retried."""
-    retries: int = Field(4, ge=0)
-    """Retries after a failed call (500, 429, timeout, broken reply), with backoff and jitter."""
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        value = value.strip()
-        if value and not (value.startswith("http://") or value.startswith("https://")):
-            raise ValueError(f"must start with http:// or https:// (got {value!r})")
-        if value and "://" in value and not value.split("://", 1)[1].strip("/"):
-            raise ValueError(f"has no host (got {value!r})")
-        return value.rstrip("/")
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, value: str) -> str:
-        if value and not value.replace("_", "").isalnum():
-            raise ValueError(f"must be the NAME of an environment variable, not a key (got {value[:4]}…)")
-        return value
-
-    @property
-    def endpoint(self) -> str:
-        """The key the per-endpoint concurrency cap is shared under."""
-        return self.base_url or ("litellm:" + self.model if self.api == "litellm" else "embedded")
-
-
-class RoleSettings(_Strict):
-    """Per-role overrides of ``[model]``; unset fields inherit it. ``prompt`` overrides the role's template."""
-
-    model: str | None = None
-    base_url: str | None = None
-    api: Literal["openai", "litellm"] | None = None
-    api_key_env: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    context_length: int | None = None
-    max_concurrency: int | None = None
-    timeout: float | None = None
-    retries: int | None = None
-    prompt: str | None = None
-    """Path of a Jinja template replacing the built-in one for this role."""
-
-
-class Limits(_Strict):
-    """Budgets: a session stops, and records why, when one runs out."""
-
-    workers: int = Field(4, ge=1, le=4096)
-    """Workers running at once (changeable live)."""
-    steps_per_worker: int = Field(30, ge=1)
-    """Actions one worker may take before it is stopped."""
-    tokens_per_worker: int = Field(200_000, ge=1)
-    """Prompt + completion tokens one worker may spend."""
-    tasks_per_cycle: int = Field(24, ge=1)
-    """Work tasks the planners may create in one cycle (follow-ups included)."""
-    cycles: int = Field(5, ge=1)
-    """Cycles before the session stops even if the judge says continue."""
-    tokens: int = Field(5_000_000, ge=1)
-    """Tokens for the whole session."""
-    wall_time: float = Field(4 * 3600, gt=0)
-    """Seconds of wall time for the whole session."""
-    planner_depth: int = Field(2, ge=0, le=5)
-    """How deep sub-planners may recurse (0: the root planner plans alone)."""
-    planner_fanout: int = Field(4, ge=0)
-    """Sub-planners one planner may spawn."""
-    followups_per_planner: int = Field(4, ge=0)
-    """Follow-up tasks a planner may add after its handoffs arrive."""
-    conflict_rounds: int = Field(3, ge=0)
-    """Times a worker may resolve an integration conflict before its task fails."""
-    task_attempts: int = Field(2, ge=1)
-    """Times a failed task is retried by a fresh worker before it ends as failed."""
-
-
-class SandboxSettings(_Strict):
-    """How workers' ``run`` commands are confined."""
-
-    mode: Literal["bubblewrap", "none"] = "bubblewrap"
-    """``bubblewrap`` (default) or ``none`` to run commands unsandboxed, which must be chosen explicitly."""
-    network: bool = False
-    """Let sandboxed commands reach the network."""
-    timeout: float = Field(120, gt=0)
-    """Default seconds a command may run; the whole process tree is killed after."""
-    max_timeout: float = Field(600, gt=0)
-    """Upper bound on the timeout a worker may ask for."""
-    output_cap: int = Field(16_000, ge=256)
-    """Characters of a command's output shown to the worker (head and tail kept)."""
-
-
-class Settings(_Strict):
-    """Everything a session runs with."""
-
-    model: ModelSettings = ModelSettings()
-    """Defaults for every role."""
-    roles: dict[str, RoleSettings] = {}
-    """``[roles.planner]``, ``[roles.subplanner]``, ``[roles.worker]``, ``[roles.judge]``."""
-    limits: Limits = Limits()
-    sandbox: SandboxSettings = SandboxSettings()
-    check_command: str = ""
-    """The project's check (e.g. ``pytest -q``), run in the sandbox and shown to the judge."""
-    branch: str = ""
-    """The shared branch; empty: ``formicary/<session-id>``."""
-
-    @field_validator("roles")
-    @classmethod
-    def _known_roles(cls, value: dict[str, RoleSettings]) -> dict[str, RoleSettings]:
-        for name in value:
-            if name not in ROLES:
-                raise ValueError(f"unknown role {name!r} (roles are {', '.join(ROLES)})")
-        return value
-
-    @model_validator(mode="after")
-    def _roles_resolve(self) -> Settings:
-        for role in ROLES:
-            self.role(role)  # surfaces bad merged values early
-        return self
-
-    def role(self, role: str) -> ModelSettings:
-        """The effective model settings of ``role``: ``[model]`` overlaid with ``[roles.<role>]``."""
-        override = self.roles.get(role)
-        if override is None:
-            return self.model
-        merged = self.model.model_dump() | override.model_dump(exclude_none=True, exclude={"prompt"})
-        return ModelSettings(**merged)
-
-    def prompt_override(self, role: str) -> str | None:
-        override = self.roles.get(role)
-        return override.prompt if override else None
-
-    def uses_embedded_server(self) -> bool:
-        return any(not self.role(r).base_url and self.role(r).api == "openai" for r in ROLES)
-
-    def check_keys(self) -> None:
-        """Every ``api_key_env`` names a variable that is set (the key itself is never stored)."""
-        for role in ROLES:
-            name = self.role(role).api_key_env
-            if name and not os.environ.get(name):
-                raise ConfigError(
-                    f"config: roles.{role}.api_key_env names {name}, which is not set in the environment"
-                )
-
-    def secret_env_names(self) -> set[str]:
-        return {self.role(r).api_key_env for r in ROLES if self.role(r).api_key_env}
+__all__ = [
+    "ROLES",
+    "ConfigError",
+    "ModelSettings",
+    "RoleSettings",
+    "Settings",
+    "load_settings",
+    "redacted_dump",
+]
 
 
 # -- loading ------------------------------------------------------------------------------------------
@@ -284,8 +121,3 @@ def _origin_of(loc: str, origins: dict[str, str]) -> str | None:
             return found
         parts.pop()
     return next(iter(origins.values()), None)
-
-
-def redacted_dump(settings: Settings) -> dict[str, Any]:
-    """The settings as stored with a session: only variable NAMES for keys, so nothing secret."""
-    return settings.model_dump(mode="json")

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import ROLES, ModelSettings, Settings
+from .agents.settings import ROLES, ModelSettings, Settings
 
 
 class Ping(BaseModel):

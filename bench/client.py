@@ -19,7 +19,7 @@ import anyio
 from pydantic import BaseModel
 
 from formicary.agents.model.client import ModelClient
-from formicary.config import ModelSettings
+from formicary.agents.settings import ModelSettings
 from formicary.store.writer import Writer
 from tests.scripted_server import spawn_server_process, stop_server_process
 

@@ -124,7 +124,7 @@ def test_bad_input_resume_with_nothing_to_resume():
 
 
 def test_bad_input_unknown_session_for_attach(tmp_path, server):
-    from formicary import paths
+    from formicary.agents import paths
     from formicary.store.db import connect
 
     connect(paths.default_db_path()).conn.close()

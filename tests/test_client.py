@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from formicary.agents.model.client import AdaptiveLimiter, ModelClient, ModelError, ReplyFormatError
-from formicary.config import ModelSettings
+from formicary.agents.settings import ModelSettings
 from formicary.store import db as store_db
 from formicary.store.writer import Writer
 from tests.scripted_server import ScriptedServer

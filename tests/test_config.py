@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from formicary import paths
+from formicary.agents import paths
 from formicary.config import ConfigError, load_settings
 
 

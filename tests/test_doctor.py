@@ -67,7 +67,7 @@ def test_embedded_endpoint_not_set_up_says_what_to_run(tmp_path):
 
 
 def test_sessions_lists_what_the_record_holds(tmp_path):
-    from formicary import paths
+    from formicary.agents import paths
     from formicary.store.db import new_id, now
     from formicary.store.writer import Writer
 

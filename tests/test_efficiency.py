@@ -11,7 +11,7 @@ import pytest
 from formicary.agents.git import repo_map as repo_map_module
 from formicary.agents.model.client import CONNECTIONS_PER_POOL, ModelClient
 from formicary.agents.session.engine import Engine
-from formicary.config import ModelSettings, Settings
+from formicary.agents.settings import ModelSettings, Settings
 from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer
 

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from formicary.agents.session.engine import Engine
-from formicary.config import Settings
+from formicary.agents.settings import Settings
 from formicary.store import db as store_db
 from tests.gitrepo import make_repo
 from tests.scripted_server import ScriptedServer

@@ -321,7 +321,7 @@ async def test_new_session_form_reports_errors_then_starts(record: Path, tmp_pat
 
 
 def live_settings(base_url: str, workers: int = 3) -> Any:
-    from formicary.config import Settings
+    from formicary.agents.settings import Settings
 
     return Settings.model_validate(
         {

@@ -133,7 +133,7 @@ class SessionRepo:
         common = (common if common.is_absolute() else where / common).resolve()
         branch = branch or f"formicary/{session_id}"
         if worktrees_dir is None:
-            from formicary.paths import worktrees_dir as default_dir
+            from formicary.agents.paths import worktrees_dir as default_dir
 
             worktrees_dir = default_dir(session_id)
         worktrees_dir = Path(worktrees_dir).expanduser().resolve()

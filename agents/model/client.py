@@ -24,8 +24,8 @@ from pydantic import BaseModel, ValidationError
 from ...store.db import new_id, now
 
 if TYPE_CHECKING:
-    from ...config import ModelSettings
     from ...store.writer import Writer
+    from ..settings import ModelSettings
 
 MAX_BACKOFF = 30.0
 CONNECTIONS_PER_POOL = 32

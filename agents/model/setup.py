@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from formicary import paths
+from formicary.agents import paths
 
 Report = Callable[[str], None]
 MB = 1024 * 1024

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ... import paths
 from ...store.db import new_id
 from ...store.writer import Writer
+from .. import paths
 from . import events as ev
 from .state import Handoff, SessionState, Task
 
 if TYPE_CHECKING:
-    from ...config import Settings
     from ..git.workspace import SessionRepo
+    from ..settings import Settings
 
 
 class PreflightError(Exception):
@@ -36,7 +36,7 @@ async def preflight(settings: Settings, timeout: float = 5.0) -> None:
     """GET ``/models`` on every configured OpenAI-compatible endpoint, so a typo fails in seconds, not tasks."""
     import httpx
 
-    from ...config import ROLES
+    from ..settings import ROLES
 
     urls = {settings.role(r).base_url: settings.role(r) for r in ROLES}
     async with httpx.AsyncClient(timeout=timeout) as http:

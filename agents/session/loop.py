@@ -107,7 +107,7 @@ async def _start_embedded(engine: Engine) -> str | None:
 
 
 async def _record_start(engine: Engine) -> None:
-    from ...config import redacted_dump
+    from ..settings import redacted_dump
     from ..tools.sandbox import sandbox_status
 
     state, writer = engine.state, engine.writer

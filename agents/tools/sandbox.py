@@ -235,7 +235,7 @@ def _git_dirs(worktree: str) -> tuple[str | None, str | None]:
 
 def _hidden_dirs(environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
     """``(homes, app_dirs)``: folders replaced by an empty tmpfs inside the sandbox."""
-    from ... import paths
+    from .. import paths
 
     homes: list[str] = []
     for home in (environ.get("HOME", ""), os.path.expanduser("~")):
