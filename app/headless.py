@@ -27,6 +27,7 @@ class ProgressPrinter:
         line = None
         if kind == ev.SESSION_STARTED:
             line = f"session {event['session_id']} on {data['branch']} — sandbox: {data['sandbox']}"
+            line += f" — check: {data.get('check') or 'none'}"
         elif kind == ev.CYCLE_STARTED:
             line = f"cycle {data['number']} ({data['reason']})"
         elif kind == ev.PLAN:
@@ -35,6 +36,12 @@ class ProgressPrinter:
             line = f"landed {str(data['integrated_sha'])[:10]} {data['title'][:60]}"
             if data.get("conflicts"):
                 line += f" (resolved {data['conflicts']} conflict(s))"
+            if data.get("refusals"):
+                line += f" (fixed after {data['refusals']} gate refusal(s))"
+        elif kind == ev.GATE and data.get("verdict") == "refused":
+            line = f"gate refused {str(event.get('task_id') or '')[-6:].lower()}: {data.get('reason') or ''}"[
+                :200
+            ]
         elif kind == ev.TASK_ENDED and data.get("status") == "failed":
             line = f"task failed: {data.get('error') or ''}"[:160]
         elif kind == ev.VERDICT:
@@ -66,6 +73,12 @@ class ProgressPrinter:
 
     def summary(self, outcome: Outcome) -> None:
         self._print(self.status_line())
+        gate = self.engine.gate
+        if gate is not None:
+            self._print(
+                f"gate: {gate.passes} passed, {gate.refusals} refused, {gate.check_runs} check run(s) "
+                f"({gate.check_ms / 1000:.1f} s), {gate.total_ms / 1000:.1f} s gating in all"
+            )
         reason = self.engine.writer.redact(outcome.reason) if self.engine.writer else outcome.reason
         self._print(f"session {self.engine.session_id} {outcome.status}: {reason}")
 

@@ -24,8 +24,10 @@ from . import events as ev
 from .state import Handoff, SessionState, Task
 
 if TYPE_CHECKING:
-    from ..git.workspace import SessionRepo
+    from ..git.gate import Gate, GateVerdict
+    from ..git.workspace import SessionRepo, Worktree
     from ..settings import Settings
+    from ..tools.check import CheckSpec
 
 
 class PreflightError(Exception):
@@ -108,6 +110,9 @@ class Engine:
         self._map_lock = anyio.Lock()
         self._listeners: list[Any] = []
         self.embedded = None
+        self.check: CheckSpec | None = None  # the landing gate's check, chosen in prepare()
+        self.check_source = "config"  # or "--check" when the CLI set it
+        self.gate: Gate | None = None
         self._resume_branch: str | None = None  # the session branch to reopen (resume only)
         self._resume_cycle: tuple | None = None  # (cycle row, pending task rows, planned) set by recovery
 
@@ -158,6 +163,74 @@ class Engine:
         # removes them again, serialized behind the worktree lock; a reused one rewrites only what changed.
         self.git = await SessionRepo.open(
             self.repo_path, self.session_id, branch=branch, resume=self.resuming, reuse_worktrees=True
+        )
+        await self._setup_gate()
+
+    async def _setup_gate(self) -> None:
+        """The session's check (configured, ``--check``, or detected from the branch's files) and its gate."""
+        from ..git.gate import Gate, choose_check
+
+        gate = self.settings.gate
+        self.check = await choose_check(
+            self.git.root,
+            self.git.shared.tip or self.git.base_sha,
+            self.settings.check_command,
+            self.check_source,
+            gate.junit,
+        )
+        self.gate = Gate(
+            self.check,
+            self.settings.sandbox,
+            parallel=gate.parallel,
+            timeout=gate.timeout,
+            parse=gate.parse,
+            secret_env_names=self.settings.secret_env_names(),
+            on_verdict=self._on_gate,
+        )
+
+    def _on_gate(self, verdict: GateVerdict, wt: Worktree) -> None:
+        """Record and show one gate decision (trivial passes, with nothing merged or parsed, are not rows)."""
+        if self.state is None or verdict.tree is None:
+            return
+        from ...store.db import now
+
+        kind = "passed" if verdict.ok else "conflict" if verdict.conflict else "refused"
+        if kind == "conflict":
+            return  # the integration records the conflict itself
+        check = verdict.check
+        self.writer.insert(
+            "gates",
+            {
+                "id": new_id(),
+                "session_id": self.session_id,
+                "task_id": wt.task_id,
+                "agent_id": wt.agent_id,
+                "verdict": kind,
+                "reason": verdict.reason,
+                "tip": verdict.tip,
+                "tree": verdict.tree,
+                "new_failures": verdict.new_failures or None,
+                "parse_errors": verdict.parse_errors or None,
+                "check_exit": check.exit_code if check else None,
+                "check_ms": round(check.duration_ms, 1) if check else None,
+                "tip_check_ms": round(verdict.tip_check.duration_ms, 1)
+                if verdict.tip_check_ran and verdict.tip_check
+                else None,
+                "duration_ms": round(verdict.duration_ms, 1),
+                "output": check.output[-2000:] if check and not check.ok else None,
+                "created_at": now(),
+            },
+        )
+        self.state.emit(
+            ev.GATE,
+            agent_id=wt.agent_id,
+            task_id=wt.task_id,
+            verdict=kind,
+            reason=verdict.reason[:300],
+            new_failures=verdict.new_failures[:20],
+            parse_errors=dict(list(verdict.parse_errors.items())[:10]),
+            check_ms=round(check.duration_ms, 1) if check else None,
+            duration_ms=round(verdict.duration_ms, 1),
         )
 
     # -- control API -------------------------------------------------------------------------------
@@ -291,9 +364,14 @@ class Engine:
         return result.out
 
     async def run_check(self, command: str) -> tuple[int | None, str]:
-        """The project's check command, sandboxed, in a worktree of the shared tip."""
+        """The project's check command, sandboxed, in a worktree of the shared tip (the gate's cached result
+        for the tip when it has one)."""
         from ..tools.sandbox import run_command
 
+        tip_tree = self.git.shared.tip_tree
+        cached = self.gate.cached(tip_tree) if self.gate and tip_tree else None
+        if cached is not None and self.check is not None and command == self.check.command:
+            return cached.exit_code, cached.output
         async with self.git.worktree(f"check-{self.cycle_number}", "judge") as wt:
             result = await run_command(
                 command, wt.path, self.settings.sandbox, timeout=self.settings.sandbox.max_timeout

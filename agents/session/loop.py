@@ -134,6 +134,12 @@ async def _record_start(engine: Engine) -> None:
                 "started_at": now(),
             },
         )
+    if engine.check is not None:
+        writer.update(
+            "sessions",
+            engine.session_id,
+            {"check_command": engine.check.command, "check_source": engine.check.source},
+        )
     state.emit(
         ev.SESSION_STARTED,
         goal=engine.goal,
@@ -141,6 +147,7 @@ async def _record_start(engine: Engine) -> None:
         branch=engine.git.branch,
         workers=engine.workers,
         sandbox=sandbox,
+        check=engine.check.describe() if engine.check is not None else "none",
         resumed=engine.resuming,
     )
     await writer.aflush()
