@@ -101,6 +101,7 @@ def settings_for(base_url: str, args: argparse.Namespace, tasks: int) -> Setting
                 "wall_time": 10**6,
             },
             "sandbox": {"mode": "none"},
+            "check_command": args.check,
         }
     )
 
@@ -320,9 +321,27 @@ def report(
         "repo_files": args.files + 1,
         "tasks_planned": planned,
         "sandbox": "none",
+        "check": args.check,
+        "gate": gate_figures(engine, db_path),
         "worktrees": args.worktrees + (", fresh per task" if args.fresh_worktrees else ", reused"),
         "outcome": getattr(outcome, "status", None),
         "cpus": os.cpu_count(),
+    }
+
+
+def gate_figures(engine: Engine, db_path: Path) -> dict[str, Any]:
+    """What the landing gate did over the whole run: decisions, check runs, re-gates, time."""
+    gate = engine.gate
+    db = connect(db_path)
+    regates = next(iter(db.query("SELECT COUNT(*) n FROM integrations WHERE result = 'regate'")))["n"]
+    if gate is None:
+        return {"regates": regates}
+    return {
+        "passes": gate.passes,
+        "refusals": gate.refusals,
+        "check_runs": gate.check_runs,
+        "regates": regates,
+        "ms_per_landing": round(gate.total_ms / max(1, gate.passes), 2),
     }
 
 
@@ -339,6 +358,12 @@ def main() -> None:
         "--worktrees", choices=("tmpfs", "disk"), default="tmpfs", help="where worktrees live"
     )
     parser.add_argument("--fresh-worktrees", action="store_true", help="a new worktree per task, no reuse")
+    parser.add_argument(
+        "--check",
+        default="none",
+        help='the landing gate\'s check, run unsandboxed on every merged tree ("none": the parse gate only, '
+        'which the benchmark\'s text files pass without a merge; try "true" for a trivial check)',
+    )
     args = parser.parse_args()
     if args.actions < 2:
         parser.error("--actions must be at least 2 (some work, then finish)")

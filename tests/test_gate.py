@@ -244,3 +244,53 @@ async def test_detected_check_and_parse_gate_without_a_check(tmp_path):
     assert "conf.json" in failed and "no longer parse" in failed
     started = rows(db, "SELECT data FROM events WHERE kind = 'session_started'")[0]["data"]
     assert "none found (parse gate only)" in started
+
+
+def test_headless_run_shows_the_check_and_the_gates_refusals(tmp_path):
+    import os
+    import sys
+
+    repo = project(tmp_path)
+    team = ScriptedTeam(
+        root_plans=[plan([task("Simplify calc")])],
+        work={"Simplify calc": [write("calc.py", "def add(a, b):\n    return a + b\n"), finish()]},
+    )
+    env = dict(os.environ)
+    env.update(
+        FORMICARY_SANDBOX__MODE="none",
+        FORMICARY_LIMITS__CYCLES="1",
+        FORMICARY_LIMITS__GATE_ROUNDS="0",
+    )
+    with ScriptedServer(responder=team) as server:
+        env["FORMICARY_MODEL__BASE_URL"] = server.base_url
+        args = [
+            "run",
+            "--repo",
+            str(repo),
+            "--goal",
+            "simplify",
+            "--headless",
+            "--db",
+            str(tmp_path / "f.db"),
+        ]
+        done = subprocess.run(
+            [sys.executable, "-m", "formicary", *args, "--check", CHECK],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        empty = subprocess.run(
+            [sys.executable, "-m", "formicary", *args, "--check", " "],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+    out = done.stdout
+    assert f"check: {CHECK} (--check)" in out, out + done.stderr
+    assert "gate refused" in out and "fail with this change" in out
+    assert "gate: 0 passed, 1 refused, 2 check run(s)" in out
+    assert empty.returncode == 2 and empty.stderr.strip().splitlines() == [
+        'formicary: --check needs a command, or "none" to run without one'
+    ]
