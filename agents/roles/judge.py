@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...store.db import new_id, now
-from ..model.client import ModelError
+from ..model.errors import EndpointError, ModelError
 from ..session import events as ev
 from ..session.state import Handoff
 from .ask import ask
@@ -50,6 +50,8 @@ async def run_judge(
     status = "done"
     try:
         verdict = await ask(engine, agent, "judge", messages, "verdict", Verdict)
+    except EndpointError:
+        raise  # retrying cannot fix it: the session ends with one line
     except ModelError as exc:
         status = "failed"
         verdict = Verdict(
