@@ -74,7 +74,9 @@ def status_text(s: StatusView, now: float, mode: str, compact: bool) -> Text:
         if s.check is not None:
             refused = f", {s.gate_refusals} refused" if s.gate_refusals else ""
             text.append(f"  gate: {fmt.clip(s.check, 40)}{refused}, {s.gate_seconds:.0f}s", style="grey70")
-        if s.warning:
+        if s.ended and s.session_status == "failed" and s.stop_reason:
+            text.append(f"  ✗ {fmt.clip(s.stop_reason, 120)}", style="bold red")
+        elif s.warning:
             text.append(f"  ! {fmt.clip(s.warning, 60)}", style="bold yellow")
         if mode == "read-only":
             text.append("  read-only", style="grey62")
