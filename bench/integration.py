@@ -12,17 +12,13 @@ unreachable from the branch, or a failed one whose task branch lacks it. The sam
 naive loop (no critical section: every racer loops merge + CAS until it wins) on a fresh repository, in the
 main figure's worktree mode, for ``ratio``. ``profile`` counts git processes per commit by command.
 
-<<<<<<< HEAD
 The landing gate is on as the product runs it (``--check none``: the parse gate, which these text files pass
 without a merge; ``--check CMD`` runs CMD, unsandboxed here, on every merged tree, and a tree that was checked
 is not checked again; ``--no-gate`` for the figures without it). ``gate`` reports its refusals, check runs,
 re-gates (the tip moved after the gate passed) and the time integration spent in it.
 
-Usage: python bench/integration.py [--commits 2000] [--workers 64] [--naive-commits 300] [--files 220]
-=======
 Run from the repository root: python -m bench.integration (or python bench/integration.py)
-    [--commits 2000] [--workers 64] [--naive-commits 300] [--files 220]
->>>>>>> main
+    [--commits 2000] [--workers 64] [--naive-commits 300] [--files 220] [--check none] [--no-gate]
 """
 
 from __future__ import annotations
@@ -41,10 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.gitrepo when run as a script
 
 from formicary.agents.git import run as git_ops  # noqa: E402
-<<<<<<< HEAD
 from formicary.agents.git.gate import Gate  # noqa: E402
-=======
->>>>>>> main
 from formicary.agents.git.integration import Conflict  # noqa: E402
 from formicary.agents.git.workspace import SessionRepo, Worktree  # noqa: E402
 from formicary.agents.tools.check import spec_for  # noqa: E402
