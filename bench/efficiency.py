@@ -22,8 +22,13 @@ Worktrees live where the engine puts them (on disk, in the data folder, here a t
 engine's mode before it reused them), to compare: a fresh worktree writes and then deletes every file of the
 repository, ~0.85 ms of CPU per file on this kind of VM's disk, serialized behind the worktree lock.
 
+The landing gate runs as in the product with ``--check none`` (the default here: the parse gate, which the
+tasks' text files pass without a merge or a process); ``--check true`` runs a trivial check (unsandboxed) on
+every merged tree, so every landing pays a checkout and a re-gate whenever the tip moved; ``--no-gate`` lands
+without it. ``gate`` reports decisions, check runs, re-gates and milliseconds per landing.
+
 Run from the repository root: python -m bench.efficiency (or python bench/efficiency.py)
-    [--workers 256] [--latency 2] [--actions 10] [--window 120] [--warmup 60]
+    [--workers 256] [--latency 2] [--actions 10] [--window 120] [--warmup 60] [--check none] [--no-gate]
 """
 
 from __future__ import annotations
@@ -118,6 +123,8 @@ async def measure(args: argparse.Namespace, base: Path, base_url: str, server_pi
         db_path=base / "f.db",
     )
     await engine.prepare()
+    if args.no_gate:
+        engine.gate = None
     if args.fresh_worktrees:
         engine.git.reuse_worktrees = False
     probe = Probe()
@@ -322,8 +329,8 @@ def report(
         "repo_files": args.files + 1,
         "tasks_planned": planned,
         "sandbox": "none",
-        "check": args.check,
-        "gate": gate_figures(engine, db_path),
+        "check": None if args.no_gate else args.check,
+        "gate": None if args.no_gate else gate_figures(engine, db_path),
         "worktrees": args.worktrees + (", fresh per task" if args.fresh_worktrees else ", reused"),
         "outcome": getattr(outcome, "status", None),
         "cpus": os.cpu_count(),
@@ -359,6 +366,7 @@ def main() -> None:
         "--worktrees", choices=("tmpfs", "disk"), default="tmpfs", help="where worktrees live"
     )
     parser.add_argument("--fresh-worktrees", action="store_true", help="a new worktree per task, no reuse")
+    parser.add_argument("--no-gate", action="store_true", help="land without the landing gate (to compare)")
     parser.add_argument(
         "--check",
         default="none",

@@ -184,8 +184,11 @@ class Gate:
         if not self.spec.enabled:
             if not self.parse:
                 return GateVerdict(True, tip, tip_tree, any_tip=True, reason="no gate")
-            changed = await git("diff", "--name-only", "-z", f"{tip}...{head}", cwd=root, background=True)
-            if not any(parseable(p) for p in changed.out.split("\0") if p):
+            paths = wt.changed if wt.head == head else None
+            if paths is None:
+                diff = await git("diff", "--name-only", "-z", f"{tip}...{head}", cwd=root, background=True)
+                paths = {p for p in diff.out.split("\0") if p}
+            if not any(parseable(p) for p in paths):
                 return GateVerdict(True, tip, tip_tree, any_tip=True, reason="nothing to parse")
         res = await git("merge-tree", "--write-tree", "-z", tip, head, cwd=root, check=False)
         if res.rc not in (0, 1):
@@ -350,6 +353,7 @@ async def hand_back(
         return None
     with anyio.CancelScope(shield=True):
         await git("add", "-A", cwd=wt.path)
+        wt.changed = None  # may merge the tip: what the task changed is git's to say now
         tree = (await git("write-tree", cwd=wt.path)).out.strip()
         if tree == merged:  # it changed nothing: the refusal stands
             await git("read-tree", "-u", "--reset", head, cwd=wt.path, check=False)

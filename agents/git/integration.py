@@ -294,6 +294,7 @@ async def _hand_back(
             await git("read-tree", "-u", "--reset", head, cwd=wt.path)  # back to the worker's own commit
             return None
         await git("add", "-A", cwd=wt.path)
+        wt.changed = None  # a merge of the tip: what the task changed is git's to say now
         tree = (await git("write-tree", cwd=wt.path)).out.strip()
         msg = f"Merge shared branch into task {wt.task_id} (conflict round {round_no})"
         env = wt.identity.env()
@@ -363,6 +364,7 @@ async def integrate(
         head = wt.head
         if head is None:  # the agent may have committed by itself
             head = (await git("rev-parse", "HEAD", cwd=wt.path)).out.strip()
+            wt.changed = None  # committed behind our back: its paths are unknown
             if head == wt.base:
                 result.status = "empty"
                 return result

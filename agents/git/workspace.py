@@ -14,7 +14,7 @@ import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 TASK_BRANCH_PREFIX = "formicary-tasks"
 BRANCH_BATCH = 32  # task branches deleted per update-ref process
+_ADDED_RE = re.compile(r"^(?:add|remove) '(.*)'$")
 _SUMMARY_RE = re.compile(r"^\[[^\n]* ([0-9a-f]{40}|[0-9a-f]{64})\] ")
 
 
@@ -47,6 +48,9 @@ class Worktree:
     message: str | None = None
     status: str = "open"  # open | integrated | failed
     integrated_sha: str | None = None
+    changed: set[str] | None = field(default_factory=set)
+    """Paths this task's commits changed, from ``git add -v`` (a superset; None: not known, ask git). The
+    landing gate uses it to skip a process when no changed file needs parsing."""
 
     @property
     def identity(self) -> Identity:
@@ -378,7 +382,8 @@ class SessionRepo:
         """
         who = identity or wt.identity
         full = f"{message.rstrip()}\n\nFormicary-Task: {wt.task_id}\nFormicary-Agent: {wt.agent_id}\n"
-        await git("add", "-A", cwd=wt.path, background=True)
+        added = await git("add", "-A", "-v", cwd=wt.path, background=True)
+        _note_changed(wt, added.out)
         # core.abbrev=no: the summary line names the full commit id, so no rev-parse is needed.
         res = await git(
             *("-c", "maintenance.auto=false", "-c", "core.abbrev=no", "commit", "--no-verify", "-m", full),
@@ -413,6 +418,18 @@ class SessionRepo:
         return await integrate(
             self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds, **gate
         )
+
+
+def _note_changed(wt: Worktree, out: str) -> None:
+    """Add the paths ``git add -v`` reported to ``wt.changed``; a line it cannot read makes it unknown."""
+    if wt.changed is None:
+        return
+    for line in out.splitlines():
+        found = _ADDED_RE.match(line)
+        if found is None:
+            wt.changed = None
+            return
+        wt.changed.add(found.group(1))
 
 
 def _unneeded_at(wt: Worktree) -> str | None:
