@@ -32,9 +32,10 @@ import anyio
 
 from ..tools.check import CheckResult, CheckSpec, detect, python_has_pytest, run_check, spec_for
 from ..tools.parse_gate import parse_problems, parseable
-from .run import GitError, cat_blobs, git, parse_merge_tree
+from .run import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
 
 if TYPE_CHECKING:
+    from .gate_queue import LandingQueue
     from .workspace import SessionRepo, Worktree
 
 TIP_CACHE = 256  # check results kept by tree id (a merged tree that lands is the next tip)
@@ -126,6 +127,7 @@ class Gate:
         parallel: check runs at once (a semaphore; more wait).
         timeout: seconds per check run.
         parse: run the parse gate.
+        batch: landings a round of the queue stacks and checks together (with a check only).
         on_verdict: called with each :class:`GateVerdict` and the task id (the engine records and shows it).
     """
 
@@ -137,6 +139,7 @@ class Gate:
         parallel: int = 2,
         timeout: float = 600.0,
         parse: bool = True,
+        batch: int = 4,
         secret_env_names: Iterable[str] = (),
         on_verdict: Callable[[GateVerdict, Worktree], None] | None = None,
     ) -> None:
@@ -155,6 +158,11 @@ class Gate:
         self.passes = 0
         self.total_ms = 0.0  # wall time spent gating, summed over landings
         self.check_ms = 0.0  # of which running the check
+        self.queue: LandingQueue | None = None
+        if spec.enabled:
+            from .gate_queue import LandingQueue
+
+            self.queue = LandingQueue(self, batch)
 
     # -- the decision ----------------------------------------------------------------------------------
 
@@ -169,6 +177,10 @@ class Gate:
         verdict = await self._evaluate(session, wt, head, tip, tip_tree)
         verdict.duration_ms = (time.perf_counter() - started) * 1000
         self.total_ms += verdict.duration_ms
+        return self.decided(verdict, wt)
+
+    def decided(self, verdict: GateVerdict, wt: Worktree) -> GateVerdict:
+        """Count a decision and hand it to ``on_verdict``."""
         if verdict.ok:
             self.passes += 1
         elif not verdict.conflict:
@@ -176,6 +188,13 @@ class Gate:
         if self.on_verdict is not None:
             self.on_verdict(verdict, wt)
         return verdict
+
+    async def check_tree(self, wt: Worktree, tree: str, head: str) -> CheckResult:
+        """Run the check on ``tree`` in ``wt`` (then back to ``head``); only ``wt``'s own worker calls this."""
+        async with self._checkout(wt, tree, head):
+            result = await self._run(wt.path)
+        result.tree = tree
+        return result
 
     async def _evaluate(
         self, session: SessionRepo, wt: Worktree, head: str, tip: str, tip_tree: str
@@ -201,7 +220,7 @@ class Gate:
             verdict.reason = "already on the branch"
             return verdict
         if self.parse:
-            verdict.parse_errors = await self._parse(root, tip_tree, merge.tree)
+            verdict.parse_errors = await self.parse_errors(root, tip_tree, merge.tree)
             if verdict.parse_errors:
                 verdict.ok = False
                 names = ", ".join(list(verdict.parse_errors)[:5])
@@ -225,7 +244,7 @@ class Gate:
         verdict.reason = why or "no new failure (the same tests fail on the tip)"
         return verdict
 
-    async def _parse(self, root: Path, tip_tree: str, tree: str) -> dict[str, str]:
+    async def parse_errors(self, root: Path, tip_tree: str, tree: str) -> dict[str, str]:
         """Changed parseable files of ``tree`` that do not parse, unless they did not parse on the tip either."""
         diff = await git("diff-tree", "-r", "-z", "--no-renames", tip_tree, tree, cwd=root)
         fields = diff.out.split("\0")
@@ -383,3 +402,55 @@ async def choose_check(
     read = {name: texts.get(f"{tip}:{name}") for name in present}
     spec = await anyio.to_thread.run_sync(lambda: detect(paths, read.get, python_has_pytest))
     return spec if spec.enabled else CheckSpec("", "none", "detected")
+
+
+async def admit(
+    session: SessionRepo,
+    wt: Worktree,
+    head: str,
+    result: Any,
+    gate: Gate,
+    on_refusal: OnRefusal | None,
+    max_rounds: int,
+    record: Callable[..., None],
+) -> tuple[str, Any]:
+    """The gate's part of one integration attempt (``result``: the :class:`.integration.IntegrationResult`).
+
+    Returns ``("fixed", new head)`` after a refusal the worker fixed (gate that next), ``("decided", attempt)``
+    when the landing queue decided (landed or a conflict with the tip), or ``("token", token)`` for the CAS
+    (None for a conflict the CAS attempt finds and hands back). Raises GitError when the task must fail.
+    """
+    from .integration import _Attempt
+
+    t0 = time.perf_counter()
+    decision = None
+    try:
+        if gate.queue is not None:
+            env = wt.identity.env()
+            message = wt.message or f"Task {wt.task_id}\n\nFormicary-Task: {wt.task_id}\n"
+            decision = await gate.queue.land(session, wt, head, message, env)
+            verdict = decision.verdict
+        else:
+            verdict = await gate.evaluate(session, wt, head)
+    except GitError:
+        raise
+    except Exception as exc:
+        raise GitError(f"the landing gate failed: {exc!r}"[:300]) from exc
+    finally:
+        result.gate_ms += (time.perf_counter() - t0) * 1000
+    if decision is not None and decision.kind != "refused":
+        merge = decision.merge or MergeTreeResult(tree="", clean=True)
+        kind = "landed" if decision.kind == "landed" else "conflict"
+        return "decided", _Attempt(kind, decision.tip, decision.sha, merge)  # type: ignore[arg-type]
+    assert verdict is not None
+    if verdict.ok or verdict.conflict:
+        return "token", verdict.token()
+    record(result.attempts, "refused", verdict.tip, None, sorted(verdict.parse_errors), t0)
+    if on_refusal is None or result.refusals >= max_rounds:
+        rounds = f" after {result.refusals} fix round(s)" if result.refusals else ""
+        raise GitError(f"the landing gate refused it{rounds}: {verdict.reason}")
+    result.refusals += 1
+    new_head = await hand_back(session, wt, verdict, head, result.refusals, on_refusal)
+    if new_head is None:
+        raise GitError(f"the landing gate refused it and the worker did not fix it: {verdict.reason}")
+    return "fixed", new_head
