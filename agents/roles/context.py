@@ -17,9 +17,11 @@ from ..status import AgentStatus, TaskKind, TaskStatus
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
 
+    from ..git.gate import Gate
     from ..git.workspace import SessionRepo
     from ..model.client import ModelClient
     from ..settings import Settings
+    from ..tools.check import CheckSpec
 
 
 @dataclass
@@ -82,7 +84,16 @@ class Ledger(Protocol):
     def start_agent(self, role: str, task: Task | None, model: str, cycle_id: str | None) -> Agent: ...
     def end_agent(self, agent: Agent, status: AgentStatus) -> None: ...
     def landed(
-        self, agent: Agent, task: Task, *, sha: str, integrated_sha: str | None, retries: int, conflicts: int
+        self,
+        agent: Agent,
+        task: Task,
+        *,
+        sha: str,
+        integrated_sha: str | None,
+        retries: int,
+        conflicts: int,
+        refusals: int = 0,
+        gate_ms: float = 0.0,
     ) -> None: ...
 
 
@@ -135,6 +146,9 @@ class RoleContext(Protocol):
     cycle_number: int
     git: SessionRepo
     client: ModelClient
+    check: CheckSpec | None
+    """The landing gate's check (None: the parse gate only)."""
+    gate: Gate | None
     ledger: Ledger
     recorder: Recorder
 

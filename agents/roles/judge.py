@@ -27,7 +27,7 @@ async def run_judge(
     state = ctx.ledger
     agent = state.start_agent(Role.JUDGE, None, ctx.settings.role(Role.JUDGE).model, cycle_id)
     diff_stat = await _diff_stat(ctx, start_tip)
-    check_command = ctx.settings.check_command
+    check_command = ctx.check.command if ctx.check is not None else ctx.settings.check_command
     check_exit, check_output = (None, "")
     if check_command:
         check_exit, check_output = await _run_check(ctx, check_command)
@@ -81,8 +81,14 @@ async def _diff_stat(ctx: RoleContext, since: str) -> str:
 
 
 async def _run_check(ctx: RoleContext, command: str) -> tuple[int | None, str]:
-    """The project's check command, sandboxed, in a worktree of the shared tip."""
+    """The project's check command, sandboxed, in a worktree of the shared tip (the gate's cached result
+    for the tip when it has one)."""
     from ..tools.sandbox import run_command
+
+    tip_tree = ctx.git.shared.tip_tree
+    cached = ctx.gate.cached(tip_tree) if ctx.gate and tip_tree else None
+    if cached is not None and ctx.check is not None and command == ctx.check.command:
+        return cached.exit_code, cached.output
 
     async with ctx.git.worktree(f"check-{ctx.cycle_number}", "judge") as wt:
         result = await run_command(

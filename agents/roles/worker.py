@@ -32,6 +32,7 @@ from .context import Agent, Handoff, Task
 from .render import render
 
 if TYPE_CHECKING:
+    from ..git.gate import Refusal
     from ..git.integration import Conflict
     from ..git.workspace import Worktree
     from .context import RoleContext
@@ -172,6 +173,15 @@ class WorkerLoop:
             return False
         return True
 
+    async def fix_refusal(self, refusal: Refusal) -> bool:
+        """The landing gate refused this worker's work (merged with the shared branch): it fixes it here."""
+        self.messages.append({"role": "user", "content": refusal.message()})
+        try:
+            await self.until_finish()
+        except WorkerLimit:
+            return False
+        return True
+
     # -- helpers -----------------------------------------------------------------------------------
 
     def _observe(
@@ -258,7 +268,7 @@ async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
             limit_hit = None
             try:
                 finish = await loop.until_finish()
-            except WorkerLimit as exc:  # keep what it wrote: the judge and the next cycle see it
+            except WorkerLimit as exc:  # what it wrote lands only if it passes the gate; kept on its branch
                 limit_hit = str(exc)
                 finish = {
                     "summary": f"ended by the {limit_hit} before finishing",
@@ -275,14 +285,18 @@ async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
                 result = await ctx.git.integrate(
                     wt,
                     loop.resolve_conflict,
-                    writer=state.record.writer,
+                    writer=ctx.recorder.writer,
                     max_conflict_rounds=limits.conflict_rounds,
+                    gate=ctx.gate,
+                    on_refusal=None if limit_hit else loop.fix_refusal,
+                    max_gate_rounds=limits.gate_rounds,
                 )
                 if result.status == "empty":
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, f"{summary} (no changes)", notes)
                 elif result.status != "integrated":
+                    unfinished = f"unfinished ({limit_hit}); " if limit_hit else ""
                     raise WorkerLimit(
-                        f"integration failed: {result.error or 'conflicts unresolved'}; "
+                        f"{unfinished}integration failed: {result.error or 'conflicts unresolved'}; "
                         f"work kept on {wt.branch}"
                     )
                 else:
@@ -293,6 +307,8 @@ async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
                         integrated_sha=result.sha,
                         retries=result.retries,
                         conflicts=result.conflicts,
+                        refusals=result.refusals,
+                        gate_ms=round(result.gate_ms, 1),
                     )
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, summary, notes, commit=result.sha)
     except (ModelError, WorkerLimit) as exc:

@@ -22,10 +22,12 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
 
     from ...store.writer import Writer
+    from ..git.gate import Gate
     from ..git.workspace import SessionRepo
     from ..model.client import ModelClient
     from ..model.server import EmbeddedServer
     from ..settings import Settings
+    from ..tools.check import CheckSpec
     from .record import Record
 
 
@@ -60,6 +62,11 @@ class SessionContext:
         self.state: SessionState = None  # type: ignore[assignment]  # set by the loop
         self.client: ModelClient = None  # type: ignore[assignment]  # set by the loop
         self.embedded: EmbeddedServer | None = None
+        self.check: CheckSpec | None = None
+        """The landing gate's check, chosen when the engine opens the repository."""
+        self.check_source = "config"
+        """Where the check came from: ``config``, or ``--check`` when the CLI set it."""
+        self.gate: Gate | None = None
         self.listeners: list[Any] = []
         """Subscribers, attached to the record when the loop opens it."""
         self.stop_reason: str | None = None

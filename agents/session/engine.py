@@ -21,6 +21,8 @@ from .context import SessionContext
 from .loop import Outcome, run_session
 
 if TYPE_CHECKING:
+    from ..git.gate import GateVerdict
+    from ..git.workspace import Worktree
     from ..settings import Settings
 
 __all__ = ["Engine", "Outcome", "PreflightError", "Snapshot", "preflight"]
@@ -122,6 +124,36 @@ class Engine(SessionContext):
         self.git = await SessionRepo.open(
             self.repo_path, self.session_id, branch=branch, resume=self.resuming, reuse_worktrees=True
         )
+        await self._setup_gate()
+
+    async def _setup_gate(self) -> None:
+        """The session's check (configured, ``--check``, or detected from the branch's files) and its gate."""
+        from ..git.gate import Gate, choose_check
+
+        gate = self.settings.gate
+        self.check = await choose_check(
+            self.git.root,
+            self.git.shared.tip or self.git.base_sha,
+            self.settings.check_command,
+            self.check_source,
+            gate.junit,
+        )
+        self.gate = Gate(
+            self.check,
+            self.settings.sandbox,
+            parallel=gate.parallel,
+            timeout=gate.timeout,
+            parse=gate.parse,
+            secret_env_names=self.settings.secret_env_names(),
+            on_verdict=self._on_gate,
+        )
+
+    def _on_gate(self, verdict: GateVerdict, wt: Worktree) -> None:
+        """Record and show one gate decision (trivial passes, with nothing merged or parsed, are not rows;
+        conflicts are the integration's to record)."""
+        if self.state is None or verdict.tree is None or verdict.conflict:
+            return
+        self.state.record.gate(verdict, wt.agent_id, wt.task_id)
 
     # -- control API -------------------------------------------------------------------------------
 

@@ -103,6 +103,7 @@ async def _record_start(ctx: SessionContext) -> None:
         config=redacted_dump(ctx.settings),
         workers=ctx.workers,
         sandbox=sandbox,
+        check=ctx.check,
         resumed=ctx.resuming,
     )
     await ctx.writer.aflush()

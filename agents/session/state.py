@@ -104,7 +104,16 @@ class SessionState:
         self.agents.pop(agent.id, None)
 
     def landed(
-        self, agent: Agent, task: Task, *, sha: str, integrated_sha: str | None, retries: int, conflicts: int
+        self,
+        agent: Agent,
+        task: Task,
+        *,
+        sha: str,
+        integrated_sha: str | None,
+        retries: int,
+        conflicts: int,
+        refusals: int = 0,
+        gate_ms: float = 0.0,
     ) -> None:
         """A task's commit is on the shared branch."""
         self.commits += 1
@@ -115,6 +124,8 @@ class SessionState:
             integrated_sha=integrated_sha,
             retries=retries,
             conflicts=conflicts,
+            refusals=refusals,
+            gate_ms=gate_ms,
             title=task.title,
         )
 
