@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ..model.client import ModelError
+from ..model.errors import EndpointError, ModelError
 from ..status import AgentStatus, Role, TaskKind, TaskStatus
 from .ask import ask
 from .context import Handoff, Task
@@ -34,14 +34,14 @@ async def run_planner(ctx: RoleContext, task: Task, scope: str = "") -> list[Han
     limits = ctx.settings.limits
     can_split = task.depth < limits.planner_depth
     status = TaskStatus.DONE
-    try:
-        async with ctx.inbox(task.id) as inbox, anyio.create_task_group() as group:
-            handoffs: list[Handoff] = []
-            first = True
-            while True:
-                max_tasks = ctx.task_budget_left() if first else min(followups_left, ctx.task_budget_left())
-                if not first and (max_tasks <= 0 or not any(not h.done or h.notes for h in handoffs)):
-                    break
+    async with ctx.inbox(task.id) as inbox, anyio.create_task_group() as group:
+        handoffs: list[Handoff] = []
+        first = True
+        while True:
+            max_tasks = ctx.task_budget_left() if first else min(followups_left, ctx.task_budget_left())
+            if not first and (max_tasks <= 0 or not any(not h.done or h.notes for h in handoffs)):
+                break
+            try:
                 plan = await _plan(
                     ctx,
                     agent,
@@ -52,23 +52,28 @@ async def run_planner(ctx: RoleContext, task: Task, scope: str = "") -> list[Han
                     max_tasks,
                     limits.planner_fanout if (first and can_split) else 0,
                 )
-                agent.steps += 1
-                outstanding = _queue(ctx, task, plan, max_tasks, group, first and can_split)
-                if not first:
-                    followups_left -= len(outstanding)
-                first = False
-                if not outstanding:
-                    break
-                handoffs = []
-                while outstanding:
-                    handoff = await inbox.receive()
-                    outstanding.discard(handoff.task_id)
-                    handoffs.append(handoff)
-                collected += handoffs
-    except ModelError as exc:
-        status = TaskStatus.FAILED
-        ctx.recorder.warning(f"{agent.name}: {exc.reason}", agent_id=agent.id, task_id=task.id)
-        collected.append(Handoff(task.id, task.title, TaskStatus.FAILED, f"planning failed: {exc.reason}"))
+            except EndpointError:
+                raise  # retrying cannot fix it: the session ends with one line
+            except ModelError as exc:  # caught here, inside the group, so it is not wrapped in a group
+                status = TaskStatus.FAILED
+                ctx.recorder.warning(f"{agent.name}: {exc.reason}", agent_id=agent.id, task_id=task.id)
+                collected.append(
+                    Handoff(task.id, task.title, TaskStatus.FAILED, f"planning failed: {exc.reason}")
+                )
+                break
+            agent.steps += 1
+            outstanding = _queue(ctx, task, plan, max_tasks, group, first and can_split)
+            if not first:
+                followups_left -= len(outstanding)
+            first = False
+            if not outstanding:
+                break
+            handoffs = []
+            while outstanding:
+                handoff = await inbox.receive()
+                outstanding.discard(handoff.task_id)
+                handoffs.append(handoff)
+            collected += handoffs
     done = sum(h.done for h in collected)
     summary = f"{done}/{len(collected)} tasks done in '{task.title}'"
     handoff = Handoff(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..model.client import ModelError, ReplyFormatError
+from ..model.errors import EndpointError, ModelError, ReplyFormatError
 from ..status import AgentStatus, Role, TaskStatus
 from ..tools import confine
 from ..tools.actions import (
@@ -311,6 +311,8 @@ async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
                         gate_ms=round(result.gate_ms, 1),
                     )
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, summary, notes, commit=result.sha)
+    except EndpointError:
+        raise  # retrying cannot fix it: the session ends with one line
     except (ModelError, WorkerLimit) as exc:
         reason = exc.reason if isinstance(exc, ModelError) else str(exc)
         state.end_agent(agent, AgentStatus.FAILED)

@@ -17,6 +17,7 @@ from ...store.db import new_id
 from ...store.redact import Redactor
 from ...store.writer import Writer
 from ..model.client import ModelClient
+from ..model.errors import find_endpoint_error
 from ..roles.judge import run_judge
 from ..roles.planner import run_planner
 from ..roles.replies import Verdict
@@ -62,9 +63,16 @@ async def run_session(ctx: SessionContext, controls: SessionControls) -> Outcome
         if isinstance(exc, anyio.get_cancelled_exc_class()):
             outcome = Outcome(SessionStatus.STOPPED, ctx.stop_reason or "cancelled")
             raise
-        if isinstance(exc, Exception):
-            outcome = Outcome(SessionStatus.FAILED, f"{type(exc).__name__}: {exc}")
-        raise
+        fatal = find_endpoint_error(exc)
+        if fatal is None:
+            if isinstance(exc, Exception):
+                outcome = Outcome(SessionStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            raise
+        # A request retrying cannot fix: the session ends with one line; its unfinished tasks wait for a resume.
+        outcome = Outcome(SessionStatus.FAILED, fatal.line)
+        ctx.stop_reason = ctx.stop_reason or fatal.line
+        if ctx.state is not None and ctx.cycle_id is not None:
+            _settle_cancelled(ctx)
     finally:
         with anyio.CancelScope(shield=True):
             await _record_end(ctx, outcome)
