@@ -24,19 +24,30 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from ..tools.check import CheckResult, CheckSpec, detect, python_has_pytest, run_check, spec_for
 from ..tools.parse_gate import parse_problems, parseable
-from .run import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
+from .gate_queue import LandingQueue
+from .run import GitError, cat_blobs, git, parse_merge_tree
+from .verdict import GateToken, GateVerdict, compare
+
+__all__ = ["Gate", "GateToken", "GateVerdict", "Refusal", "admit", "choose_check", "compare", "hand_back"]
 
 if TYPE_CHECKING:
-    from .gate_queue import LandingQueue
-    from .workspace import SessionRepo, Worktree
+    from .worktree import Worktree
+
+
+class SessionRepo(Protocol):
+    """What the gate needs of the session's repository (workspace's ``SessionRepo`` is one): the shared
+    branch. A protocol, so the gate does not import workspace (which imports integration, which uses the gate)."""
+
+    shared: Any
+
 
 TIP_CACHE = 256  # check results kept by tree id (a merged tree that lands is the next tip)
 DETECT_READ = (
@@ -48,50 +59,6 @@ DETECT_READ = (
     "makefile",
     "GNUmakefile",
 )
-REFUSAL_TAIL = 2500
-
-
-@dataclass(frozen=True)
-class GateToken:
-    """What the CAS may land: exactly ``tree`` (it passed on ``tip``), or anything when ``any_tip``."""
-
-    tip: str
-    tree: str | None
-    any_tip: bool = False
-
-
-@dataclass
-class GateVerdict:
-    """The gate's decision on landing one task head onto one tip."""
-
-    ok: bool
-    tip: str
-    tip_tree: str
-    tree: str | None = None
-    reason: str = ""
-    conflict: bool = False
-    any_tip: bool = False
-    new_failures: list[str] = field(default_factory=list)
-    parse_errors: dict[str, str] = field(default_factory=dict)
-    check: CheckResult | None = None
-    tip_check: CheckResult | None = None
-    tip_check_ran: bool = False
-    duration_ms: float = 0.0
-
-    def token(self) -> GateToken | None:
-        return GateToken(self.tip, self.tree, self.any_tip) if self.ok else None
-
-    def what_broke(self) -> str:
-        """What broke, for the worker: the new failing tests, the files that no longer parse, the output."""
-        lines = [self.reason]
-        for path, why in list(self.parse_errors.items())[:10]:
-            lines.append(f"- {path}: {why}")
-        for name in self.new_failures[:15]:
-            lines.append(f"- newly failing: {name}")
-        if self.check is not None and not self.check.ok:
-            lines.append(f"\nOutput of `{self.check.command}` on the merged tree (tail):")
-            lines.append(self.check.output[-REFUSAL_TAIL:])
-        return "\n".join(lines)
 
 
 @dataclass
@@ -158,11 +125,7 @@ class Gate:
         self.passes = 0
         self.total_ms = 0.0  # wall time spent gating, summed over landings
         self.check_ms = 0.0  # of which running the check
-        self.queue: LandingQueue | None = None
-        if spec.enabled:
-            from .gate_queue import LandingQueue
-
-            self.queue = LandingQueue(self, batch)
+        self.queue = LandingQueue(self, batch) if spec.enabled else None
 
     # -- the decision ----------------------------------------------------------------------------------
 
@@ -323,28 +286,6 @@ class Gate:
                 await git("clean", "-fdq", cwd=wt.path, check=False, background=True)
 
 
-def compare(tip: CheckResult, merged: CheckResult) -> tuple[list[str], str]:
-    """``(new failing ids, why it is worse)``; ``why`` is "" when the merged tree is not worse than the tip."""
-    if merged.ok or merged.refused:
-        return [], ""
-    if tip.ok:
-        named = sorted(merged.failing or [])
-        return named, f"the check passes on the shared branch and fails with this change ({merged.summary()})"
-    if merged.timed_out and not tip.timed_out:
-        return [], "the check times out with this change (it finishes on the shared branch)"
-    if tip.failing is not None and merged.failing is not None:
-        new = sorted(merged.failing - tip.failing)
-        if new:
-            return new, f"{len(new)} test(s) fail with this change that pass on the shared branch"
-        return [], ""
-    if tip.failing is not None and merged.failing is None:
-        return [], (
-            f"the check fails without naming tests (exit code {merged.exit_code}) with this change; on the "
-            f"shared branch only {len(tip.failing)} named test(s) fail"
-        )
-    return [], ""  # only exit statuses to compare, and both failed
-
-
 async def hand_back(
     session: SessionRepo,
     wt: Worktree,
@@ -416,12 +357,10 @@ async def admit(
 ) -> tuple[str, Any]:
     """The gate's part of one integration attempt (``result``: the :class:`.integration.IntegrationResult`).
 
-    Returns ``("fixed", new head)`` after a refusal the worker fixed (gate that next), ``("decided", attempt)``
-    when the landing queue decided (landed or a conflict with the tip), or ``("token", token)`` for the CAS
+    Returns ``("fixed", new head)`` after a refusal the worker fixed (gate that next), ``("decided", decision)``
+    when the landing queue decided (a :class:`.gate_queue.Decision`: landed, or a conflict with the tip), or ``("token", token)`` for the CAS
     (None for a conflict the CAS attempt finds and hands back). Raises GitError when the task must fail.
     """
-    from .integration import _Attempt
-
     t0 = time.perf_counter()
     decision = None
     try:
@@ -439,9 +378,7 @@ async def admit(
     finally:
         result.gate_ms += (time.perf_counter() - t0) * 1000
     if decision is not None and decision.kind != "refused":
-        merge = decision.merge or MergeTreeResult(tree="", clean=True)
-        kind = "landed" if decision.kind == "landed" else "conflict"
-        return "decided", _Attempt(kind, decision.tip, decision.sha, merge)  # type: ignore[arg-type]
+        return "decided", decision  # landed, or a conflict with the tip
     assert verdict is not None
     if verdict.ok or verdict.conflict:
         return "token", verdict.token()

@@ -19,16 +19,29 @@ own worker: the round's holder only asks each waiting worker to run the check on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from ..tools.check import CheckResult
 from .run import GitError, MergeTreeResult, git, parse_merge_tree
+from .verdict import GateVerdict, compare
 
 if TYPE_CHECKING:
-    from .gate import Gate, GateVerdict
-    from .workspace import SessionRepo, Worktree
+    from .worktree import Worktree
+
+
+class _Gate(Protocol):
+    """What the queue asks of its gate (:class:`.gate.Gate`)."""
+
+    parse: bool
+    tip_runs: dict[str, int]
+
+    async def check_tree(self, wt: Worktree, tree: str, head: str) -> CheckResult: ...
+    async def parse_errors(self, root: Any, tip_tree: str, tree: str) -> dict[str, str]: ...
+    def cached(self, tree: str) -> CheckResult | None: ...
+    def remember(self, tree: str, result: CheckResult) -> None: ...
+    def decided(self, verdict: GateVerdict, wt: Worktree) -> GateVerdict: ...
 
 
 @dataclass(eq=False)
@@ -72,7 +85,7 @@ class _Stacked:
 class LandingQueue:
     """The queue of one gate; :meth:`land` is what integration awaits."""
 
-    def __init__(self, gate: Gate, batch: int) -> None:
+    def __init__(self, gate: _Gate, batch: int) -> None:
         self.gate = gate
         self.batch = max(1, batch)
         self.items: list[Landing] = []
@@ -80,7 +93,7 @@ class LandingQueue:
         self.rounds = 0
 
     async def land(
-        self, session: SessionRepo, wt: Worktree, head: str, message: str, env: dict[str, str]
+        self, session: Any, wt: Worktree, head: str, message: str, env: dict[str, str]
     ) -> Decision:
         """Queue ``head`` and wait for a round to decide it (this worker may hold rounds for others)."""
         item = Landing(wt, head, message, env)
@@ -124,10 +137,9 @@ class LandingQueue:
             return None
         return item.result[1]
 
-    async def _round(self, session: SessionRepo) -> None:
-        """Stack, check, compare, land: one round, deciding a prefix of the queue (at least one landing)."""
-        from .gate import GateVerdict, compare
-
+    async def _round(self, session: Any) -> None:
+        """Stack, check, compare, land: one round, deciding a prefix of the queue (at least one landing).
+        ``session``: the session's repository (``root`` and ``shared``, the shared branch)."""
         gate, shared, root = self.gate, session.shared, session.root
         self.rounds += 1
         if shared.tip is None or shared.tip_tree is None:

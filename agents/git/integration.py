@@ -31,16 +31,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 
 from .gate import admit
 from .run import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
+from .worktree import Worktree
+
+
+class LandingRepo(Protocol):
+    """What landing needs of the session's repository (workspace's ``SessionRepo`` is one)."""
+
+    root: Path
+    session_id: str
+    shared: SharedBranch
+
 
 if TYPE_CHECKING:
     from .gate import Gate, GateToken, OnRefusal
-    from .workspace import SessionRepo, Worktree
 
 MAX_BATCH = 8  # requests landed per critical section: bounds how long the others in it wait
 MAX_MOVES = 200  # tip moved under us this many times in one integration: something else is hammering the ref
@@ -259,7 +268,7 @@ def _has_markers(text: str) -> bool:
 
 
 async def _hand_back(
-    session: SessionRepo,
+    session: LandingRepo,
     wt: Worktree,
     att: _Attempt,
     head: str,
@@ -307,7 +316,7 @@ async def _hand_back(
 
 
 async def integrate(
-    session: SessionRepo,
+    session: LandingRepo,
     wt: Worktree,
     on_conflict: OnConflict | None = None,
     *,
@@ -383,7 +392,13 @@ async def integrate(
                 if kind == "fixed":
                     head = wt.head = result.head = value
                     continue
-                att, token = (value, None) if kind == "decided" else (None, value)
+                if kind == "decided":  # the landing queue landed it, or found a conflict with the tip
+                    merge = value.merge or MergeTreeResult(tree="", clean=True)
+                    att = _Attempt(
+                        "landed" if value.kind == "landed" else "conflict", value.tip, value.sha, merge
+                    )
+                else:
+                    token = value
             if att is None:
                 urgent = result.conflicts > 0 or result.regates > 0
                 req = _Request(head, message, env, urgent=urgent, gated=gate is not None, token=token)
@@ -435,7 +450,7 @@ async def integrate(
 
 
 def _record_commit(
-    writer: Any, session: SessionRepo, wt: Worktree, result: IntegrationResult, created_at: str, now: Any
+    writer: Any, session: LandingRepo, wt: Worktree, result: IntegrationResult, created_at: str, now: Any
 ) -> None:
     from formicary.store.db import new_id
 
