@@ -44,6 +44,9 @@ async def run_session(engine: Engine) -> Outcome:
         embedded_url = await _start_embedded(engine)
         engine.client = client = ModelClient(writer, engine.session_id, embedded_base_url=embedded_url)
         client.listeners.append(state.on_llm_call)
+        client.notices.append(state.record.warning)  # an endpoint taken out, calls waiting, one back
+        if engine.embedded is not None and embedded_url:
+            client.revivers[embedded_url] = engine.embedded.revive
         client.listeners.append(lambda row: _check_token_budget(engine))
         if engine._paused:
             client.pause()
