@@ -34,6 +34,7 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
         except (WorkspaceError, PreflightError) as exc:
             fail(str(exc))
         outcome = run_live(engine)
+        print_summaries(engine.db_path, [engine.session_id])
         sys.exit(0 if outcome is not None and outcome.status == "done" else 1)
 
     from .agents.session.loop import install_signal_handlers
@@ -53,6 +54,7 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
     try:
         outcome = anyio.run(main)
     except RuntimeError as exc:
+        print_summaries(engine.db_path, [engine.session_id])
         fail(str(exc), code=1)
     printer.summary(outcome)
     sys.exit(0 if outcome.status == "done" else 1)
@@ -165,11 +167,22 @@ def attach(session: str | None, db_path: Path | None) -> None:
 
 
 def open_browser() -> None:
-    """``formicary`` with no command: the sessions browser."""
+    """``formicary`` with no command: the sessions browser; sessions started in it are summarised at the end."""
     from .agents import paths
     from .tui import browse
 
-    browse(paths.default_db_path())
+    path = paths.default_db_path()
+    print_summaries(path, browse(path))
+
+
+def print_summaries(db_path: Path, session_ids: list[str]) -> None:
+    """After the TUI has left the screen: what each session run in it left behind, and how to merge it."""
+    from .summary import summary_text
+
+    for session_id in session_ids:
+        text = summary_text(db_path, session_id) if db_path.exists() else ""
+        if text:
+            click.echo(text)
 
 
 def _copy_demo(dest: Path) -> Path:

@@ -139,9 +139,11 @@ class FormicaryApp(App[Any]):
         return self.outcomes.get(self.first_engine.session_id)
 
 
-def browse(db_path: Path) -> None:
-    """``formicary`` with no command: the sessions browser."""
-    FormicaryApp(db_path).run()
+def browse(db_path: Path) -> list[str]:
+    """``formicary`` with no command: the sessions browser; returns the ids of the sessions started in it."""
+    app = FormicaryApp(db_path)
+    app.run()
+    return list(app.engines)
 
 
 def run_live(engine: Any) -> Any:
