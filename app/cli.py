@@ -17,6 +17,11 @@ LAZY_COMMANDS = {
         "show",
         "Summarise a session: branch, commits, checks, tokens, how to merge.",
     ),
+    "report": (
+        "formicary.cli_report",
+        "report",
+        "Write a session's charts and tables as one HTML file that opens offline.",
+    ),
     "doctor": ("formicary.cli_info", "doctor", "Check every configured model endpoint."),
     "model": ("formicary.cli_model", "model", "Set up and serve the embedded local model."),
     "demo": (
