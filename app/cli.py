@@ -22,6 +22,11 @@ LAZY_COMMANDS = {
         "report",
         "Write a session's charts and tables as one HTML file that opens offline.",
     ),
+    "serve": (
+        "formicary.cli_serve",
+        "serve",
+        "Serve the TUI to a browser (loopback, token-protected URL).",
+    ),
     "doctor": ("formicary.cli_info", "doctor", "Check every configured model endpoint."),
     "model": ("formicary.cli_model", "model", "Set up and serve the embedded local model."),
     "demo": (

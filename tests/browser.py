@@ -98,6 +98,18 @@ class Browser:
                     raise RuntimeError(f"{method}: {data['error']}")
                 return data["result"]
 
+    async def add_init_script(self, source: str) -> None:
+        """Run ``source`` in every page before its own scripts (to watch what the page receives)."""
+        await self.send("Page.addScriptToEvaluateOnNewDocument", {"source": source})
+
+    async def press(self, key: str, code: int, text: str = "") -> None:
+        """One key, down and up, to the focused element."""
+        for kind in ("keyDown", "keyUp"):
+            params = {"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code}
+            if text and kind == "keyDown":
+                params["text"] = text
+            await self.send("Input.dispatchKeyEvent", params)
+
     async def goto(self, url: str) -> None:
         await self.send("Page.navigate", {"url": url})
         await self.wait_for("document.readyState === 'complete'")
