@@ -141,7 +141,9 @@ def test_chromium_shows_the_sessions_browser_and_opens_a_session(
             )
             await b.evaluate("document.querySelector('.xterm-helper-textarea')?.focus()")
             await b.press("Enter", 13, "\r")
-            opened = await b.wait_for(f"{PLAIN}.includes('Handle empty reports in JSON') && {PLAIN}", timeout=60)
+            opened = await b.wait_for(
+                f"{PLAIN}.includes('Handle empty reports in JSON') && {PLAIN}", timeout=60
+            )
             await asyncio.sleep(1.0)
             await b.screenshot(tmp_path / "serve-session.png")
             return listed or "", opened or "", painted or 0
