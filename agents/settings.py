@@ -129,6 +129,14 @@ class SandboxSettings(_Strict):
     """Characters of a command's output shown to the worker (head and tail kept)."""
 
 
+class UISettings(_Strict):
+    """The operator's terminal (``[ui]``)."""
+
+    notify: Literal["off", "bell", "desktop"] = "off"
+    """When the judge decides or a session ends: nothing, the terminal bell, or the bell and a desktop
+    notification (``notify-send`` where there is one, and the OSC 9 sequence terminals turn into one)."""
+
+
 class Settings(_Strict):
     """Everything a session runs with."""
 
@@ -138,6 +146,7 @@ class Settings(_Strict):
     """``[roles.planner]``, ``[roles.subplanner]``, ``[roles.worker]``, ``[roles.judge]``."""
     limits: Limits = Limits()
     sandbox: SandboxSettings = SandboxSettings()
+    ui: UISettings = UISettings()
     check_command: str = ""
     """The project's check (e.g. ``pytest -q``), run in the sandbox and shown to the judge."""
     branch: str = ""

@@ -16,6 +16,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from .store import queries as q
+from .view.shorten import shorten_at_word
 
 NO_CHECK = "no check"
 
@@ -210,8 +211,7 @@ def _is_control(ch: str) -> bool:
 
 
 def _one_line(text: str, width: int) -> str:
-    flat = " ".join(clean(text).split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+    return shorten_at_word(clean(text), width)
 
 
 def summary_text(db_path: Any, session_id: str) -> str:
