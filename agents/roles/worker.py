@@ -23,6 +23,7 @@ from ..tools.actions import ActionContext, FormatError, execute, parse_action, r
 from .render import render
 
 if TYPE_CHECKING:
+    from ..git.gate import Refusal
     from ..git.integration import Conflict
     from ..git.workspace import Worktree
     from ..session.engine import Engine
@@ -166,6 +167,15 @@ class WorkerLoop:
             return False
         return True
 
+    async def fix_refusal(self, refusal: Refusal) -> bool:
+        """The landing gate refused this worker's work (merged with the shared branch): it fixes it here."""
+        self.messages.append({"role": "user", "content": refusal.message()})
+        try:
+            await self.until_finish()
+        except WorkerLimit:
+            return False
+        return True
+
     # -- helpers -----------------------------------------------------------------------------------
 
     def _observe(
@@ -254,7 +264,7 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
             limit_hit = None
             try:
                 finish = await loop.until_finish()
-            except WorkerLimit as exc:  # keep what it wrote: the judge and the next cycle see it
+            except WorkerLimit as exc:  # what it wrote lands only if it passes the gate; kept on its branch
                 limit_hit = str(exc)
                 finish = {
                     "summary": f"ended by the {limit_hit} before finishing",
@@ -273,12 +283,16 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
                     loop.resolve_conflict,
                     writer=state.record.writer,
                     max_conflict_rounds=limits.conflict_rounds,
+                    gate=engine.gate,
+                    on_refusal=None if limit_hit else loop.fix_refusal,
+                    max_gate_rounds=limits.gate_rounds,
                 )
                 if result.status == "empty":
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, f"{summary} (no changes)", notes)
                 elif result.status != "integrated":
+                    unfinished = f"unfinished ({limit_hit}); " if limit_hit else ""
                     raise WorkerLimit(
-                        f"integration failed: {result.error or 'conflicts unresolved'}; "
+                        f"{unfinished}integration failed: {result.error or 'conflicts unresolved'}; "
                         f"work kept on {wt.branch}"
                     )
                 else:
@@ -290,6 +304,8 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
                         integrated_sha=result.sha,
                         retries=result.retries,
                         conflicts=result.conflicts,
+                        refusals=result.refusals,
+                        gate_ms=round(result.gate_ms, 1),
                         title=task.title,
                     )
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, summary, notes, commit=result.sha)
