@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import fail
-from .cli_show import find_row, open_record
+from .cli_common import fail, open_record, session_row
 
 
 @click.command()
@@ -28,7 +27,7 @@ def report(session: str | None, output: Path | None, db_path: Path | None) -> No
     from .report_html import render_report
 
     db = open_record(db_path)
-    row = find_row(db, session)
+    row = session_row(db, session)
     page = render_report(load_report(db, row["id"]))
     target = output or Path(f"formicary-{row['id'][-8:].lower()}.html")
     write_atomically(target, page)
