@@ -6,11 +6,10 @@ exactly what landed on the shared branch.
 
 from __future__ import annotations
 
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-import anyio
+from .run import git
 
 MAX_FILES = 150
 README_LINES = 30
@@ -18,8 +17,8 @@ RECENT_COMMITS = 8
 
 
 async def _git(repo: Path, *args: str) -> str:
-    result = await anyio.run_process(["git", *args], cwd=repo, check=False, stderr=subprocess.DEVNULL)
-    return result.stdout.decode("utf-8", "replace") if result.returncode == 0 else ""
+    result = await git(*args, cwd=repo, check=False)
+    return result.out if result.rc == 0 else ""
 
 
 def compact_tree(files: list[str], limit: int = MAX_FILES) -> str:
@@ -47,7 +46,7 @@ async def repo_map(repo: Path, ref: str) -> str:
         (f for f in files if f.lower() in ("readme.md", "readme.rst", "readme.txt", "readme")), None
     )
     if readme:
-        head = (await _git(repo, "show", f"{ref}:{readme}")).splitlines()[:README_LINES]
+        head = (await _git(repo, "show", "--no-textconv", f"{ref}:{readme}")).splitlines()[:README_LINES]
         parts += [f"\n{readme} (head):", "\n".join(head)]
     log = await _git(repo, "log", "--oneline", f"-{RECENT_COMMITS}", ref)
     if log:

@@ -287,7 +287,16 @@ class Engine:
     async def git_diff_stat(self, since: str) -> str:
         from ..git.run import git
 
-        result = await git("diff", "--stat", since, self.git.shared.tip, cwd=self.git.root, check=False)
+        result = await git(
+            "diff",
+            "--stat",
+            "--no-ext-diff",
+            "--no-textconv",
+            since,
+            self.git.shared.tip,
+            cwd=self.git.root,
+            check=False,
+        )
         return result.out
 
     async def run_check(self, command: str) -> tuple[int | None, str]:

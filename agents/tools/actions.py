@@ -29,6 +29,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..git.nested import nested_report, remove_nested_git
 from ..model.client import extract_json
 from . import confine
 from .sandbox import SandboxLike, SandboxOptions, run_command
@@ -291,7 +292,13 @@ async def _run(action: Run, ctx: ActionContext) -> Observation:
         footer = f"[timed out after {timeout:g} s: the command and every process it started were killed]"
     else:
         footer = f"[exit code {result.exit_code} after {result.duration_ms / 1000:.1f} s]"
-    return Observation(f"{output}\n{footer}", result.exit_code, result.duration_ms, error=result.timed_out)
+    # A repository the command made inside the worktree would be read by formicary's own git on the host.
+    removed = await anyio.to_thread.run_sync(remove_nested_git, ctx.real_root)
+    if removed:
+        footer += "\n" + nested_report(removed)
+    return Observation(
+        f"{output}\n{footer}", result.exit_code, result.duration_ms, error=result.timed_out or bool(removed)
+    )
 
 
 async def execute(action: Action | str, ctx: ActionContext) -> Observation:

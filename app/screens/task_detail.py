@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,19 +74,17 @@ def git_show(repo: str, sha: str) -> str:
     """``git show`` of a landed commit, or one line saying why it cannot be shown."""
     if not repo or not Path(repo).is_dir():
         return f"The repository is not at {repo or '(unknown)'} any more, so the diff cannot be shown."
-    try:
-        proc = subprocess.run(
-            ["git", "-C", repo, "show", "--stat", "--patch", "--no-color", "--format=fuller", sha],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=30,
+    from formicary.agents.git.run import git_sync
+
+    res = git_sync(
+        "show", "--stat", "--patch", "--no-color", "--no-ext-diff", "--no-textconv", "--format=fuller", sha,
+        cwd=repo,
+    )  # fmt: skip
+    if res.rc != 0:
+        return (
+            f"git show {sha[:10]} failed: {res.err.strip().splitlines()[-1] if res.err.strip() else res.rc}"
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"git show {sha[:10]} failed: {exc}"
-    if proc.returncode != 0:
-        return f"git show {sha[:10]} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
-    return proc.stdout
+    return res.out
 
 
 def diff_text(diff: str) -> Text:
