@@ -13,6 +13,11 @@ LAZY_COMMANDS = {
     "attach": ("formicary.cli_run", "attach", "Open the TUI on a session running in another terminal."),
     "sessions": ("formicary.cli_info", "sessions", "List past sessions from the record."),
     "doctor": ("formicary.cli_info", "doctor", "Check every configured model endpoint."),
+    "trust": (
+        "formicary.cli_trust",
+        "trust",
+        "Trust a repository's formicary.toml (as it is now) to set sandbox and endpoint keys.",
+    ),
     "model": ("formicary.cli_model", "model", "Set up and serve the embedded local model."),
     "demo": (
         "formicary.cli_run",
