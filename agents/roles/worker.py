@@ -135,7 +135,8 @@ class WorkerLoop:
         started = time.perf_counter()
         observation = await execute(action, self.ctx)
         elapsed = (time.perf_counter() - started) * 1000
-        text = observation.text
+        # Redacted before it goes anywhere: the next prompt, the record, the operator's screen (`cat .env`).
+        text = self.engine.state.writer.redact(observation.text)
         signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
         if signature == self._previous:  # small models loop; say so instead of letting it spin
             text += REPEAT_NUDGE
@@ -164,7 +165,8 @@ class WorkerLoop:
             paths=list(conflict.paths),
             round=getattr(conflict, "round", None),
         )
-        self.messages.append({"role": "user", "content": conflict_message(conflict)})
+        message = self.engine.state.writer.redact(conflict_message(conflict))
+        self.messages.append({"role": "user", "content": message})
         try:
             await self.until_finish()
         except WorkerLimit:
