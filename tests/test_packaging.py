@@ -25,6 +25,7 @@ def test_wheel_holds_only_formicary_and_its_data(tmp_path):
         "formicary/agents/session/engine.py",
         "formicary/agents/git/nested.py",
         "formicary/trust.py",
+        "formicary/view/follow.py",
         "formicary/store/writer.py",
         "formicary/prompts/worker.j2",
         "formicary/examples/tinyutils/GOAL.md",

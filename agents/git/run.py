@@ -129,15 +129,34 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+_WORKTREE_GIT_DIRS: dict[str, str] = {}
+"""Worktree folder → its git dir, for every worktree this process made (see :func:`register_worktree`)."""
+
+
+def register_worktree(path: Path | str, git_dir: Path | str) -> None:
+    """From now on, every git call with ``cwd=path`` names ``git_dir`` explicitly, whoever makes it."""
+    _WORKTREE_GIT_DIRS[str(path)] = str(git_dir)
+
+
+def forget_worktree(path: Path | str) -> None:
+    _WORKTREE_GIT_DIRS.pop(str(path), None)
+
+
 def git_argv(
-    args: Iterable[str], git_dir: Path | str | None = None, work_tree: Path | str | None = None
+    args: Iterable[str],
+    git_dir: Path | str | None = None,
+    work_tree: Path | str | None = None,
+    cwd: Path | str | None = None,
 ) -> list[str]:
     """The full command line of a git call: hardened options first, then an explicit repository when given.
 
     ``git_dir`` (with ``work_tree``) makes git ignore the worktree's own ``.git`` file, which an agent's
-    command could rewrite to point at a repository it built (with hooks and fsmonitor of its choosing).
+    command could rewrite to point at a repository it built (with hooks and fsmonitor of its choosing). A
+    ``cwd`` that is a registered worktree gets its git dir even when the caller did not name it.
     """
     argv = ["git", "-c", f"core.hooksPath={_private_dir().hooks}", *_CONFIG]
+    if git_dir is None and cwd is not None and (known := _WORKTREE_GIT_DIRS.get(str(cwd))):
+        git_dir, work_tree = known, cwd
     if git_dir is not None:
         argv.append(f"--git-dir={git_dir}")
         if work_tree is not None:
@@ -216,7 +235,7 @@ async def _run(
                 if state["cancelled"]:
                     return -1, b"", b"cancelled"
                 proc = state["proc"] = subprocess.Popen(
-                    git_argv(args, git_dir, cwd if git_dir is not None else None),
+                    git_argv(args, git_dir, cwd if git_dir is not None else None, cwd),
                     cwd=str(cwd),
                     env=git_env(env),
                     stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
@@ -293,7 +312,7 @@ def git_sync(
     """Run git and wait, blocking (for code off the event loop, e.g. a TUI worker thread); never raises for rc."""
     try:
         done = subprocess.run(
-            git_argv(args, git_dir, cwd if git_dir is not None else None),
+            git_argv(args, git_dir, cwd if git_dir is not None else None, cwd),
             cwd=str(cwd),
             env=git_env(),
             stdin=subprocess.DEVNULL,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .nested import remove_nested_git
-from .run import GitError, Identity, check_name, git
+from .run import GitError, Identity, check_name, forget_worktree, git, register_worktree
 
 if TYPE_CHECKING:
     from .integration import Conflict, IntegrationResult, SharedBranch
@@ -210,6 +210,7 @@ class SessionRepo:
         wt = Worktree(path=path, branch=branch, base=base, task_id=task_id, agent_id=agent_id)
         try:
             wt.git_dir = self._own_git_dir(path)
+            register_worktree(path, wt.git_dir)
             # The checkout itself runs outside the lock: it is the slow part and touches only this worktree.
             await git("reset", "-q", "--hard", cwd=path, git_dir=wt.git_dir, background=True)
         except BaseException:
@@ -310,6 +311,7 @@ class SessionRepo:
 
     async def _drop_worktree(self, wt: Worktree) -> None:
         await self._remove_folder(wt.path)
+        forget_worktree(wt.path)
         await self._doom(wt)
 
     async def _doom(self, wt: Worktree) -> None:
@@ -455,11 +457,15 @@ class SessionRepo:
         *,
         writer: Any = None,
         max_conflict_rounds: int = 3,
+        **gate: Any,
     ) -> IntegrationResult:
-        """Land ``wt``'s work on the shared branch; see :func:`formicary.agents.git.integration.integrate`."""
+        """Land ``wt``'s work on the shared branch; see :func:`formicary.agents.git.integration.integrate`
+        (``gate``: its ``gate``, ``on_refusal`` and ``max_gate_rounds``)."""
         from .integration import integrate
 
-        return await integrate(self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds)
+        return await integrate(
+            self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds, **gate
+        )
 
 
 def _unneeded_at(wt: Worktree) -> str | None:
