@@ -89,6 +89,7 @@ async def test_host_git_runs_nothing_planted_in_a_worktree(tmp_path: Path, case:
     marker = outside / "ESCAPED"
     session = await SessionRepo.open(repo, "s1", worktrees_dir=tmp_path / "wts", reuse_worktrees=True)
     async with session.worktree("t1", "a1") as wt:
+        assert f"--git-dir={wt.git_dir}" in git_argv(("status",), cwd=wt.path)  # whoever calls git there
         _plant(case, wt.path, outside, marker)
         sha = await session.commit(wt, "task one")
         assert sha is not None
