@@ -45,8 +45,8 @@ def _request(anchors: bool) -> str:
 def main(files: int, runs: int) -> None:
     import anyio
 
-    from formicary.agents.git.nested import find_nested_git
     from formicary.agents.git.run import git_env, git_sync
+    from formicary.agents.tools.nested import find_nested_git
     from formicary.agents.tools.sandbox import SandboxOptions, run_command
     from formicary.store.redact import Redactor
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from formicary.agents.git.nested import find_nested_git, remove_nested_git
 from formicary.agents.git.run import git, git_argv, git_env, git_sync
 from formicary.agents.git.workspace import SessionRepo
+from formicary.agents.tools.nested import find_nested_git, remove_nested_git
 from tests.gitrepo import git as sh_git
 from tests.gitrepo import make_repo
 

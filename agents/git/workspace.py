@@ -14,17 +14,17 @@ import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
-from .nested import remove_nested_git
+from ..tools.nested import remove_nested_git
+from .integration import Conflict, IntegrationResult, SharedBranch, integrate
 from .run import GitError, Identity, check_name, forget_worktree, git, register_worktree
+from .worktree import Worktree
 
-if TYPE_CHECKING:
-    from .integration import Conflict, IntegrationResult, SharedBranch
+__all__ = ["SessionRepo", "WorkspaceError", "Worktree"]
 
 TASK_BRANCH_PREFIX = "formicary-tasks"
 BRANCH_BATCH = 32  # task branches deleted per update-ref process
@@ -33,30 +33,6 @@ _SUMMARY_RE = re.compile(r"^\[[^\n]* ([0-9a-f]{40}|[0-9a-f]{64})\] ")
 
 class WorkspaceError(GitError):
     """The target repository can't host a session; the message is one line for the operator."""
-
-
-@dataclass
-class Worktree:
-    """One task's checkout. ``head`` is the task branch tip this process last wrote (None: no commit yet)."""
-
-    path: Path
-    branch: str
-    base: str  # shared-branch tip the worktree was created from
-    task_id: str
-    agent_id: str
-    git_dir: Path | None = None
-    """The worktree's own git dir under the repository's ``worktrees/``, read when the worktree was made:
-    every git call here names it, so a ``.git`` file the agent rewrote is never followed."""
-    head: str | None = None
-    message: str | None = None
-    status: str = "open"  # open | integrated | failed
-    integrated_sha: str | None = None
-    nested_removed: list[str] = field(default_factory=list)
-    """Nested ``.git`` entries removed from this worktree by formicary's git (see :mod:`.nested`)."""
-
-    @property
-    def identity(self) -> Identity:
-        return Identity.for_agent(self.agent_id)
 
 
 class SessionRepo:
@@ -73,8 +49,6 @@ class SessionRepo:
         worktrees_dir: Path,
         reuse_worktrees: bool = False,
     ) -> None:
-        from .integration import SharedBranch
-
         self.root = root
         self.common_dir = common_dir
         self.session_id = session_id
@@ -461,8 +435,6 @@ class SessionRepo:
     ) -> IntegrationResult:
         """Land ``wt``'s work on the shared branch; see :func:`formicary.agents.git.integration.integrate`
         (``gate``: its ``gate``, ``on_refusal`` and ``max_gate_rounds``)."""
-        from .integration import integrate
-
         return await integrate(
             self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds, **gate
         )

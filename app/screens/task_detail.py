@@ -71,21 +71,32 @@ def read_detail(db_path: Path, session_id: str, task_id: str) -> TaskDetail:
         db.conn.close()
 
 
+GIT_SHOW_TIMEOUT = 30.0
+
+
 def git_show(repo: str, sha: str) -> str:
-    """``git show`` of a landed commit, or one line saying why it cannot be shown."""
+    """``git show`` of a landed commit, or one line saying why it cannot be shown (run from a thread)."""
+    import anyio
+
+    from ..agents.git.run import git
+
     if not repo or not Path(repo).is_dir():
         return f"The repository is not at {repo or '(unknown)'} any more, so the diff cannot be shown."
-    from formicary.agents.git.run import git_sync
 
-    res = git_sync(
-        "show", "--stat", "--patch", "--no-color", "--no-ext-diff", "--no-textconv", "--format=fuller", sha,
-        cwd=repo,
-    )  # fmt: skip
-    if res.rc != 0:
-        return (
-            f"git show {sha[:10]} failed: {res.err.strip().splitlines()[-1] if res.err.strip() else res.rc}"
-        )
-    return res.out
+    async def show():
+        with anyio.fail_after(GIT_SHOW_TIMEOUT):
+            return await git(
+                "show", "--stat", "--patch", "--no-color", "--no-ext-diff", "--no-textconv", "--format=fuller",
+                sha, cwd=repo, check=False,
+            )  # fmt: skip
+
+    try:
+        result = anyio.run(show)
+    except (OSError, TimeoutError) as exc:
+        return f"git show {sha[:10]} failed: {exc or 'timed out'}"
+    if result.rc != 0:
+        return f"git show {sha[:10]} failed: {result.err.strip().splitlines()[-1] if result.err.strip() else result.rc}"
+    return result.out
 
 
 def diff_text(diff: str) -> Text:
