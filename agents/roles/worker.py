@@ -142,7 +142,7 @@ class WorkerLoop:
         observation = await execute(action, self.ctx)
         elapsed = (time.perf_counter() - started) * 1000
         # Redacted before it goes anywhere: the next prompt, the record, the operator's screen (`cat .env`).
-        text = self.engine.state.record.redact(observation.text)
+        text = self.context.recorder.redact(observation.text)
         signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
         if signature == self._previous:  # small models loop; say so instead of letting it spin
             text += REPEAT_NUDGE
@@ -167,7 +167,7 @@ class WorkerLoop:
         self.context.recorder.conflict(
             self.agent.id, self.task.id, list(conflict.paths), getattr(conflict, "round", None)
         )
-        message = self.engine.state.record.redact(conflict_message(conflict))
+        message = self.context.recorder.redact(conflict_message(conflict))
         self.messages.append({"role": "user", "content": message})
         try:
             await self.until_finish()
