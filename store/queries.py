@@ -239,6 +239,8 @@ def session_flags(db: Database, session_id: str) -> dict[str, Any]:
 
 def gate_totals(db: Database, session_id: str) -> tuple[int, float]:
     """The landing gate's refusals and the seconds it spent deciding, over the session."""
+    if "gates" not in db.table_names():
+        return 0, 0.0
     row = next(
         iter(
             db.query(
@@ -249,6 +251,20 @@ def gate_totals(db: Database, session_id: str) -> tuple[int, float]:
         )
     )
     return int(row["refused"]), float(row["ms"]) / 1000
+
+
+def task_gates(db: Database, session_id: str) -> dict[str, tuple[str, int]]:
+    """Each gated task's last gate verdict and how many times the gate refused it (empty before the gate)."""
+    if "gates" not in db.table_names():
+        return {}
+    out: dict[str, tuple[str, int]] = {}
+    for row in db.query(
+        "SELECT task_id, verdict, created_at FROM gates WHERE session_id = ? ORDER BY created_at",
+        [session_id],
+    ):
+        _, refused = out.get(row["task_id"], ("", 0))
+        out[row["task_id"]] = (row["verdict"], refused + (row["verdict"] == "refused"))
+    return out
 
 
 def task_agents(db: Database, session_id: str, task_id: str) -> list[dict[str, Any]]:

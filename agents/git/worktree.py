@@ -17,6 +17,9 @@ class Worktree:
     base: str  # shared-branch tip the worktree was created from
     task_id: str
     agent_id: str
+    git_dir: Path | None = None
+    """The worktree's own git dir under the repository's ``worktrees/``, read when the worktree was made:
+    every git call names it, so a ``.git`` file the agent rewrote is never followed."""
     head: str | None = None
     message: str | None = None
     status: str = "open"  # open | integrated | failed
@@ -24,6 +27,8 @@ class Worktree:
     changed: set[str] | None = field(default_factory=set)
     """Paths this task's commits changed, from ``git add -v`` (a superset; None: not known, ask git). The
     landing gate uses it to skip a process when no changed file needs parsing."""
+    nested_removed: list[str] = field(default_factory=list)
+    """Nested ``.git`` entries removed from this worktree by formicary's git (see :mod:`.nested`)."""
 
     @property
     def identity(self) -> Identity:
