@@ -379,7 +379,10 @@ async def admit(
     except Exception as exc:
         raise GitError(f"the landing gate failed: {exc!r}"[:300]) from exc
     finally:
-        result.gate_ms += (time.perf_counter() - t0) * 1000
+        spent = (time.perf_counter() - t0) * 1000
+        result.gate_ms += spent
+        if gate.queue is not None:  # evaluate() counts its own time
+            gate.total_ms += spent
     if decision is not None and decision.kind != "refused":
         return "decided", decision  # landed, or a conflict with the tip
     assert verdict is not None

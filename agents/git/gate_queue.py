@@ -180,6 +180,7 @@ class LandingQueue:
                     tg.start_soon(self._check_into, s)
         accepted: list[_Stacked] = []
         previous: CheckResult | None = None
+        ran_tip = False
         for s in stack:
             if s.result is None:
                 break  # its worker left: it and what is stacked on it wait for the next round
@@ -194,9 +195,13 @@ class LandingQueue:
                             break
                         gate.tip_runs[tip_tree] = gate.tip_runs.get(tip_tree, 0) + 1
                         gate.remember(tip_tree, previous)
+                        ran_tip = True
                 new, why = compare(previous, s.result)
             verdict = GateVerdict(not why, s.parent, s.parent_tree, s.tree, check=s.result)
+            if s is stack[0] and previous is not None:  # compared with the real tip's result
+                verdict.tip_check, verdict.tip_check_ran = previous, ran_tip
             verdict.new_failures = new
+            verdict.duration_ms = s.result.duration_ms
             verdict.reason = why or ("the check passes" if s.result.ok else "no new failure")
             gate.decided(verdict, s.item.wt)
             if why:
