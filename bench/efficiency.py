@@ -15,7 +15,9 @@ first wave (its tasks also paid for creating every worktree). ``efficiency_by_du
 Little's law (workers ÷ mean task duration), a cross-check insensitive to waves. CPU is reported for the engine
 process (all threads) and its reaped children (git) apart, per model call and per task; ``task_time`` and
 ``where`` break a task's wall time down, ``git`` counts git processes per task, ``cores_other_processes`` is what
-the rest of the machine used meanwhile (a busy neighbour lowers the figure).
+the rest of the machine used meanwhile (a busy neighbour lowers the figure). ``record_bytes_per_call`` is the
+whole record on disk (every table, after a WAL checkpoint) per model call of the session, and
+``record_gb_per_hour`` that at the window's call rate.
 
 Worktrees live where the engine puts them (on disk, in the data folder, here a temporary one);
 ``--worktrees tmpfs`` puts them in /dev/shm instead, and ``--fresh-worktrees`` makes a new worktree per task (the
@@ -204,6 +206,8 @@ def report(
             "FROM llm_calls WHERE session_id = ?",
             [engine.session_id],
         ).fetchone()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the whole record in the main file, measured as stored
+        record_bytes = sum(f.stat().st_size for f in db_path.parent.glob(db_path.name + "*"))
         checks = {
             "llm_call_rows": req[0],
             "client_calls": engine.client.calls,
@@ -250,10 +254,15 @@ def report(
         "between_calls_s": mean_of(2),
         "after_last_call_s": mean_of(3),
     }
+    # The record's growth: every table (calls, actions, events, commits...) as stored on disk, per model call
+    # of the session, and per hour at the window's call rate.
+    per_call = record_bytes / max(1, req[0])
     return {
         "bench": "efficiency",
         "workers": args.workers,
         "efficiency": round(rate / ideal, 3),
+        "record_bytes_per_call": round(per_call),
+        "record_gb_per_hour": round(per_call * ncalls / window * 3600 / 1e9, 3),
         "efficiency_by_duration": round(little / ideal, 3),
         "tasks_per_s": round(rate, 3),
         "ideal_tasks_per_s": round(ideal, 3),
@@ -310,7 +319,8 @@ def report(
             "rows_per_s": round((b["rows"] - a["rows"]) / window),
             "rows_per_call": round((b["rows"] - a["rows"]) / ncalls, 1) if ncalls else None,
             "batches_per_s": round((b["batches"] - a["batches"]) / window, 1),
-            "request_kb_per_call": round(req[1] / 1024 / max(1, req[0]), 1),
+            "request_kb_per_call": round(req[1] / 1024 / max(1, req[0]), 2),
+            "response_kb_per_call": round(req[2] / 1024 / max(1, req[0]), 2),
             "db_mb": round(db_path.stat().st_size / 2**20, 1),
         },
         "checks": checks,

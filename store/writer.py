@@ -3,7 +3,8 @@
 Every producer (agents, integration, controls) calls :meth:`Writer.insert`, :meth:`Writer.update` or
 :meth:`Writer.event`; the call only queues. One thread owns the write connection, drains the queue and commits
 each drained batch in one transaction (batched WAL writes run ~4x faster than a commit per row here). Text is
-redacted before it is written. :meth:`Writer.flush` waits until everything queued so far is on disk.
+redacted before it is written (a :class:`~.packing.Zipped` text is compressed after). :meth:`Writer.flush`
+waits until everything queued so far is on disk.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .db import connect, new_id, now
+from .packing import Zipped, pack
 from .redact import Redactor
 
 MAX_BATCH = 2000
@@ -46,6 +48,8 @@ def _to_db(value: Any, redact: Redactor) -> Any:
         return value
     if isinstance(value, str):
         return redact(value)
+    if isinstance(value, Zipped):  # redacted first, then packed: redaction sees every text
+        return pack(redact(value.text))
     return redact(json.dumps(value, default=str, ensure_ascii=False))
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,6 +23,7 @@ import anyio
 from pydantic import BaseModel, ValidationError
 
 from ...store.db import new_id, now
+from ...store.packing import Zipped
 
 if TYPE_CHECKING:
     from ...store.writer import Writer
@@ -31,6 +33,9 @@ MAX_BACKOFF = 30.0
 CONNECTIONS_PER_POOL = 32
 """Concurrent calls per SDK client: its connection pool scans all its connections whenever a request starts or
 ends, so 256 calls in flight through one pool cost O(256) each; calls are spread over several pools instead."""
+CONVERSATIONS_KEPT = 4096
+"""Agents whose last recorded conversation the client remembers, to record only what is new at their next call;
+the least recently used are forgotten (an agent that calls again after that records its whole conversation)."""
 
 
 class ModelError(Exception):
@@ -135,6 +140,8 @@ class ModelClient:
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.calls = 0
         self.in_flight = 0
+        # agent id -> (its last recorded call, the messages that call sent): the lean record's base
+        self._conversations: OrderedDict[str, tuple[str, list[dict[str, str]]]] = OrderedDict()
 
     # -- control -----------------------------------------------------------------------------------
 
@@ -336,16 +343,20 @@ class ModelClient:
         attempt: int,
         error: str | None,
     ) -> None:
+        call_id = new_id()
+        parent_id, kept = self._lean(agent_id, call_id, messages)
         row = {
-            "id": new_id(),
+            "id": call_id,
             "session_id": self.session_id,
             "agent_id": agent_id,
             "role": role,
             "model": settings.model,
             "endpoint": self._base_url(settings) or settings.endpoint,
             "schema_name": schema_name,
-            "request": json.dumps(messages, ensure_ascii=False),
-            "response": content,
+            "parent_id": parent_id,
+            "kept": kept,
+            "request": Zipped(json.dumps(messages[kept:], ensure_ascii=False)),
+            "response": Zipped(content) if content else content,
             "prompt_tokens": usage[0],
             "completion_tokens": usage[1],
             "latency_ms": round(latency, 2),
@@ -357,6 +368,30 @@ class ModelClient:
             self.writer.insert("llm_calls", row)
         for listener in self.listeners:
             listener(row)
+
+    def _lean(
+        self, agent_id: str | None, call_id: str, messages: list[dict[str, str]]
+    ) -> tuple[str | None, int]:
+        """(the agent's previous call, how many of its messages this call's conversation starts with).
+
+        Only the rest is recorded: a worker's conversation grows by two messages a step, so a call stores those
+        two instead of all twenty. A trimmed conversation shares a shorter prefix and records more; the first
+        call of an agent, or one the client has forgotten, records everything (``kept`` 0, no parent).
+        """
+        if self.writer is None or agent_id is None:
+            return None, 0
+        conversations = self._conversations
+        previous = conversations.pop(agent_id, None)
+        conversations[agent_id] = (call_id, list(messages))
+        if len(conversations) > CONVERSATIONS_KEPT:
+            conversations.popitem(last=False)
+        if previous is None:
+            return None, 0
+        parent_id, sent = previous
+        kept, n = 0, min(len(sent), len(messages))
+        while kept < n and (sent[kept] is messages[kept] or sent[kept] == messages[kept]):
+            kept += 1
+        return parent_id, kept
 
 
 def _classify(exc: Exception) -> tuple[str, float | None, bool]:
