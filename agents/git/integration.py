@@ -19,6 +19,8 @@ A conflict is handed back to the SAME worker outside the lock: its worktree gets
 markers (``read-tree -u --reset``), the callback edits files and says whether it resolved them, and a merge
 commit of (worker head, tip) is made on the task branch; the next attempt merges from that tip, so only what
 landed since can conflict again. Past ``max_conflict_rounds`` the task fails and its branch keeps the work.
+A task that lost a round gets the next turn on the paths it conflicted on (:mod:`.hotpaths`): other landings
+that would change them are held until it lands (bounded), so a hot file does not starve it.
 
 Why no ``--merge-base``: git 2.39 lacks it, and it is not needed: the task branch always descends from an
 earlier tip of the shared branch (or merges one in), so the merge base git computes is that tip.
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from .hotpaths import HotPaths
 from .run import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
 
 if TYPE_CHECKING:
@@ -111,6 +114,7 @@ class SharedBranch:
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     gate: anyio.Lock = field(default_factory=anyio.Lock)
     pending: list[_Request] = field(default_factory=list)
+    hot: HotPaths = field(default_factory=HotPaths)
 
     async def read_tip(self, cwd: Path) -> str:
         res = await git("rev-parse", self.ref, f"{self.ref}^{{tree}}", cwd=cwd)
@@ -134,10 +138,11 @@ class SharedBranch:
 
 @dataclass
 class _Attempt:
-    result: Literal["landed", "moved", "conflict"]
+    result: Literal["landed", "moved", "conflict", "held"]
     old_tip: str
     new_tip: str | None
     merge: MergeTreeResult
+    until: float = 0.0  # held: when the turn that holds it ends at the latest
 
 
 @dataclass(eq=False)
@@ -148,6 +153,7 @@ class _Request:
     message: str
     env: dict[str, str]
     urgent: bool
+    task_id: str = ""
     outcome: _Attempt | GitError | None = None
     taken: bool = False
 
@@ -200,6 +206,11 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
             if res.rc not in (0, 1):
                 raise GitError(f"git merge-tree failed: {res.err.strip()[:200]}")
             merge = parse_merge_tree(res.out, clean=res.rc == 0)
+            if shared.hot:  # some task has the turn on paths: hold a landing that would change them
+                until = shared.hot.blocked_until(req.task_id, await _touched(root, tree, merge))
+                if until is not None:
+                    req.outcome = _Attempt("held", tip, None, merge, until)
+                    continue
             if not merge.clean:
                 req.outcome = _Attempt("conflict", tip, None, merge)
                 continue
@@ -222,6 +233,12 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
     actual = None if not shared.serialize else await shared.read_tip(root)
     for req in batch:
         req.outcome = _Attempt("moved", start, actual, MergeTreeResult(tree="", clean=True))
+
+
+async def _touched(root: Path, tree: str | None, merge: MergeTreeResult) -> list[str]:
+    """The paths landing ``merge`` would change on a tip of ``tree`` (conflicted ones included)."""
+    res = await git("diff-tree", "-r", "--name-only", "-z", tree or "", merge.tree, cwd=root, check=False)
+    return [p for p in res.out.split("\0") if p] + list(merge.paths)
 
 
 def _relabel_file(target: Path, tip: str, head: str) -> str | None:
@@ -352,10 +369,13 @@ async def integrate(
         while True:
             result.attempts += 1
             t0 = time.perf_counter()
-            req = _Request(head, message, env, urgent=result.conflicts > 0)
+            req = _Request(head, message, env, urgent=result.conflicts > 0, task_id=wt.task_id)
             att = await _submit(shared, session.root, req)
             paths = att.merge.paths
             record(result.attempts, att.result, att.old_tip, att.new_tip, paths, t0)
+            if att.result == "held":  # another task has the turn on a path this changes: wait for it
+                await shared.hot.wait(att.until)
+                continue
             if att.result == "landed":
                 result.status, result.sha = "integrated", att.new_tip
                 wt.status, wt.integrated_sha = "integrated", att.new_tip
@@ -373,6 +393,7 @@ async def integrate(
                     f"conflict in {', '.join(paths[:5])} still unresolved after {max_conflict_rounds} round(s)"
                 )
             result.conflicts += 1
+            shared.hot.claim(wt.task_id, paths)  # the next landing on these paths is this task's
             try:
                 new_head = await _hand_back(session, wt, att, head, result.conflicts, on_conflict)
             except GitError:
@@ -387,6 +408,7 @@ async def integrate(
         wt.status = "failed"
         record(result.attempts, "failed", shared.tip, None, [], started)
     finally:
+        shared.hot.release(wt.task_id)
         if result.status == "failed" and result.error is None:
             result.error = "interrupted"  # cancelled mid-integration; the task branch keeps the work
         result.duration_ms = (time.perf_counter() - started) * 1000
