@@ -207,3 +207,27 @@ async def test_litellm_route_against_the_same_server(server):
     reply = await ask(client, s)
     await client.aclose()
     assert reply.data.n == 3
+
+
+async def test_transport_errors_keep_the_shape_the_classifier_reads():
+    from formicary.agents.model.http import ChatEndpoint, ConnectError, HTTPStatusError
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    async with ScriptedServer(script=["fine"]) as srv:
+        endpoint = ChatEndpoint(srv.base_url, "")
+        srv.fail_next("429", retry_after=3)
+        with pytest.raises(HTTPStatusError) as limited:
+            await endpoint.post(body, 5)
+        assert limited.value.status_code == 429 and limited.value.response.headers["retry-after"] == "3"
+        reply = await endpoint.post(body, 5)
+        assert reply["choices"][0]["message"]["content"] == "fine"
+        srv.fail_next("hang")
+        with pytest.raises(TimeoutError):
+            await endpoint.post(body, 0.3)
+        await endpoint.close()
+        sent = srv.requests[1]
+    assert sent["messages"] == body["messages"] and sent["model"] == "m"
+    gone = ChatEndpoint(srv.base_url, "")  # the server has stopped: nothing answers
+    with pytest.raises(ConnectError):
+        await gone.post(body, 5)
+    await gone.close()
