@@ -59,12 +59,21 @@ def agents(db: Database, session_id: str) -> list[dict[str, Any]]:
     return list(db.query("SELECT * FROM agents WHERE session_id = ? ORDER BY id", [session_id]))
 
 
+def _texts(row: dict[str, Any], *columns: str) -> dict[str, Any]:
+    """``row`` with its compressed text columns (see :mod:`.packing`) as text."""
+    for column in columns:
+        if isinstance(row.get(column), bytes):
+            row[column] = unpack(row[column])
+    return row
+
+
 def actions(db: Database, agent_id: str, after_step: int = -1) -> list[dict[str, Any]]:
-    return list(
-        db.query(
+    return [
+        _texts(row, "arguments", "observation")
+        for row in db.query(
             "SELECT * FROM actions WHERE agent_id = ? AND step > ? ORDER BY step", [agent_id, after_step]
         )
-    )
+    ]
 
 
 def commits(db: Database, session_id: str) -> list[dict[str, Any]]:
@@ -227,15 +236,18 @@ def agent_last_actions(db: Database, ids: list[str]) -> dict[str, dict[str, Any]
             f"WHERE agent_id IN ({_in_clause(chunk)}) GROUP BY agent_id",
             chunk,
         ):
-            out[row["agent_id"]] = row
+            out[row["agent_id"]] = _texts(row, "arguments")
     return out
 
 
 def last_actions_of(db: Database, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
     """An agent's newest ``limit`` actions, oldest first: what a log pane shows when it is selected."""
-    rows = list(
-        db.query("SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit])
-    )
+    rows = [
+        _texts(row, "arguments", "observation")
+        for row in db.query(
+            "SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit]
+        )
+    ]
     rows.reverse()
     return rows
 

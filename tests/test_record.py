@@ -75,8 +75,14 @@ async def test_every_request_is_rebuilt_byte_for_byte(tmp_path):
     assert all(by_id[r["parent_id"]]["agent_id"] == r["agent_id"] for r in rows if r["parent_id"])
     assert any(isinstance(r["request"], bytes) for r in rows), "large requests are stored compressed"
 
-    # the CLI shows a call's whole conversation, and refuses an agent it cannot name in one line
     agent = trimmed[0]["agent_id"]
+    # an action's long observation is stored compressed and read back as text
+    raw = [r["observation"] for r in db.query("SELECT observation FROM actions WHERE agent_id = ?", [agent])]
+    assert any(isinstance(o, bytes) for o in raw)
+    shown_actions = queries.last_actions_of(db, agent)
+    assert any("line 149: the same words" in (a["observation"] or "") for a in shown_actions)
+
+    # the CLI shows a call's whole conversation, and refuses an agent it cannot name in one line
     shown = CliRunner().invoke(main, ["calls", agent[-10:], "--db", str(db_path)])
     assert shown.exit_code == 0, shown.output
     lines = [json.loads(line) for line in shown.output.splitlines()]

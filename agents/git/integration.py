@@ -142,7 +142,7 @@ class _Attempt:
     old_tip: str
     new_tip: str | None
     merge: MergeTreeResult
-    until: float = 0.0  # held: when the turn that holds it ends at the latest
+    touched: list[str] = field(default_factory=list)  # held: the paths it would change
 
 
 @dataclass(eq=False)
@@ -207,9 +207,9 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
                 raise GitError(f"git merge-tree failed: {res.err.strip()[:200]}")
             merge = parse_merge_tree(res.out, clean=res.rc == 0)
             if shared.hot:  # some task has the turn on paths: hold a landing that would change them
-                until = shared.hot.blocked_until(req.task_id, await _touched(root, tree, merge))
-                if until is not None:
-                    req.outcome = _Attempt("held", tip, None, merge, until)
+                touched = await _touched(root, tree, merge)
+                if shared.hot.blocked_until(req.task_id, touched) is not None:
+                    req.outcome = _Attempt("held", tip, None, merge, touched)
                     continue
             if not merge.clean:
                 req.outcome = _Attempt("conflict", tip, None, merge)
@@ -373,8 +373,9 @@ async def integrate(
             att = await _submit(shared, session.root, req)
             paths = att.merge.paths
             record(result.attempts, att.result, att.old_tip, att.new_tip, paths, t0)
-            if att.result == "held":  # another task has the turn on a path this changes: wait for it
-                await shared.hot.wait(att.until)
+            if att.result == "held":  # another task has the turn on a path this changes: wait for ours
+                while (until := shared.hot.blocked_until(wt.task_id, att.touched)) is not None:
+                    await shared.hot.wait(until)
                 continue
             if att.result == "landed":
                 result.status, result.sha = "integrated", att.new_tip

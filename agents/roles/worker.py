@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ...store.db import new_id, now
+from ...store.packing import Zipped
 from ..model.client import ModelError, ReplyFormatError
 from ..session import events as ev
 from ..session.state import Agent, Handoff, Task
@@ -210,8 +211,8 @@ class WorkerLoop:
                 "task_id": self.task.id,
                 "step": step,
                 "name": name,
-                "arguments": json.dumps(args, ensure_ascii=False),
-                "observation": text,
+                "arguments": Zipped(json.dumps(args, ensure_ascii=False)),  # large ones compressed
+                "observation": Zipped(text),
                 "exit_code": exit_code,
                 "duration_ms": round(duration_ms, 2),
                 "created_at": now(),
