@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ..model.client import ModelError
-from ..session import events as ev
+from ..model.errors import EndpointError, ModelError
 from ..session.state import Handoff, Task
+from ..status import AgentStatus, Role, TaskKind, TaskStatus
 from .ask import ask
 from .render import render
 from .replies import Plan
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Handoff]:
     """Plan ``task``'s area, see its subtree through, and return the handoffs it collected."""
-    role = "planner" if task.kind == "planner" else "subplanner"
+    role = Role.PLANNER if task.kind == TaskKind.PLANNER else Role.SUBPLANNER
     state = engine.state
     agent = state.start_agent(role, task, engine.settings.role(role).model, task.cycle_id)
     state.start_task(task)
@@ -35,7 +35,7 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
     followups_left = engine.settings.limits.followups_per_planner
     limits = engine.settings.limits
     can_split = task.depth < limits.planner_depth
-    status = "done"
+    status = TaskStatus.DONE
     try:
         async with anyio.create_task_group() as group:
             handoffs: list[Handoff] = []
@@ -44,18 +44,28 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
                 max_tasks = (
                     engine.task_budget_left() if first else min(followups_left, engine.task_budget_left())
                 )
-                if not first and (max_tasks <= 0 or not any(h.status != "done" or h.notes for h in handoffs)):
+                if not first and (max_tasks <= 0 or not any(not h.done or h.notes for h in handoffs)):
                     break
-                plan = await _plan(
-                    engine,
-                    agent,
-                    task,
-                    role,
-                    scope,
-                    handoffs,
-                    max_tasks,
-                    limits.planner_fanout if (first and can_split) else 0,
-                )
+                try:
+                    plan = await _plan(
+                        engine,
+                        agent,
+                        task,
+                        role,
+                        scope,
+                        handoffs,
+                        max_tasks,
+                        limits.planner_fanout if (first and can_split) else 0,
+                    )
+                except EndpointError:
+                    raise  # retrying cannot fix it: the session ends with one line
+                except ModelError as exc:  # caught here, inside the group, so it is not wrapped in a group
+                    status = TaskStatus.FAILED
+                    state.record.warning(f"{agent.name}: {exc.reason}", agent_id=agent.id, task_id=task.id)
+                    collected.append(
+                        Handoff(task.id, task.title, TaskStatus.FAILED, f"planning failed: {exc.reason}")
+                    )
+                    break
                 agent.steps += 1
                 outstanding = _queue(engine, task, plan, max_tasks, group, first and can_split)
                 if not first:
@@ -69,14 +79,10 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
                     outstanding.discard(handoff.task_id)
                     handoffs.append(handoff)
                 collected += handoffs
-    except ModelError as exc:
-        status = "failed"
-        state.emit(ev.WARNING, agent_id=agent.id, task_id=task.id, message=f"{agent.name}: {exc.reason}")
-        collected.append(Handoff(task.id, task.title, "failed", f"planning failed: {exc.reason}"))
     finally:
         engine.inboxes.pop(task.id, None)
         inbox_send.close()
-    done = sum(h.status == "done" for h in collected)
+    done = sum(h.done for h in collected)
     summary = f"{done}/{len(collected)} tasks done in '{task.title}'"
     handoff = Handoff(
         task.id,
@@ -85,8 +91,8 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
         summary,
         notes="; ".join(f"{h.title}: {h.notes}" for h in collected if h.notes)[:2000],
     )
-    state.end_task(task, status, handoff=handoff, error=None if status == "done" else summary)
-    state.end_agent(agent, status)
+    state.end_task(task, status, handoff=handoff, error=None if status == TaskStatus.DONE else summary)
+    state.end_agent(agent, AgentStatus(status))
     return collected
 
 
@@ -101,7 +107,7 @@ async def _plan(
     max_subplanners: int,
 ) -> Plan:
     repo_map = await engine.repo_map()
-    if role == "planner":
+    if role == Role.PLANNER:
         messages = render(
             "planner",
             engine.settings.prompt_override("planner"),
@@ -127,15 +133,14 @@ async def _plan(
             max_subplanners=max_subplanners,
         )
     plan = await ask(engine, agent, role, messages, "plan", Plan)
-    if role == "planner" and plan.scratchpad.strip():
+    if role == Role.PLANNER and plan.scratchpad.strip():
         engine.set_scratchpad(plan.scratchpad)
-    engine.state.emit(
-        ev.PLAN,
-        agent_id=agent.id,
-        task_id=task.id,
+    engine.state.record.plan(
+        agent.id,
+        task.id,
         tasks=[t.title for t in plan.tasks],
         subplanners=[s.title for s in plan.subplanners],
-        scratchpad=plan.scratchpad[:500],
+        scratchpad=plan.scratchpad,
     )
     return plan
 
@@ -149,7 +154,7 @@ def _queue(engine: Engine, parent: Task, plan: Plan, max_tasks: int, group, allo
             break
         child = state.new_task(
             parent.cycle_id,
-            "work",
+            TaskKind.WORK,
             planned.title or planned.instructions[:60],
             parent,
             instructions=planned.instructions,
@@ -161,7 +166,9 @@ def _queue(engine: Engine, parent: Task, plan: Plan, max_tasks: int, group, allo
         engine.enqueue(child)
     if allow_sub:
         for sub in plan.subplanners[: engine.settings.limits.planner_fanout]:
-            child = state.new_task(parent.cycle_id, "subplanner", sub.title, parent, instructions=sub.scope)
+            child = state.new_task(
+                parent.cycle_id, TaskKind.SUBPLANNER, sub.title, parent, instructions=sub.scope
+            )
             outstanding.add(child.id)
             group.start_soon(_run_sub, engine, child, sub.scope)
     return outstanding
@@ -174,6 +181,6 @@ async def _run_sub(engine: Engine, task: Task, scope: str) -> None:
             task.id,
             task.title,
             task.status,
-            f"{sum(h.status == 'done' for h in collected)}/{len(collected)} tasks done",
+            f"{sum(h.done for h in collected)}/{len(collected)} tasks done",
         )
     )

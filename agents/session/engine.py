@@ -20,12 +20,14 @@ import anyio
 from ...store.db import new_id
 from ...store.writer import Writer
 from .. import paths
-from . import events as ev
+from ..status import Control, SessionStatus, TaskStatus
 from .state import Handoff, SessionState, Task
 
 if TYPE_CHECKING:
-    from ..git.workspace import SessionRepo
+    from ..git.gate import Gate, GateVerdict
+    from ..git.workspace import SessionRepo, Worktree
     from ..settings import Settings
+    from ..tools.check import CheckSpec
 
 
 class PreflightError(Exception):
@@ -33,7 +35,7 @@ class PreflightError(Exception):
 
 
 async def preflight(settings: Settings, timeout: float = 5.0) -> None:
-    """GET ``/models`` on every configured OpenAI-compatible endpoint, so a typo fails in seconds, not tasks."""
+    """GET ``/models`` on every configured OpenAI-compatible endpoint, so a typo in a URL fails in seconds."""
     import httpx
 
     from ..settings import ROLES
@@ -46,21 +48,37 @@ async def preflight(settings: Settings, timeout: float = 5.0) -> None:
             headers = {}
             if model.api_key_env and os.environ.get(model.api_key_env):
                 headers["Authorization"] = f"Bearer {os.environ[model.api_key_env]}"
+            # Any answer will do: a refused key or an unknown model ends the session at its first call, with
+            # the reason recorded on the session row.
             try:
-                response = await http.get(f"{url}/models", headers=headers)
+                await http.get(f"{url}/models", headers=headers)
             except httpx.HTTPError as exc:
                 raise PreflightError(
                     f"model endpoint {url} is not reachable ({type(exc).__name__}); start the server or fix "
                     "model.base_url (`formicary doctor` checks every endpoint)"
                 ) from None
-            if response.status_code in (401, 403):
-                raise PreflightError(f"model endpoint {url} refused the key (HTTP {response.status_code})")
 
 
 @dataclass
 class Outcome:
-    status: str  # done | stopped | failed
+    status: SessionStatus  # done | stopped | failed
     reason: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The engine's state at a glance (headless status lines, tests)."""
+
+    session_id: str
+    cycle: int
+    paused: bool
+    workers: int
+    running_workers: int
+    tasks: dict[TaskStatus, int]
+    commits: int
+    prompt_tokens: int
+    completion_tokens: int
+    elapsed: float
 
 
 class Engine:
@@ -108,6 +126,9 @@ class Engine:
         self._map_lock = anyio.Lock()
         self._listeners: list[Any] = []
         self.embedded = None
+        self.check: CheckSpec | None = None  # the landing gate's check, chosen in prepare()
+        self.check_source = "config"  # or "--check" when the CLI set it
+        self.gate: Gate | None = None
         self._resume_branch: str | None = None  # the session branch to reopen (resume only)
         self._resume_cycle: tuple | None = None  # (cycle row, pending task rows, planned) set by recovery
 
@@ -159,42 +180,72 @@ class Engine:
         self.git = await SessionRepo.open(
             self.repo_path, self.session_id, branch=branch, resume=self.resuming, reuse_worktrees=True
         )
+        await self._setup_gate()
+
+    async def _setup_gate(self) -> None:
+        """The session's check (configured, ``--check``, or detected from the branch's files) and its gate."""
+        from ..git.gate import Gate, choose_check
+
+        gate = self.settings.gate
+        self.check = await choose_check(
+            self.git.root,
+            self.git.shared.tip or self.git.base_sha,
+            self.settings.check_command,
+            self.check_source,
+            gate.junit,
+        )
+        self.gate = Gate(
+            self.check,
+            self.settings.sandbox,
+            parallel=gate.parallel,
+            timeout=gate.timeout,
+            parse=gate.parse,
+            secret_env_names=self.settings.secret_env_names(),
+            on_verdict=self._on_gate,
+        )
+
+    def _on_gate(self, verdict: GateVerdict, wt: Worktree) -> None:
+        """Record and show one gate decision (trivial passes, with nothing merged or parsed, are not rows;
+        conflicts are the integration's to record)."""
+        if self.state is None or verdict.tree is None or verdict.conflict:
+            return
+        self.state.record.gate(verdict, wt.agent_id, wt.task_id)
 
     # -- control API -------------------------------------------------------------------------------
 
     def subscribe(self, listener: Any) -> None:
-        """Call ``listener(event_dict)`` on the event loop for every event this engine emits."""
+        """Call ``listener(event)`` (an :class:`~.events.Event`) on the event loop for every event emitted."""
         self._listeners.append(listener)
         if self.state is not None:
-            self.state.listeners.append(listener)
+            self.state.record.listeners.append(listener)
 
-    def _control(self, kind: str, source: str = "api", **data: Any) -> None:
+    def _control(self, kind: Control, source: str = "api", **data: Any) -> None:
         if self.state is not None:
-            self.state.emit(ev.CONTROL, control=kind, source=source, **data)
+            self.state.record.control(kind, source, **data)
 
     def pause(self, source: str = "api") -> None:
         self._paused = True
         if self.client is not None:
             self.client.pause()
-        self._control("pause", source)
+        self._control(Control.PAUSE, source)
 
     def resume(self, source: str = "api") -> None:
         self._paused = False
         if self.client is not None:
             self.client.resume()
-        self._control("resume", source)
+        self._control(Control.RESUME, source)
         self._poke()
 
     def fresh_start(self, source: str = "api") -> None:
         """Abandon the current cycle now (work that landed stays) and begin a new one."""
-        self._control("fresh", source)
+        self._control(Control.FRESH, source)
         self._fresh = True
         if self._cycle_scope is not None:
             self._cycle_scope.cancel()
 
     def stop(self, source: str = "api", reason: str = "stopped by the operator") -> None:
         """Stop gracefully: unfinished tasks go back to pending (``formicary resume`` carries on)."""
-        self._control("stop", source)
+        self._control(Control.STOP, source)
         self._stop_reason = self._stop_reason or reason
         if self._cycle_scope is not None:
             self._cycle_scope.cancel()
@@ -205,33 +256,33 @@ class Engine:
         text = text.strip()
         if not text:
             return
-        self._control("steer", source, text=text[:2000], replace_goal=replace_goal)
+        self._control(Control.STEER, source, text=text[:2000], replace_goal=replace_goal)
         if replace_goal:
             self.goal = text
-            if self.writer is not None:
-                self.writer.update("sessions", self.session_id, {"goal": text})
+            if self.state is not None:
+                self.state.record.set_goal(text)
         else:
             self.steering.append(text)
 
     def set_workers(self, n: int, source: str = "api") -> None:
         self.workers = max(1, int(n))
-        self._control("workers", source, n=self.workers)
+        self._control(Control.WORKERS, source, n=self.workers)
         self._poke()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         state = self.state
-        return {
-            "session_id": self.session_id,
-            "cycle": self.cycle_number,
-            "paused": self._paused,
-            "workers": self.workers,
-            "running_workers": self._running_workers,
-            "tasks": state.counts() if state else {},
-            "commits": state.commits if state else 0,
-            "prompt_tokens": state.prompt_tokens if state else 0,
-            "completion_tokens": state.completion_tokens if state else 0,
-            "elapsed": time.monotonic() - state.started if state else 0.0,
-        }
+        return Snapshot(
+            session_id=self.session_id,
+            cycle=self.cycle_number,
+            paused=self._paused,
+            workers=self.workers,
+            running_workers=self._running_workers,
+            tasks=state.counts() if state else {},
+            commits=state.commits if state else 0,
+            prompt_tokens=state.prompt_tokens if state else 0,
+            completion_tokens=state.completion_tokens if state else 0,
+            elapsed=time.monotonic() - state.started if state else 0.0,
+        )
 
     # -- for planners, workers and the judge -------------------------------------------------------
 
@@ -252,7 +303,7 @@ class Engine:
 
     def set_scratchpad(self, text: str) -> None:
         self.scratchpad = text
-        self.writer.update("sessions", self.session_id, {"scratchpad": text})
+        self.state.record.set_scratchpad(text)
 
     def task_budget_left(self) -> int:
         return self.settings.limits.tasks_per_cycle - self.tasks_created
@@ -291,9 +342,14 @@ class Engine:
         return result.out
 
     async def run_check(self, command: str) -> tuple[int | None, str]:
-        """The project's check command, sandboxed, in a worktree of the shared tip."""
+        """The project's check command, sandboxed, in a worktree of the shared tip (the gate's cached result
+        for the tip when it has one)."""
         from ..tools.sandbox import run_command
 
+        tip_tree = self.git.shared.tip_tree
+        cached = self.gate.cached(tip_tree) if self.gate and tip_tree else None
+        if cached is not None and self.check is not None and command == self.check.command:
+            return cached.exit_code, cached.output
         async with self.git.worktree(f"check-{self.cycle_number}", "judge") as wt:
             result = await run_command(
                 command, wt.path, self.settings.sandbox, timeout=self.settings.sandbox.max_timeout
