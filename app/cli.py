@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
+
+from .cli_common import fail
+
+__all__ = ["fail", "main"]
 
 LAZY_COMMANDS = {
     "run": ("formicary.cli_run", "run", "Run a session on a repository: the TUI, or --headless."),
@@ -54,12 +57,6 @@ def main(ctx: click.Context) -> None:
     Run with no command to open the sessions browser.
     """
     if ctx.invoked_subcommand is None:
-        from .cli_run import open_browser
+        from .cli_common import open_browser
 
         open_browser()
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One clear line on stderr and a non-zero exit: how every bad input ends."""
-    click.echo(f"formicary: {message}", err=True)
-    sys.exit(code)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import fail
+from .cli_common import fail
 
 
 @click.command()

@@ -160,9 +160,4 @@ def attach(db_path: Path, session_id: str) -> None:
     FormicaryApp(db_path, session_id=session_id, attach=True).run()
 
 
-def view(db_path: Path, session_id: str) -> None:
-    """One past session, read-only."""
-    FormicaryApp(db_path, session_id=session_id).run()
-
-
-__all__ = ["FormicaryApp", "attach", "browse", "run_live", "view"]
+__all__ = ["FormicaryApp", "attach", "browse", "run_live"]

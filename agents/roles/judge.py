@@ -9,33 +9,33 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..model.errors import EndpointError, ModelError
-from ..session.state import Handoff
 from ..status import AgentStatus, Role
 from .ask import ask
+from .context import Handoff
 from .render import render
 from .replies import Verdict
 
 if TYPE_CHECKING:
-    from ..session.engine import Engine
+    from .context import RoleContext
 
 CHECK_OUTPUT_CHARS = 6000
 
 
 async def run_judge(
-    engine: Engine, cycle_id: str, number: int, start_tip: str, handoffs: list[Handoff]
+    ctx: RoleContext, cycle_id: str, number: int, start_tip: str, handoffs: list[Handoff]
 ) -> Verdict:
-    state = engine.state
-    agent = state.start_agent(Role.JUDGE, None, engine.settings.role(Role.JUDGE).model, cycle_id)
-    diff_stat = await engine.git_diff_stat(start_tip)
-    check_command = engine.check.command if engine.check is not None else engine.settings.check_command
+    state = ctx.ledger
+    agent = state.start_agent(Role.JUDGE, None, ctx.settings.role(Role.JUDGE).model, cycle_id)
+    diff_stat = await _diff_stat(ctx, start_tip)
+    check_command = ctx.check.command if ctx.check is not None else ctx.settings.check_command
     check_exit, check_output = (None, "")
     if check_command:
-        check_exit, check_output = await engine.run_check(check_command)
+        check_exit, check_output = await _run_check(ctx, check_command)
     work = list(handoffs)
     messages = render(
         "judge",
-        engine.settings.prompt_override("judge"),
-        goal=engine.goal,
+        ctx.settings.prompt_override("judge"),
+        goal=ctx.goal,
         number=number,
         tasks_done=sum(h.done for h in work),
         tasks_failed=sum(not h.done for h in work),
@@ -48,7 +48,7 @@ async def run_judge(
     )
     status = AgentStatus.DONE
     try:
-        verdict = await ask(engine, agent, Role.JUDGE, messages, "verdict", Verdict)
+        verdict = await ask(ctx, agent, Role.JUDGE, messages, "verdict", Verdict)
     except EndpointError:
         raise  # retrying cannot fix it: the session ends with one line
     except ModelError as exc:
@@ -56,11 +56,11 @@ async def run_judge(
         verdict = Verdict(
             decision="continue",
             reason=f"the judge could not answer: {exc.reason}",
-            notes=engine.verdict_notes,
+            notes=ctx.verdict_notes,
         )
     agent.steps += 1
 
-    state.record.verdict(
+    ctx.recorder.verdict(
         agent.id,
         cycle_id,
         number,
@@ -72,3 +72,28 @@ async def run_judge(
     )
     state.end_agent(agent, status)
     return verdict
+
+
+async def _diff_stat(ctx: RoleContext, since: str) -> str:
+    """What landed on the shared branch since ``since``, as ``git diff --stat``."""
+    from ..git.run import git
+
+    result = await git("diff", "--stat", since, ctx.git.shared.tip, cwd=ctx.git.root, check=False)
+    return result.out
+
+
+async def _run_check(ctx: RoleContext, command: str) -> tuple[int | None, str]:
+    """The project's check command, sandboxed, in a worktree of the shared tip (the gate's cached result
+    for the tip when it has one)."""
+    from ..tools.sandbox import run_command
+
+    tip_tree = ctx.git.shared.tip_tree
+    cached = ctx.gate.cached(tip_tree) if ctx.gate and tip_tree else None
+    if cached is not None and ctx.check is not None and command == ctx.check.command:
+        return cached.exit_code, cached.output
+
+    async with ctx.git.worktree(f"check-{ctx.cycle_number}", "judge") as wt:
+        result = await run_command(
+            command, wt.path, ctx.settings.sandbox, timeout=ctx.settings.sandbox.max_timeout
+        )
+    return result.exit_code, result.text

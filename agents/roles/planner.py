@@ -13,75 +13,67 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..model.errors import EndpointError, ModelError
-from ..session.state import Handoff, Task
 from ..status import AgentStatus, Role, TaskKind, TaskStatus
 from .ask import ask
+from .context import Handoff, Task
 from .render import render
 from .replies import Plan
 
 if TYPE_CHECKING:
-    from ..session.engine import Engine
+    from .context import RoleContext
 
 
-async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Handoff]:
+async def run_planner(ctx: RoleContext, task: Task, scope: str = "") -> list[Handoff]:
     """Plan ``task``'s area, see its subtree through, and return the handoffs it collected."""
     role = Role.PLANNER if task.kind == TaskKind.PLANNER else Role.SUBPLANNER
-    state = engine.state
-    agent = state.start_agent(role, task, engine.settings.role(role).model, task.cycle_id)
+    state = ctx.ledger
+    agent = state.start_agent(role, task, ctx.settings.role(role).model, task.cycle_id)
     state.start_task(task)
-    inbox_send, inbox = anyio.create_memory_object_stream[Handoff](10_000)
-    engine.inboxes[task.id] = inbox_send
     collected: list[Handoff] = []
-    followups_left = engine.settings.limits.followups_per_planner
-    limits = engine.settings.limits
+    followups_left = ctx.settings.limits.followups_per_planner
+    limits = ctx.settings.limits
     can_split = task.depth < limits.planner_depth
     status = TaskStatus.DONE
-    try:
-        async with anyio.create_task_group() as group:
-            handoffs: list[Handoff] = []
-            first = True
-            while True:
-                max_tasks = (
-                    engine.task_budget_left() if first else min(followups_left, engine.task_budget_left())
+    async with ctx.inbox(task.id) as inbox, anyio.create_task_group() as group:
+        handoffs: list[Handoff] = []
+        first = True
+        while True:
+            max_tasks = ctx.task_budget_left() if first else min(followups_left, ctx.task_budget_left())
+            if not first and (max_tasks <= 0 or not any(not h.done or h.notes for h in handoffs)):
+                break
+            try:
+                plan = await _plan(
+                    ctx,
+                    agent,
+                    task,
+                    role,
+                    scope,
+                    handoffs,
+                    max_tasks,
+                    limits.planner_fanout if (first and can_split) else 0,
                 )
-                if not first and (max_tasks <= 0 or not any(not h.done or h.notes for h in handoffs)):
-                    break
-                try:
-                    plan = await _plan(
-                        engine,
-                        agent,
-                        task,
-                        role,
-                        scope,
-                        handoffs,
-                        max_tasks,
-                        limits.planner_fanout if (first and can_split) else 0,
-                    )
-                except EndpointError:
-                    raise  # retrying cannot fix it: the session ends with one line
-                except ModelError as exc:  # caught here, inside the group, so it is not wrapped in a group
-                    status = TaskStatus.FAILED
-                    state.record.warning(f"{agent.name}: {exc.reason}", agent_id=agent.id, task_id=task.id)
-                    collected.append(
-                        Handoff(task.id, task.title, TaskStatus.FAILED, f"planning failed: {exc.reason}")
-                    )
-                    break
-                agent.steps += 1
-                outstanding = _queue(engine, task, plan, max_tasks, group, first and can_split)
-                if not first:
-                    followups_left -= len(outstanding)
-                first = False
-                if not outstanding:
-                    break
-                handoffs = []
-                while outstanding:
-                    handoff = await inbox.receive()
-                    outstanding.discard(handoff.task_id)
-                    handoffs.append(handoff)
-                collected += handoffs
-    finally:
-        engine.inboxes.pop(task.id, None)
-        inbox_send.close()
+            except EndpointError:
+                raise  # retrying cannot fix it: the session ends with one line
+            except ModelError as exc:  # caught here, inside the group, so it is not wrapped in a group
+                status = TaskStatus.FAILED
+                ctx.recorder.warning(f"{agent.name}: {exc.reason}", agent_id=agent.id, task_id=task.id)
+                collected.append(
+                    Handoff(task.id, task.title, TaskStatus.FAILED, f"planning failed: {exc.reason}")
+                )
+                break
+            agent.steps += 1
+            outstanding = _queue(ctx, task, plan, max_tasks, group, first and can_split)
+            if not first:
+                followups_left -= len(outstanding)
+            first = False
+            if not outstanding:
+                break
+            handoffs = []
+            while outstanding:
+                handoff = await inbox.receive()
+                outstanding.discard(handoff.task_id)
+                handoffs.append(handoff)
+            collected += handoffs
     done = sum(h.done for h in collected)
     summary = f"{done}/{len(collected)} tasks done in '{task.title}'"
     handoff = Handoff(
@@ -97,7 +89,7 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
 
 
 async def _plan(
-    engine: Engine,
+    ctx: RoleContext,
     agent,
     task: Task,
     role: str,
@@ -106,16 +98,16 @@ async def _plan(
     max_tasks: int,
     max_subplanners: int,
 ) -> Plan:
-    repo_map = await engine.repo_map()
+    repo_map = await ctx.repo_map()
     if role == Role.PLANNER:
         messages = render(
             "planner",
-            engine.settings.prompt_override("planner"),
-            goal=engine.goal,
-            steering=engine.take_steering(),
+            ctx.settings.prompt_override("planner"),
+            goal=ctx.goal,
+            steering=ctx.take_steering(),
             repo_map=repo_map,
-            verdict_notes=engine.verdict_notes,
-            scratchpad=engine.scratchpad,
+            verdict_notes=ctx.verdict_notes,
+            scratchpad=ctx.scratchpad,
             handoffs=[h.as_prompt() for h in handoffs],
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
@@ -123,8 +115,8 @@ async def _plan(
     else:
         messages = render(
             "subplanner",
-            engine.settings.prompt_override("subplanner"),
-            goal=engine.goal,
+            ctx.settings.prompt_override("subplanner"),
+            goal=ctx.goal,
             title=task.title,
             scope=scope,
             repo_map=repo_map,
@@ -132,10 +124,10 @@ async def _plan(
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
         )
-    plan = await ask(engine, agent, role, messages, "plan", Plan)
+    plan = await ask(ctx, agent, role, messages, "plan", Plan)
     if role == Role.PLANNER and plan.scratchpad.strip():
-        engine.set_scratchpad(plan.scratchpad)
-    engine.state.record.plan(
+        ctx.set_scratchpad(plan.scratchpad)
+    ctx.recorder.plan(
         agent.id,
         task.id,
         tasks=[t.title for t in plan.tasks],
@@ -145,12 +137,12 @@ async def _plan(
     return plan
 
 
-def _queue(engine: Engine, parent: Task, plan: Plan, max_tasks: int, group, allow_sub: bool) -> set[str]:
+def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, allow_sub: bool) -> set[str]:
     """Create the plan's tasks (within budget) and start its sub-planners; return the ids to wait for."""
-    state = engine.state
+    state = ctx.ledger
     outstanding: set[str] = set()
     for planned in plan.tasks[: max(0, max_tasks)]:
-        if engine.task_budget_left() <= 0:
+        if ctx.task_budget_left() <= 0:
             break
         child = state.new_task(
             parent.cycle_id,
@@ -161,22 +153,21 @@ def _queue(engine: Engine, parent: Task, plan: Plan, max_tasks: int, group, allo
             files=list(planned.files),
             check=planned.check,
         )
-        engine.tasks_created += 1
         outstanding.add(child.id)
-        engine.enqueue(child)
+        ctx.add_work(child)
     if allow_sub:
-        for sub in plan.subplanners[: engine.settings.limits.planner_fanout]:
+        for sub in plan.subplanners[: ctx.settings.limits.planner_fanout]:
             child = state.new_task(
                 parent.cycle_id, TaskKind.SUBPLANNER, sub.title, parent, instructions=sub.scope
             )
             outstanding.add(child.id)
-            group.start_soon(_run_sub, engine, child, sub.scope)
+            group.start_soon(_run_sub, ctx, child, sub.scope)
     return outstanding
 
 
-async def _run_sub(engine: Engine, task: Task, scope: str) -> None:
-    collected = await run_planner(engine, task, scope)
-    await engine.deliver(
+async def _run_sub(ctx: RoleContext, task: Task, scope: str) -> None:
+    collected = await run_planner(ctx, task, scope)
+    await ctx.deliver(
         Handoff(
             task.id,
             task.title,
