@@ -276,3 +276,14 @@ async def test_transport_errors_keep_the_shape_the_classifier_reads():
     with pytest.raises(ConnectError):
         await gone.post(body, 5)
     await gone.close()
+
+
+def test_the_proxy_is_read_from_the_environment_once(monkeypatch):
+    from formicary.agents.model.http import ChatEndpoint
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert ChatEndpoint("http://models.invalid/v1", "").proxy == "http://proxy.invalid:3128"
+    monkeypatch.setenv("NO_PROXY", "models.invalid")
+    assert ChatEndpoint("http://models.invalid/v1", "").proxy is None

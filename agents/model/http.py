@@ -38,12 +38,24 @@ class ConnectError(Exception):
     """Nothing answered at the endpoint (refused, reset, unreachable)."""
 
 
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTP(S)_PROXY``, ``NO_PROXY``), as the SDK honoured them."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme) or None
+
+
 class ChatEndpoint:
     """One endpoint's session; created on first use inside the running event loop, closed by :meth:`close`."""
 
     def __init__(self, base_url: str, key: str) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.headers = {"Authorization": f"Bearer {key or 'not-needed'}", "Content-Type": "application/json"}
+        self.proxy = _proxy_for(self.url)
         self._session: Any = None
 
     async def post(self, body: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -51,16 +63,18 @@ class ChatEndpoint:
         import aiohttp
 
         if self._session is None:
+            # No trust_env: with it, every request looks up ~/.netrc and the proxy variables in a worker
+            # thread (two thread hand-offs per call); the proxy is looked up once, in __init__, instead.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
-                trust_env=True,  # proxy variables, as the SDK honoured them
+                cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent",),
             )
         data = json.dumps(body, ensure_ascii=False).encode()
         deadline = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, CONNECT_TIMEOUT))
         try:
             async with self._session.post(
-                self.url, data=data, headers=self.headers, timeout=deadline
+                self.url, data=data, headers=self.headers, timeout=deadline, proxy=self.proxy
             ) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
