@@ -214,8 +214,15 @@ def m003_landing_gate(db: Database) -> None:
     )
 
 
-@migrations(name="m004_lean_calls")
-def m004_lean_calls(db: Database) -> None:
+@migrations(name="m004_gate_tip_exit")
+def m004_gate_tip_exit(db: Database) -> None:
+    """The exit status of the check on the tip a gate decision compared against (the session's check at start
+    is the first one)."""
+    db.executescript("ALTER TABLE gates ADD COLUMN tip_exit INTEGER;  -- NULL: no tip check known")
+
+
+@migrations(name="m005_lean_calls")
+def m005_lean_calls(db: Database) -> None:
     """A model call stores only the messages new since its agent's previous call (``parent_id``), after the
     first ``kept`` messages of that call's conversation; large texts are stored as zlib BLOBs.
 

@@ -84,6 +84,7 @@ async def test_one_http_session_per_endpoint_serves_every_call():
     with ScriptedServer(script=['{"n": 1}'], on_exhausted="repeat") as server:
         client = ModelClient()
         settings = ModelSettings(model="m", base_url=server.base_url, max_concurrency=300)
-        used = {id(client._endpoint(settings)) for _ in range(6)}
+        endpoint = client.pool(settings).members[0]
+        used = {id(client._transport(endpoint)) for _ in range(6)}
         assert len(used) == 1
         await client.aclose()

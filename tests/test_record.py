@@ -94,7 +94,7 @@ async def test_every_request_is_rebuilt_byte_for_byte(tmp_path):
 def test_records_from_before_the_lean_record_still_read(tmp_path):
     path = tmp_path / "old.db"
     old = Database(sqlite3.connect(path))
-    migrations.apply(old, stop_before="m004_lean_calls")
+    migrations.apply(old, stop_before="m005_lean_calls")
     whole = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     old["llm_calls"].insert(
         {
