@@ -89,6 +89,9 @@ class Endpoint:
         self.down_since = time.monotonic()
         self.probe_every = PROBE_FIRST
         self.next_probe = self.down_since + PROBE_FIRST
+        shared = [p for p in self.pools if len(p.members) > 1]
+        if shared:  # others take its calls meanwhile
+            shared[0].notify(f"model endpoint {self.label} taken out of its pool: {reason}")
         for pool in self.pools:
             pool.member_down(self)
 
@@ -97,6 +100,9 @@ class Endpoint:
         if self.up:
             return
         self.up = True
+        shared = [p for p in self.pools if len(p.members) > 1]
+        if shared:
+            shared[0].notify(f"model endpoint {self.label} is back in its pool")
         for pool in self.pools:
             pool.member_up(self)
 
@@ -150,10 +156,11 @@ class Pool:
         self.members = [endpoint for endpoint, _ in members]
         self.models = {id(endpoint): model for endpoint, model in members}
         self.outage_limit = outage_limit
-        self._probe_fn, self._notify = probe, notify
+        self._probe_fn, self.notify = probe, notify
         self._waiters: deque[_Waiter] = deque()
         self._probing = False
         self._outage_since: float | None = None
+        self._announced = False
         for endpoint in self.members:
             endpoint.pools.append(self)
 
@@ -237,23 +244,17 @@ class Pool:
 
     def member_down(self, endpoint: Endpoint) -> None:
         if self._outage_since is None and not any(e.up for e in self.members):
-            self._outage_since = time.monotonic()
-            self._notify(
-                f"waiting for the model endpoint of the {self.role} ({self.label}): {endpoint.last_error}; "
-                f"calls wait up to {self.outage_limit:.0f}s for it to answer"
-            )
-        elif self._outage_since is None:
-            self._notify(
-                f"model endpoint {endpoint.label} taken out of the {self.role}'s pool: {endpoint.last_error}"
-            )
+            self._outage_since = time.monotonic()  # announced once a call of this role waits for it
 
     def member_up(self, endpoint: Endpoint) -> None:
         if self._outage_since is not None:
             waited = time.monotonic() - self._outage_since
             self._outage_since = None
-            self._notify(f"model endpoint {endpoint.label} answers again after {waited:.0f}s; calls resume")
-        elif len(self.members) > 1:
-            self._notify(f"model endpoint {endpoint.label} is back in the {self.role}'s pool")
+            if self._announced:
+                self._announced = False
+                self.notify(
+                    f"model endpoint {endpoint.label} answers again after {waited:.0f}s; calls resume"
+                )
         self.dispatch()
 
     def _probe_due(self) -> bool:
@@ -274,6 +275,13 @@ class Pool:
     async def _lead_outage(self, waiter: _Waiter) -> None:
         """No server is up: this waiter probes them until one answers, or fails every waiter at the limit."""
         self._probing = True
+        if not self._announced:
+            self._announced = True
+            last = "; ".join(e.last_error for e in self.members if e.last_error)
+            self.notify(
+                f"waiting for the model endpoint of the {self.role} ({self.label}): {one_line(last, 160)}; "
+                f"calls wait up to {self.outage_limit:.0f}s for it to answer"
+            )
         try:
             while waiter.endpoint is None and waiter.error is None and self._outage_since is not None:
                 if time.monotonic() - self._outage_since > self.outage_limit:
