@@ -156,8 +156,9 @@ class ModelClient:
         for listener in self.notices:
             listener(message)
 
-    async def _probe(self, endpoint: Endpoint) -> bool:
-        """Does a taken-out endpoint answer ``GET /models`` again? Restart it first if it is ours and died."""
+    async def _probe(self, endpoint: Endpoint, model: str) -> bool:
+        """Does a taken-out endpoint answer again? ``GET /models`` if nothing listened there (restarted first if
+        it is ours and died), else a one-token chat request: its calls failed though it listened."""
         import httpx
 
         if endpoint.revive is not None:
@@ -170,11 +171,15 @@ class ModelClient:
             self._http = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
         headers = {"Authorization": f"Bearer {endpoint.key}"} if endpoint.key else {}
         try:
-            response = await self._http.get(f"{endpoint.url}/models", headers=headers)
+            if endpoint.probe_listing:
+                response = await self._http.get(f"{endpoint.url}/models", headers=headers)
+                return response.status_code < 500
+            ping = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+            response = await self._http.post(f"{endpoint.url}/chat/completions", json=ping, headers=headers)
+            return response.status_code == 200
         except httpx.HTTPError as exc:
             endpoint.last_error = f"probe: {type(exc).__name__}"
             return False
-        return response.status_code < 500
 
     # -- the call ----------------------------------------------------------------------------------
 

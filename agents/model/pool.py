@@ -5,9 +5,9 @@ cap holds across roles. A :class:`Pool` is one role's list of endpoints and the 
 a slot in arrival order as soon as one frees (no thundering herd: a release wakes one waiter).
 
 Health: a server that refuses connections is taken out at once; one whose calls fail three times in a row is
-taken out when its pool has others to use. Taken-out servers are probed (``GET /models``, after restarting the
-embedded llama-server if it died) with growing intervals, by a caller of the pool, and put back when they
-answer. When no server of a pool is up, its calls wait — the operator is told "waiting for the model endpoint
+taken out when its pool has others to use. Taken-out servers are probed with growing intervals (doubled for
+one that flaps) by a caller of the pool — ``GET /models`` when nothing listened (after restarting the embedded
+llama-server if it died), a one-token chat request when its calls failed — and put back when they answer. When no server of a pool is up, its calls wait — the operator is told "waiting for the model endpoint
 …" — until one answers again or ``outage_limit`` seconds pass, which ends the session with one line.
 """
 
@@ -27,6 +27,8 @@ FAILURES_TO_EJECT = 3
 PROBE_FIRST = 0.5
 PROBE_MAX = 5.0
 PROBE_TIMEOUT = 2.0
+FLAP_WINDOW = 30.0
+"""A server taken out again within this many seconds of coming back waits twice as long for its next probe."""
 
 
 class AdaptiveLimiter:
@@ -65,6 +67,8 @@ class Endpoint:
         self.failed_calls = 0
         self.streak = 0
         self.up = True
+        self.up_since = -FLAP_WINDOW
+        self.probe_listing = True
         self.down_since = 0.0
         self.next_probe = 0.0
         self.probe_every = PROBE_FIRST
@@ -79,16 +83,21 @@ class Endpoint:
     def label(self) -> str:
         return self.url or "the provider's endpoint"
 
-    def mark_down(self, reason: str) -> None:
+    def mark_down(self, reason: str, refused: bool = True) -> None:
+        """Take the server out; ``refused``: nothing listened (else its calls kept failing)."""
         if not self.url:
             return
         self.last_error = reason
         if not self.up:
             return
         self.up = False
-        self.down_since = time.monotonic()
-        self.probe_every = PROBE_FIRST
-        self.next_probe = self.down_since + PROBE_FIRST
+        self.probe_listing = refused  # else it listens: probe it with a real (one-token) call
+        now = time.monotonic()
+        # out again soon after it was let back in: wait longer before the next probe
+        flapping = now - self.up_since < FLAP_WINDOW
+        self.probe_every = min(PROBE_MAX, self.probe_every * 2) if flapping else PROBE_FIRST
+        self.down_since = now
+        self.next_probe = now + self.probe_every
         shared = [p for p in self.pools if len(p.members) > 1]
         if shared:  # others take its calls meanwhile
             shared[0].notify(f"model endpoint {self.label} taken out of its pool: {reason}")
@@ -100,6 +109,7 @@ class Endpoint:
         if self.up:
             return
         self.up = True
+        self.up_since = time.monotonic()
         shared = [p for p in self.pools if len(p.members) > 1]
         if shared:
             shared[0].notify(f"model endpoint {self.label} is back in its pool")
@@ -122,7 +132,7 @@ class Endpoint:
             elif failure is Kind.TRANSIENT:
                 self.streak += 1
                 if self.streak >= FAILURES_TO_EJECT and any(len(p.members) > 1 for p in self.pools):
-                    self.mark_down(f"{self.streak} failed calls in a row, the last: {reason}")
+                    self.mark_down(f"{self.streak} failed calls in a row, the last: {reason}", refused=False)
         for pool in self.pools:
             pool.dispatch()
 
@@ -137,7 +147,7 @@ class _Waiter:
 
 
 Notify = Callable[[str], None]
-Probe = Callable[[Endpoint], Awaitable[bool]]
+Probe = Callable[[Endpoint, str], Awaitable[bool]]
 
 
 class Pool:
@@ -269,7 +279,7 @@ class Pool:
                 continue
             endpoint.probe_every = min(PROBE_MAX, endpoint.probe_every * 1.5)
             endpoint.next_probe = now + endpoint.probe_every
-            if await self._probe_fn(endpoint):
+            if await self._probe_fn(endpoint, self.model(endpoint)):
                 endpoint.mark_up()
 
     async def _lead_outage(self, waiter: _Waiter) -> None:
