@@ -231,3 +231,15 @@ async def test_a_server_failing_its_calls_stays_out_until_a_real_call_works():
             assert await client._probe(endpoint, "scripted-model")
         finally:
             await client.aclose()
+
+
+async def test_cancelled_waiters_give_their_slots_back():
+    with ScriptedServer(responder=answer, latency=0.3) as srv:
+        settings = ModelSettings(model="scripted-model", base_url=srv.base_url, max_concurrency=2)
+        client = ModelClient()
+        with anyio.move_on_after(0.5):  # 20 calls, 2 at a time: most are waiting when cancelled
+            await ask_many(client, settings, 20)
+        endpoint = client.pool(settings, "worker").members[0]
+        assert endpoint.in_flight == 0 and client.pool(settings, "worker").waiting == 0
+        assert len(await ask_many(client, settings, 4)) == 4
+        await client.aclose()

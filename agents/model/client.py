@@ -218,9 +218,12 @@ class ModelClient:
                 failure = classify(exc, model)
                 if failure.kind is Kind.DOWN and not endpoint.url:
                     failure = Failure(Kind.TRANSIENT, failure.reason)  # litellm's provider: nothing to probe
+            except BaseException:  # cancelled: the slot goes back, the call counts neither way
+                endpoint.abandoned()
+                raise
             finally:
                 self.in_flight -= 1
-                endpoint.finished(failure.kind if failure else None, failure.reason if failure else "")
+            endpoint.finished(failure.kind if failure else None, failure.reason if failure else "")
             latency = (time.perf_counter() - started) * 1000
             self.calls += 1
             where = (endpoint.label if endpoint.url else settings.endpoint, model)

@@ -116,6 +116,12 @@ class Endpoint:
         for pool in self.pools:
             pool.member_up(self)
 
+    def abandoned(self) -> None:
+        """A call given up by its caller (cancelled): its slot frees, nothing is learned about the server."""
+        self.in_flight -= 1
+        for pool in self.pools:
+            pool.dispatch()
+
     def finished(self, failure: Kind | None, reason: str = "") -> None:
         """Account one call that ended; ``failure`` is its kind, None on success."""
         self.in_flight -= 1
@@ -245,7 +251,8 @@ class Pool:
         except BaseException:
             if waiter.endpoint is not None:  # handed a slot as it was cancelled: give it back
                 waiter.endpoint.in_flight -= 1
-                self.dispatch()
+                for pool in waiter.endpoint.pools:
+                    pool.dispatch()
             elif waiter in self._waiters:
                 self._waiters.remove(waiter)
             raise
