@@ -24,6 +24,8 @@ def test_wheel_holds_only_formicary_and_its_data(tmp_path):
         "formicary/cli.py",
         "formicary/agents/session/engine.py",
         "formicary/agents/git/hotpaths.py",
+        "formicary/agents/tools/nested.py",
+        "formicary/trust.py",
         "formicary/view/follow.py",
         "formicary/store/writer.py",
         "formicary/prompts/worker.j2",
