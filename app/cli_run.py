@@ -173,18 +173,22 @@ def attach(session: str | None, db_path: Path | None) -> None:
 def _copy_demo(dest: Path) -> Path:
     """A fresh git repository holding the demo project (shipped inside the package)."""
     import shutil
-    import subprocess
     from importlib.resources import as_file, files
+
+    import anyio
+
+    from .agents.git.run import git, identity_env
 
     with as_file(files("formicary.examples") / "tinyutils") as source:
         shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
-    ident = ["-c", "user.name=formicary demo", "-c", "user.email=demo@formicary.local"]
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "-A"],
-        [*ident, "commit", "-q", "-m", "The demo project"],
-    ):
-        subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
+
+    async def commit_all() -> None:
+        await git("init", "-q", "-b", "main", cwd=dest)
+        await git("add", "-A", cwd=dest)
+        env = identity_env("formicary demo", "demo@formicary.local")
+        await git("commit", "-q", "-m", "The demo project", cwd=dest, env=env)
+
+    anyio.run(commit_all)
     return dest
 
 

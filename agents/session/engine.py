@@ -8,7 +8,6 @@ new planner conversations; only the repository, the judge's notes and the root p
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...store.db import new_id
 from .. import paths
+from ..model.preflight import PreflightError, preflight
 from ..status import Control, TaskStatus
 from .context import SessionContext
 from .loop import Outcome, run_session
@@ -26,35 +26,6 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 __all__ = ["Engine", "Outcome", "PreflightError", "Snapshot", "preflight"]
-
-
-class PreflightError(Exception):
-    """A configured model endpoint does not answer; the message says which and what to do."""
-
-
-async def preflight(settings: Settings, timeout: float = 5.0) -> None:
-    """GET ``/models`` on every configured OpenAI-compatible endpoint, so a typo in a URL fails in seconds."""
-    import httpx
-
-    from ..settings import ROLES
-
-    urls = {settings.role(r).base_url: settings.role(r) for r in ROLES}
-    async with httpx.AsyncClient(timeout=timeout) as http:
-        for url, model in urls.items():
-            if not url or model.api != "openai":
-                continue
-            headers = {}
-            if model.api_key_env and os.environ.get(model.api_key_env):
-                headers["Authorization"] = f"Bearer {os.environ[model.api_key_env]}"
-            # Any answer will do: a refused key or an unknown model ends the session at its first call, with
-            # the reason recorded on the session row.
-            try:
-                await http.get(f"{url}/models", headers=headers)
-            except httpx.HTTPError as exc:
-                raise PreflightError(
-                    f"model endpoint {url} is not reachable ({type(exc).__name__}); start the server or fix "
-                    "model.base_url (`formicary doctor` checks every endpoint)"
-                ) from None
 
 
 @dataclass(frozen=True)
