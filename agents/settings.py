@@ -145,6 +145,14 @@ class GateSettings(_Strict):
     """A junit XML file the check command writes (relative to the checkout), to name failing tests."""
 
 
+class UISettings(_Strict):
+    """The operator's terminal (``[ui]``)."""
+
+    notify: Literal["off", "bell", "desktop"] = "off"
+    """When the judge decides or a session ends: nothing, the terminal bell, or the bell and a desktop
+    notification (``notify-send`` where there is one, and the OSC 9 sequence terminals turn into one)."""
+
+
 class Settings(_Strict):
     """Everything a session runs with."""
 
@@ -154,6 +162,7 @@ class Settings(_Strict):
     """``[roles.planner]``, ``[roles.subplanner]``, ``[roles.worker]``, ``[roles.judge]``."""
     limits: Limits = Limits()
     sandbox: SandboxSettings = SandboxSettings()
+    ui: UISettings = UISettings()
     check_command: str = ""
     """The project's check (e.g. ``pytest -q``), run in the sandbox by the landing gate and for the judge.
     Empty: detected from the repository (pytest, unittest, npm, cargo, go, make); ``none``: no check."""

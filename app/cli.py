@@ -15,6 +15,21 @@ LAZY_COMMANDS = {
     "resume": ("formicary.cli_run", "resume", "Carry on a session after a crash or a stop."),
     "attach": ("formicary.cli_run", "attach", "Open the TUI on a session running in another terminal."),
     "sessions": ("formicary.cli_info", "sessions", "List past sessions from the record."),
+    "show": (
+        "formicary.cli_show",
+        "show",
+        "Summarise a session: branch, commits, checks, tokens, how to merge.",
+    ),
+    "report": (
+        "formicary.cli_report",
+        "report",
+        "Write a session's charts and tables as one HTML file that opens offline.",
+    ),
+    "serve": (
+        "formicary.cli_serve",
+        "serve",
+        "Serve the TUI to a browser (loopback, token-protected URL).",
+    ),
     "doctor": ("formicary.cli_info", "doctor", "Check every configured model endpoint."),
     "model": ("formicary.cli_model", "model", "Set up and serve the embedded local model."),
     "demo": (

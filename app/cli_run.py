@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import fail, load_settings_or_fail
+from .cli_common import fail, load_settings_or_fail, print_summaries
 
 
 def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
@@ -25,6 +25,7 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
         except (WorkspaceError, PreflightError) as exc:
             fail(str(exc))
         outcome = run_live(engine)
+        print_summaries(engine.db_path, [engine.session_id])
         sys.exit(0 if outcome is not None and outcome.status == "done" else 1)
 
     from .agents.session.controls import install_signal_handlers
@@ -44,6 +45,7 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
     try:
         outcome = anyio.run(main)
     except RuntimeError as exc:
+        print_summaries(engine.db_path, [engine.session_id])
         fail(str(exc), code=1)
     printer.summary(outcome)
     sys.exit(0 if outcome.status == "done" else 1)
