@@ -324,6 +324,7 @@ class Record:
                 completion_tokens=completion_tokens,
                 latency_ms=row.get("latency_ms"),
                 error=row.get("error"),
+                endpoint=row.get("endpoint"),
             )
         )
 

@@ -93,6 +93,8 @@ class StatusView:
     completion_tokens: int = 0
     started_at: float | None = None
     ended_at: float | None = None
+    endpoint_calls: tuple[tuple[str, int], ...] = ()
+    """(endpoint, model calls) per server the session's calls went to, in first-use order."""
 
     @property
     def ended(self) -> bool:
@@ -284,6 +286,7 @@ class SessionModel:
                     status,
                     prompt_tokens=status.prompt_tokens + p,
                     completion_tokens=status.completion_tokens + c,
+                    endpoint_calls=_count_call(status.endpoint_calls, event.endpoint),
                 )
                 if agent is not None:
                     agent = replace(
@@ -482,3 +485,13 @@ def read_agent_log(db: Any, session_id: str, agent_id: str) -> tuple[list[LogChu
         return chunks, upto
     finally:
         db.conn.execute("COMMIT")
+
+
+def _count_call(counts: tuple[tuple[str, int], ...], endpoint: str | None) -> tuple[tuple[str, int], ...]:
+    """``counts`` with one more call to ``endpoint``."""
+    if not endpoint:
+        return counts
+    for i, (name, n) in enumerate(counts):
+        if name == endpoint:
+            return (*counts[:i], (name, n + 1), *counts[i + 1 :])
+    return (*counts, (endpoint, 1))
