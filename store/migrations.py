@@ -214,6 +214,13 @@ def m003_landing_gate(db: Database) -> None:
     )
 
 
+@migrations(name="m004_gate_tip_exit")
+def m004_gate_tip_exit(db: Database) -> None:
+    """The exit status of the check on the tip a gate decision compared against (the session's check at start
+    is the first one)."""
+    db.executescript("ALTER TABLE gates ADD COLUMN tip_exit INTEGER;  -- NULL: no tip check known")
+
+
 def apply(db: Database) -> None:
     """Bring ``db`` up to the newest schema."""
     migrations.apply(db)

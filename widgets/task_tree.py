@@ -23,6 +23,14 @@ def task_label(task: TaskView) -> Text:
     if task.kind != "work":
         label.append(f"{task.done}/{task.total} ", style="bold cyan" if task.total else "grey50")
     label.append(task.title, style="" if task.status != "cancelled" else "grey50")
+    if task.gate == "passed":  # the landing gate's last word on this task's work
+        label.append("  gate ✔", style="green")
+        if task.refusals:
+            label.append(f" after {task.refusals} refused", style="grey62")
+    elif task.gate:
+        label.append(
+            f"  gate ✘ {task.gate}" + (f" ×{task.refusals}" if task.refusals > 1 else ""), style="red"
+        )
     if task.kind == "work" and task.attempts > 1:
         label.append(f"  try {task.attempts}", style="grey62")
     return label
