@@ -177,20 +177,19 @@ def _copy_demo(dest: Path) -> Path:
     import shutil
     from importlib.resources import as_file, files
 
-    import anyio
-
-    from .agents.git.run import git, identity_env
-
     with as_file(files("formicary.examples") / "tinyutils") as source:
         shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    ident = ["-c", "user.name=formicary demo", "-c", "user.email=demo@formicary.local"]
+    from .agents.git.run import git_sync
 
-    async def commit_all() -> None:
-        await git("init", "-q", "-b", "main", cwd=dest)
-        await git("add", "-A", cwd=dest)
-        env = identity_env("formicary demo", "demo@formicary.local")
-        await git("commit", "-q", "-m", "The demo project", cwd=dest, env=env)
-
-    anyio.run(commit_all)
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        [*ident, "commit", "-q", "-m", "The demo project"],
+    ):
+        res = git_sync(*args, cwd=dest)
+        if res.rc != 0:
+            fail(f"could not set up the demo repository: {res.err.strip()[:200] or res.rc}")
     return dest
 
 
