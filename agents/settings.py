@@ -205,6 +205,17 @@ class SandboxSettings(_Strict):
     """Upper bound on the timeout a worker may ask for."""
     output_cap: int = Field(16_000, ge=256)
     """Characters of a command's output shown to the worker (head and tail kept)."""
+    processes: int = Field(512, ge=8)
+    """Processes and threads one command may run at once (a pids cgroup where one can be made, else
+    ``RLIMIT_NPROC`` over the tasks already running; uid 0 is exempt from the latter)."""
+    memory_mb: int = Field(4096, ge=64)
+    """Private memory per process of a command, MiB (``RLIMIT_DATA``)."""
+    file_size_mb: int = Field(1024, ge=1)
+    """Largest file a command may write, MiB (``RLIMIT_FSIZE``)."""
+    cpu_seconds: int = Field(600, ge=1)
+    """CPU seconds per process of a command (``RLIMIT_CPU``)."""
+    tmp_mb: int = Field(512, ge=1)
+    """Size of each writable tmpfs inside the sandbox (``/tmp``, ``/dev/shm``, the hidden home), MiB."""
 
 
 class GateSettings(_Strict):

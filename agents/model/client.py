@@ -156,8 +156,9 @@ class ModelClient:
         for listener in self.notices:
             listener(message)
 
-    async def _probe(self, endpoint: Endpoint) -> bool:
-        """Does a taken-out endpoint answer ``GET /models`` again? Restart it first if it is ours and died."""
+    async def _probe(self, endpoint: Endpoint, model: str) -> bool:
+        """Does a taken-out endpoint answer again? ``GET /models`` if nothing listened there (restarted first if
+        it is ours and died), else a one-token chat request: its calls failed though it listened."""
         import httpx
 
         if endpoint.revive is not None:
@@ -170,11 +171,15 @@ class ModelClient:
             self._http = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
         headers = {"Authorization": f"Bearer {endpoint.key}"} if endpoint.key else {}
         try:
-            response = await self._http.get(f"{endpoint.url}/models", headers=headers)
+            if endpoint.probe_listing:
+                response = await self._http.get(f"{endpoint.url}/models", headers=headers)
+                return response.status_code < 500
+            ping = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+            response = await self._http.post(f"{endpoint.url}/chat/completions", json=ping, headers=headers)
+            return response.status_code == 200
         except httpx.HTTPError as exc:
             endpoint.last_error = f"probe: {type(exc).__name__}"
             return False
-        return response.status_code < 500
 
     # -- the call ----------------------------------------------------------------------------------
 
@@ -213,9 +218,12 @@ class ModelClient:
                 failure = classify(exc, model)
                 if failure.kind is Kind.DOWN and not endpoint.url:
                     failure = Failure(Kind.TRANSIENT, failure.reason)  # litellm's provider: nothing to probe
+            except BaseException:  # cancelled: the slot goes back, the call counts neither way
+                endpoint.abandoned()
+                raise
             finally:
                 self.in_flight -= 1
-                endpoint.finished(failure.kind if failure else None, failure.reason if failure else "")
+            endpoint.finished(failure.kind if failure else None, failure.reason if failure else "")
             latency = (time.perf_counter() - started) * 1000
             self.calls += 1
             where = (endpoint.label if endpoint.url else settings.endpoint, model)

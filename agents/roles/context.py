@@ -103,6 +103,10 @@ class Recorder(Protocol):
     writer: Any
     """The store writer, handed on to integration for its ``commits`` rows."""
 
+    def redact(self, text: str) -> str:
+        """``text`` with secrets replaced, before it goes into a prompt (an observation of ``cat .env``)."""
+        ...
+
     def warning(self, message: str, *, agent_id: str | None = None, task_id: str | None = None) -> None: ...
     def plan(
         self, agent_id: str, task_id: str, *, tasks: list[str], subplanners: list[str], scratchpad: str

@@ -141,7 +141,8 @@ class WorkerLoop:
         started = time.perf_counter()
         observation = await execute(action, self.ctx)
         elapsed = (time.perf_counter() - started) * 1000
-        text = observation.text
+        # Redacted before it goes anywhere: the next prompt, the record, the operator's screen (`cat .env`).
+        text = self.context.recorder.redact(observation.text)
         signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
         if signature == self._previous:  # small models loop; say so instead of letting it spin
             text += REPEAT_NUDGE
@@ -166,7 +167,8 @@ class WorkerLoop:
         self.context.recorder.conflict(
             self.agent.id, self.task.id, list(conflict.paths), getattr(conflict, "round", None)
         )
-        self.messages.append({"role": "user", "content": conflict_message(conflict)})
+        message = self.context.recorder.redact(conflict_message(conflict))
+        self.messages.append({"role": "user", "content": message})
         try:
             await self.until_finish()
         except WorkerLimit:
