@@ -44,6 +44,14 @@ class ModelSettings(_Strict):
     """Seconds one model call may take before it is abandoned and retried."""
     retries: int = Field(4, ge=0)
     """Retries after a failed call (500, 429, timeout, broken reply), with backoff and jitter."""
+    repeat_penalty: float = Field(1.05, ge=0, le=2)
+    """llama.cpp's repetition penalty (over the last 64 tokens), sent only to llama.cpp endpoints: it keeps a
+    small model from repeating one sentence until its length cap; 1.0 turns it off. Mild, because code
+    legitimately repeats tokens."""
+    llama_cpp: bool | None = None
+    """The endpoint is llama.cpp's llama-server: send ``repeat_penalty`` and ``id_slot`` (each agent kept on one
+    of ``max_concurrency`` slots so its prompt is served from the slot's cache) and record its ``timings``.
+    None: only for the embedded server (other servers may reject unknown fields)."""
 
     @field_validator("base_url")
     @classmethod
@@ -61,6 +69,13 @@ class ModelSettings(_Strict):
         if value and not value.replace("_", "").isalnum():
             raise ValueError(f"must be the NAME of an environment variable, not a key (got {value[:4]}…)")
         return value
+
+    @property
+    def is_llama_cpp(self) -> bool:
+        """Whether llama.cpp's extra request fields (``id_slot``, ``repeat_penalty``) are sent."""
+        if self.llama_cpp is not None:
+            return self.llama_cpp
+        return not self.base_url and self.api == "openai"
 
     @property
     def endpoint(self) -> str:
@@ -81,6 +96,8 @@ class RoleSettings(_Strict):
     max_concurrency: int | None = None
     timeout: float | None = None
     retries: int | None = None
+    repeat_penalty: float | None = None
+    llama_cpp: bool | None = None
     prompt: str | None = None
     """Path of a Jinja template replacing the built-in one for this role."""
 

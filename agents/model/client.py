@@ -22,6 +22,7 @@ import anyio
 from pydantic import BaseModel, ValidationError
 
 from ...store.db import new_id, now
+from .slots import SlotLease, SlotPool
 
 if TYPE_CHECKING:
     from ...store.writer import Writer
@@ -57,6 +58,30 @@ class Reply:
     completion_tokens: int
     latency_ms: float
     attempts: int
+
+
+@dataclass
+class CallTimings:
+    """Where one call's time went: waiting for a slot here, and the server's own prompt/generation split."""
+
+    queue_ms: float = 0.0
+    prompt_ms: float | None = None
+    predicted_ms: float | None = None
+    cached_tokens: int | None = None
+    slot: int | None = None
+
+    def read(self, data: Any) -> None:
+        """llama-server's ``timings`` (``prompt_ms``, ``predicted_ms``, ``cache_n``), when it sent them."""
+        timings = data.get("timings") if isinstance(data, dict) else None
+        if not isinstance(timings, dict):
+            return
+        for name, key in (("prompt_ms", "prompt_ms"), ("predicted_ms", "predicted_ms")):
+            value = timings.get(key)
+            if isinstance(value, int | float):
+                setattr(self, name, float(value))
+        cached = timings.get("cache_n")
+        if isinstance(cached, int):
+            self.cached_tokens = cached
 
 
 class AdaptiveLimiter:
@@ -122,10 +147,13 @@ class ModelClient:
         session_id: str | None = None,
         *,
         embedded_base_url: str | None = None,
+        embedded_slots: int | None = None,
     ) -> None:
         self.writer = writer
         self.session_id = session_id
         self.embedded_base_url = embedded_base_url
+        self.embedded_slots = embedded_slots
+        self._slot_pools: dict[str, SlotPool] = {}
         # (endpoint, key) -> SDK clients, each its own connection pool
         self._clients: dict[tuple[str, str], list[Any]] = {}
         self._turn = 0
@@ -166,6 +194,30 @@ class ModelClient:
             limiter = self._limiters[key] = AdaptiveLimiter(settings.max_concurrency)
         return limiter
 
+    def slots(self, settings: ModelSettings) -> SlotPool | None:
+        """The slot pool of a llama.cpp endpoint (None for other endpoints): ``max_concurrency`` slots, or the
+        embedded server's ``-np`` when that is fewer."""
+        if not settings.is_llama_cpp:
+            return None
+        key = self._base_url(settings) or settings.endpoint
+        pool = self._slot_pools.get(key)
+        if pool is None:
+            n = settings.max_concurrency
+            if not settings.base_url and self.embedded_slots:
+                n = min(n, self.embedded_slots)
+            pool = self._slot_pools[key] = SlotPool(n)
+        return pool
+
+    def idle_slots(self, settings: ModelSettings) -> int:
+        """Slots of ``settings``' endpoint nobody is calling on now (0 where slots are not known)."""
+        pool = self.slots(settings)
+        return pool.idle if pool is not None else 0
+
+    def forget_agent(self, agent_id: str) -> None:
+        """An agent ended: it no longer claims a slot."""
+        for pool in self._slot_pools.values():
+            pool.forget(agent_id)
+
     # -- the call ----------------------------------------------------------------------------------
 
     async def complete(
@@ -177,6 +229,7 @@ class ModelClient:
         *,
         role: str,
         agent_id: str | None = None,
+        temperature: float | None = None,
     ) -> Reply:
         """Ask ``settings``' endpoint for one reply under ``schema``; retry transient failures.
 
@@ -184,7 +237,10 @@ class ModelClient:
             ReplyFormatError: the reply was not JSON under the schema (not retried: the caller decides).
             ModelError: the endpoint kept failing past ``settings.retries``.
         """
+        if temperature is not None:
+            settings = settings.model_copy(update={"temperature": temperature})
         limiter = self.limiter(settings)
+        pool = self.slots(settings)
         fmt = response_format(schema_name, schema)
         attempt = 0
         while True:
@@ -192,16 +248,22 @@ class ModelClient:
             await self.wait_running()
             started = time.perf_counter()
             content, usage, error, retry_after = "", (0, 0), None, None
+            timings = CallTimings()
             async with limiter:
+                lease = await pool.acquire(agent_id) if pool is not None else None
                 self.in_flight += 1
                 try:
-                    content, usage = await self._call(settings, messages, fmt)
+                    timings.queue_ms = (time.perf_counter() - started) * 1000
+                    content, usage = await self._call(settings, messages, fmt, lease, timings)
                 except Exception as exc:  # classified below; every failure is recorded
                     error, retry_after, throttled = _classify(exc)
                     if throttled:
                         limiter.throttled()
                 finally:
                     self.in_flight -= 1
+                    if lease is not None:
+                        with anyio.CancelScope(shield=True):
+                            await pool.release(lease)
             latency = (time.perf_counter() - started) * 1000
             self.calls += 1
             if error is None:
@@ -221,14 +283,25 @@ class ModelClient:
                         latency,
                         attempt,
                         reason,
+                        timings,
                     )
                     raise ReplyFormatError(reason, content) from None
                 self._record(
-                    settings, role, agent_id, schema_name, messages, content, usage, latency, attempt, None
+                    settings,
+                    role,
+                    agent_id,
+                    schema_name,
+                    messages,
+                    content,
+                    usage,
+                    latency,
+                    attempt,
+                    None,
+                    timings,
                 )
                 return Reply(data, content, usage[0], usage[1], latency, attempt)
             self._record(
-                settings, role, agent_id, schema_name, messages, None, usage, latency, attempt, error
+                settings, role, agent_id, schema_name, messages, None, usage, latency, attempt, error, timings
             )
             if attempt > settings.retries:
                 raise ModelError(f"{settings.endpoint}: {error} (after {attempt} attempts)")
@@ -239,7 +312,12 @@ class ModelClient:
             await anyio.sleep(delay)
 
     async def _call(
-        self, settings: ModelSettings, messages: list[dict[str, str]], fmt: dict[str, Any]
+        self,
+        settings: ModelSettings,
+        messages: list[dict[str, str]],
+        fmt: dict[str, Any],
+        lease: SlotLease | None = None,
+        timings: CallTimings | None = None,
     ) -> tuple[str, tuple[int, int]]:
         if settings.api == "litellm":
             return await self._call_litellm(settings, messages, fmt)
@@ -251,6 +329,13 @@ class ModelClient:
             "max_tokens": settings.max_tokens,
             "response_format": fmt,
         }
+        if settings.is_llama_cpp:  # llama-server's own fields; other servers may reject unknown ones
+            body["repeat_penalty"] = settings.repeat_penalty
+            body["cache_prompt"] = True
+            if lease is not None:
+                body["id_slot"] = lease.slot
+                if timings is not None:
+                    timings.slot = lease.slot
         # The SDK's documented raw ``post``, not ``chat.completions.create``: create walks every message through
         # the SDK's typed-dict transform (~1.5 ms CPU per call once a worker's conversation has 20 messages);
         # ours are plain role/content strings, and the same request, errors and retries result.
@@ -260,6 +345,8 @@ class ModelClient:
         choices = data.get("choices") if isinstance(data, dict) else None
         if not choices or not isinstance(choices[0], dict):
             raise ValueError("reply has no choices")
+        if timings is not None:
+            timings.read(data)
         content = (choices[0].get("message") or {}).get("content") or ""
         usage = data.get("usage") or {}
         return content, (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
@@ -335,7 +422,9 @@ class ModelClient:
         latency: float,
         attempt: int,
         error: str | None,
+        timings: CallTimings | None = None,
     ) -> None:
+        timings = timings or CallTimings()
         row = {
             "id": new_id(),
             "session_id": self.session_id,
@@ -351,6 +440,11 @@ class ModelClient:
             "latency_ms": round(latency, 2),
             "attempts": attempt,
             "error": error,
+            "queue_ms": round(timings.queue_ms, 2),
+            "prompt_ms": timings.prompt_ms,
+            "predicted_ms": timings.predicted_ms,
+            "cached_tokens": timings.cached_tokens,
+            "slot": timings.slot,
             "created_at": now(),
         }
         if self.writer is not None:

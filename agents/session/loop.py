@@ -20,7 +20,7 @@ from ...store.writer import Writer
 from ..model.client import ModelClient
 from . import events as ev
 from .controls import pid_alive
-from .state import Handoff, SessionState, Task
+from .state import Handoff, Landed, SessionState, Task
 
 if TYPE_CHECKING:
     from .engine import Engine, Outcome
@@ -39,7 +39,10 @@ async def run_session(engine: Engine) -> Outcome:
     outcome = Outcome("failed", "internal error")
     try:
         embedded_url = await _start_embedded(engine)
-        engine.client = client = ModelClient(writer, engine.session_id, embedded_base_url=embedded_url)
+        slots = engine.embedded.parallel if engine.embedded is not None else None
+        engine.client = client = ModelClient(
+            writer, engine.session_id, embedded_base_url=embedded_url, embedded_slots=slots
+        )
         client.listeners.append(state.on_llm_call)
         client.listeners.append(lambda row: _check_token_budget(engine))
         if engine._paused:
@@ -367,6 +370,8 @@ async def _worker_slot(engine: Engine, task: Task) -> None:
         engine.enqueue(task)
         return
     engine.cycle_handoffs.append(handoff)
+    if handoff.commit:
+        engine.landed.append(Landed(task.title, list(task.files), handoff.commit))
     await engine.deliver(handoff)
 
 
