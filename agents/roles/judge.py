@@ -1,7 +1,8 @@
 """The judge: at the end of a cycle, ``continue`` or ``done``, with a reason and notes for the next planner.
 
 It sees the goal, the cycle's handoffs, the diff stat of what landed this cycle and, when the project has a check
-command, its output run in the sandbox on the shared branch's tip.
+command, its result at the start and at the end of the cycle (run in the sandbox, once per tip). Its notes are
+kept free of repeated sentences (a small model loops on one until the length cap).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ..model.client import ModelError
 from ..session import events as ev
 from ..session.state import Handoff
 from .ask import ask
+from .progress import check_summary, dedupe_sentences
 from .render import render
 from .replies import Verdict
 
@@ -30,8 +32,12 @@ async def run_judge(
     diff_stat = await engine.git_diff_stat(start_tip)
     check_command = engine.settings.check_command
     check_exit, check_output = (None, "")
+    start_check = end_check = ""
     if check_command:
-        check_exit, check_output = await engine.run_check(check_command)
+        start = engine.checked(start_tip)
+        check_exit, check_output = await engine.tip_check() or (None, "")
+        end_check = check_summary(check_exit, check_output)
+        start_check = check_summary(*start) if start is not None else ""
     work = list(handoffs)
     messages = render(
         "judge",
@@ -46,6 +52,9 @@ async def run_judge(
         check_command=check_command,
         check_exit=check_exit,
         check_output=check_output[-CHECK_OUTPUT_CHARS:],
+        start_check=start_check,
+        end_check=end_check,
+        previous_notes=engine.verdict_notes,
     )
     status = "done"
     try:
@@ -58,6 +67,7 @@ async def run_judge(
             notes=engine.verdict_notes,
         )
     agent.steps += 1
+    verdict.notes = dedupe_sentences(verdict.notes)
 
     state.writer.insert(
         "verdicts",

@@ -16,8 +16,9 @@ from ..model.client import ModelError
 from ..session import events as ev
 from ..session.state import Handoff, Task
 from .ask import ask
+from .progress import check_summary, repeats_landed
 from .render import render
-from .replies import Plan
+from .replies import Plan, PlannedTask
 
 if TYPE_CHECKING:
     from ..session.engine import Engine
@@ -54,7 +55,7 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
                     scope,
                     handoffs,
                     max_tasks,
-                    limits.planner_fanout if (first and can_split) else 0,
+                    _fanout(engine) if (first and can_split) else 0,
                 )
                 agent.steps += 1
                 outstanding = _queue(engine, task, plan, max_tasks, group, first and can_split)
@@ -101,6 +102,9 @@ async def _plan(
     max_subplanners: int,
 ) -> Plan:
     repo_map = await engine.repo_map()
+    check = await engine.tip_check()
+    check_text = check_summary(*check) if check is not None else ""
+    landed = [{"title": d.title, "files": d.files} for d in engine.landed]
     if role == "planner":
         messages = render(
             "planner",
@@ -113,6 +117,9 @@ async def _plan(
             handoffs=[h.as_prompt() for h in handoffs],
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
+            landed=landed,
+            check_command=engine.settings.check_command,
+            check=check_text,
         )
     else:
         messages = render(
@@ -125,6 +132,9 @@ async def _plan(
             handoffs=[h.as_prompt() for h in handoffs],
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
+            landed=landed,
+            check_command=engine.settings.check_command,
+            check=check_text,
         )
     plan = await ask(engine, agent, role, messages, "plan", Plan)
     if role == "planner" and plan.scratchpad.strip():
@@ -140,13 +150,47 @@ async def _plan(
     return plan
 
 
+def _fanout(engine: Engine) -> int:
+    """Sub-planners one planner may start: the configured fan-out, but no more than the endpoint has slots
+    (each sub-planner is a model call competing with the workers for the same slots)."""
+    return min(engine.settings.limits.planner_fanout, _slots(engine))
+
+
+def _slots(engine: Engine) -> int:
+    settings = engine.settings.role("subplanner")
+    pool = engine.client.slots(settings) if engine.client is not None else None
+    return pool.size if pool is not None else settings.max_concurrency
+
+
+def _small(plan: Plan, engine: Engine) -> bool:
+    """A handful of tasks: the workers can start on every one at once, so sub-planners would only add model
+    calls competing with them for the endpoint's slots."""
+    return len(plan.tasks) + len(plan.subplanners) <= engine.workers
+
+
 def _queue(engine: Engine, parent: Task, plan: Plan, max_tasks: int, group, allow_sub: bool) -> set[str]:
-    """Create the plan's tasks (within budget) and start its sub-planners; return the ids to wait for."""
+    """Create the plan's tasks (within budget) and start its sub-planners; return the ids to wait for.
+
+    Tasks that repeat landed work are dropped; for a small plan, sub-planner areas become work tasks.
+    """
     state = engine.state
     outstanding: set[str] = set()
-    for planned in plan.tasks[: max(0, max_tasks)]:
+    planned_tasks = list(plan.tasks)
+    subplanners = list(plan.subplanners) if allow_sub else []
+    if subplanners and _small(plan, engine):
+        planned_tasks += [
+            PlannedTask(title=s.title, instructions=s.scope, files=[], check="") for s in subplanners
+        ]
+        subplanners = []
+    for planned in planned_tasks[: max(0, max_tasks)]:
         if engine.task_budget_left() <= 0:
             break
+        done = repeats_landed(planned.title or planned.instructions[:60], list(planned.files), engine.landed)
+        if done is not None:
+            state.emit(
+                ev.STATUS, task_id=parent.id, message=f"dropped a plan for landed work: {planned.title}"
+            )
+            continue
         child = state.new_task(
             parent.cycle_id,
             "work",
@@ -159,8 +203,8 @@ def _queue(engine: Engine, parent: Task, plan: Plan, max_tasks: int, group, allo
         engine.tasks_created += 1
         outstanding.add(child.id)
         engine.enqueue(child)
-    if allow_sub:
-        for sub in plan.subplanners[: engine.settings.limits.planner_fanout]:
+    if subplanners:
+        for sub in subplanners[: _fanout(engine)]:
             child = state.new_task(parent.cycle_id, "subplanner", sub.title, parent, instructions=sub.scope)
             outstanding.add(child.id)
             group.start_soon(_run_sub, engine, child, sub.scope)

@@ -21,7 +21,7 @@ from ...store.db import new_id
 from ...store.writer import Writer
 from .. import paths
 from . import events as ev
-from .state import Handoff, SessionState, Task
+from .state import Handoff, Landed, SessionState, Task
 
 if TYPE_CHECKING:
     from ..git.workspace import SessionRepo
@@ -110,6 +110,9 @@ class Engine:
         self.embedded = None
         self._resume_branch: str | None = None  # the session branch to reopen (resume only)
         self._resume_cycle: tuple | None = None  # (cycle row, pending task rows, planned) set by recovery
+        self.landed: list[Landed] = []  # tasks whose work is on the shared branch (planners never redo them)
+        self._tip_checks: dict[str, tuple[int | None, str]] = {}
+        self._check_lock = anyio.Lock()
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -299,6 +302,22 @@ class Engine:
                 command, wt.path, self.settings.sandbox, timeout=self.settings.sandbox.max_timeout
             )
         return result.exit_code, result.text
+
+    async def tip_check(self) -> tuple[int | None, str] | None:
+        """The project's check on the shared tip, run once per tip (shared by planners and the judge); None when
+        the project has no check."""
+        command = self.settings.check_command
+        if not command:
+            return None
+        async with self._check_lock:
+            tip = self.git.shared.tip
+            if tip not in self._tip_checks:
+                self._tip_checks[tip] = await self.run_check(command)
+            return self._tip_checks[tip]
+
+    def checked(self, tip: str) -> tuple[int | None, str] | None:
+        """The check's result on ``tip`` if it was run there (no new run)."""
+        return self._tip_checks.get(tip)
 
     def _poke(self) -> None:
         if self._wake is not None:

@@ -20,6 +20,15 @@ Listener = Callable[[dict[str, Any]], None]
 
 
 @dataclass
+class Landed:
+    """One task whose work is on the shared branch: planners are shown it and never plan it again."""
+
+    title: str
+    files: list[str] = field(default_factory=list)
+    commit: str = ""
+
+
+@dataclass
 class Task:
     id: str
     cycle_id: str
