@@ -139,7 +139,9 @@ def resume(
 def _find(db, session: str | None, find_session) -> dict:
     row = find_session(db, session)
     if row is None and session:
-        rows = list(db.query("SELECT id FROM sessions WHERE id LIKE ?", [f"%{session.upper()}"]))
+        from .store.queries import sessions_ending_with
+
+        rows = sessions_ending_with(db, session)
         if len(rows) == 1:
             row = find_session(db, rows[0]["id"])
     if row is None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any
+from typing import IO
 
 from .agents.session import events as ev
 from .agents.session.engine import Engine, Outcome
+from .agents.status import TaskStatus
 
 STATUS_EVERY = 5.0
 
@@ -22,46 +23,47 @@ class ProgressPrinter:
         self.verbose = verbose
         self._last_status = 0.0
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind, data = event["kind"], event["data"]
+    def __call__(self, event: ev.Event) -> None:
         line = None
-        if kind == ev.SESSION_STARTED:
-            line = f"session {event['session_id']} on {data['branch']} — sandbox: {data['sandbox']}"
-        elif kind == ev.CYCLE_STARTED:
-            line = f"cycle {data['number']} ({data['reason']})"
-        elif kind == ev.PLAN:
-            line = f"plan: {len(data['tasks'])} task(s), {len(data['subplanners'])} sub-planner(s)"
-        elif kind == ev.COMMIT_LANDED:
-            line = f"landed {str(data['integrated_sha'])[:10]} {data['title'][:60]}"
-            if data.get("conflicts"):
-                line += f" (resolved {data['conflicts']} conflict(s))"
-        elif kind == ev.TASK_ENDED and data.get("status") == "failed":
-            line = f"task failed: {data.get('error') or ''}"[:160]
-        elif kind == ev.VERDICT:
-            line = f"judge: {data['decision']} — {data['reason']}"[:200]
-        elif kind == ev.CONTROL:
-            line = f"control: {data['control']} ({data['source']})"
-        elif kind in (ev.WARNING, ev.STATUS):
-            line = data.get("message")
-        elif kind == ev.AGENT_STEP and self.verbose:
-            line = (
-                f"  {event['agent_id'][-6:].lower()} #{data['step']} {data['action']} {data['target'][:60]}"
-            )
+        match event:
+            case ev.SessionStarted():
+                line = f"session {event.session_id} on {event.branch} — sandbox: {event.sandbox}"
+            case ev.CycleStarted():
+                line = f"cycle {event.number} ({event.reason})"
+            case ev.PlanMade():
+                line = f"plan: {len(event.tasks)} task(s), {len(event.subplanners)} sub-planner(s)"
+            case ev.CommitLanded():
+                line = f"landed {str(event.integrated_sha)[:10]} {event.title[:60]}"
+                if event.conflicts:
+                    line += f" (resolved {event.conflicts} conflict(s))"
+            case ev.TaskEnded(status=TaskStatus.FAILED):
+                line = f"task failed: {event.error or ''}"[:160]
+            case ev.VerdictGiven():
+                line = f"judge: {event.decision} — {event.reason}"[:200]
+            case ev.ControlApplied():
+                line = f"control: {event.control} ({event.source})"
+            case ev.WarningRaised() | ev.StatusChanged():
+                line = event.message
+            case ev.AgentStep() if self.verbose:
+                line = f"  {(event.agent_id or '')[-6:].lower()} #{event.step} {event.action} {event.target[:60]}"
         if line:
             self._print(line)
         now = time.monotonic()
-        if now - self._last_status >= STATUS_EVERY and kind in (ev.TASK_ENDED, ev.AGENT_STEP, ev.LLM_CALL):
+        if now - self._last_status >= STATUS_EVERY and isinstance(
+            event, ev.TaskEnded | ev.AgentStep | ev.LlmCall
+        ):
             self._last_status = now
             self._print(self.status_line())
 
     def status_line(self) -> str:
         s = self.engine.snapshot()
-        t = s["tasks"]
-        paused = " PAUSED" if s["paused"] else ""
+        t = s.tasks
+        paused = " PAUSED" if s.paused else ""
         return (
-            f"[cycle {s['cycle']}{paused}] tasks pending {t.get('pending', 0)} running {t.get('running', 0)} "
-            f"done {t.get('done', 0)} failed {t.get('failed', 0)} | commits {s['commits']} | "
-            f"tokens {s['prompt_tokens']}/{s['completion_tokens']} | {s['elapsed']:.0f}s"
+            f"[cycle {s.cycle}{paused}] tasks pending {t.get(TaskStatus.PENDING, 0)} "
+            f"running {t.get(TaskStatus.RUNNING, 0)} done {t.get(TaskStatus.DONE, 0)} "
+            f"failed {t.get(TaskStatus.FAILED, 0)} | commits {s.commits} | "
+            f"tokens {s.prompt_tokens}/{s.completion_tokens} | {s.elapsed:.0f}s"
         )
 
     def summary(self, outcome: Outcome) -> None:

@@ -18,6 +18,8 @@ import anyio
 
 from formicary.agents.git import repo_map
 from formicary.agents.git import run as git_ops
+from formicary.agents.session import events as ev
+from formicary.agents.status import TaskKind, TaskStatus
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -74,22 +76,22 @@ class Probe:
         self.model_s: dict[str, float] = defaultdict(float)  # task -> seconds its calls took (client side)
         self.call_spans: dict[str, list[tuple[float, float]]] = defaultdict(list)  # task -> (start, end)
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind, t = event["kind"], time.monotonic()
-        if kind == "task_started" and event["data"].get("kind") == "work":
-            self.started[event["task_id"]] = t
+    def __call__(self, event: ev.Event) -> None:
+        t = time.monotonic()
+        if isinstance(event, ev.TaskStarted) and event.task_kind == TaskKind.WORK:
+            self.started[event.task_id] = t
         elif (
-            kind == "task_ended"
-            and event["data"].get("status") == "done"
-            and event["task_id"] in self.started
+            isinstance(event, ev.TaskEnded)
+            and event.status == TaskStatus.DONE
+            and event.task_id in self.started
         ):
-            self.done.append((t, event["task_id"]))
-        elif kind == "agent_started" and event["task_id"]:
-            self.task_of[event["agent_id"]] = event["task_id"]
-        elif kind == "llm_call":
-            ms = event["data"].get("latency_ms") or 0.0
+            self.done.append((t, event.task_id))
+        elif isinstance(event, ev.AgentStarted) and event.task_id:
+            self.task_of[event.agent_id] = event.task_id
+        elif isinstance(event, ev.LlmCall):
+            ms = event.latency_ms or 0.0
             self.calls.append((t, ms))
-            task = self.task_of.get(event["agent_id"] or "", "")
+            task = self.task_of.get(event.agent_id or "", "")
             self.model_s[task] += ms / 1000
             self.call_spans[task].append((t - ms / 1000, t))
 

@@ -93,6 +93,16 @@ def token_totals(db: Database, session_id: str) -> tuple[int, int]:
     return int(row["p"]), int(row["c"])
 
 
+def running_sessions(db: Database) -> list[dict[str, Any]]:
+    """Sessions the record says are running or paused (their ``pid`` tells whether that is still true)."""
+    return list(db.query("SELECT id, pid FROM sessions WHERE status IN ('running', 'paused')"))
+
+
+def sessions_ending_with(db: Database, suffix: str) -> list[dict[str, Any]]:
+    """Sessions whose id ends with ``suffix`` (an id's last characters, as the TUI shows them)."""
+    return list(db.query("SELECT id FROM sessions WHERE id LIKE ?", [f"%{suffix.upper()}"]))
+
+
 def pending_controls(db: Database, session_id: str) -> list[dict[str, Any]]:
     return list(
         db.query(

@@ -170,7 +170,7 @@ async def test_pause_stops_new_calls_and_resume_restarts_them(tmp_path):
             frozen = server.request_count
             await anyio.sleep(0.5)
             assert server.request_count == frozen
-            assert engine.snapshot()["paused"]
+            assert engine.snapshot().paused
             engine.resume()
             await wait_for(lambda: server.request_count > frozen)
         assert result["outcome"].status == "done"
@@ -187,10 +187,10 @@ async def test_fresh_start_begins_a_new_cycle(tmp_path):
         engine = Engine.create(settings_for(server), repo, "goal", db_path=tmp_path / "f.db")
         async with anyio.create_task_group() as tg:
             tg.start_soon(engine.run)
-            await wait_for(lambda: engine.snapshot()["tasks"].get("running", 0) >= 2)
+            await wait_for(lambda: engine.snapshot().tasks.get("running", 0) >= 2)
             engine.fresh_start()
             await wait_for(lambda: engine.cycle_number == 2)
-            await wait_for(lambda: engine.snapshot()["tasks"].get("running", 0) >= 1)
+            await wait_for(lambda: engine.snapshot().tasks.get("running", 0) >= 1)
             engine.stop()
     cycles = rows(tmp_path / "f.db", "SELECT reason, status FROM cycles ORDER BY number")
     assert cycles[0] == {"reason": "start", "status": "abandoned"}
@@ -206,7 +206,7 @@ async def test_stop_leaves_no_running_task_and_no_worktree(tmp_path):
     with ScriptedServer(responder=slow_team(steps=40), latency=0.02) as server:
         engine = Engine.create(settings_for(server), repo, "goal", db_path=tmp_path / "f.db")
         async with running(engine) as result:
-            await wait_for(lambda: engine.snapshot()["tasks"].get("running", 0) >= 3)
+            await wait_for(lambda: engine.snapshot().tasks.get("running", 0) >= 3)
             engine.stop()
     assert result["outcome"].status == "stopped"
     db_path = tmp_path / "f.db"

@@ -9,6 +9,7 @@ import random
 import pytest
 
 from formicary.agents.session.engine import Engine
+from formicary.agents.session.events import LlmCall
 from formicary.agents.settings import Settings
 from formicary.store import db as store_db
 from tests.gitrepo import make_repo
@@ -151,7 +152,7 @@ async def test_fault_429_storm_lowers_concurrency_and_the_run_goes_on(tmp_path):
         engine.subscribe(
             lambda e: (
                 lowered.append(engine.client.limiter(s.role("worker")).limit)
-                if e["kind"] == "llm_call" and e["data"].get("error")
+                if isinstance(e, LlmCall) and e.error
                 else None
             )
         )

@@ -22,7 +22,8 @@ def test_wheel_holds_only_formicary_and_its_data(tmp_path):
     assert {n.split("/")[0] for n in names} == {"formicary", wheel.name.split("-py")[0] + ".dist-info"}
     for expected in (
         "formicary/cli.py",
-        "formicary/agents/engine.py",
+        "formicary/agents/session/engine.py",
+        "formicary/view/follow.py",
         "formicary/store/writer.py",
         "formicary/prompts/worker.j2",
         "formicary/examples/tinyutils/GOAL.md",

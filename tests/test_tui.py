@@ -422,10 +422,10 @@ async def test_live_engine_obeys_the_keys(tmp_path: Path) -> None:
             )
             send_key(app, "p")
             await until(
-                pilot, lambda: engine.snapshot()["paused"] and screen.status.paused
+                pilot, lambda: engine.snapshot().paused and screen.status.paused
             )  # the store says so too
             send_key(app, "p")
-            await until(pilot, lambda: not engine.snapshot()["paused"] and not screen.status.paused)
+            await until(pilot, lambda: not engine.snapshot().paused and not screen.status.paused)
             send_key(app, "w")
             await until(pilot, lambda: isinstance(app.screen, WorkersScreen))
             app.screen.query_one(Input).value = "2"

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import events
 from textual.widgets import DataTable
 
-from . import formatting as fmt
+from ..view import formatting as fmt
 
 COLUMNS = (
     ("status", 10),

@@ -9,10 +9,10 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, Sparkline, Static
 
-from . import formatting as fmt
+from ..view import formatting as fmt
 
 if TYPE_CHECKING:
-    from ..screens.follow import StatusView
+    from ..view.follow import StatusView
 
 BINS = 30
 """Columns of the throughput sparkline."""

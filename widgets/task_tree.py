@@ -8,10 +8,10 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from . import formatting as fmt
+from ..view import formatting as fmt
 
 if TYPE_CHECKING:
-    from ..screens.follow import CycleView, TaskView
+    from ..view.follow import CycleView, TaskView
 
 KIND_MARK = {"planner": "◆ ", "subplanner": "◇ ", "work": ""}
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.widgets import RichLog
 
-from . import formatting as fmt
+from ..view import formatting as fmt
 
 if TYPE_CHECKING:
-    from ..screens.follow import VerdictView
+    from ..view.follow import VerdictView
 
 EMPTY = "No verdict yet: the judge speaks at the end of each cycle."
 

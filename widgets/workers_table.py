@@ -20,10 +20,10 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from . import formatting as fmt
+from ..view import formatting as fmt
 
 if TYPE_CHECKING:
-    from ..screens.follow import AgentView
+    from ..view.follow import AgentView
 
 WIDE = (("agent", 19), ("task", 0), ("step", 4), ("last action", 0), ("tokens", 11), ("time", 6))
 NARROW = (("agent", 15), ("step", 4), ("last action", 0))

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...store.db import new_id, now
 from ..model.client import ModelError
-from ..session import events as ev
 from ..session.state import Handoff
+from ..status import AgentStatus, Role
 from .ask import ask
 from .progress import check_summary, dedupe_sentences
 from .render import render
@@ -28,7 +27,7 @@ async def run_judge(
     engine: Engine, cycle_id: str, number: int, start_tip: str, handoffs: list[Handoff]
 ) -> Verdict:
     state = engine.state
-    agent = state.start_agent("judge", None, engine.settings.role("judge").model, cycle_id)
+    agent = state.start_agent(Role.JUDGE, None, engine.settings.role(Role.JUDGE).model, cycle_id)
     diff_stat = await engine.git_diff_stat(start_tip)
     check_command = engine.settings.check_command
     check_exit, check_output = (None, "")
@@ -44,8 +43,8 @@ async def run_judge(
         engine.settings.prompt_override("judge"),
         goal=engine.goal,
         number=number,
-        tasks_done=sum(h.status == "done" for h in work),
-        tasks_failed=sum(h.status != "done" for h in work),
+        tasks_done=sum(h.done for h in work),
+        tasks_failed=sum(not h.done for h in work),
         commits=sum(1 for h in work if h.commit),
         handoffs=[h.as_prompt() for h in work][:60],
         diff_stat=diff_stat[-4000:],
@@ -56,11 +55,11 @@ async def run_judge(
         end_check=end_check,
         previous_notes=engine.verdict_notes,
     )
-    status = "done"
+    status = AgentStatus.DONE
     try:
-        verdict = await ask(engine, agent, "judge", messages, "verdict", Verdict)
+        verdict = await ask(engine, agent, Role.JUDGE, messages, "verdict", Verdict)
     except ModelError as exc:
-        status = "failed"
+        status = AgentStatus.FAILED
         verdict = Verdict(
             decision="continue",
             reason=f"the judge could not answer: {exc.reason}",
@@ -69,27 +68,14 @@ async def run_judge(
     agent.steps += 1
     verdict.notes = dedupe_sentences(verdict.notes)
 
-    state.writer.insert(
-        "verdicts",
-        {
-            "id": new_id(),
-            "session_id": state.session_id,
-            "cycle_id": cycle_id,
-            "decision": verdict.decision,
-            "reason": verdict.reason,
-            "notes": verdict.notes,
-            "check_output": check_output or None,
-            "created_at": now(),
-        },
-    )
-    state.emit(
-        ev.VERDICT,
-        agent_id=agent.id,
-        cycle_id=cycle_id,
-        number=number,
+    state.record.verdict(
+        agent.id,
+        cycle_id,
+        number,
         decision=verdict.decision,
         reason=verdict.reason,
-        notes=verdict.notes[:1000],
+        notes=verdict.notes,
+        check_output=check_output,
         check_exit=check_exit,
     )
     state.end_agent(agent, status)

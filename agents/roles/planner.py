@@ -15,6 +15,7 @@ import anyio
 from ..model.client import ModelError
 from ..session import events as ev
 from ..session.state import Handoff, Task
+from ..status import AgentStatus, Role, TaskKind, TaskStatus
 from .ask import ask
 from .progress import check_summary, repeats_landed
 from .render import render
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Handoff]:
     """Plan ``task``'s area, see its subtree through, and return the handoffs it collected."""
-    role = "planner" if task.kind == "planner" else "subplanner"
+    role = Role.PLANNER if task.kind == TaskKind.PLANNER else Role.SUBPLANNER
     state = engine.state
     agent = state.start_agent(role, task, engine.settings.role(role).model, task.cycle_id)
     state.start_task(task)
@@ -36,7 +37,7 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
     followups_left = engine.settings.limits.followups_per_planner
     limits = engine.settings.limits
     can_split = task.depth < limits.planner_depth
-    status = "done"
+    status = TaskStatus.DONE
     try:
         async with anyio.create_task_group() as group:
             handoffs: list[Handoff] = []
@@ -45,7 +46,7 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
                 max_tasks = (
                     engine.task_budget_left() if first else min(followups_left, engine.task_budget_left())
                 )
-                if not first and (max_tasks <= 0 or not any(h.status != "done" or h.notes for h in handoffs)):
+                if not first and (max_tasks <= 0 or not any(not h.done or h.notes for h in handoffs)):
                     break
                 plan = await _plan(
                     engine,
@@ -71,13 +72,13 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
                     handoffs.append(handoff)
                 collected += handoffs
     except ModelError as exc:
-        status = "failed"
-        state.emit(ev.WARNING, agent_id=agent.id, task_id=task.id, message=f"{agent.name}: {exc.reason}")
-        collected.append(Handoff(task.id, task.title, "failed", f"planning failed: {exc.reason}"))
+        status = TaskStatus.FAILED
+        state.record.warning(f"{agent.name}: {exc.reason}", agent_id=agent.id, task_id=task.id)
+        collected.append(Handoff(task.id, task.title, TaskStatus.FAILED, f"planning failed: {exc.reason}"))
     finally:
         engine.inboxes.pop(task.id, None)
         inbox_send.close()
-    done = sum(h.status == "done" for h in collected)
+    done = sum(h.done for h in collected)
     summary = f"{done}/{len(collected)} tasks done in '{task.title}'"
     handoff = Handoff(
         task.id,
@@ -86,8 +87,8 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
         summary,
         notes="; ".join(f"{h.title}: {h.notes}" for h in collected if h.notes)[:2000],
     )
-    state.end_task(task, status, handoff=handoff, error=None if status == "done" else summary)
-    state.end_agent(agent, status)
+    state.end_task(task, status, handoff=handoff, error=None if status == TaskStatus.DONE else summary)
+    state.end_agent(agent, AgentStatus(status))
     return collected
 
 
@@ -105,7 +106,7 @@ async def _plan(
     check = await engine.tip_check()
     check_text = check_summary(*check) if check is not None else ""
     landed = [{"title": d.title, "files": d.files} for d in engine.landed]
-    if role == "planner":
+    if role == Role.PLANNER:
         messages = render(
             "planner",
             engine.settings.prompt_override("planner"),
@@ -137,15 +138,14 @@ async def _plan(
             check=check_text,
         )
     plan = await ask(engine, agent, role, messages, "plan", Plan)
-    if role == "planner" and plan.scratchpad.strip():
+    if role == Role.PLANNER and plan.scratchpad.strip():
         engine.set_scratchpad(plan.scratchpad)
-    engine.state.emit(
-        ev.PLAN,
-        agent_id=agent.id,
-        task_id=task.id,
+    engine.state.record.plan(
+        agent.id,
+        task.id,
         tasks=[t.title for t in plan.tasks],
         subplanners=[s.title for s in plan.subplanners],
-        scratchpad=plan.scratchpad[:500],
+        scratchpad=plan.scratchpad,
     )
     return plan
 
@@ -187,13 +187,15 @@ def _queue(engine: Engine, parent: Task, plan: Plan, max_tasks: int, group, allo
             break
         done = repeats_landed(planned.title or planned.instructions[:60], list(planned.files), engine.landed)
         if done is not None:
-            state.emit(
-                ev.STATUS, task_id=parent.id, message=f"dropped a plan for landed work: {planned.title}"
+            state.record.emit(
+                ev.StatusChanged(
+                    task_id=parent.id, message=f"dropped a plan for landed work: {planned.title}"
+                )
             )
             continue
         child = state.new_task(
             parent.cycle_id,
-            "work",
+            TaskKind.WORK,
             planned.title or planned.instructions[:60],
             parent,
             instructions=planned.instructions,
@@ -205,7 +207,9 @@ def _queue(engine: Engine, parent: Task, plan: Plan, max_tasks: int, group, allo
         engine.enqueue(child)
     if subplanners:
         for sub in subplanners[: _fanout(engine)]:
-            child = state.new_task(parent.cycle_id, "subplanner", sub.title, parent, instructions=sub.scope)
+            child = state.new_task(
+                parent.cycle_id, TaskKind.SUBPLANNER, sub.title, parent, instructions=sub.scope
+            )
             outstanding.add(child.id)
             group.start_soon(_run_sub, engine, child, sub.scope)
     return outstanding
@@ -218,6 +222,6 @@ async def _run_sub(engine: Engine, task: Task, scope: str) -> None:
             task.id,
             task.title,
             task.status,
-            f"{sum(h.status == 'done' for h in collected)}/{len(collected)} tasks done",
+            f"{sum(h.done for h in collected)}/{len(collected)} tasks done",
         )
     )

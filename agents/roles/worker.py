@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ...store.db import new_id, now
 from ..model.client import ModelError, ReplyFormatError
 from ..session import events as ev
 from ..session.state import Agent, Handoff, Task
+from ..status import AgentStatus, Role, TaskStatus
 from ..tools.actions import EDIT_ACTIONS, ActionContext, FormatError, execute, parse_action, reply_schema
 from ..tools.targeted import CheckRun, check_after_edit
 from . import candidates
@@ -222,22 +222,19 @@ class WorkerLoop:
         if run is None:
             return ""
         self.last_check = run
-        self.engine.state.emit(
-            ev.STATUS,
-            agent_id=self.agent.id,
-            task_id=self.task.id,
-            message=f"{self.agent.name}: check after edit {'passed' if run.passed else 'failed'}",
+        self.engine.state.record.emit(
+            ev.StatusChanged(
+                agent_id=self.agent.id,
+                task_id=self.task.id,
+                message=f"{self.agent.name}: check after edit {'passed' if run.passed else 'failed'}",
+            )
         )
         return "\n\n" + run.observation() + (PASSED_HINT if run.passed else "")
 
     async def resolve_conflict(self, conflict: Conflict) -> bool:
         """Integration found a conflict with work that landed meanwhile: this worker resolves it."""
-        self.engine.state.emit(
-            ev.CONFLICT,
-            agent_id=self.agent.id,
-            task_id=self.task.id,
-            paths=list(conflict.paths),
-            round=getattr(conflict, "round", None),
+        self.engine.state.record.conflict(
+            self.agent.id, self.task.id, list(conflict.paths), getattr(conflict, "round", None)
         )
         self.messages.append({"role": "user", "content": conflict_message(conflict)})
         try:
@@ -275,34 +272,20 @@ class WorkerLoop:
         *,
         error: bool,
     ) -> None:
-        state = self.engine.state
-        state.writer.insert(
-            "actions",
-            {
-                "id": new_id(),
-                "session_id": state.session_id,
-                "agent_id": self.agent.id,
-                "task_id": self.task.id,
-                "step": step,
-                "name": name,
-                "arguments": json.dumps(args, ensure_ascii=False),
-                "observation": text,
-                "exit_code": exit_code,
-                "duration_ms": round(duration_ms, 2),
-                "created_at": now(),
-            },
+        target = str(
+            args.get("path") or args.get("command") or args.get("pattern") or args.get("summary") or ""
         )
-        target = args.get("path") or args.get("command") or args.get("pattern") or args.get("summary") or ""
-        self.agent.last_action = f"{name} {str(target)[:60]}".strip()
-        state.emit(
-            ev.AGENT_STEP,
-            agent_id=self.agent.id,
-            task_id=self.task.id,
-            step=step,
-            action=name,
-            target=str(target)[:200],
-            observation=text[:300],
-            exit_code=exit_code,
+        self.agent.last_action = f"{name} {target[:60]}".strip()
+        self.engine.state.record.action(
+            self.agent,
+            self.task.id,
+            step,
+            name,
+            args,
+            text,
+            exit_code,
+            duration_ms,
+            target=target,
             error=error,
         )
 
@@ -357,7 +340,7 @@ def conflict_message(conflict: Conflict) -> str:
 async def run_worker(engine: Engine, task: Task) -> Handoff | None:
     """Own ``task`` end to end. Returns the handoff, or None when the task should be retried."""
     state = engine.state
-    agent = state.start_agent("worker", task, engine.settings.role("worker").model, task.cycle_id)
+    agent = state.start_agent(Role.WORKER, task, engine.settings.role(Role.WORKER).model, task.cycle_id)
     state.start_task(task)
     limits = engine.settings.limits
     try:
@@ -379,13 +362,16 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
             if sha is None and limit_hit:
                 raise WorkerLimit(limit_hit)
             if sha is None:
-                handoff = Handoff(task.id, task.title, "done", f"{summary} (no changes)", notes)
+                handoff = Handoff(task.id, task.title, TaskStatus.DONE, f"{summary} (no changes)", notes)
             else:
                 result = await engine.git.integrate(
-                    wt, loop.resolve_conflict, writer=state.writer, max_conflict_rounds=limits.conflict_rounds
+                    wt,
+                    loop.resolve_conflict,
+                    writer=state.record.writer,
+                    max_conflict_rounds=limits.conflict_rounds,
                 )
                 if result.status == "empty":
-                    handoff = Handoff(task.id, task.title, "done", f"{summary} (no changes)", notes)
+                    handoff = Handoff(task.id, task.title, TaskStatus.DONE, f"{summary} (no changes)", notes)
                 elif result.status != "integrated":
                     raise WorkerLimit(
                         f"integration failed: {result.error or 'conflicts unresolved'}; "
@@ -393,26 +379,25 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
                     )
                 else:
                     state.commits += 1
-                    state.emit(
-                        ev.COMMIT_LANDED,
-                        agent_id=agent.id,
-                        task_id=task.id,
+                    state.record.commit_landed(
+                        agent.id,
+                        task.id,
                         sha=sha,
                         integrated_sha=result.sha,
                         retries=result.retries,
                         conflicts=result.conflicts,
                         title=task.title,
                     )
-                    handoff = Handoff(task.id, task.title, "done", summary, notes, commit=result.sha)
+                    handoff = Handoff(task.id, task.title, TaskStatus.DONE, summary, notes, commit=result.sha)
     except (ModelError, WorkerLimit) as exc:
         reason = exc.reason if isinstance(exc, ModelError) else str(exc)
-        state.end_agent(agent, "failed")
+        state.end_agent(agent, AgentStatus.FAILED)
         if task.attempts < limits.task_attempts and isinstance(exc, ModelError):
             state.requeue_task(task, reason)
             return None
-        handoff = Handoff(task.id, task.title, "failed", f"failed: {reason}")
-        state.end_task(task, "failed", error=reason, handoff=handoff)
+        handoff = Handoff(task.id, task.title, TaskStatus.FAILED, f"failed: {reason}")
+        state.end_task(task, TaskStatus.FAILED, error=reason, handoff=handoff)
         return handoff
-    state.end_task(task, "done", handoff=handoff)
-    state.end_agent(agent, "done")
+    state.end_task(task, TaskStatus.DONE, handoff=handoff)
+    state.end_agent(agent, AgentStatus.DONE)
     return handoff

@@ -6,12 +6,12 @@ An attached TUI has no engine object; it writes control rows to the store and th
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Protocol
 
-from ...store.db import connect, now
+from ..status import Control
+from .record import send_control
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -46,30 +46,23 @@ class StoreControls:
         self.session_id = session_id
         self.source = source
 
-    def _send(self, kind: str, payload: dict | None = None) -> None:
-        db = connect(self.db_path, migrate=False)
-        try:
-            db.execute(
-                "INSERT INTO controls (session_id, kind, payload, source, created_at) VALUES (?, ?, ?, ?, ?)",
-                [self.session_id, kind, json.dumps(payload) if payload else None, self.source, now()],
-            )
-        finally:
-            db.conn.close()
+    def _send(self, kind: Control, payload: dict | None = None) -> None:
+        send_control(self.db_path, self.session_id, kind, payload, self.source)
 
     def pause(self) -> None:
-        self._send("pause")
+        self._send(Control.PAUSE)
 
     def resume(self) -> None:
-        self._send("resume")
+        self._send(Control.RESUME)
 
     def fresh_start(self) -> None:
-        self._send("fresh")
+        self._send(Control.FRESH)
 
     def stop(self) -> None:
-        self._send("stop")
+        self._send(Control.STOP)
 
     def steer(self, text: str, replace_goal: bool = False) -> None:
-        self._send("steer", {"text": text, "replace_goal": replace_goal})
+        self._send(Control.STEER, {"text": text, "replace_goal": replace_goal})
 
     def set_workers(self, n: int) -> None:
-        self._send("workers", {"n": n})
+        self._send(Control.WORKERS, {"n": n})

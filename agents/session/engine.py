@@ -20,7 +20,7 @@ import anyio
 from ...store.db import new_id
 from ...store.writer import Writer
 from .. import paths
-from . import events as ev
+from ..status import Control, SessionStatus, TaskStatus
 from .state import Handoff, Landed, SessionState, Task
 
 if TYPE_CHECKING:
@@ -59,8 +59,24 @@ async def preflight(settings: Settings, timeout: float = 5.0) -> None:
 
 @dataclass
 class Outcome:
-    status: str  # done | stopped | failed
+    status: SessionStatus  # done | stopped | failed
     reason: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The engine's state at a glance (headless status lines, tests)."""
+
+    session_id: str
+    cycle: int
+    paused: bool
+    workers: int
+    running_workers: int
+    tasks: dict[TaskStatus, int]
+    commits: int
+    prompt_tokens: int
+    completion_tokens: int
+    elapsed: float
 
 
 class Engine:
@@ -166,38 +182,38 @@ class Engine:
     # -- control API -------------------------------------------------------------------------------
 
     def subscribe(self, listener: Any) -> None:
-        """Call ``listener(event_dict)`` on the event loop for every event this engine emits."""
+        """Call ``listener(event)`` (an :class:`~.events.Event`) on the event loop for every event emitted."""
         self._listeners.append(listener)
         if self.state is not None:
-            self.state.listeners.append(listener)
+            self.state.record.listeners.append(listener)
 
-    def _control(self, kind: str, source: str = "api", **data: Any) -> None:
+    def _control(self, kind: Control, source: str = "api", **data: Any) -> None:
         if self.state is not None:
-            self.state.emit(ev.CONTROL, control=kind, source=source, **data)
+            self.state.record.control(kind, source, **data)
 
     def pause(self, source: str = "api") -> None:
         self._paused = True
         if self.client is not None:
             self.client.pause()
-        self._control("pause", source)
+        self._control(Control.PAUSE, source)
 
     def resume(self, source: str = "api") -> None:
         self._paused = False
         if self.client is not None:
             self.client.resume()
-        self._control("resume", source)
+        self._control(Control.RESUME, source)
         self._poke()
 
     def fresh_start(self, source: str = "api") -> None:
         """Abandon the current cycle now (work that landed stays) and begin a new one."""
-        self._control("fresh", source)
+        self._control(Control.FRESH, source)
         self._fresh = True
         if self._cycle_scope is not None:
             self._cycle_scope.cancel()
 
     def stop(self, source: str = "api", reason: str = "stopped by the operator") -> None:
         """Stop gracefully: unfinished tasks go back to pending (``formicary resume`` carries on)."""
-        self._control("stop", source)
+        self._control(Control.STOP, source)
         self._stop_reason = self._stop_reason or reason
         if self._cycle_scope is not None:
             self._cycle_scope.cancel()
@@ -208,33 +224,33 @@ class Engine:
         text = text.strip()
         if not text:
             return
-        self._control("steer", source, text=text[:2000], replace_goal=replace_goal)
+        self._control(Control.STEER, source, text=text[:2000], replace_goal=replace_goal)
         if replace_goal:
             self.goal = text
-            if self.writer is not None:
-                self.writer.update("sessions", self.session_id, {"goal": text})
+            if self.state is not None:
+                self.state.record.set_goal(text)
         else:
             self.steering.append(text)
 
     def set_workers(self, n: int, source: str = "api") -> None:
         self.workers = max(1, int(n))
-        self._control("workers", source, n=self.workers)
+        self._control(Control.WORKERS, source, n=self.workers)
         self._poke()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         state = self.state
-        return {
-            "session_id": self.session_id,
-            "cycle": self.cycle_number,
-            "paused": self._paused,
-            "workers": self.workers,
-            "running_workers": self._running_workers,
-            "tasks": state.counts() if state else {},
-            "commits": state.commits if state else 0,
-            "prompt_tokens": state.prompt_tokens if state else 0,
-            "completion_tokens": state.completion_tokens if state else 0,
-            "elapsed": time.monotonic() - state.started if state else 0.0,
-        }
+        return Snapshot(
+            session_id=self.session_id,
+            cycle=self.cycle_number,
+            paused=self._paused,
+            workers=self.workers,
+            running_workers=self._running_workers,
+            tasks=state.counts() if state else {},
+            commits=state.commits if state else 0,
+            prompt_tokens=state.prompt_tokens if state else 0,
+            completion_tokens=state.completion_tokens if state else 0,
+            elapsed=time.monotonic() - state.started if state else 0.0,
+        )
 
     # -- for planners, workers and the judge -------------------------------------------------------
 
@@ -255,7 +271,7 @@ class Engine:
 
     def set_scratchpad(self, text: str) -> None:
         self.scratchpad = text
-        self.writer.update("sessions", self.session_id, {"scratchpad": text})
+        self.state.record.set_scratchpad(text)
 
     def task_budget_left(self) -> int:
         return self.settings.limits.tasks_per_cycle - self.tasks_created

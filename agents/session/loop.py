@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ...store.db import connect, new_id, now
+from ...store import queries as q
+from ...store.db import connect, new_id
 from ...store.redact import Redactor
 from ...store.writer import Writer
 from ..model.client import ModelClient
-from . import events as ev
+from ..status import AgentStatus, Control, CycleReason, CycleStatus, SessionStatus, TaskKind, TaskStatus
 from .controls import pid_alive
-from .state import Handoff, Landed, SessionState, Task
+from .record import Record
+from .state import Handoff, Landed, ResumeCycle, SessionState, Task
 
 if TYPE_CHECKING:
     from .engine import Engine, Outcome
@@ -33,10 +35,10 @@ async def run_session(engine: Engine) -> Outcome:
     await engine.prepare()
     redactor = Redactor(settings.secret_env_names())
     engine.writer = writer = Writer(engine.db_path, redactor)
-    engine.state = state = SessionState(writer, engine.session_id)
-    state.listeners.extend(engine._listeners)
+    engine.state = state = SessionState(Record(writer, engine.session_id))
+    state.record.listeners.extend(engine._listeners)
     engine._deadline = time.monotonic() + settings.limits.wall_time
-    outcome = Outcome("failed", "internal error")
+    outcome = Outcome(SessionStatus.FAILED, "internal error")
     try:
         embedded_url = await _start_embedded(engine)
         slots = engine.embedded.parallel if engine.embedded is not None else None
@@ -56,10 +58,10 @@ async def run_session(engine: Engine) -> Outcome:
             services.cancel_scope.cancel()
     except BaseException as exc:
         if isinstance(exc, anyio.get_cancelled_exc_class()):
-            outcome = Outcome("stopped", engine._stop_reason or "cancelled")
+            outcome = Outcome(SessionStatus.STOPPED, engine._stop_reason or "cancelled")
             raise
         if isinstance(exc, Exception):
-            outcome = Outcome("failed", f"{type(exc).__name__}: {exc}")
+            outcome = Outcome(SessionStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     finally:
         with anyio.CancelScope(shield=True):
@@ -77,7 +79,7 @@ async def _clean_leftovers(engine: Engine) -> None:
     def live_sessions() -> set[str]:
         db = connect(engine.db_path, migrate=False)
         try:
-            rows = db.query("SELECT id, pid FROM sessions WHERE status IN ('running', 'paused')")
+            rows = q.running_sessions(db)
             return {r["id"] for r in rows if r["id"] != engine.session_id and pid_alive(r["pid"])}
         finally:
             db.conn.close()
@@ -89,7 +91,7 @@ async def _clean_leftovers(engine: Engine) -> None:
         lock.unlink(missing_ok=True)
         removed.append(lock)
     if removed:
-        engine.state.emit(ev.STATUS, message=f"removed {len(removed)} leftover worktree(s) or lock(s)")
+        engine.state.record.status(f"removed {len(removed)} leftover worktree(s) or lock(s)")
 
 
 async def _start_embedded(engine: Engine) -> str | None:
@@ -105,7 +107,7 @@ async def _start_embedded(engine: Engine) -> str | None:
         )
     engine.embedded = EmbeddedServer()
     url = await engine.embedded.start()
-    engine.state.emit(ev.STATUS, message=f"embedded model server at {url} (log: {engine.embedded.log_path})")
+    engine.state.record.status(f"embedded model server at {url} (log: {engine.embedded.log_path})")
     return url
 
 
@@ -113,40 +115,20 @@ async def _record_start(engine: Engine) -> None:
     from ..settings import redacted_dump
     from ..tools.sandbox import sandbox_status
 
-    state, writer = engine.state, engine.writer
     sandbox = sandbox_status(engine.settings.sandbox)
     if engine.resuming:
-        writer.update(
-            "sessions",
-            engine.session_id,
-            {"status": "running", "pid": os.getpid(), "ended_at": None, "stop_reason": None},
-        )
         await _recover(engine)
-    else:
-        writer.insert(
-            "sessions",
-            {
-                "id": engine.session_id,
-                "goal": engine.goal,
-                "repo": str(engine.git.root),
-                "branch": engine.git.branch,
-                "base_sha": engine.git.base_sha,
-                "config": json.dumps(redacted_dump(engine.settings)),
-                "status": "running",
-                "pid": os.getpid(),
-                "started_at": now(),
-            },
-        )
-    state.emit(
-        ev.SESSION_STARTED,
+    engine.state.record.session_started(
         goal=engine.goal,
         repo=str(engine.git.root),
         branch=engine.git.branch,
+        base_sha=engine.git.base_sha,
+        config=redacted_dump(engine.settings),
         workers=engine.workers,
         sandbox=sandbox,
         resumed=engine.resuming,
     )
-    await writer.aflush()
+    await engine.writer.aflush()
 
 
 async def _recover(engine: Engine) -> None:
@@ -159,115 +141,85 @@ async def _recover(engine: Engine) -> None:
     def load():
         db = connect(engine.db_path)
         try:
-            sid = [engine.session_id]
-            return (
-                list(db.query("SELECT * FROM tasks WHERE session_id = ? ORDER BY id", sid)),
-                list(db.query("SELECT * FROM cycles WHERE session_id = ? ORDER BY number", sid)),
-                list(db.query("SELECT notes FROM verdicts WHERE session_id = ? ORDER BY created_at", sid)),
-            )
+            sid = engine.session_id
+            return q.tasks(db, sid), q.cycles(db, sid), q.verdicts(db, sid)
         finally:
             db.conn.close()
 
     rows, cycles, verdicts = await anyio.to_thread.run_sync(load)
-    writer = engine.writer
+    record = engine.state.record
     engine.verdict_notes = verdicts[-1]["notes"] if verdicts else ""
     engine.cycles_judged = len(verdicts)
     engine.cycle_number = cycles[-1]["number"] if cycles else 0
-    last = cycles[-1] if cycles and cycles[-1]["status"] == "running" else None
+    last = cycles[-1] if cycles and cycles[-1]["status"] == CycleStatus.RUNNING else None
     for cycle in cycles[:-1] if last else cycles:
-        if cycle["status"] == "running":
-            writer.update("cycles", cycle["id"], {"status": "abandoned", "ended_at": now()})
+        if cycle["status"] == CycleStatus.RUNNING:
+            record.cycle_abandoned(cycle["id"])
     requeued = 0
     for row in rows:
-        if row["status"] not in ("running", "pending"):
+        if row["status"] not in (TaskStatus.RUNNING, TaskStatus.PENDING):
             continue
         if last is not None and row["cycle_id"] == last["id"]:
-            if row["status"] == "running":
-                writer.update("tasks", row["id"], {"status": "pending", "error": "requeued after restart"})
-                row["status"] = "pending"
-            requeued += row["kind"] == "work"
+            if row["status"] == TaskStatus.RUNNING:
+                record.task_row(row["id"], TaskStatus.PENDING, error="requeued after restart")
+                row["status"] = TaskStatus.PENDING
+            requeued += row["kind"] == TaskKind.WORK
         else:
-            writer.update(
-                "tasks",
-                row["id"],
-                {"status": "cancelled", "ended_at": now(), "error": "its cycle ended before a restart"},
+            record.task_row(
+                row["id"], TaskStatus.CANCELLED, error="its cycle ended before a restart", ended=True
             )
-            row["status"] = "cancelled"
+            row["status"] = TaskStatus.CANCELLED
     engine._resume_cycle = None
     if last is not None:
-        pending = [
-            r
-            for r in rows
-            if r["cycle_id"] == last["id"] and r["kind"] == "work" and r["status"] == "pending"
-        ]
-        planned = any(r["cycle_id"] == last["id"] and r["kind"] == "work" for r in rows)
-        engine._resume_cycle = (last, pending, planned)
-        for r in rows:
-            if r["cycle_id"] == last["id"] and r["kind"] != "work" and r["status"] == "pending":
-                status = "done" if planned else "cancelled"
-                writer.update("tasks", r["id"], {"status": status, "ended_at": now()})
-    engine.state.emit(ev.STATUS, message=f"resumed: {requeued} task(s) requeued")
+        ours = [r for r in rows if r["cycle_id"] == last["id"]]
+        pending = [r for r in ours if r["kind"] == TaskKind.WORK and r["status"] == TaskStatus.PENDING]
+        planned = any(r["kind"] == TaskKind.WORK for r in ours)
+        engine._resume_cycle = ResumeCycle(last["id"], int(last["number"]), pending, planned)
+        for r in ours:
+            if r["kind"] != TaskKind.WORK and r["status"] == TaskStatus.PENDING:
+                record.task_row(r["id"], TaskStatus.DONE if planned else TaskStatus.CANCELLED, ended=True)
+    record.status(f"resumed: {requeued} task(s) requeued")
 
 
 async def _cycles(engine: Engine) -> Outcome:
     from .engine import Outcome
 
     limits = engine.settings.limits
-    reason = "start"
-    resume = engine._resume_cycle
-    if engine.resuming:
-        reason = "resume"
+    record = engine.state.record
+    reason = CycleReason.RESUME if engine.resuming else CycleReason.START
+    resume: ResumeCycle | None = engine._resume_cycle
     while True:
         if engine._stop_reason:
-            return Outcome("stopped", engine._stop_reason)
-        if resume is not None and resume[2]:
-            cycle_row, pending, _ = resume
-            engine.cycle_id, engine.cycle_number = cycle_row["id"], cycle_row["number"]
+            return Outcome(SessionStatus.STOPPED, engine._stop_reason)
+        if resume is not None and resume.planned:
+            engine.cycle_id, engine.cycle_number = resume.cycle_id, resume.number
             start_tip = engine.git.shared.tip
-            verdict = await _run_cycle(engine, start_tip, resumed_tasks=pending)
+            verdict = await _run_cycle(engine, start_tip, resumed_tasks=resume.pending)
             resume = None
         else:
             if resume is not None:  # crashed while planning: abandon that cycle, plan afresh
-                engine.writer.update("cycles", resume[0]["id"], {"status": "abandoned", "ended_at": now()})
+                record.cycle_abandoned(resume.cycle_id)
                 resume = None
             if engine.cycles_judged >= limits.cycles:
-                return Outcome("stopped", f"cycle budget reached ({limits.cycles} cycles)")
+                return Outcome(SessionStatus.STOPPED, f"cycle budget reached ({limits.cycles} cycles)")
             engine.cycle_number += 1
             engine.cycle_id = new_id()
-            engine.writer.insert(
-                "cycles",
-                {
-                    "id": engine.cycle_id,
-                    "session_id": engine.session_id,
-                    "number": engine.cycle_number,
-                    "reason": reason,
-                    "status": "running",
-                    "started_at": now(),
-                },
-            )
-            engine.state.emit(
-                ev.CYCLE_STARTED, cycle_id=engine.cycle_id, number=engine.cycle_number, reason=reason
-            )
+            record.cycle_started(engine.cycle_id, engine.cycle_number, reason)
             verdict = await _run_cycle(engine, engine.git.shared.tip)
         if verdict is None:  # cancelled: fresh start or stop
-            status = "abandoned"
-            engine.writer.update("cycles", engine.cycle_id, {"status": status, "ended_at": now()})
-            engine.state.emit(
-                ev.CYCLE_ENDED, cycle_id=engine.cycle_id, number=engine.cycle_number, status=status
-            )
+            record.cycle_ended(engine.cycle_id, engine.cycle_number, CycleStatus.ABANDONED)
             if engine._stop_reason:
-                return Outcome("stopped", engine._stop_reason)
-            reason = "fresh"
+                return Outcome(SessionStatus.STOPPED, engine._stop_reason)
+            reason = CycleReason.FRESH
             continue
-        engine.writer.update("cycles", engine.cycle_id, {"status": "done", "ended_at": now()})
-        engine.state.emit(ev.CYCLE_ENDED, cycle_id=engine.cycle_id, number=engine.cycle_number, status="done")
+        record.cycle_ended(engine.cycle_id, engine.cycle_number, CycleStatus.DONE)
         engine.verdict_notes = verdict.notes
         engine.cycles_judged += 1
         if verdict.decision == "done":
-            return Outcome("done", verdict.reason)
+            return Outcome(SessionStatus.DONE, verdict.reason)
         if engine._stop_reason:
-            return Outcome("stopped", engine._stop_reason)
-        reason = "continue"
+            return Outcome(SessionStatus.STOPPED, engine._stop_reason)
+        reason = CycleReason.CONTINUE
 
 
 async def _run_cycle(engine: Engine, start_tip: str, resumed_tasks: list[dict[str, Any]] | None = None):
@@ -288,7 +240,7 @@ async def _run_cycle(engine: Engine, start_tip: str, resumed_tasks: list[dict[st
                 await _drain_resumed(engine, resumed_tasks)
             else:
                 root = engine.state.new_task(
-                    engine.cycle_id, "planner", f"Cycle {engine.cycle_number}: plan the goal"
+                    engine.cycle_id, TaskKind.PLANNER, f"Cycle {engine.cycle_number}: plan the goal"
                 )
                 await run_planner(engine, root)
             group.cancel_scope.cancel()
@@ -313,14 +265,14 @@ async def _drain_resumed(engine: Engine, rows: list[dict[str, Any]]) -> None:
         task = Task(
             id=r["id"],
             cycle_id=r["cycle_id"],
-            kind="work",
+            kind=TaskKind.WORK,
             title=r["title"],
             parent_id=r["parent_id"],
             depth=r["depth"],
             instructions=r["instructions"],
             files=json.loads(r["files"] or "[]"),
             check=r["check_cmd"] or "",
-            status="pending",
+            status=TaskStatus.PENDING,
             attempts=r["attempts"],
         )
         engine.state.tasks[task.id] = task
@@ -333,18 +285,17 @@ async def _drain_resumed(engine: Engine, rows: list[dict[str, Any]]) -> None:
 
 def _settle_cancelled(engine: Engine) -> None:
     """After a fresh start or stop, no task of this cycle stays running."""
-    status = "pending" if engine._stop_reason else "cancelled"
-    for task in engine.state.tasks.values():
-        if task.cycle_id == engine.cycle_id and task.status in ("running", "pending"):
-            if task.kind != "work":
-                engine.state.end_task(task, "cancelled")
-            elif status == "pending":
-                task.status = "pending"
-                engine.writer.update("tasks", task.id, {"status": "pending"})
+    state = engine.state
+    for task in state.tasks.values():
+        if task.cycle_id == engine.cycle_id and task.status in (TaskStatus.RUNNING, TaskStatus.PENDING):
+            if task.kind != TaskKind.WORK:
+                state.end_task(task, TaskStatus.CANCELLED)
+            elif engine._stop_reason:
+                state.park_task(task)
             else:
-                engine.state.end_task(task, "cancelled", error="abandoned by a fresh start")
-    for agent in list(engine.state.agents.values()):
-        engine.state.end_agent(agent, "cancelled")
+                state.end_task(task, TaskStatus.CANCELLED, error="abandoned by a fresh start")
+    for agent in list(state.agents.values()):
+        state.end_agent(agent, AgentStatus.CANCELLED)
 
 
 async def _scheduler(engine: Engine, group: Any) -> None:
@@ -379,30 +330,23 @@ async def _poll_controls(engine: Engine) -> None:
     """Controls sent by an attached TUI arrive as rows; apply each once and mark it consumed."""
     db = await anyio.to_thread.run_sync(lambda: connect(engine.db_path, migrate=False))
     handlers = {
-        "pause": engine.pause,
-        "resume": engine.resume,
-        "fresh": engine.fresh_start,
-        "stop": engine.stop,
+        Control.PAUSE: engine.pause,
+        Control.RESUME: engine.resume,
+        Control.FRESH: engine.fresh_start,
+        Control.STOP: engine.stop,
     }
     try:
         while True:
-            rows = await anyio.to_thread.run_sync(
-                lambda: list(
-                    db.query(
-                        "SELECT * FROM controls WHERE session_id = ? AND consumed_at IS NULL ORDER BY seq",
-                        [engine.session_id],
-                    )
-                )
-            )
+            rows = await anyio.to_thread.run_sync(q.pending_controls, db, engine.session_id)
             for row in rows:
-                engine.writer.update("controls", row["seq"], {"consumed_at": now()}, pk_column="seq")
+                engine.state.record.control_consumed(row["seq"])
                 payload = json.loads(row["payload"]) if row["payload"] else {}
                 source = row["source"]
                 if row["kind"] in handlers:
                     handlers[row["kind"]](source=source)
-                elif row["kind"] == "steer":
+                elif row["kind"] == Control.STEER:
                     engine.steer(payload.get("text", ""), bool(payload.get("replace_goal")), source=source)
-                elif row["kind"] == "workers":
+                elif row["kind"] == Control.WORKERS:
                     engine.set_workers(int(payload.get("n", engine.workers)), source=source)
             await anyio.sleep(CONTROL_POLL)
     finally:
@@ -428,27 +372,19 @@ def _check_token_budget(engine: Engine) -> None:
 
 
 async def _record_end(engine: Engine, outcome: Outcome) -> None:
-    writer = engine.writer
+    writer, state = engine.writer, engine.state
     if writer is None:
         return
     try:
-        if engine.state is not None:
-            for task in engine.state.tasks.values():
-                if task.status == "running":
-                    task.status = "pending"
-                    writer.update("tasks", task.id, {"status": "pending"})
-            engine.state.emit(
-                ev.SESSION_ENDED,
-                status=outcome.status,
-                reason=outcome.reason,
-                commits=engine.state.commits,
-                tokens=engine.state.tokens,
+        if state is not None:
+            for task in state.tasks.values():
+                if task.status == TaskStatus.RUNNING:
+                    state.park_task(task)
+            state.record.session_ended(
+                outcome.status, outcome.reason, commits=state.commits, tokens=state.tokens
             )
-        writer.update(
-            "sessions",
-            engine.session_id,
-            {"status": outcome.status, "stop_reason": outcome.reason, "ended_at": now()},
-        )
+        else:
+            Record(writer, engine.session_id).session_row_ended(outcome.status, outcome.reason)
         if engine.git is not None:
             await engine.git.close()  # the parked worktrees
         if engine.client is not None:

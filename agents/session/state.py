@@ -1,22 +1,19 @@
-"""In-memory bookkeeping of a running session, mirrored row by row into the store through the one writer.
+"""In-memory bookkeeping of a running session: its tasks, its agents and its counters.
 
-The engine, planners and workers change state only through :class:`SessionState`, so every task state change,
-agent start and end, and event reaches the record and the in-process listeners the same way.
+Every change that matters to the record goes through :class:`~.record.Record` (row and event together), so the
+engine, planners and workers change a task or an agent only through :class:`SessionState`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...store.db import new_id, now
-from ...store.writer import Writer
-from . import events as ev
-
-Listener = Callable[[dict[str, Any]], None]
+from ...store.db import new_id
+from ..status import WORK_STATUSES, AgentStatus, TaskKind, TaskStatus
+from .record import Record
 
 
 @dataclass
@@ -32,14 +29,14 @@ class Landed:
 class Task:
     id: str
     cycle_id: str
-    kind: str  # planner | subplanner | work
+    kind: TaskKind
     title: str
     parent_id: str | None = None
     depth: int = 0
     instructions: str = ""
     files: list[str] = field(default_factory=list)
     check: str = ""
-    status: str = "pending"
+    status: TaskStatus = TaskStatus.PENDING
     attempts: int = 0
 
 
@@ -49,13 +46,28 @@ class Handoff:
 
     task_id: str
     title: str
-    status: str  # done | failed
+    status: TaskStatus  # done | failed
     summary: str
     notes: str = ""
     commit: str | None = None
 
+    @property
+    def done(self) -> bool:
+        return self.status == TaskStatus.DONE
+
     def as_prompt(self) -> dict[str, str]:
         return {"status": self.status, "title": self.title, "summary": self.summary, "notes": self.notes}
+
+
+@dataclass
+class ResumeCycle:
+    """What recovery found of the last cycle: its pending work and whether its planning had finished."""
+
+    cycle_id: str
+    number: int
+    pending: list[dict[str, Any]]
+    """The ``tasks`` rows of its work still to do."""
+    planned: bool
 
 
 @dataclass
@@ -71,72 +83,27 @@ class Agent:
 
 
 class SessionState:
-    """Tasks, agents and counters of one session; every change is written and published."""
+    """Tasks, agents and counters of one session; every change is written and published through ``record``."""
 
-    def __init__(self, writer: Writer, session_id: str) -> None:
-        self.writer = writer
-        self.session_id = session_id
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.session_id = record.session_id
         self.tasks: dict[str, Task] = {}
         self.agents: dict[str, Agent] = {}
-        self.listeners: list[Listener] = []
         self.commits = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.started = time.monotonic()
 
-    # -- events ------------------------------------------------------------------------------------
-
-    def emit(
-        self, kind: str, /, *, agent_id: str | None = None, task_id: str | None = None, **data: Any
-    ) -> None:
-        self.writer.event(self.session_id, kind, agent_id=agent_id, task_id=task_id, **data)
-        if self.listeners:
-            event = {
-                "kind": kind,
-                "session_id": self.session_id,
-                "agent_id": agent_id,
-                "task_id": task_id,
-                "data": {k: self.writer.redact(v) if isinstance(v, str) else v for k, v in data.items()},
-                "created_at": now(),
-            }
-            for listener in list(self.listeners):
-                listener(event)
-
     # -- tasks -------------------------------------------------------------------------------------
 
     def add_task(self, task: Task) -> Task:
         self.tasks[task.id] = task
-        self.writer.insert(
-            "tasks",
-            {
-                "id": task.id,
-                "session_id": self.session_id,
-                "cycle_id": task.cycle_id,
-                "parent_id": task.parent_id,
-                "kind": task.kind,
-                "depth": task.depth,
-                "title": task.title,
-                "instructions": task.instructions,
-                "files": task.files,
-                "check_cmd": task.check,
-                "status": task.status,
-                "attempts": task.attempts,
-                "created_at": now(),
-            },
-        )
-        self.emit(
-            ev.TASK_CREATED,
-            task_id=task.id,
-            title=task.title,
-            kind=task.kind,
-            parent_id=task.parent_id,
-            depth=task.depth,
-            cycle_id=task.cycle_id,
-        )
+        self.record.task_created(task)
         return task
 
     def new_task(
-        self, cycle_id: str, kind: str, title: str, parent: Task | None = None, **fields: Any
+        self, cycle_id: str, kind: TaskKind, title: str, parent: Task | None = None, **fields: Any
     ) -> Task:
         depth = parent.depth + 1 if parent else 0
         return self.add_task(
@@ -152,43 +119,28 @@ class SessionState:
         )
 
     def start_task(self, task: Task) -> None:
-        task.status = "running"
+        task.status = TaskStatus.RUNNING
         task.attempts += 1
-        self.writer.update(
-            "tasks", task.id, {"status": "running", "attempts": task.attempts, "started_at": now()}
-        )
-        self.emit(ev.TASK_STARTED, task_id=task.id, title=task.title, kind=task.kind, attempt=task.attempts)
+        self.record.task_started(task)
 
     def requeue_task(self, task: Task, error: str) -> None:
-        task.status = "pending"
-        self.writer.update("tasks", task.id, {"status": "pending", "error": error})
-        self.emit(ev.TASK_ENDED, task_id=task.id, status="requeued", error=error)
+        task.status = TaskStatus.PENDING
+        self.record.task_requeued(task, error)
+
+    def park_task(self, task: Task) -> None:
+        """Back to pending without news (a stopped session; ``formicary resume`` picks it up)."""
+        task.status = TaskStatus.PENDING
+        self.record.task_row(task.id, TaskStatus.PENDING)
 
     def end_task(
-        self, task: Task, status: str, *, error: str | None = None, handoff: Handoff | None = None
+        self, task: Task, status: TaskStatus, *, error: str | None = None, handoff: Handoff | None = None
     ) -> None:
         task.status = status
-        changes: dict[str, Any] = {"status": status, "ended_at": now()}
-        if error is not None:
-            changes["error"] = error
-        if handoff is not None:
-            changes["handoff"] = {
-                "summary": handoff.summary,
-                "notes": handoff.notes,
-                "commit": handoff.commit,
-            }
-        self.writer.update("tasks", task.id, changes)
-        self.emit(
-            ev.TASK_ENDED,
-            task_id=task.id,
-            status=status,
-            error=error,
-            summary=handoff.summary[:300] if handoff else None,
-        )
+        self.record.task_ended(task, status, error=error, handoff=handoff)
 
-    def counts(self) -> dict[str, int]:
-        c = Counter(t.status for t in self.tasks.values() if t.kind == "work")
-        return {s: c.get(s, 0) for s in ("pending", "running", "done", "failed", "cancelled")}
+    def counts(self) -> dict[TaskStatus, int]:
+        c = Counter(t.status for t in self.tasks.values() if t.kind == TaskKind.WORK)
+        return {s: c.get(s, 0) for s in WORK_STATUSES}
 
     # -- agents ------------------------------------------------------------------------------------
 
@@ -198,51 +150,11 @@ class SessionState:
             id=agent_id, role=role, name=f"{role}-{agent_id[-6:].lower()}", task_id=task.id if task else None
         )
         self.agents[agent_id] = agent
-        self.writer.insert(
-            "agents",
-            {
-                "id": agent_id,
-                "session_id": self.session_id,
-                "cycle_id": cycle_id,
-                "task_id": agent.task_id,
-                "role": role,
-                "name": agent.name,
-                "model": model,
-                "status": "running",
-                "started_at": now(),
-            },
-        )
-        self.emit(
-            ev.AGENT_STARTED,
-            agent_id=agent_id,
-            task_id=agent.task_id,
-            role=role,
-            name=agent.name,
-            model=model,
-        )
+        self.record.agent_started(agent, model, cycle_id)
         return agent
 
-    def end_agent(self, agent: Agent, status: str) -> None:
-        self.writer.update(
-            "agents",
-            agent.id,
-            {
-                "status": status,
-                "steps": agent.steps,
-                "prompt_tokens": agent.prompt_tokens,
-                "completion_tokens": agent.completion_tokens,
-                "ended_at": now(),
-            },
-        )
-        self.emit(
-            ev.AGENT_ENDED,
-            agent_id=agent.id,
-            task_id=agent.task_id,
-            status=status,
-            steps=agent.steps,
-            prompt_tokens=agent.prompt_tokens,
-            completion_tokens=agent.completion_tokens,
-        )
+    def end_agent(self, agent: Agent, status: AgentStatus) -> None:
+        self.record.agent_ended(agent, status)
         self.agents.pop(agent.id, None)
 
     def on_llm_call(self, row: dict[str, Any]) -> None:
@@ -254,15 +166,7 @@ class SessionState:
         if agent is not None:
             agent.prompt_tokens += p
             agent.completion_tokens += c
-        self.emit(
-            ev.LLM_CALL,
-            agent_id=row.get("agent_id"),
-            role=row["role"],
-            prompt_tokens=p,
-            completion_tokens=c,
-            latency_ms=row.get("latency_ms"),
-            error=row.get("error"),
-        )
+        self.record.llm_call(row, p, c)
 
     @property
     def tokens(self) -> int:

@@ -28,14 +28,14 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from ..agents.session.controls import Controls
 from ..store import queries as q
 from ..store.db import connect
+from ..view.follow import Delta, SessionModel, StatusView, read_agent_log
+from ..view.loglines import LogChunk
 from ..widgets.agent_log import AgentLog
 from ..widgets.status_bar import StatusBar
 from ..widgets.task_tree import TaskTree
 from ..widgets.verdict_log import VerdictLog
 from ..widgets.workers_table import WorkersTable
 from .commands import SessionCommands
-from .follow import Delta, SessionModel, StatusView, read_agent_log
-from .loglines import LogChunk
 from .session_controls import ControlActions
 
 POLL_SECONDS = 0.15

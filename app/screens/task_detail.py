@@ -19,9 +19,9 @@ from textual.widgets import Footer, Label, RichLog, Static, TabbedContent, TabPa
 
 from ..store import queries as q
 from ..store.db import connect
-from ..widgets import formatting as fmt
+from ..view import formatting as fmt
+from ..view.loglines import action_row_chunk, agent_header, ended_line
 from ..widgets.agent_log import AgentLog
-from .loglines import action_row_chunk, agent_header, ended_line
 
 MAX_DIFF_LINES = 5000
 

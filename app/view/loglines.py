@@ -6,6 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..agents.session import events as ev
+from ..agents.status import Role
+from .formatting import tokens
+
 OBSERVATION_LINES = 4
 LINE_CHARS = 240
 
@@ -90,66 +94,60 @@ def agent_header(agent: dict[str, Any], task_title: str | None) -> tuple[str, ..
     return (f"── {who} · {agent['model']}{about}",)
 
 
-def _fmt_tokens(n: int) -> str:
-    return f"{n / 1_000_000:.1f}M" if n >= 1_000_000 else f"{n / 1000:.1f}k" if n >= 1000 else str(n)
-
-
 def ended_line(status: str, steps: Any, prompt: Any, completion: Any) -> str:
     return (
         f"── ended {status} after {steps or 0} steps, "
-        f"{_fmt_tokens(int(prompt or 0))} in / {_fmt_tokens(int(completion or 0))} out"
+        f"{tokens(int(prompt or 0))} in / {tokens(int(completion or 0))} out"
     )
 
 
-def event_chunk(event: dict[str, Any], role: str | None) -> LogChunk | None:
+def event_chunk(event: ev.Event, role: str | None) -> LogChunk | None:
     """An event with an ``agent_id`` as log lines, or None when it adds nothing readable (a worker's model calls)."""
-    kind, d, seq = event["kind"], event["data"] or {}, int(event["seq"])
-    if kind == "agent_step":
-        step = int(d.get("step") or 0)
-        lines = step_lines(
-            step, str(d.get("action") or "?"), str(d.get("target") or ""), d.get("observation"),
-            d.get("exit_code"), d.get("error"),
-        )  # fmt: skip
-        return LogChunk(seq, step, lines)
-    if kind == "agent_started":
-        return LogChunk(seq, None, ("── started",))
-    if kind == "agent_ended":
-        line = ended_line(
-            str(d.get("status")), d.get("steps"), d.get("prompt_tokens"), d.get("completion_tokens")
-        )
-        return LogChunk(seq, None, (line,))
-    if kind == "llm_call":
-        if d.get("error"):
-            return LogChunk(seq, None, (_clip(f"    ! model call failed: {d['error']}"),))
-        if role == "worker":
+    seq = event.seq
+    match event:
+        case ev.AgentStep():
+            lines = step_lines(
+                event.step, event.action or "?", event.target, event.observation, event.exit_code,
+                event.error,  # type: ignore[arg-type]
+            )  # fmt: skip
+            return LogChunk(seq, event.step, lines)
+        case ev.AgentStarted():
+            return LogChunk(seq, None, ("── started",))
+        case ev.AgentEnded():
+            line = ended_line(event.status, event.steps, event.prompt_tokens, event.completion_tokens)
+            return LogChunk(seq, None, (line,))
+        case ev.LlmCall():
+            if event.error:
+                return LogChunk(seq, None, (_clip(f"    ! model call failed: {event.error}"),))
+            if role == Role.WORKER:
+                return None
+            return LogChunk(
+                seq,
+                None,
+                (
+                    f"    model: {event.prompt_tokens} in / {event.completion_tokens} out, "
+                    f"{(event.latency_ms or 0) / 1000:.1f}s",
+                ),
+            )
+        case ev.PlanMade():
+            lines = [f"plan: {len(event.tasks)} tasks, {len(event.subplanners)} sub-planners"]
+            lines += [_clip(f"    task  {t}") for t in event.tasks]
+            lines += [_clip(f"    sub   {s}") for s in event.subplanners]
+            pad = [ln for ln in event.scratchpad.splitlines() if ln.strip()]
+            lines += [_clip(f"    notes {ln}") for ln in pad[:OBSERVATION_LINES]]
+            return LogChunk(seq, None, tuple(lines))
+        case ev.CommitLanded():
+            sha = str(event.integrated_sha or event.sha or "")[:10]
+            retries = f", {event.retries} retries" if event.retries else ""
+            return LogChunk(seq, None, (f"✔ landed {sha}{retries}",))
+        case ev.ConflictFound():
+            paths = ", ".join(event.paths)
+            shown = "?" if event.round is None else event.round
+            return LogChunk(seq, None, (_clip(f"✘ conflict (round {shown}): {paths}"),))
+        case ev.VerdictGiven():
+            return LogChunk(seq, None, (_clip(f"verdict: {event.decision} — {event.reason}"),))
+        case ev.WarningRaised():
+            return LogChunk(seq, None, (_clip(f"! {event.message}"),))
+        case ev.TaskStarted() | ev.TaskEnded() | ev.TaskCreated():
             return None
-        return LogChunk(
-            seq,
-            None,
-            (
-                f"    model: {d.get('prompt_tokens') or 0} in / {d.get('completion_tokens') or 0} out, "
-                f"{(d.get('latency_ms') or 0) / 1000:.1f}s",
-            ),
-        )
-    if kind == "plan":
-        tasks, subs = list(d.get("tasks") or []), list(d.get("subplanners") or [])
-        lines = [f"plan: {len(tasks)} tasks, {len(subs)} sub-planners"]
-        lines += [_clip(f"    task  {t}") for t in tasks]
-        lines += [_clip(f"    sub   {s}") for s in subs]
-        pad = [ln for ln in str(d.get("scratchpad") or "").splitlines() if ln.strip()]
-        lines += [_clip(f"    notes {ln}") for ln in pad[:OBSERVATION_LINES]]
-        return LogChunk(seq, None, tuple(lines))
-    if kind == "commit_landed":
-        sha = str(d.get("integrated_sha") or d.get("sha") or "")[:10]
-        retries = f", {d['retries']} retries" if d.get("retries") else ""
-        return LogChunk(seq, None, (f"✔ landed {sha}{retries}",))
-    if kind == "conflict":
-        paths = ", ".join(d.get("paths") or [])
-        return LogChunk(seq, None, (_clip(f"✘ conflict (round {d.get('round', '?')}): {paths}"),))
-    if kind == "verdict":
-        return LogChunk(seq, None, (_clip(f"verdict: {d.get('decision')} — {d.get('reason', '')}"),))
-    if kind == "warning":
-        return LogChunk(seq, None, (_clip(f"! {d.get('message', '')}"),))
-    if kind in ("task_started", "task_ended", "task_created"):
-        return None
-    return LogChunk(seq, None, (_clip(f"{kind}: {json.dumps(d, default=str)}"),))
+    return LogChunk(seq, None, (_clip(f"{ev.kind_of(event)}: {json.dumps(event.data(), default=str)}"),))

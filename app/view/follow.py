@@ -11,10 +11,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from ..agents.session import events as ev
+from ..agents.status import Control, Role, SessionStatus, TaskKind, TaskStatus
 from ..store import queries as q
 from .loglines import LogChunk, action_row_chunk, agent_header, ended_line, event_chunk, target_of
 
-ENDED = ("done", "stopped", "failed")
+ENDED = (SessionStatus.DONE, SessionStatus.STOPPED, SessionStatus.FAILED)
 
 
 def ts(value: str | None) -> float | None:
@@ -75,7 +77,7 @@ class VerdictView:
 class StatusView:
     goal: str = ""
     repo: str = ""
-    session_status: str = "running"
+    session_status: str = SessionStatus.RUNNING
     stop_reason: str | None = None
     cycle: int = 0
     paused: bool = False
@@ -203,26 +205,27 @@ class SessionModel:
 
     # -- following ---------------------------------------------------------------------------------
 
-    def apply(self, db: Any, events: list[dict[str, Any]], watch: str | None = None) -> Delta:
-        """Digest a batch of events (oldest first) into what changed.
+    def apply(self, db: Any, rows: list[dict[str, Any]], watch: str | None = None) -> Delta:
+        """Digest a batch of ``events`` rows (oldest first) into what changed.
 
         Log lines are rendered only for ``watch``, the agent whose log is on screen (if None: for every agent).
         """
         self.watch = watch
         delta = Delta(seq=self.seq, status=self.status)
+        events = [ev.from_row(row) for row in rows]
         task_ids: set[str] = set()
         agent_ids: set[str] = set()
-        for ev in events:
-            if ev["kind"].startswith("task_") and ev["task_id"]:
-                task_ids.add(ev["task_id"])
-            aid = ev["agent_id"]
-            if aid and (ev["kind"] == "agent_started" or aid not in self.agent_roles):
+        for event in events:
+            if isinstance(event, ev.TaskCreated | ev.TaskStarted | ev.TaskEnded) and event.task_id:
+                task_ids.add(event.task_id)
+            aid = event.agent_id
+            if aid and (isinstance(event, ev.AgentStarted) or aid not in self.agent_roles):
                 agent_ids.add(aid)
         changed_tasks: set[str] = set()
         changed_agents: dict[str, AgentView] = {}
-        started = [ev for ev in events if ev["kind"] == "cycle_started"]
+        started = [event for event in events if isinstance(event, ev.CycleStarted)]
         if started:
-            self.current_cycle = str((started[-1]["data"] or {}).get("cycle_id"))
+            self.current_cycle = started[-1].cycle_id
             self.agents.clear()
             delta.reset_agents = True
         if task_ids:
@@ -232,15 +235,15 @@ class SessionModel:
         if agent_ids:
             self._load_agents(db, sorted(agent_ids), changed_agents, changed_tasks)
         status = self.status
-        for ev in events:
-            status = self._apply_event(ev, delta, status, changed_agents)
+        for event in events:
+            status = self._apply_event(event, delta, status, changed_agents)
         for tid in list(changed_tasks):
             changed_tasks.update(self._recount_up(tid))
         if delta.reset_agents:
             changed_agents = dict(self.agents)
         self.status = status
         self._recount_status()
-        self.seq = int(events[-1]["seq"]) if events else self.seq
+        self.seq = events[-1].seq if events else self.seq
         delta.seq = self.seq
         delta.status = self.status
         delta.tasks = sorted(
@@ -251,100 +254,100 @@ class SessionModel:
 
     def _apply_event(
         self,
-        ev: dict[str, Any],
+        event: ev.Event,
         delta: Delta,
         status: StatusView,
         changed_agents: dict[str, AgentView],
     ) -> StatusView:
-        kind, d, aid = ev["kind"], ev["data"] or {}, ev["agent_id"]
+        aid = event.agent_id
         if aid and (self.watch is None or aid == self.watch):
-            chunk = event_chunk(ev, self.agent_roles.get(aid))
+            chunk = event_chunk(event, self.agent_roles.get(aid))
             if chunk is not None:
                 delta.lines.setdefault(aid, []).append(chunk)
         agent = self.agents.get(aid) if aid else None
-        if kind == "agent_step" and agent is not None:
-            target = str(d.get("target") or "").split("\n", 1)[0]
-            agent = replace(
-                agent, step=int(d.get("step") or agent.step), last_action=f"{d.get('action')} {target}"
-            )
-        elif kind == "agent_ended" and agent is not None:
-            agent = replace(
-                agent,
-                status=str(d.get("status") or "done"),
-                step=int(d.get("steps") or agent.step),
-                prompt_tokens=max(agent.prompt_tokens, int(d.get("prompt_tokens") or 0)),
-                completion_tokens=max(agent.completion_tokens, int(d.get("completion_tokens") or 0)),
-                ended_at=ts(ev["created_at"]),
-            )
-        elif kind == "llm_call":
-            p, c = int(d.get("prompt_tokens") or 0), int(d.get("completion_tokens") or 0)
-            status = replace(
-                status, prompt_tokens=status.prompt_tokens + p, completion_tokens=status.completion_tokens + c
-            )
-            if agent is not None:
+        match event:
+            case ev.AgentStep() if agent is not None:
+                target = event.target.split("\n", 1)[0]
+                agent = replace(agent, step=event.step or agent.step, last_action=f"{event.action} {target}")
+            case ev.AgentEnded() if agent is not None:
                 agent = replace(
                     agent,
-                    prompt_tokens=agent.prompt_tokens + p,
-                    completion_tokens=agent.completion_tokens + c,
+                    status=event.status or "done",
+                    step=event.steps or agent.step,
+                    prompt_tokens=max(agent.prompt_tokens, event.prompt_tokens),
+                    completion_tokens=max(agent.completion_tokens, event.completion_tokens),
+                    ended_at=ts(event.created_at),
                 )
-        elif kind == "cycle_started":
-            cycle = CycleView(
-                str(d.get("cycle_id")), int(d.get("number") or 0), str(d.get("reason")), "running"
-            )
-            self.cycles[cycle.id] = cycle
-            delta.cycles.append(cycle)
-            status = replace(status, cycle=cycle.number)
-        elif kind == "cycle_ended" and d.get("cycle_id") in self.cycles:
-            cycle = replace(self.cycles[d["cycle_id"]], status=str(d.get("status")))
-            self.cycles[cycle.id] = cycle
-            delta.cycles.append(cycle)
-        elif kind == "commit_landed":
-            status = replace(status, commits=status.commits + 1)
-            landed = ts(ev["created_at"])
-            if landed is not None:
-                delta.commit_times.append(landed)
-        elif kind == "verdict":
-            delta.verdicts.append(
-                VerdictView(
-                    int(d.get("number") or self._cycle_number(d.get("cycle_id"))),
-                    str(d.get("decision")),
-                    str(d.get("reason") or ""),
-                    str(d.get("notes") or ""),
+            case ev.LlmCall():
+                p, c = event.prompt_tokens, event.completion_tokens
+                status = replace(
+                    status,
+                    prompt_tokens=status.prompt_tokens + p,
+                    completion_tokens=status.completion_tokens + c,
                 )
-            )
-        elif kind == "status":
-            status = replace(
-                status,
-                paused=bool(d.get("paused", status.paused)),
-                workers=d.get("workers", status.workers),
-                session_status="paused"
-                if d.get("paused")
-                else status.session_status.replace("paused", "running"),
-            )
-            if d.get("message"):
-                delta.notices.append(("information", str(d["message"])))
-        elif kind == "control":
-            control = d.get("control")
-            if control in ("pause", "resume"):
-                status = replace(status, paused=control == "pause")
-            elif control == "workers" and d.get("n") is not None:
-                status = replace(status, workers=int(d["n"]))
-        elif kind == "warning":
-            status = replace(status, warning=str(d.get("message") or ""))
-            delta.notices.append(("warning", str(d.get("message") or "")))
-        elif kind == "session_started":
-            status = replace(status, workers=d.get("workers", status.workers), sandbox=d.get("sandbox"))
-        elif kind == "session_ended":
-            status = replace(
-                status,
-                session_status=str(d.get("status") or "done"),
-                stop_reason=d.get("reason"),
-                ended_at=ts(ev["created_at"]),
-                paused=False,
-            )
-            delta.notices.append(
-                ("information", f"Session {d.get('status')}: {d.get('reason') or ''}".strip())
-            )
+                if agent is not None:
+                    agent = replace(
+                        agent,
+                        prompt_tokens=agent.prompt_tokens + p,
+                        completion_tokens=agent.completion_tokens + c,
+                    )
+            case ev.CycleStarted():
+                cycle = CycleView(event.cycle_id, event.number, event.reason, "running")
+                self.cycles[cycle.id] = cycle
+                delta.cycles.append(cycle)
+                status = replace(status, cycle=cycle.number)
+            case ev.CycleEnded() if event.cycle_id in self.cycles:
+                cycle = replace(self.cycles[event.cycle_id], status=event.status)
+                self.cycles[cycle.id] = cycle
+                delta.cycles.append(cycle)
+            case ev.CommitLanded():
+                status = replace(status, commits=status.commits + 1)
+                landed = ts(event.created_at)
+                if landed is not None:
+                    delta.commit_times.append(landed)
+            case ev.VerdictGiven():
+                delta.verdicts.append(
+                    VerdictView(
+                        event.number or self._cycle_number(event.cycle_id),
+                        event.decision,
+                        event.reason,
+                        event.notes,
+                    )
+                )
+            case ev.StatusChanged():
+                status = replace(
+                    status,
+                    paused=status.paused if event.paused is None else event.paused,
+                    workers=status.workers if event.workers is None else event.workers,
+                    session_status=SessionStatus.PAUSED
+                    if event.paused
+                    else status.session_status.replace(SessionStatus.PAUSED, SessionStatus.RUNNING),
+                )
+                if event.message:
+                    delta.notices.append(("information", event.message))
+            case ev.ControlApplied():
+                if event.control in (Control.PAUSE, Control.RESUME):
+                    status = replace(status, paused=event.control == Control.PAUSE)
+                elif event.control == Control.WORKERS and event.n is not None:
+                    status = replace(status, workers=int(event.n))
+            case ev.WarningRaised():
+                status = replace(status, warning=event.message)
+                delta.notices.append(("warning", event.message))
+            case ev.SessionStarted():
+                status = replace(
+                    status,
+                    workers=status.workers if event.workers is None else event.workers,
+                    sandbox=event.sandbox,
+                )
+            case ev.SessionEnded():
+                status = replace(
+                    status,
+                    session_status=event.status or SessionStatus.DONE,
+                    stop_reason=event.reason,
+                    ended_at=ts(event.created_at),
+                    paused=False,
+                )
+                delta.notices.append(("information", f"Session {event.status}: {event.reason or ''}".strip()))
         if agent is not None:
             self.agents[agent.id] = agent
             changed_agents[agent.id] = agent
@@ -412,8 +415,8 @@ class SessionModel:
     def _recount(self, tid: str) -> bool:
         task = self.tasks[tid]
         done = total = 0
-        if task.kind == "work":
-            total, done = 1, int(task.status == "done")
+        if task.kind == TaskKind.WORK:
+            total, done = 1, int(task.status == TaskStatus.DONE)
         for child in self.children.get(tid, ()):
             c = self.tasks.get(child)
             if c is not None:
@@ -438,11 +441,11 @@ class SessionModel:
             self._recount(task.id)
 
     def _recount_status(self) -> None:
-        counts = {"running": 0, "pending": 0, "done": 0, "failed": 0}
+        counts = {TaskStatus.RUNNING: 0, TaskStatus.PENDING: 0, TaskStatus.DONE: 0, TaskStatus.FAILED: 0}
         for task in self.tasks.values():
-            if task.kind == "work" and task.status in counts:
+            if task.kind == TaskKind.WORK and task.status in counts:
                 counts[task.status] += 1
-        self.status = replace(self.status, **counts)
+        self.status = replace(self.status, **{str(k): v for k, v in counts.items()})
 
     def _cycle_number(self, cycle_id: str | None) -> int:
         cycle = self.cycles.get(cycle_id or "")
@@ -464,7 +467,7 @@ def read_agent_log(db: Any, session_id: str, agent_id: str) -> tuple[list[LogChu
         agent = rows[0]
         task = q.tasks_by_ids(db, [agent["task_id"]]) if agent["task_id"] else []
         chunks = [LogChunk(0, None, agent_header(agent, task[0]["title"] if task else None))]
-        if agent["role"] == "worker":
+        if agent["role"] == Role.WORKER:
             chunks += [action_row_chunk(row) for row in q.last_actions_of(db, agent_id)]
             if agent["ended_at"]:
                 line = ended_line(
@@ -472,8 +475,8 @@ def read_agent_log(db: Any, session_id: str, agent_id: str) -> tuple[list[LogChu
                 )
                 chunks.append(LogChunk(upto, None, (line,)))
         else:
-            for ev in q.agent_events(db, session_id, agent_id):
-                chunk = event_chunk(ev, agent["role"])
+            for row in q.agent_events(db, session_id, agent_id):
+                chunk = event_chunk(ev.from_row(row), agent["role"])
                 if chunk is not None:
                     chunks.append(chunk)
         return chunks, upto

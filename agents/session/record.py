@@ -1,0 +1,422 @@
+"""The session's writes to the record: each row together with the event that announces it.
+
+The ONLY place in the session that calls the writer (and the only one that writes a control row from another
+process). "Insert a row, then emit the same fields as an event" is written once per kind here, so the record
+and the in-process listeners always see the same thing. The layers below the session write only their own
+rows (the model client its ``llm_calls``, integration its ``commits``) through the writer handed to them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...store.db import connect, new_id, now
+from ...store.writer import Writer
+from ..status import CycleReason, CycleStatus, SessionStatus, TaskStatus
+from . import events as ev
+
+if TYPE_CHECKING:
+    from .state import Agent, Handoff, Task
+
+Listener = Callable[[ev.Event], None]
+
+
+class Record:
+    """Writes one session's rows and events through the one writer and publishes each event in-process."""
+
+    def __init__(self, writer: Writer, session_id: str) -> None:
+        self.writer = writer
+        self.session_id = session_id
+        self.listeners: list[Listener] = []
+
+    def redact(self, text: str) -> str:
+        return self.writer.redact(text)
+
+    # -- the timeline ------------------------------------------------------------------------------
+
+    def emit(self, event: ev.Event) -> None:
+        """Append ``event`` to the timeline and show it (redacted, like the row) to the listeners."""
+        event.session_id = self.session_id
+        event.created_at = now()
+        self.writer.insert(
+            "events",
+            {
+                "id": new_id(),
+                "session_id": self.session_id,
+                "kind": event.kind,
+                "agent_id": event.agent_id,
+                "task_id": event.task_id,
+                "data": event.data() or None,
+                "created_at": event.created_at,
+            },
+        )
+        if self.listeners:
+            shown = event.redacted(self.writer.redact)
+            for listener in list(self.listeners):
+                listener(shown)
+
+    def status(self, message: str) -> None:
+        self.emit(ev.StatusChanged(message=message))
+
+    def warning(self, message: str, *, agent_id: str | None = None, task_id: str | None = None) -> None:
+        self.emit(ev.WarningRaised(message=message, agent_id=agent_id, task_id=task_id))
+
+    def control(self, control: str, source: str, **data: Any) -> None:
+        self.emit(ev.ControlApplied(control=control, source=source, **data))
+
+    # -- the session -------------------------------------------------------------------------------
+
+    def session_started(
+        self,
+        *,
+        goal: str,
+        repo: str,
+        branch: str,
+        base_sha: str,
+        config: dict[str, Any],
+        workers: int,
+        sandbox: str,
+        resumed: bool,
+    ) -> None:
+        if resumed:
+            self.writer.update(
+                "sessions",
+                self.session_id,
+                {"status": SessionStatus.RUNNING, "pid": os.getpid(), "ended_at": None, "stop_reason": None},
+            )
+        else:
+            self.writer.insert(
+                "sessions",
+                {
+                    "id": self.session_id,
+                    "goal": goal,
+                    "repo": repo,
+                    "branch": branch,
+                    "base_sha": base_sha,
+                    "config": json.dumps(config),
+                    "status": SessionStatus.RUNNING,
+                    "pid": os.getpid(),
+                    "started_at": now(),
+                },
+            )
+        self.emit(
+            ev.SessionStarted(
+                goal=goal, repo=repo, branch=branch, workers=workers, sandbox=sandbox, resumed=resumed
+            )
+        )
+
+    def session_ended(self, status: str, reason: str, *, commits: int, tokens: int) -> None:
+        self.emit(ev.SessionEnded(status=status, reason=reason, commits=commits, tokens=tokens))
+        self.session_row_ended(status, reason)
+
+    def session_row_ended(self, status: str, reason: str) -> None:
+        """The session row's end (also when the session failed before it had state to announce)."""
+        self.writer.update(
+            "sessions", self.session_id, {"status": status, "stop_reason": reason, "ended_at": now()}
+        )
+
+    def set_goal(self, text: str) -> None:
+        self.writer.update("sessions", self.session_id, {"goal": text})
+
+    def set_scratchpad(self, text: str) -> None:
+        self.writer.update("sessions", self.session_id, {"scratchpad": text})
+
+    def control_consumed(self, seq: int) -> None:
+        self.writer.update("controls", seq, {"consumed_at": now()}, pk_column="seq")
+
+    # -- cycles ------------------------------------------------------------------------------------
+
+    def cycle_started(self, cycle_id: str, number: int, reason: CycleReason) -> None:
+        self.writer.insert(
+            "cycles",
+            {
+                "id": cycle_id,
+                "session_id": self.session_id,
+                "number": number,
+                "reason": reason,
+                "status": CycleStatus.RUNNING,
+                "started_at": now(),
+            },
+        )
+        self.emit(ev.CycleStarted(cycle_id=cycle_id, number=number, reason=reason))
+
+    def cycle_ended(self, cycle_id: str, number: int, status: CycleStatus) -> None:
+        self.writer.update("cycles", cycle_id, {"status": status, "ended_at": now()})
+        self.emit(ev.CycleEnded(cycle_id=cycle_id, number=number, status=status))
+
+    def cycle_abandoned(self, cycle_id: str) -> None:
+        """A cycle a crash left running (recovery): its row ends, no event (it ended long ago)."""
+        self.writer.update("cycles", cycle_id, {"status": CycleStatus.ABANDONED, "ended_at": now()})
+
+    # -- tasks -------------------------------------------------------------------------------------
+
+    def task_created(self, task: Task) -> None:
+        self.writer.insert(
+            "tasks",
+            {
+                "id": task.id,
+                "session_id": self.session_id,
+                "cycle_id": task.cycle_id,
+                "parent_id": task.parent_id,
+                "kind": task.kind,
+                "depth": task.depth,
+                "title": task.title,
+                "instructions": task.instructions,
+                "files": task.files,
+                "check_cmd": task.check,
+                "status": task.status,
+                "attempts": task.attempts,
+                "created_at": now(),
+            },
+        )
+        self.emit(
+            ev.TaskCreated(
+                task_id=task.id,
+                title=task.title,
+                task_kind=task.kind,
+                parent_id=task.parent_id,
+                depth=task.depth,
+                cycle_id=task.cycle_id,
+            )
+        )
+
+    def task_started(self, task: Task) -> None:
+        self.writer.update(
+            "tasks", task.id, {"status": TaskStatus.RUNNING, "attempts": task.attempts, "started_at": now()}
+        )
+        self.emit(
+            ev.TaskStarted(task_id=task.id, title=task.title, task_kind=task.kind, attempt=task.attempts)
+        )
+
+    def task_requeued(self, task: Task, error: str) -> None:
+        self.writer.update("tasks", task.id, {"status": TaskStatus.PENDING, "error": error})
+        self.emit(ev.TaskEnded(task_id=task.id, status=TaskStatus.REQUEUED, error=error))
+
+    def task_ended(
+        self, task: Task, status: TaskStatus, *, error: str | None = None, handoff: Handoff | None = None
+    ) -> None:
+        changes: dict[str, Any] = {"status": status, "ended_at": now()}
+        if error is not None:
+            changes["error"] = error
+        if handoff is not None:
+            changes["handoff"] = {
+                "summary": handoff.summary,
+                "notes": handoff.notes,
+                "commit": handoff.commit,
+            }
+        self.writer.update("tasks", task.id, changes)
+        self.emit(
+            ev.TaskEnded(
+                task_id=task.id,
+                status=status,
+                error=error,
+                summary=handoff.summary[:300] if handoff else None,
+            )
+        )
+
+    def task_row(
+        self, task_id: str, status: TaskStatus, *, error: str | None = None, ended: bool = False
+    ) -> None:
+        """A task's status changed without news for the UIs (parked back to pending, settled on recovery)."""
+        changes: dict[str, Any] = {"status": status}
+        if ended:
+            changes["ended_at"] = now()
+        if error is not None:
+            changes["error"] = error
+        self.writer.update("tasks", task_id, changes)
+
+    # -- agents ------------------------------------------------------------------------------------
+
+    def agent_started(self, agent: Agent, model: str, cycle_id: str | None) -> None:
+        self.writer.insert(
+            "agents",
+            {
+                "id": agent.id,
+                "session_id": self.session_id,
+                "cycle_id": cycle_id,
+                "task_id": agent.task_id,
+                "role": agent.role,
+                "name": agent.name,
+                "model": model,
+                "status": "running",
+                "started_at": now(),
+            },
+        )
+        self.emit(
+            ev.AgentStarted(
+                agent_id=agent.id, task_id=agent.task_id, role=agent.role, name=agent.name, model=model
+            )
+        )
+
+    def agent_ended(self, agent: Agent, status: str) -> None:
+        self.writer.update(
+            "agents",
+            agent.id,
+            {
+                "status": status,
+                "steps": agent.steps,
+                "prompt_tokens": agent.prompt_tokens,
+                "completion_tokens": agent.completion_tokens,
+                "ended_at": now(),
+            },
+        )
+        self.emit(
+            ev.AgentEnded(
+                agent_id=agent.id,
+                task_id=agent.task_id,
+                status=status,
+                steps=agent.steps,
+                prompt_tokens=agent.prompt_tokens,
+                completion_tokens=agent.completion_tokens,
+            )
+        )
+
+    def action(
+        self,
+        agent: Agent,
+        task_id: str,
+        step: int,
+        name: str,
+        args: dict[str, Any],
+        text: str,
+        exit_code: int | None,
+        duration_ms: float,
+        *,
+        target: str,
+        error: bool,
+    ) -> None:
+        """One worker step: the full ``actions`` row and the short ``agent_step`` event."""
+        self.writer.insert(
+            "actions",
+            {
+                "id": new_id(),
+                "session_id": self.session_id,
+                "agent_id": agent.id,
+                "task_id": task_id,
+                "step": step,
+                "name": name,
+                "arguments": json.dumps(args, ensure_ascii=False),
+                "observation": text,
+                "exit_code": exit_code,
+                "duration_ms": round(duration_ms, 2),
+                "created_at": now(),
+            },
+        )
+        self.emit(
+            ev.AgentStep(
+                agent_id=agent.id,
+                task_id=task_id,
+                step=step,
+                action=name,
+                target=target[:200],
+                observation=text[:300],
+                exit_code=exit_code,
+                error=error,
+            )
+        )
+
+    def llm_call(self, row: dict[str, Any], prompt_tokens: int, completion_tokens: int) -> None:
+        """The event for a model call whose row the client wrote."""
+        self.emit(
+            ev.LlmCall(
+                agent_id=row.get("agent_id"),
+                role=row["role"],
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                latency_ms=row.get("latency_ms"),
+                error=row.get("error"),
+            )
+        )
+
+    def plan(
+        self, agent_id: str, task_id: str, *, tasks: list[str], subplanners: list[str], scratchpad: str
+    ) -> None:
+        self.emit(
+            ev.PlanMade(
+                agent_id=agent_id,
+                task_id=task_id,
+                tasks=tasks,
+                subplanners=subplanners,
+                scratchpad=scratchpad[:500],
+            )
+        )
+
+    def conflict(self, agent_id: str, task_id: str, paths: list[str], round: int | None) -> None:
+        self.emit(ev.ConflictFound(agent_id=agent_id, task_id=task_id, paths=paths, round=round))
+
+    def commit_landed(
+        self,
+        agent_id: str,
+        task_id: str,
+        *,
+        sha: str,
+        integrated_sha: str | None,
+        retries: int,
+        conflicts: int,
+        title: str,
+    ) -> None:
+        """The event for a commit on the shared branch (integration wrote its ``commits`` row)."""
+        self.emit(
+            ev.CommitLanded(
+                agent_id=agent_id,
+                task_id=task_id,
+                sha=sha,
+                integrated_sha=integrated_sha,
+                retries=retries,
+                conflicts=conflicts,
+                title=title,
+            )
+        )
+
+    def verdict(
+        self,
+        agent_id: str,
+        cycle_id: str,
+        number: int,
+        *,
+        decision: str,
+        reason: str,
+        notes: str,
+        check_output: str,
+        check_exit: int | None,
+    ) -> None:
+        self.writer.insert(
+            "verdicts",
+            {
+                "id": new_id(),
+                "session_id": self.session_id,
+                "cycle_id": cycle_id,
+                "decision": decision,
+                "reason": reason,
+                "notes": notes,
+                "check_output": check_output or None,
+                "created_at": now(),
+            },
+        )
+        self.emit(
+            ev.VerdictGiven(
+                agent_id=agent_id,
+                cycle_id=cycle_id,
+                number=number,
+                decision=decision,
+                reason=reason,
+                notes=notes[:1000],
+                check_exit=check_exit,
+            )
+        )
+
+
+def send_control(db_path: Path, session_id: str, kind: str, payload: dict | None, source: str) -> None:
+    """A control for a session running in another process: a row its engine polls (see ``controls``)."""
+    db = connect(db_path, migrate=False)
+    try:
+        db.execute(
+            "INSERT INTO controls (session_id, kind, payload, source, created_at) VALUES (?, ?, ?, ?, ?)",
+            [session_id, kind, json.dumps(payload) if payload else None, source, now()],
+        )
+    finally:
+        db.conn.close()
