@@ -198,3 +198,13 @@ async def test_idle_slots_draw_candidates_and_the_passing_edit_is_kept(tmp_path)
     assert len(temps) >= 2  # more than one temperature was drawn
     kept = [r["observation"] for r in actions(db) if "kept candidate" in r["observation"]]
     assert kept and "PASSED" in kept[0]
+
+
+async def test_without_named_files_the_check_is_narrowed_to_the_edited_files_tests(tmp_path):
+    bare = task("Implement c_to_f", "Make c_to_f convert Celsius.")  # the planner named no files
+    team = ScriptedTeam(
+        root_plans=[plan([bare])], work={bare["title"]: [write("units.py", UNITS_FIXED), finish()]}
+    )
+    _, _, _, db, _ = await run(tmp_path, team, check="python3 -m unittest")
+    wrote = next(r["observation"] for r in actions(db) if r["name"] == "write_file")
+    assert "CHECK `python3 -m unittest test_units`: PASSED" in wrote

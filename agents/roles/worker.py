@@ -21,7 +21,7 @@ from ..session import events as ev
 from ..session.state import Agent, Handoff, Task
 from ..status import AgentStatus, Role, TaskStatus
 from ..tools.actions import EDIT_ACTIONS, ActionContext, FormatError, execute, parse_action, reply_schema
-from ..tools.targeted import CheckRun, check_after_edit
+from ..tools.targeted import CheckRun, check_after_edit, related_tests
 from . import candidates
 from .briefing import PAST_END, Briefing, Seen, already_shown_nudge, past_end_nudge, prepare
 from .render import render
@@ -210,6 +210,13 @@ class WorkerLoop:
             self.seen.forget(action.path)
         if not self.check:
             return ""
+        if not self.brief.test_paths:  # the planner named no files: find the tests of what was edited
+            if action.name == "write_function":
+                self.brief.names.add(action.function.rsplit(".", 1)[-1])
+            root, names = self.ctx.real_root, set(self.brief.names)
+            self.brief.test_paths = await anyio.to_thread.run_sync(
+                lambda: related_tests(root, [action.path], names)
+            )
         run = await check_after_edit(
             self.check,
             self.ctx.real_root,
