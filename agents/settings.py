@@ -129,6 +129,8 @@ class Limits(_Strict):
     """Times a worker may resolve an integration conflict before its task fails."""
     task_attempts: int = Field(2, ge=1)
     """Times a failed task is retried by a fresh worker before it ends as failed."""
+    gate_rounds: int = Field(2, ge=0)
+    """Times a worker may fix work the landing gate refused before its task fails (its branch keeps the work)."""
 
 
 class SandboxSettings(_Strict):
@@ -146,6 +148,19 @@ class SandboxSettings(_Strict):
     """Characters of a command's output shown to the worker (head and tail kept)."""
 
 
+class GateSettings(_Strict):
+    """The landing gate: the shared branch only moves to trees that pass it (see ``check_command``)."""
+
+    parallel: int = Field(2, ge=1, le=256)
+    """Gate check runs at once (each runs the whole check in the sandbox); more wait their turn."""
+    timeout: float = Field(600, gt=0)
+    """Seconds one check run may take; a timeout counts as a failure of that tree."""
+    parse: bool = True
+    """Refuse changed Python/JSON/TOML/YAML files that no longer parse (even without a check)."""
+    junit: str = ""
+    """A junit XML file the check command writes (relative to the checkout), to name failing tests."""
+
+
 class Settings(_Strict):
     """Everything a session runs with."""
 
@@ -156,7 +171,9 @@ class Settings(_Strict):
     limits: Limits = Limits()
     sandbox: SandboxSettings = SandboxSettings()
     check_command: str = ""
-    """The project's check (e.g. ``pytest -q``), run in the sandbox and shown to the judge."""
+    """The project's check (e.g. ``pytest -q``), run in the sandbox by the landing gate and for the judge.
+    Empty: detected from the repository (pytest, unittest, npm, cargo, go, make); ``none``: no check."""
+    gate: GateSettings = GateSettings()
     branch: str = ""
     """The shared branch; empty: ``formicary/<session-id>``."""
 

@@ -74,6 +74,12 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
 @click.option("--headless", is_flag=True, help="No TUI: print progress lines; Ctrl-C stops gracefully.")
 @click.option("--verbose", "-v", is_flag=True, help="Headless: also print every worker action.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), help="The record to write.")
+@click.option(
+    "--check",
+    "check",
+    metavar="CMD",
+    help='The landing gate\'s check (overrides check_command); "none": parse gate only. Default: detected.',
+)
 def run(
     repo: Path,
     goal: str,
@@ -82,6 +88,7 @@ def run(
     headless: bool,
     verbose: bool,
     db_path: Path | None,
+    check: str | None,
 ) -> None:
     """Run a session: planners split GOAL into tasks, workers land them on one branch, a judge decides."""
     from .agents.session.engine import Engine
@@ -93,10 +100,16 @@ def run(
     settings = _settings(repo.resolve(), config_file)
     if workers:
         settings.limits.workers = workers
+    if check is not None:
+        if not check.strip():
+            fail('--check needs a command, or "none" to run without one')
+        settings.check_command = check
     try:
         engine = Engine.create(settings, repo, goal, db_path=db_path)
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
+    if check is not None:
+        engine.check_source = "--check"
     _run_engine(engine, headless, verbose)
 
 

@@ -28,6 +28,7 @@ class ProgressPrinter:
         match event:
             case ev.SessionStarted():
                 line = f"session {event.session_id} on {event.branch} — sandbox: {event.sandbox}"
+                line += f" — check: {event.check or 'none'}"
             case ev.CycleStarted():
                 line = f"cycle {event.number} ({event.reason})"
             case ev.PlanMade():
@@ -36,6 +37,10 @@ class ProgressPrinter:
                 line = f"landed {str(event.integrated_sha)[:10]} {event.title[:60]}"
                 if event.conflicts:
                     line += f" (resolved {event.conflicts} conflict(s))"
+                if event.refusals:
+                    line += f" (fixed after {event.refusals} gate refusal(s))"
+            case ev.GateDecided(verdict="refused"):
+                line = f"gate refused {(event.task_id or '')[-6:].lower()}: {event.reason}"[:200]
             case ev.TaskEnded(status=TaskStatus.FAILED):
                 line = f"task failed: {event.error or ''}"[:160]
             case ev.VerdictGiven():
@@ -68,6 +73,12 @@ class ProgressPrinter:
 
     def summary(self, outcome: Outcome) -> None:
         self._print(self.status_line())
+        gate = self.engine.gate
+        if gate is not None:
+            self._print(
+                f"gate: {gate.passes} passed, {gate.refusals} refused, {gate.check_runs} check run(s) "
+                f"({gate.check_ms / 1000:.1f} s), {gate.total_ms / 1000:.1f} s gating in all"
+            )
         reason = self.engine.writer.redact(outcome.reason) if self.engine.writer else outcome.reason
         self._print(f"session {self.engine.session_id} {outcome.status}: {reason}")
 

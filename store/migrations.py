@@ -184,8 +184,38 @@ def m002_integrations_and_controls(db: Database) -> None:
     )
 
 
-@migrations(name="m003_llm_call_timings")
-def m003_llm_call_timings(db: Database) -> None:
+@migrations(name="m003_landing_gate")
+def m003_landing_gate(db: Database) -> None:
+    """The landing gate's decisions (one row per gated landing attempt) and the session's check."""
+    db.executescript(
+        """
+        CREATE TABLE gates (
+            id TEXT PRIMARY KEY,
+            session_id TEXT,
+            task_id TEXT,
+            agent_id TEXT,
+            verdict TEXT NOT NULL,          -- passed | refused | conflict
+            reason TEXT,
+            tip TEXT,                       -- the shared-branch commit the merge was gated on
+            tree TEXT,                      -- the merged tree that was gated
+            new_failures TEXT,              -- JSON list of test ids failing here but not on the tip
+            parse_errors TEXT,              -- JSON {path: why} of changed files that no longer parse
+            check_exit INTEGER,             -- the merged tree's check (NULL: not run or timed out)
+            check_ms REAL,                  -- running the check on the merged tree
+            tip_check_ms REAL,              -- running it on the tip, when this attempt did (else cached)
+            duration_ms REAL,               -- the whole decision: merge, parse, check runs, waiting for a slot
+            output TEXT,                    -- tail of the check's output when it failed
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_gates_task ON gates(task_id);
+        ALTER TABLE sessions ADD COLUMN check_command TEXT;  -- the landing gate's check ('' none)
+        ALTER TABLE sessions ADD COLUMN check_source TEXT;   -- config | --check | detected | none
+        """
+    )
+
+
+@migrations(name="m004_llm_call_timings")
+def m004_llm_call_timings(db: Database) -> None:
     """Where a model call's time went: waiting for an endpoint slot here, and the server's prompt processing and
     generation (llama-server's ``timings``), with the slot it ran on and the prompt tokens served from its cache."""
     db.executescript(

@@ -57,6 +57,8 @@ class ScriptedTeam:
     """Task title → the actions its worker takes, in order (the last repeats)."""
     on_conflict: dict[str, list[Action]] = field(default_factory=dict)
     """Task title → the actions after a CONFLICT message."""
+    on_refusal: dict[str, list[Action]] = field(default_factory=dict)
+    """Task title → the actions after the landing gate's REFUSED message."""
     verdicts: list[dict[str, str]] = field(
         default_factory=lambda: [{"decision": "done", "reason": "ok", "notes": ""}]
     )
@@ -93,18 +95,19 @@ class ScriptedTeam:
     def _action(self, body: dict[str, Any]) -> Action:
         messages = body["messages"]
         title = re.search(r"TASK: (.+)", message_text(messages[1])).group(1).strip()
-        conflict_at = next(
-            (
-                i
-                for i, m in enumerate(messages)
-                if m["role"] == "user" and message_text(m).startswith("CONFLICT")
-            ),
-            None,
-        )
-        if conflict_at is not None and title in self.on_conflict:
-            steps = sum(1 for m in messages[conflict_at:] if m["role"] == "assistant")
-            script = self.on_conflict[title]
-            return script[min(steps, len(script) - 1)]
+        for marker, table in (("REFUSED", self.on_refusal), ("CONFLICT", self.on_conflict)):
+            at = next(
+                (
+                    i
+                    for i, m in enumerate(messages)
+                    if m["role"] == "user" and message_text(m).startswith(marker)
+                ),
+                None,
+            )
+            if at is not None and title in table:
+                steps = sum(1 for m in messages[at:] if m["role"] == "assistant")
+                script = table[title]
+                return script[min(steps, len(script) - 1)]
         steps = sum(1 for m in messages if m["role"] == "assistant")
         if title in self.work:
             script = self.work[title]

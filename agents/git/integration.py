@@ -38,6 +38,7 @@ import anyio
 from .run import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
 
 if TYPE_CHECKING:
+    from .gate import Gate, GateToken, OnRefusal
     from .workspace import SessionRepo, Worktree
 
 MAX_BATCH = 8  # requests landed per critical section: bounds how long the others in it wait
@@ -94,6 +95,9 @@ class IntegrationResult:
     conflict_paths: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
     error: str | None = None
+    refusals: int = 0  # landing-gate rounds handed back to the worker
+    regates: int = 0  # the tip moved after the gate passed: gated again
+    gate_ms: float = 0.0
 
 
 @dataclass
@@ -134,7 +138,7 @@ class SharedBranch:
 
 @dataclass
 class _Attempt:
-    result: Literal["landed", "moved", "conflict"]
+    result: Literal["landed", "moved", "conflict", "regate"]
     old_tip: str
     new_tip: str | None
     merge: MergeTreeResult
@@ -148,6 +152,8 @@ class _Request:
     message: str
     env: dict[str, str]
     urgent: bool
+    gated: bool = False  # the session has a landing gate: only ``token``'s tree may land
+    token: GateToken | None = None
     outcome: _Attempt | GitError | None = None
     taken: bool = False
 
@@ -203,6 +209,9 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
             if not merge.clean:
                 req.outcome = _Attempt("conflict", tip, None, merge)
                 continue
+            if req.gated and merge.tree != tree and not _passed(req.token, merge.tree):
+                req.outcome = _Attempt("regate", tip, None, merge)  # not the tree the gate passed
+                continue
             onto = tip
             if merge.tree != tree:  # else everything the task changed is already on the branch
                 args = ("commit-tree", merge.tree, "-p", tip, "-m", req.message)
@@ -222,6 +231,10 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
     actual = None if not shared.serialize else await shared.read_tip(root)
     for req in batch:
         req.outcome = _Attempt("moved", start, actual, MergeTreeResult(tree="", clean=True))
+
+
+def _passed(token: GateToken | None, tree: str) -> bool:
+    return token is not None and (token.any_tip or token.tree == tree)
 
 
 def _relabel_file(target: Path, tip: str, head: str) -> str | None:
@@ -298,6 +311,9 @@ async def integrate(
     *,
     writer: Any = None,
     max_conflict_rounds: int = 3,
+    gate: Gate | None = None,
+    on_refusal: OnRefusal | None = None,
+    max_gate_rounds: int = 2,
 ) -> IntegrationResult:
     """Land ``wt``'s committed work on the session branch as one commit; never raises for git failures.
 
@@ -307,6 +323,10 @@ async def integrate(
         on_conflict: awaited with a :class:`Conflict` (outside any lock); True when the worker resolved it.
         writer: a :class:`formicary.store.writer.Writer` recording every attempt and the outcome, or None.
         max_conflict_rounds: conflicts handed back before the task fails (its branch keeps the work).
+        gate: the landing gate (:mod:`.gate`): only a merged tree it passed lands.
+        on_refusal: awaited with a :class:`.gate.Refusal`; True when the worker fixed its work (None: a
+            refusal fails the task at once, e.g. for a worker out of steps).
+        max_gate_rounds: refusals handed back before the task fails (its branch keeps the work).
 
     Returns:
         ``integrated`` (``sha`` on the branch), ``failed`` (``error`` says why; the task branch is kept) or
@@ -352,7 +372,16 @@ async def integrate(
         while True:
             result.attempts += 1
             t0 = time.perf_counter()
-            req = _Request(head, message, env, urgent=result.conflicts > 0)
+            token = None
+            if gate is not None:
+                token, fixed = await _gate(
+                    session, wt, head, result, gate, on_refusal, max_gate_rounds, record
+                )
+                if fixed != head:  # refused, and the worker committed a fix: gate that
+                    head = wt.head = result.head = fixed
+                    continue
+            urgent = result.conflicts > 0 or result.regates > 0
+            req = _Request(head, message, env, urgent=urgent, gated=gate is not None, token=token)
             att = await _submit(shared, session.root, req)
             paths = att.merge.paths
             record(result.attempts, att.result, att.old_tip, att.new_tip, paths, t0)
@@ -360,6 +389,11 @@ async def integrate(
                 result.status, result.sha = "integrated", att.new_tip
                 wt.status, wt.integrated_sha = "integrated", att.new_tip
                 return result
+            if att.result == "regate":
+                result.regates += 1
+                if result.regates > MAX_MOVES:
+                    raise GitError(f"{shared.ref} kept moving while the gate ran: gave up after {MAX_MOVES}")
+                continue
             if att.result == "moved":
                 result.retries += 1
                 if result.retries > MAX_MOVES:
@@ -393,6 +427,42 @@ async def integrate(
         if writer is not None and result.status != "empty" and result.head:
             _record_commit(writer, session, wt, result, created_at, now)
     return result
+
+
+async def _gate(
+    session: SessionRepo,
+    wt: Worktree,
+    head: str,
+    result: IntegrationResult,
+    gate: Gate,
+    on_refusal: OnRefusal | None,
+    max_rounds: int,
+    record: Callable[..., None],
+) -> tuple[GateToken | None, str]:
+    """Gate ``head`` on the current tip: ``(token, head)`` to submit, ``(None, new head)`` after a fix, or
+    ``(None, head)`` for a conflict (the CAS attempt finds it and hands it back). Raises GitError to fail."""
+    from .gate import hand_back
+
+    t0 = time.perf_counter()
+    try:
+        verdict = await gate.evaluate(session, wt, head)
+    except GitError:
+        raise
+    except Exception as exc:
+        raise GitError(f"the landing gate failed: {exc!r}"[:300]) from exc
+    finally:
+        result.gate_ms += (time.perf_counter() - t0) * 1000
+    if verdict.ok or verdict.conflict:
+        return verdict.token(), head
+    record(result.attempts, "refused", verdict.tip, None, sorted(verdict.parse_errors), t0)
+    if on_refusal is None or result.refusals >= max_rounds:
+        rounds = f" after {result.refusals} fix round(s)" if result.refusals else ""
+        raise GitError(f"the landing gate refused it{rounds}: {verdict.reason}")
+    result.refusals += 1
+    new_head = await hand_back(session, wt, verdict, head, result.refusals, on_refusal)
+    if new_head is None:
+        raise GitError(f"the landing gate refused it and the worker did not fix it: {verdict.reason}")
+    return None, new_head
 
 
 def _record_commit(

@@ -404,11 +404,15 @@ class SessionRepo:
         *,
         writer: Any = None,
         max_conflict_rounds: int = 3,
+        **gate: Any,
     ) -> IntegrationResult:
-        """Land ``wt``'s work on the shared branch; see :func:`formicary.agents.git.integration.integrate`."""
+        """Land ``wt``'s work on the shared branch; see :func:`formicary.agents.git.integration.integrate`
+        (``gate``: its ``gate``, ``on_refusal`` and ``max_gate_rounds``)."""
         from .integration import integrate
 
-        return await integrate(self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds)
+        return await integrate(
+            self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds, **gate
+        )
 
 
 def _unneeded_at(wt: Worktree) -> str | None:

@@ -29,7 +29,7 @@ async def run_judge(
     state = engine.state
     agent = state.start_agent(Role.JUDGE, None, engine.settings.role(Role.JUDGE).model, cycle_id)
     diff_stat = await engine.git_diff_stat(start_tip)
-    check_command = engine.settings.check_command
+    check_command = engine.check_command
     check_exit, check_output = (None, "")
     start_check = end_check = ""
     if check_command:

@@ -119,7 +119,7 @@ async def _plan(
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
             landed=landed,
-            check_command=engine.settings.check_command,
+            check_command=engine.check_command,
             check=check_text,
         )
     else:
@@ -134,7 +134,7 @@ async def _plan(
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
             landed=landed,
-            check_command=engine.settings.check_command,
+            check_command=engine.check_command,
             check=check_text,
         )
     plan = await ask(engine, agent, role, messages, "plan", Plan)

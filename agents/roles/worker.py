@@ -27,6 +27,7 @@ from .briefing import PAST_END, Briefing, Seen, already_shown_nudge, past_end_nu
 from .render import render
 
 if TYPE_CHECKING:
+    from ..git.gate import Refusal
     from ..git.integration import Conflict
     from ..git.workspace import Worktree
     from ..session.engine import Engine
@@ -39,6 +40,7 @@ REPEAT_NUDGE = (
     " write the file, run the check, or finish."
 )
 CHECK_TIMEOUT = 120.0
+PROSE = (".md", ".txt", ".rst")
 PASSED_HINT = "\nThe tests for your task pass now: finish, unless something in the task is still missing."
 
 
@@ -65,7 +67,8 @@ class WorkerLoop:
         self._repeats = 0
         self.brief = Briefing()
         self.seen = Seen()
-        self.check = (task.check or engine.settings.check_command or "").strip()
+        # the session's check (the one the gate lands by), not the planner's guess at one
+        self.check = (engine.check_command or task.check or "").strip()
         self.last_check: CheckRun | None = None
         self.edits = 0
 
@@ -210,6 +213,8 @@ class WorkerLoop:
             self.seen.forget(action.path)
         if not self.check:
             return ""
+        if not self.brief.test_paths and action.path.lower().endswith(PROSE):
+            return ""  # no test reads prose: the whole check would only cost time
         if not self.brief.test_paths:  # the planner named no files: find the tests of what was edited
             if action.name == "write_function":
                 self.brief.names.add(action.function.rsplit(".", 1)[-1])
@@ -244,6 +249,15 @@ class WorkerLoop:
             self.agent.id, self.task.id, list(conflict.paths), getattr(conflict, "round", None)
         )
         self.messages.append({"role": "user", "content": conflict_message(conflict)})
+        try:
+            await self.until_finish()
+        except WorkerLimit:
+            return False
+        return True
+
+    async def fix_refusal(self, refusal: Refusal) -> bool:
+        """The landing gate refused this worker's work (merged with the shared branch): it fixes it here."""
+        self.messages.append({"role": "user", "content": refusal.message()})
         try:
             await self.until_finish()
         except WorkerLimit:
@@ -357,7 +371,7 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
             limit_hit = None
             try:
                 finish = await loop.until_finish()
-            except WorkerLimit as exc:  # keep what it wrote: the judge and the next cycle see it
+            except WorkerLimit as exc:  # what it wrote lands only if it passes the gate; kept on its branch
                 limit_hit = str(exc)
                 finish = {
                     "summary": f"ended by the {limit_hit} before finishing",
@@ -376,12 +390,16 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
                     loop.resolve_conflict,
                     writer=state.record.writer,
                     max_conflict_rounds=limits.conflict_rounds,
+                    gate=engine.gate,
+                    on_refusal=None if limit_hit else loop.fix_refusal,
+                    max_gate_rounds=limits.gate_rounds,
                 )
                 if result.status == "empty":
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, f"{summary} (no changes)", notes)
                 elif result.status != "integrated":
+                    unfinished = f"unfinished ({limit_hit}); " if limit_hit else ""
                     raise WorkerLimit(
-                        f"integration failed: {result.error or 'conflicts unresolved'}; "
+                        f"{unfinished}integration failed: {result.error or 'conflicts unresolved'}; "
                         f"work kept on {wt.branch}"
                     )
                 else:
@@ -393,6 +411,8 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
                         integrated_sha=result.sha,
                         retries=result.retries,
                         conflicts=result.conflicts,
+                        refusals=result.refusals,
+                        gate_ms=round(result.gate_ms, 1),
                         title=task.title,
                     )
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, summary, notes, commit=result.sha)

@@ -24,8 +24,10 @@ from ..status import Control, SessionStatus, TaskStatus
 from .state import Handoff, Landed, SessionState, Task
 
 if TYPE_CHECKING:
-    from ..git.workspace import SessionRepo
+    from ..git.gate import Gate, GateVerdict
+    from ..git.workspace import SessionRepo, Worktree
     from ..settings import Settings
+    from ..tools.check import CheckSpec
 
 
 class PreflightError(Exception):
@@ -124,6 +126,9 @@ class Engine:
         self._map_lock = anyio.Lock()
         self._listeners: list[Any] = []
         self.embedded = None
+        self.check: CheckSpec | None = None  # the landing gate's check, chosen in prepare()
+        self.check_source = "config"  # or "--check" when the CLI set it
+        self.gate: Gate | None = None
         self._resume_branch: str | None = None  # the session branch to reopen (resume only)
         self._resume_cycle: tuple | None = None  # (cycle row, pending task rows, planned) set by recovery
         self.landed: list[Landed] = []  # tasks whose work is on the shared branch (planners never redo them)
@@ -178,6 +183,36 @@ class Engine:
         self.git = await SessionRepo.open(
             self.repo_path, self.session_id, branch=branch, resume=self.resuming, reuse_worktrees=True
         )
+        await self._setup_gate()
+
+    async def _setup_gate(self) -> None:
+        """The session's check (configured, ``--check``, or detected from the branch's files) and its gate."""
+        from ..git.gate import Gate, choose_check
+
+        gate = self.settings.gate
+        self.check = await choose_check(
+            self.git.root,
+            self.git.shared.tip or self.git.base_sha,
+            self.settings.check_command,
+            self.check_source,
+            gate.junit,
+        )
+        self.gate = Gate(
+            self.check,
+            self.settings.sandbox,
+            parallel=gate.parallel,
+            timeout=gate.timeout,
+            parse=gate.parse,
+            secret_env_names=self.settings.secret_env_names(),
+            on_verdict=self._on_gate,
+        )
+
+    def _on_gate(self, verdict: GateVerdict, wt: Worktree) -> None:
+        """Record and show one gate decision (trivial passes, with nothing merged or parsed, are not rows;
+        conflicts are the integration's to record)."""
+        if self.state is None or verdict.tree is None or verdict.conflict:
+            return
+        self.state.record.gate(verdict, wt.agent_id, wt.task_id)
 
     # -- control API -------------------------------------------------------------------------------
 
@@ -310,26 +345,49 @@ class Engine:
         return result.out
 
     async def run_check(self, command: str) -> tuple[int | None, str]:
-        """The project's check command, sandboxed, in a worktree of the shared tip."""
+        """The project's check command, sandboxed, in a worktree of the shared tip (the gate's cached result
+        for the tip when it has one)."""
         from ..tools.sandbox import run_command
 
+        tip_tree = self.git.shared.tip_tree
+        cached = self.gate.cached(tip_tree) if self.gate and tip_tree else None
+        if cached is not None and self.check is not None and command == self.check.command:
+            return cached.exit_code, cached.output
         async with self.git.worktree(f"check-{self.cycle_number}", "judge") as wt:
             result = await run_command(
                 command, wt.path, self.settings.sandbox, timeout=self.settings.sandbox.max_timeout
             )
         return result.exit_code, result.text
 
+    @property
+    def check_command(self) -> str:
+        """The session's check: the gate's (configured, ``--check`` or detected), else the config's."""
+        if self.check is not None:
+            return self.check.command
+        return self.settings.check_command
+
     async def tip_check(self) -> tuple[int | None, str] | None:
         """The project's check on the shared tip, run once per tip (shared by planners and the judge); None when
         the project has no check."""
-        command = self.settings.check_command
+        command = self.check_command
         if not command:
             return None
         async with self._check_lock:
             tip = self.git.shared.tip
             if tip not in self._tip_checks:
-                self._tip_checks[tip] = await self.run_check(command)
+                self._tip_checks[tip] = await self._check_tip(command)
             return self._tip_checks[tip]
+
+    async def _check_tip(self, command: str) -> tuple[int | None, str]:
+        """Through the gate's per-tree cache when it is the gate's check, so the gate never runs it again."""
+        tip, tip_tree = self.git.shared.tip, self.git.shared.tip_tree
+        if self.gate is None or self.check is None or command != self.check.command or not tip_tree:
+            return await self.run_check(command)
+        result = self.gate.cached(tip_tree)
+        if result is None:
+            async with self.git.worktree(f"check-{self.cycle_number}", "judge") as wt:
+                result, _ = await self.gate.tip_result(tip_tree, wt, tip)
+        return result.exit_code, result.output
 
     def checked(self, tip: str) -> tuple[int | None, str] | None:
         """The check's result on ``tip`` if it was run there (no new run)."""

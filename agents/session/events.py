@@ -81,6 +81,8 @@ class SessionStarted(Event):
     branch: str = ""
     workers: int | None = None
     sandbox: str | None = None
+    check: str | None = None
+    """The landing gate's check, described (``CheckSpec.describe``)."""
     resumed: bool = False
 
 
@@ -187,6 +189,10 @@ class CommitLanded(Event):
     integrated_sha: str | None = None
     retries: int = 0
     conflicts: int = 0
+    refusals: int = 0
+    """Landing-gate refusals the worker fixed before this landed."""
+    gate_ms: float = 0.0
+    """Time the landing gate took for this task (all rounds)."""
     title: str = ""
 
 
@@ -194,6 +200,19 @@ class CommitLanded(Event):
 class ConflictFound(Event):
     paths: list[str] = field(default_factory=list)
     round: int | None = None
+
+
+@_event("gate")
+class GateDecided(Event):
+    """The landing gate's decision on one landing attempt (trivial passes are not events)."""
+
+    verdict: str = ""
+    """passed | refused"""
+    reason: str = ""
+    new_failures: list[str] = field(default_factory=list)
+    parse_errors: dict[str, str] = field(default_factory=dict)
+    check_ms: float | None = None
+    duration_ms: float = 0.0
 
 
 @_event("verdict")

@@ -126,6 +126,7 @@ async def _record_start(engine: Engine) -> None:
         config=redacted_dump(engine.settings),
         workers=engine.workers,
         sandbox=sandbox,
+        check=engine.check,
         resumed=engine.resuming,
     )
     await engine.writer.aflush()

@@ -81,7 +81,9 @@ class Record:
         workers: int,
         sandbox: str,
         resumed: bool,
+        check: Any = None,
     ) -> None:
+        """``check``: the landing gate's :class:`~formicary.agents.tools.check.CheckSpec` (None: not chosen)."""
         if resumed:
             self.writer.update(
                 "sessions",
@@ -103,9 +105,19 @@ class Record:
                     "started_at": now(),
                 },
             )
+        if check is not None:
+            self.writer.update(
+                "sessions", self.session_id, {"check_command": check.command, "check_source": check.source}
+            )
         self.emit(
             ev.SessionStarted(
-                goal=goal, repo=repo, branch=branch, workers=workers, sandbox=sandbox, resumed=resumed
+                goal=goal,
+                repo=repo,
+                branch=branch,
+                workers=workers,
+                sandbox=sandbox,
+                check=check.describe() if check is not None else None,
+                resumed=resumed,
             )
         )
 
@@ -358,6 +370,8 @@ class Record:
         retries: int,
         conflicts: int,
         title: str,
+        refusals: int = 0,
+        gate_ms: float = 0.0,
     ) -> None:
         """The event for a commit on the shared branch (integration wrote its ``commits`` row)."""
         self.emit(
@@ -368,7 +382,49 @@ class Record:
                 integrated_sha=integrated_sha,
                 retries=retries,
                 conflicts=conflicts,
+                refusals=refusals,
+                gate_ms=gate_ms,
                 title=title,
+            )
+        )
+
+    def gate(self, verdict: Any, agent_id: str, task_id: str) -> None:
+        """One landing-gate decision (a :class:`~formicary.agents.git.gate.GateVerdict`): its row and event."""
+        kind = "passed" if verdict.ok else "refused"
+        check, tip_check = verdict.check, verdict.tip_check
+        self.writer.insert(
+            "gates",
+            {
+                "id": new_id(),
+                "session_id": self.session_id,
+                "task_id": task_id,
+                "agent_id": agent_id,
+                "verdict": kind,
+                "reason": verdict.reason,
+                "tip": verdict.tip,
+                "tree": verdict.tree,
+                "new_failures": verdict.new_failures or None,
+                "parse_errors": verdict.parse_errors or None,
+                "check_exit": check.exit_code if check else None,
+                "check_ms": round(check.duration_ms, 1) if check else None,
+                "tip_check_ms": round(tip_check.duration_ms, 1)
+                if verdict.tip_check_ran and tip_check
+                else None,
+                "duration_ms": round(verdict.duration_ms, 1),
+                "output": check.output[-2000:] if check and not check.ok else None,
+                "created_at": now(),
+            },
+        )
+        self.emit(
+            ev.GateDecided(
+                agent_id=agent_id,
+                task_id=task_id,
+                verdict=kind,
+                reason=verdict.reason[:300],
+                new_failures=verdict.new_failures[:20],
+                parse_errors=dict(list(verdict.parse_errors.items())[:10]),
+                check_ms=round(check.duration_ms, 1) if check else None,
+                duration_ms=round(verdict.duration_ms, 1),
             )
         )
 

@@ -1,0 +1,246 @@
+"""The landing gate end to end: the engine, scripted workers and a real check on a real repository.
+
+Only work that makes the shared branch no worse lands: a syntax error, a deleted tested function and a
+step-limited worker's broken partial work stay on their task branches; a fix lands; a refusal goes back to the
+worker and its fixed retry lands; the check runs once per tree; and walking the shared branch's first-parent
+history, the check's result never gets worse.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from formicary.agents.git.gate import compare
+from formicary.agents.session.engine import Engine
+from formicary.agents.tools.check import run_check, spec_for
+from tests.gitrepo import git, make_repo
+from tests.scripted_server import ScriptedServer
+from tests.scripted_team import ScriptedTeam, finish, plan, read, task, write
+from tests.test_engine import rows, settings_for
+
+pytestmark = pytest.mark.anyio
+
+CALC = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
+STATS = "def mean(xs):\n    return 0\n"
+FIXED_STATS = "def mean(xs):\n    return sum(xs) / len(xs)\n"
+TESTS = {
+    "test_calc.py": (
+        "import unittest\n\nfrom calc import add, sub\n\n\nclass TestCalc(unittest.TestCase):\n"
+        "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n\n"
+        "    def test_sub(self):\n        self.assertEqual(sub(5, 3), 2)\n"
+    ),
+    "test_stats.py": (
+        "import unittest\n\nfrom stats import mean\n\n\nclass TestStats(unittest.TestCase):\n"
+        "    def test_mean(self):\n        self.assertEqual(mean([1, 2, 3]), 2)\n"
+    ),
+}
+CHECK = "python3 -m unittest"
+
+
+def project(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"calc.py": CALC, "stats.py": STATS, "README.md": "x\n", **TESTS})
+
+
+def gate_settings(server, check: str = CHECK, **limits):
+    settings = settings_for(server, cycles=1, **limits)
+    settings.check_command = check
+    return settings
+
+
+def first_parent_history(repo: Path, branch: str) -> list[str]:
+    return git(repo, "rev-list", "--first-parent", "--reverse", branch).split()
+
+
+async def assert_never_worse(repo: Path, branch: str, tmp_path: Path, command: str = CHECK) -> int:
+    """Run the check on every first-parent commit of ``branch``; each is no worse than the one before."""
+    spec = spec_for(command, "config")
+    previous = None
+    commits = first_parent_history(repo, branch)
+    for n, sha in enumerate(commits):
+        folder = tmp_path / f"history-{n}"
+        folder.mkdir()
+        archive = subprocess.run(["git", "-C", str(repo), "archive", sha], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+        result = await run_check(folder, spec, "none", timeout=120)
+        if previous is not None:
+            new, why = compare(previous, result)
+            assert not why, f"commit {sha[:10]} made the check worse: {why} {new}"
+        previous = result
+    return len(commits)
+
+
+async def test_only_the_fix_lands_syntax_errors_and_deleted_functions_stay_on_their_branches(tmp_path):
+    repo = project(tmp_path)
+    team = ScriptedTeam(
+        root_plans=[plan([task("Add helpers"), task("Simplify calc"), task("Fix mean")])],
+        work={
+            "Add helpers": [write("helpers.py", 'def helper():\n    """never closed\n'), finish("helpers")],
+            "Simplify calc": [write("calc.py", "def add(a, b):\n    return a + b\n"), finish("simpler")],
+            "Fix mean": [write("stats.py", FIXED_STATS), finish("fixed mean")],
+        },
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(gate_settings(server), repo, "improve", db_path=db)
+        outcome = await engine.run()
+        prompts = [b for b in server.requests if b["response_format"]["json_schema"]["name"] == "action"]
+    assert outcome.status == "done", outcome.reason
+    branch = engine.git.branch
+    tree = git(repo, "ls-tree", "-r", "--name-only", branch).split()
+    assert "helpers.py" not in tree
+    assert git(repo, "show", f"{branch}:calc.py") + "\n" == CALC
+    assert git(repo, "show", f"{branch}:stats.py") + "\n" == FIXED_STATS
+    assert len(first_parent_history(repo, branch)) == 2  # the base and the one fix
+
+    tasks = {t["title"]: t for t in rows(db, "SELECT * FROM tasks WHERE kind = 'work'")}
+    assert tasks["Fix mean"]["status"] == "done"
+    assert tasks["Add helpers"]["status"] == "failed" and "no longer parse" in tasks["Add helpers"]["error"]
+    assert tasks["Simplify calc"]["status"] == "failed" and "landing gate" in tasks["Simplify calc"]["error"]
+    for title, path in (("Add helpers", "helpers.py"), ("Simplify calc", "calc.py")):
+        kept = rows(db, "SELECT branch, sha FROM commits WHERE task_id = ?", tasks[title]["id"])[0]
+        assert git(repo, "rev-parse", kept["branch"]) != "" and path in git(
+            repo, "show", "--name-only", "--format=", kept["sha"]
+        )
+    gates = rows(db, "SELECT * FROM gates ORDER BY created_at")
+    by_task = {}
+    for g in gates:
+        by_task.setdefault(g["task_id"], []).append(g)
+    helpers = by_task[tasks["Add helpers"]["id"]]
+    assert {g["verdict"] for g in helpers} == {"refused"} and "helpers.py" in helpers[0]["parse_errors"]
+    calc = by_task[tasks["Simplify calc"]["id"]]
+    assert {g["verdict"] for g in calc} == {"refused"}
+    assert "unittest.loader._FailedTest.test_calc" in calc[0]["new_failures"]
+    assert {g["verdict"] for g in by_task[tasks["Fix mean"]["id"]]} == {"passed"}
+    refusal = next(
+        m["content"]
+        for b in prompts
+        for m in b["messages"]
+        if m["role"] == "user" and m["content"].startswith("REFUSED") and "test_calc" in m["content"]
+    )
+    assert "ImportError" in refusal  # the output's tail says what broke
+    session = rows(db, "SELECT check_command, check_source FROM sessions")[0]
+    assert session == {"check_command": CHECK, "check_source": "config"}
+    assert await assert_never_worse(repo, branch, tmp_path) == 2
+
+
+async def test_a_refusal_goes_back_to_the_worker_and_its_fixed_retry_lands(tmp_path):
+    repo = project(tmp_path)
+    broken = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n"
+    fixed = CALC + "\n\ndef mul(a, b):\n    return a * b\n"
+    team = ScriptedTeam(
+        root_plans=[plan([task("Add mul")])],
+        work={"Add mul": [write("calc.py", broken), finish("mul")]},
+        on_refusal={"Add mul": [read("calc.py"), write("calc.py", fixed), finish("mul, sub kept")]},
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(gate_settings(server), repo, "add mul", db_path=db)
+        outcome = await engine.run()
+        prompts = [b for b in server.requests if b["response_format"]["json_schema"]["name"] == "action"]
+    assert outcome.status == "done", outcome.reason
+    branch = engine.git.branch
+    assert git(repo, "show", f"{branch}:calc.py") + "\n" == fixed
+    task_row = rows(db, "SELECT * FROM tasks WHERE title = 'Add mul'")[0]
+    assert task_row["status"] == "done"
+    verdicts = [g["verdict"] for g in rows(db, "SELECT verdict FROM gates ORDER BY created_at")]
+    assert verdicts == ["refused", "passed"]
+    landed = rows(db, "SELECT data FROM events WHERE kind = 'commit_landed'")[0]["data"]
+    assert '"refusals": 1' in landed
+    refused_prompt = next(
+        b for b in prompts if any(m["content"].startswith("REFUSED") for m in b["messages"])
+    )
+    text = next(m["content"] for m in refused_prompt["messages"] if m["content"].startswith("REFUSED"))
+    assert (
+        "newly failing: unittest.loader._FailedTest.test_calc" in text and "cannot import name 'sub'" in text
+    )
+    assert await assert_never_worse(repo, branch, tmp_path) == 2
+
+
+async def test_a_step_limited_workers_broken_partial_work_does_not_land(tmp_path):
+    repo = project(tmp_path)
+    team = ScriptedTeam(
+        root_plans=[plan([task("Rewrite calc")])],
+        work={"Rewrite calc": [write("calc.py", "def add(a, b):\n    return (a +\n"), read("calc.py")]},
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(gate_settings(server, steps_per_worker=3), repo, "goal", db_path=db)
+        outcome = await engine.run()
+    assert outcome.status == "done", outcome.reason
+    branch = engine.git.branch
+    assert git(repo, "show", f"{branch}:calc.py") + "\n" == CALC
+    row = rows(db, "SELECT * FROM tasks WHERE title = 'Rewrite calc'")[0]
+    assert row["status"] == "failed"
+    assert "unfinished" in row["error"] and "step limit" in row["error"] and "no longer parse" in row["error"]
+    assert "work kept on formicary-tasks/" in row["error"]
+    kept = rows(db, "SELECT branch, sha FROM commits WHERE task_id = ?", row["id"])[0]
+    assert "(a +" in git(repo, "show", f"{kept['sha']}:calc.py")
+
+
+async def test_a_step_limited_workers_good_partial_work_lands_and_says_unfinished(tmp_path):
+    repo = project(tmp_path)
+    team = ScriptedTeam(
+        root_plans=[plan([task("Fix mean")])],
+        work={"Fix mean": [write("stats.py", FIXED_STATS), read("stats.py")]},
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(gate_settings(server, steps_per_worker=3), repo, "goal", db_path=db)
+        outcome = await engine.run()
+    assert outcome.status == "done", outcome.reason
+    assert git(repo, "show", f"{engine.git.branch}:stats.py") + "\n" == FIXED_STATS
+    row = rows(db, "SELECT status, handoff FROM tasks WHERE title = 'Fix mean'")[0]
+    assert row["status"] == "done" and "unfinished" in row["handoff"] and "step limit" in row["handoff"]
+
+
+async def test_each_tree_is_checked_once_and_history_never_gets_worse(tmp_path):
+    repo = project(tmp_path)
+    log = tmp_path / "check-runs.log"
+    # The check names its tree by hashing the checked-out files (sandbox off in tests, so it may write here).
+    check = f"{CHECK}; rc=$?; cat *.py *.txt 2>/dev/null | sha1sum >> {log}; exit $rc"
+    titles = [f"Note {i}" for i in range(5)]
+    team = ScriptedTeam(
+        root_plans=[plan([task(t) for t in titles] + [task("Fix mean")])],
+        work={t: [write(f"note{i}.txt", f"{i}\n"), finish()] for i, t in enumerate(titles)}
+        | {"Fix mean": [write("stats.py", FIXED_STATS), finish()]},
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team, latency=0.02) as server:
+        engine = Engine.create(gate_settings(server, check, workers=6), repo, "notes", db_path=db)
+        outcome = await engine.run()
+    assert outcome.status == "done", outcome.reason
+    assert all(t["status"] == "done" for t in rows(db, "SELECT status FROM tasks WHERE kind = 'work'"))
+    assert engine.gate is not None and engine.gate.tip_runs and set(engine.gate.tip_runs.values()) == {1}
+    gate_checks = log.read_text().splitlines()
+    judged = 1  # the judge's check of the final tip may be a cached result or one more run
+    assert len(gate_checks) == len(set(gate_checks)) or len(gate_checks) - len(set(gate_checks)) <= judged
+    assert engine.gate.check_runs == len(set(gate_checks))
+    assert await assert_never_worse(repo, engine.git.branch, tmp_path, CHECK) == 7
+
+
+async def test_detected_check_and_parse_gate_without_a_check(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n", "conf.json": "{}\n"})
+    team = ScriptedTeam(
+        root_plans=[plan([task("Bad json"), task("Good toml"), task("Notes")])],
+        work={
+            "Bad json": [write("conf.json", '{"a": 1,}\n'), finish()],
+            "Good toml": [write("conf.toml", "[a]\nb = 1\n"), finish()],
+            "Notes": [write("notes.txt", "((\n"), finish()],
+        },
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(gate_settings(server, ""), repo, "goal", db_path=db)
+        outcome = await engine.run()
+    assert outcome.status == "done"
+    assert engine.check is not None and not engine.check.enabled and engine.check.source == "detected"
+    tree = git(repo, "ls-tree", "-r", "--name-only", engine.git.branch).split()
+    assert "conf.toml" in tree and "notes.txt" in tree
+    assert git(repo, "show", f"{engine.git.branch}:conf.json") == "{}"
+    failed = rows(db, "SELECT error FROM tasks WHERE title = 'Bad json'")[0]["error"]
+    assert "conf.json" in failed and "no longer parse" in failed
+    started = rows(db, "SELECT data FROM events WHERE kind = 'session_started'")[0]["data"]
+    assert "none found (parse gate only)" in started
