@@ -66,12 +66,14 @@ pythonpath = inflection webcolors/src
 testpaths = inflection webcolors/tests
 addopts = -p no:cacheprovider
 """
-CHECK = "python3 -m pytest -q"
+PYTHON = sys.executable
+"""This interpreter (it has pytest): the check of every system, since the machine's ``python3`` may lack it."""
+CHECK = f"{PYTHON} -m pytest -q"
 
 
 def goal_text() -> str:
     parts = [
-        "Make every test pass (`python3 -m pytest -q`). Six functions are stubs that raise NotImplementedError; "
+        f"Make every test pass (`{CHECK}`). Six functions are stubs that raise NotImplementedError; "
         "each is specified by its docstring and its tests, and can be finished by rewriting only that function:"
     ]
     for s in STUBS:
@@ -268,14 +270,30 @@ agent:
   step_limit: 0
   cost_limit: 0
 environment:
+  environment_class: bubblewrap
   cwd: "{repo}"
   timeout: 120
+  wrapper_args: ["--unshare-user-try", "--unshare-net", "--die-with-parent", "--ro-bind", "/usr", "/usr",
+    "--ro-bind", "/bin", "/bin", "--ro-bind", "/lib", "/lib", "--ro-bind", "/lib64", "/lib64", "--ro-bind",
+    "/etc", "/etc", "--ro-bind", "{prefix}", "{prefix}", "--ro-bind", "{base}", "{base}", "--tmpfs", "/tmp",
+    "--proc", "/proc", "--dev", "/dev", "--new-session",
+    "--setenv", "PATH", "{bindir}:/usr/local/bin:/usr/sbin:/usr/bin:/bin"]
 """
+# mini-swe-agent's own bubblewrap environment (its default runs commands unconfined), with the network off
+# like formicary's sandbox.
 
 
 def run_mini(binary: Path, base_url: str, repo: Path, budget: float, work: Path) -> dict:
     config = work / "mini-bench.yaml"
-    config.write_text(MINI_CONFIG.format(base_url=base_url, repo=repo))
+    config.write_text(
+        MINI_CONFIG.format(
+            base_url=base_url,
+            repo=repo,
+            prefix=sys.prefix,
+            base=sys.base_prefix,
+            bindir=Path(PYTHON).parent,
+        )
+    )
     trajectory = work / "mini-trajectory.json"
     env = {**os.environ, "MSWEA_CONFIGURED": "true", "MSWEA_COST_TRACKING": "ignore_errors",
            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "OPENAI_API_KEY": "not-needed"}  # fmt: skip
