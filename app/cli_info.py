@@ -30,6 +30,7 @@ def _duration(start: str | None, end: str | None) -> str:
 def sessions(db_path: Path | None, limit: int) -> None:
     """List past sessions from the record, newest first."""
     from .agents import paths
+    from .agents.model.errors import one_line
     from .store import db as store_db
     from .store.queries import list_sessions
 
@@ -50,6 +51,8 @@ def sessions(db_path: Path | None, limit: int) -> None:
             f"{_duration(r['started_at'], r['ended_at']):>7} {r['status']:<8} {r['cycles']:>3} {tasks:>7} "
             f"{r['commits']:>7} {(r['last_verdict'] or '-'):<8} {r['goal'][:60]}"
         )
+        if r["status"] == "failed" and r["stop_reason"]:
+            click.echo(f"{'':<12} ↳ {one_line(r['stop_reason'], 160)}")
 
 
 @click.command()

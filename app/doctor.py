@@ -76,6 +76,7 @@ async def check_endpoint(settings: ModelSettings, roles: list[str], base_url: st
     from .agents.model.client import ModelClient, ModelError
 
     report = EndpointReport(endpoint=base_url or settings.endpoint, roles=roles, model=settings.model)
+    listing_problem = ""
     if settings.api == "openai":
         headers = {}
         if settings.api_key_env and os.environ.get(settings.api_key_env):
@@ -83,21 +84,19 @@ async def check_endpoint(settings: ModelSettings, roles: list[str], base_url: st
         async with httpx.AsyncClient(timeout=10, headers=headers) as http:
             try:
                 listing = await http.get(f"{base_url}/models")
-                listing.raise_for_status()
-                models_json = listing.json()
-                report.reachable = True
-            except Exception as exc:
+            except httpx.HTTPError as exc:
                 report.problems.append(f"not reachable at {base_url}/models: {type(exc).__name__}")
                 return report
-            ids = [m.get("id") for m in models_json.get("data", []) if isinstance(m, dict)]
-            report.model_listed = settings.model in ids or len(ids) == 1  # llama-server serves one, any name
-            if not report.model_listed:
-                report.problems.append(f"model {settings.model!r} not served (served: {', '.join(ids[:5])})")
-            report.context_length = await _context_length(http, base_url, settings.model, models_json)
-            if report.context_length and report.context_length < settings.context_length:
-                report.problems.append(
-                    f"server context {report.context_length} < configured context_length "
-                    f"{settings.context_length}: lower it or start the server with a larger context"
+            report.reachable = True
+            try:
+                models_json = listing.json() if listing.status_code == 200 else None
+            except ValueError:
+                models_json = None
+            if isinstance(models_json, dict):
+                await _check_listing(http, report, settings, base_url, models_json)
+            else:  # said once below, by the schema request, unless that one works
+                listing_problem = (
+                    f"GET {base_url}/models answered HTTP {listing.status_code}, not a model list"
                 )
     else:
         report.reachable = True
@@ -114,11 +113,31 @@ async def check_endpoint(settings: ModelSettings, roles: list[str], base_url: st
             role="doctor",
         )
         report.schema_ok = True
+        if listing_problem:
+            report.problems.append(listing_problem)
     except ModelError as exc:
         report.problems.append(f"schema request failed: {exc.reason}")
     finally:
         await client.aclose()
     return report
+
+
+async def _check_listing(
+    http: Any, report: EndpointReport, settings: ModelSettings, base_url: str, models_json: dict[str, Any]
+) -> None:
+    """Is the model served, and is the server's context at least the configured one?"""
+    ids = [m.get("id") for m in models_json.get("data", []) or [] if isinstance(m, dict)]
+    report.model_listed = settings.model in ids or len(ids) == 1  # llama-server serves one, any name
+    if not report.model_listed:
+        report.problems.append(
+            f"model {settings.model!r} not served (served: {', '.join(map(str, ids[:5]))})"
+        )
+    report.context_length = await _context_length(http, base_url, settings.model, models_json)
+    if report.context_length and report.context_length < settings.context_length:
+        report.problems.append(
+            f"server context {report.context_length} < configured context_length "
+            f"{settings.context_length}: lower it or start the server with a larger context"
+        )
 
 
 def endpoints(settings: Settings) -> dict[str, tuple[ModelSettings, list[str]]]:

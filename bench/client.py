@@ -3,7 +3,7 @@
 500 concurrent calls against the scripted server running in its own process (so only the client's CPU is
 counted), each recorded as an ``llm_calls`` row by the one writer. Prints one JSON line:
 ``cpu_ms_per_call`` (median of --rounds rounds) and the figures behind it.
-Run from the repository root: ``python -m bench.client``.
+Run from the repository root: ``python -m bench.client`` or ``python bench/client.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,10 +19,12 @@ from pathlib import Path
 import anyio
 from pydantic import BaseModel
 
-from formicary.agents.model.client import ModelClient
-from formicary.agents.settings import ModelSettings
-from formicary.store.writer import Writer
-from tests.scripted_server import spawn_server_process, stop_server_process
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.* when run as a script
+
+from formicary.agents.model.client import ModelClient  # noqa: E402
+from formicary.agents.settings import ModelSettings  # noqa: E402
+from formicary.store.writer import Writer  # noqa: E402
+from tests.scripted_server import spawn_server_process, stop_server_process  # noqa: E402
 
 
 class Answer(BaseModel):

@@ -22,7 +22,8 @@ Worktrees live where the engine puts them (on disk, in the data folder, here a t
 engine's mode before it reused them), to compare: a fresh worktree writes and then deletes every file of the
 repository, ~0.85 ms of CPU per file on this kind of VM's disk, serialized behind the worktree lock.
 
-Usage: python -m bench.efficiency [--workers 256] [--latency 2] [--actions 10] [--window 120] [--warmup 60]
+Run from the repository root: python -m bench.efficiency (or python bench/efficiency.py)
+    [--workers 256] [--latency 2] [--actions 10] [--window 120] [--warmup 60]
 """
 
 from __future__ import annotations

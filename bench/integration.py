@@ -12,7 +12,8 @@ unreachable from the branch, or a failed one whose task branch lacks it. The sam
 naive loop (no critical section: every racer loops merge + CAS until it wins) on a fresh repository, in the
 main figure's worktree mode, for ``ratio``. ``profile`` counts git processes per commit by command.
 
-Usage: python bench/integration.py [--commits 2000] [--workers 64] [--naive-commits 300] [--files 220]
+Run from the repository root: python -m bench.integration (or python bench/integration.py)
+    [--commits 2000] [--workers 64] [--naive-commits 300] [--files 220]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.gitrepo when run as a script
 
-from formicary.agents import git_ops  # noqa: E402
+from formicary.agents.git import run as git_ops  # noqa: E402
 from formicary.agents.git.integration import Conflict  # noqa: E402
 from formicary.agents.git.workspace import SessionRepo, Worktree  # noqa: E402
 from formicary.store.writer import Writer  # noqa: E402

@@ -1,11 +1,13 @@
 """How fast ``formicary --help`` answers: the median of 5 runs in fresh processes (target < 0.5 s).
 
 litellm (3 s to import), openai and textual load only where they are used, so the CLI itself stays light.
-Prints one JSON line. Run from the repository root: ``python -m bench.startup``.
+Prints one JSON line. Run from the repository root: ``python -m bench.startup`` or
+``python bench/startup.py``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -33,4 +35,6 @@ def main(runs: int = 5) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="fresh processes to time")
+    main(parser.parse_args().runs)

@@ -11,7 +11,8 @@ lines (the ``LogLoaded`` message applied) AND the screen has been refreshed afte
 ``call_after_refresh`` callback ran). Keys are posted to the app directly, without Pilot's wait for an idle
 CPU, so the number is what an operator would feel. Also reported: peak RSS of the process.
 
-Run: ``python bench/tui.py [--workers 256] [--presses 100] [--rate 1000]``
+Run from the repository root: ``python -m bench.tui`` or ``python bench/tui.py``
+``[--workers 256] [--presses 100] [--rate 1000]``
 """
 
 from __future__ import annotations

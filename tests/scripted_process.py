@@ -91,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--retry-after", type=float, default=1.0)
     parser.add_argument("--stream-chunk-chars", type=int, default=16)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key", help="require this bearer key (401 otherwise)")
+    parser.add_argument("--strict-model", action="store_true", help="404 for any other model name")
+    parser.add_argument("--enforce-context", action="store_true", help="400 for prompts longer than --n-ctx")
+    parser.add_argument("--fail-always", help="every chat request fails in this mode")
     options = vars(parser.parse_args(argv))
     responder, script, script_json = (
         options.pop("responder"),

@@ -29,7 +29,13 @@ Reply = str | dict[str, Any]
 Responder = Callable[[Body], Reply | Awaitable[Reply]]
 FailurePolicy = Callable[[Body, int], "str | Failure | None"]
 
-FAIL_MODES = frozenset({"500", "429", "hang", "malformed_json", "truncated_stream"})
+FAIL_MODES = frozenset(
+    {"500", "429", "hang", "malformed_json", "truncated_stream", "400", "401", "404", "context"}
+)
+"""Injectable failures: transient ones (500, 429, hang, malformed_json, truncated_stream) and refusals that
+retrying cannot fix, worded as llama-server words them (400, 401 a bad key, 404 an unknown model, ``context``:
+a prompt longer than the server's context)."""
+CONTEXT_MESSAGE = "the request exceeds the available context size, try increasing it"
 DEFAULT_MODEL = "scripted-model"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PARTIAL = "this reply is cut off before it ends"
@@ -151,6 +157,7 @@ class _Conn:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer, self.keep_alive = reader, writer, True
+        self.authorized = True
 
     def head(self, status: int, content_type: str, length: int | None, **extra: str) -> bytes:
         lines = [
@@ -198,6 +205,10 @@ class ScriptedServer:
             ``fail_next`` did not already fail.
         retry_after: default ``Retry-After`` seconds for mode ``"429"``.
         stream_chunk_chars: characters of content per streamed chunk.
+        api_key: when set, every request must carry ``Authorization: Bearer <api_key>`` or gets a 401.
+        strict_model: chat requests naming another model than ``model`` get a 404 (as Ollama and vLLM answer).
+        enforce_context: a chat request whose prompt (~4 characters a token) exceeds ``n_ctx`` gets a 400.
+        fail_always: every chat request fails in this mode (see :data:`FAIL_MODES`).
     """
 
     host = "127.0.0.1"
@@ -215,12 +226,18 @@ class ScriptedServer:
         on_exhausted: str = "error",
         stream_chunk_chars: int = 16,
         port: int = 0,
+        api_key: str | None = None,
+        strict_model: bool = False,
+        enforce_context: bool = False,
+        fail_always: str | None = None,
     ) -> None:
         if responder is not None and script is not None:
             raise ValueError("give a responder or a script, not both")
         self._respond = _Script(script, on_exhausted) if script is not None else responder or echo_responder
         self.model, self.latency, self.n_ctx, self.failures = model, latency, n_ctx, failures
         self.retry_after, self.stream_chunk_chars, self._port = retry_after, max(1, stream_chunk_chars), port
+        self.api_key, self.strict_model, self.enforce_context = api_key, strict_model, enforce_context
+        self.fail_always = _as_failure(fail_always)
         self.errors: list[str] = []
         """Responder exceptions and exhausted scripts, one message each (tests assert it stays empty)."""
         self._lock = threading.Lock()
@@ -369,7 +386,10 @@ class ScriptedServer:
                     await conn.error(501, "chunked request bodies are not supported")
                     return
                 length = int(headers.get("content-length") or 0)
-                await self._route(conn, method, target, await reader.readexactly(length) if length else b"")
+                body = await reader.readexactly(length) if length else b""
+                key = f"bearer {self.api_key}".lower() if self.api_key is not None else None
+                conn.authorized = key is None or headers.get("authorization") == key
+                await self._route(conn, method, target, body)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
             pass  # the client went away or spoke something that is not HTTP: drop the connection
         except asyncio.CancelledError:
@@ -381,6 +401,9 @@ class ScriptedServer:
     async def _route(self, conn: _Conn, method: str, target: str, raw: bytes) -> None:
         route = target.split("?", 1)[0]
         route = route[3:] if route.startswith("/v1/") else route
+        if not conn.authorized and route != "/chat/completions":  # chat requests are counted first
+            await conn.error(401, "Invalid API Key", "authentication_error")
+            return
         if method == "POST" and route == "/chat/completions":
             await self._chat(conn, raw)
         elif method == "GET" and route == "/models":
@@ -407,7 +430,9 @@ class ScriptedServer:
         with self._lock:
             n = len(self._requests)
             self._requests.append(body)
-            failure = self._pending.popleft() if self._pending else None
+            failure = self._pending.popleft() if self._pending else self.fail_always
+            failure = failure if conn.authorized else Failure("401")
+            failure = failure or self._refusal(body)
         self._in_flight += 1
         self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
@@ -433,6 +458,15 @@ class ScriptedServer:
         finally:
             self._in_flight -= 1
 
+    def _refusal(self, body: Body) -> Failure | None:
+        """What a real server refuses outright: an unknown model name, a prompt longer than its context."""
+        if self.strict_model and body.get("model") != self.model:
+            return Failure("404")
+        prompt = sum(_tokens(message_text(m)) for m in body.get("messages") or [])
+        if self.enforce_context and prompt + int(body.get("max_tokens") or 0) > self.n_ctx:
+            return Failure("context")
+        return None
+
     async def _reply(self, body: Body) -> Body:
         """Ask the responder or script, and normalize its answer to a dict with a string ``content``."""
         reply = self._respond(body)
@@ -452,6 +486,14 @@ class ScriptedServer:
     async def _fail(self, conn: _Conn, failure: Failure, body: Body) -> None:
         if failure.mode == "500":
             await conn.error(500, failure.message)
+        elif failure.mode == "400":
+            await conn.error(400, failure.message, "invalid_request_error")
+        elif failure.mode == "401":
+            await conn.error(401, "Invalid API Key", "authentication_error")
+        elif failure.mode == "404":
+            await conn.error(404, f"model '{body.get('model')}' not found", "not_found_error")
+        elif failure.mode == "context":
+            await conn.error(400, CONTEXT_MESSAGE, "exceed_context_size_error")
         elif failure.mode == "429":
             seconds = self.retry_after if failure.retry_after is None else failure.retry_after
             await conn.error(429, failure.message, "rate_limit_exceeded", Retry_After=f"{seconds:g}")

@@ -207,3 +207,48 @@ async def test_litellm_route_against_the_same_server(server):
     reply = await ask(client, s)
     await client.aclose()
     assert reply.data.n == 3
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        ("400", "HTTP 400, the endpoint refused the request (injected failure)"),
+        ("401", "HTTP 401, the endpoint refused the key (Invalid API Key)"),
+        ("404", "HTTP 404, model 'scripted-model' or the URL is not served there"),
+        ("context", "HTTP 400, the context is too small for the prompts (the request exceeds"),
+    ],
+)
+async def test_refusals_retrying_cannot_fix_fail_at_once(server, mode, words):
+    from formicary.agents.model.errors import EndpointError
+
+    client = ModelClient()
+    server.fail_next(mode, count=5)
+    with pytest.raises(EndpointError) as caught:
+        await ask(client, settings(server))
+    await client.aclose()
+    assert server.request_count == 1
+    assert words in caught.value.reason
+    assert caught.value.line.startswith(f"the worker model endpoint {server.base_url} failed: HTTP ")
+
+
+def test_litellm_is_told_the_provider_only_for_names_it_does_not_know():
+    from formicary.agents.model.client import litellm_needs_provider
+
+    providers = ["openai", "ollama", "anthropic"]
+    assert litellm_needs_provider("qwen2.5-coder", providers)
+    assert litellm_needs_provider("Qwen/Qwen2.5-Coder-7B-Instruct", providers)
+    assert not litellm_needs_provider("openai/qwen2.5-coder", providers)
+    assert not litellm_needs_provider("ollama/qwen2.5-coder", providers)
+
+
+def test_failures_are_sorted_and_found_inside_exception_groups():
+    from formicary.agents.model.errors import EndpointError, Kind, classify, find_endpoint_error
+
+    class ConnectError(Exception):
+        pass
+
+    assert classify(ConnectError("refused")).kind is Kind.DOWN
+    fatal = EndpointError("x", role="judge", endpoint="e")
+    nested = ExceptionGroup("outer", [ValueError("a"), ExceptionGroup("inner", [fatal])])
+    assert find_endpoint_error(nested) is fatal
+    assert find_endpoint_error(ExceptionGroup("none", [ValueError("a")])) is None

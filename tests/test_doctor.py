@@ -91,3 +91,20 @@ def test_sessions_lists_what_the_record_holds(tmp_path):
     listed = subprocess.run([sys.executable, "-m", "formicary", "sessions"], capture_output=True, text=True)
     assert listed.returncode == 0
     assert sid[-12:] in listed.stdout and "make it fast" in listed.stdout and "done" in listed.stdout
+
+
+def test_litellm_path_with_a_bare_model_name_is_checked_for_real(tmp_path):
+    with ScriptedServer(responder=lambda body: PING, model="qwen2.5-coder") as srv:
+        result = doctor(tmp_path, srv.base_url, model="qwen2.5-coder", extra='api = "litellm"\n')
+        asked = [body.get("response_format", {}).get("type") for body in srv.requests]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert asked == ["json_schema"]  # one real schema-constrained request went through litellm
+
+
+def test_refused_key_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_KEY", "wrong")
+    with ScriptedServer(responder=lambda body: PING, api_key="right") as srv:
+        result = doctor(tmp_path, srv.base_url, extra='api_key_env = "SCRIPTED_KEY"\n')
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len([ln for ln in result.stderr.splitlines() if "HTTP 401" in ln]) == 1

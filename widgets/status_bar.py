@@ -71,7 +71,9 @@ def status_text(s: StatusView, now: float, mode: str, compact: bool) -> Text:
     if not compact:
         if s.workers is not None:
             text.append(f"  {s.workers} workers", style="grey70")
-        if s.warning:
+        if s.ended and s.session_status == "failed" and s.stop_reason:
+            text.append(f"  ✗ {fmt.clip(s.stop_reason, 120)}", style="bold red")
+        elif s.warning:
             text.append(f"  ! {fmt.clip(s.warning, 60)}", style="bold yellow")
         if mode == "read-only":
             text.append("  read-only", style="grey62")

@@ -22,7 +22,10 @@ import anyio
 from pydantic import BaseModel, ValidationError
 
 from ...store.db import new_id, now
+from .errors import EndpointError, Kind, ModelError, ReplyFormatError, classify
 from .slots import SlotLease, SlotPool
+
+__all__ = ["EndpointError", "ModelClient", "ModelError", "Reply", "ReplyFormatError"]
 
 if TYPE_CHECKING:
     from ...store.writer import Writer
@@ -32,22 +35,7 @@ MAX_BACKOFF = 30.0
 CONNECTIONS_PER_POOL = 32
 """Concurrent calls per SDK client: its connection pool scans all its connections whenever a request starts or
 ends, so 256 calls in flight through one pool cost O(256) each; calls are spread over several pools instead."""
-
-
-class ModelError(Exception):
-    """A model call that failed after its retries; ``reason`` is one line for the log and the task record."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class ReplyFormatError(ModelError):
-    """The endpoint answered, but not with JSON under the schema; ``content`` is what it said."""
-
-    def __init__(self, reason: str, content: str) -> None:
-        super().__init__(reason)
-        self.content = content
+NO_ENDPOINT = "no endpoint: set model.base_url, or run `formicary model setup` for the local model"
 
 
 @dataclass
@@ -194,6 +182,8 @@ class ModelClient:
             limiter = self._limiters[key] = AdaptiveLimiter(settings.max_concurrency)
         return limiter
 
+    # -- the call ----------------------------------------------------------------------------------
+
     def slots(self, settings: ModelSettings) -> SlotPool | None:
         """The slot pool of a llama.cpp endpoint (None for other endpoints): ``max_concurrency`` slots, or the
         embedded server's ``-np`` when that is fewer."""
@@ -218,8 +208,6 @@ class ModelClient:
         for pool in self._slot_pools.values():
             pool.forget(agent_id)
 
-    # -- the call ----------------------------------------------------------------------------------
-
     async def complete(
         self,
         settings: ModelSettings,
@@ -235,8 +223,11 @@ class ModelClient:
 
         Raises:
             ReplyFormatError: the reply was not JSON under the schema (not retried: the caller decides).
+            EndpointError: the endpoint refused the request in a way retrying cannot fix (the session ends).
             ModelError: the endpoint kept failing past ``settings.retries``.
         """
+        if settings.api == "openai" and not self._base_url(settings):
+            raise EndpointError(NO_ENDPOINT, role=role, endpoint="embedded")
         if temperature is not None:
             settings = settings.model_copy(update={"temperature": temperature})
         limiter = self.limiter(settings)
@@ -247,7 +238,7 @@ class ModelClient:
             attempt += 1
             await self.wait_running()
             started = time.perf_counter()
-            content, usage, error, retry_after = "", (0, 0), None, None
+            content, usage, failure = "", (0, 0), None
             timings = CallTimings()
             async with limiter:
                 lease = await pool.acquire(agent_id) if pool is not None else None
@@ -255,9 +246,11 @@ class ModelClient:
                 try:
                     timings.queue_ms = (time.perf_counter() - started) * 1000
                     content, usage = await self._call(settings, messages, fmt, lease, timings)
+                except EndpointError:
+                    raise
                 except Exception as exc:  # classified below; every failure is recorded
-                    error, retry_after, throttled = _classify(exc)
-                    if throttled:
+                    failure = classify(exc, settings.model)
+                    if failure.kind is Kind.BUSY:
                         limiter.throttled()
                 finally:
                     self.in_flight -= 1
@@ -266,7 +259,7 @@ class ModelClient:
                             await pool.release(lease)
             latency = (time.perf_counter() - started) * 1000
             self.calls += 1
-            if error is None:
+            if failure is None:
                 limiter.succeeded()
                 try:
                     data = schema.model_validate_json(extract_json(content))
@@ -301,12 +294,25 @@ class ModelClient:
                 )
                 return Reply(data, content, usage[0], usage[1], latency, attempt)
             self._record(
-                settings, role, agent_id, schema_name, messages, None, usage, latency, attempt, error, timings
+                settings,
+                role,
+                agent_id,
+                schema_name,
+                messages,
+                None,
+                usage,
+                latency,
+                attempt,
+                failure.reason,
+                timings,
             )
+            endpoint = self._base_url(settings) or settings.endpoint
+            if failure.kind is Kind.FATAL:
+                raise EndpointError(failure.reason, role=role, endpoint=endpoint)
             if attempt > settings.retries:
-                raise ModelError(f"{settings.endpoint}: {error} (after {attempt} attempts)")
-            if retry_after is not None:  # the server said when: wait that long, spread a little
-                delay = retry_after * random.uniform(1.0, 1.2)
+                raise ModelError(f"{endpoint}: {failure.reason} (after {attempt} attempts)")
+            if failure.retry_after is not None:  # the server said when: wait that long, spread a little
+                delay = failure.retry_after * random.uniform(1.0, 1.2)
             else:  # exponential backoff with full jitter
                 delay = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2 ** (attempt - 1)))
             await anyio.sleep(delay)
@@ -363,6 +369,9 @@ class ModelClient:
         kwargs: dict[str, Any] = {}
         if settings.base_url:
             kwargs["api_base"] = settings.base_url
+            if litellm_needs_provider(settings.model, litellm.provider_list):
+                # a bare name, as one writes for llama.cpp, Ollama or vLLM: the server speaks OpenAI's API
+                kwargs["custom_llm_provider"] = "openai"
         if settings.api_key_env:
             kwargs["api_key"] = os.environ.get(settings.api_key_env, "")
         elif settings.base_url:
@@ -387,9 +396,7 @@ class ModelClient:
     def _openai(self, settings: ModelSettings) -> Any:
         base_url = self._base_url(settings)
         if not base_url:
-            raise ModelError(
-                "no endpoint: set model.base_url, or run `formicary model setup` for the local model"
-            )
+            raise EndpointError(NO_ENDPOINT, role="model", endpoint="embedded")
         key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
         cache_key = (base_url, key)
         pools = self._clients.get(cache_key)
@@ -453,25 +460,12 @@ class ModelClient:
             listener(row)
 
 
-def _classify(exc: Exception) -> tuple[str, float | None, bool]:
-    """(one-line reason, seconds the server asked us to wait, whether it is throttling us)."""
-    status = getattr(exc, "status_code", None)
-    retry_after: float | None = None
-    response = getattr(exc, "response", None)
-    if response is not None:
-        header = response.headers.get("retry-after") if hasattr(response, "headers") else None
-        if header:
-            try:
-                retry_after = min(float(header), 120.0)
-            except ValueError:
-                retry_after = None
-    name = type(exc).__name__
-    if status is not None:
-        return f"HTTP {status} ({name})", retry_after, status in (429, 503)
-    if "Timeout" in name:
-        return f"timed out ({name})", None, False
-    message = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{name}: {message}" if message else name, None, False
+def litellm_needs_provider(model: str, providers: Any) -> bool:
+    """Whether litellm must be told the provider: with a ``base_url``, a name without a known ``provider/``
+    prefix (``qwen2.5-coder``, ``Qwen/Qwen2.5-Coder``) names a model on an OpenAI-compatible server."""
+    prefix, slash, _ = model.partition("/")
+    known = {str(getattr(p, "value", p)) for p in providers}
+    return not slash or prefix not in known
 
 
 def _format_reason(exc: ValidationError, content: str) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..model.client import ModelError
+from ..model.errors import EndpointError, ModelError
 from ..tools import confine
 from ..tools.actions import EDIT_ACTIONS, FormatError, execute, parse_action, reply_schema
 
@@ -51,6 +51,8 @@ async def _draw(loop: WorkerLoop, settings: Any, n: int) -> list[tuple[str, Any]
                 agent_id=loop.agent.id,
                 temperature=temperature,
             )
+        except EndpointError:
+            raise  # retrying cannot fix it: the session ends
         except ModelError as exc:  # a broken sample is just one fewer candidate
             results[i] = (getattr(exc, "content", ""), None)
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..model.client import ModelError
+from ..model.errors import EndpointError, ModelError
 from ..session.state import Handoff
 from ..status import AgentStatus, Role
 from .ask import ask
@@ -58,6 +58,8 @@ async def run_judge(
     status = AgentStatus.DONE
     try:
         verdict = await ask(engine, agent, Role.JUDGE, messages, "verdict", Verdict)
+    except EndpointError:
+        raise  # retrying cannot fix it: the session ends with one line
     except ModelError as exc:
         status = AgentStatus.FAILED
         verdict = Verdict(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ..model.client import ModelError
+from ..model.errors import EndpointError, ModelError
 from ..session import events as ev
 from ..session.state import Handoff, Task
 from ..status import AgentStatus, Role, TaskKind, TaskStatus
@@ -48,16 +48,26 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
                 )
                 if not first and (max_tasks <= 0 or not any(not h.done or h.notes for h in handoffs)):
                     break
-                plan = await _plan(
-                    engine,
-                    agent,
-                    task,
-                    role,
-                    scope,
-                    handoffs,
-                    max_tasks,
-                    _fanout(engine) if (first and can_split) else 0,
-                )
+                try:
+                    plan = await _plan(
+                        engine,
+                        agent,
+                        task,
+                        role,
+                        scope,
+                        handoffs,
+                        max_tasks,
+                        _fanout(engine) if (first and can_split) else 0,
+                    )
+                except EndpointError:
+                    raise  # retrying cannot fix it: the session ends with one line
+                except ModelError as exc:  # caught here, inside the group, so it is not wrapped in a group
+                    status = TaskStatus.FAILED
+                    state.record.warning(f"{agent.name}: {exc.reason}", agent_id=agent.id, task_id=task.id)
+                    collected.append(
+                        Handoff(task.id, task.title, TaskStatus.FAILED, f"planning failed: {exc.reason}")
+                    )
+                    break
                 agent.steps += 1
                 outstanding = _queue(engine, task, plan, max_tasks, group, first and can_split)
                 if not first:
@@ -71,10 +81,6 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
                     outstanding.discard(handoff.task_id)
                     handoffs.append(handoff)
                 collected += handoffs
-    except ModelError as exc:
-        status = TaskStatus.FAILED
-        state.record.warning(f"{agent.name}: {exc.reason}", agent_id=agent.id, task_id=task.id)
-        collected.append(Handoff(task.id, task.title, TaskStatus.FAILED, f"planning failed: {exc.reason}"))
     finally:
         engine.inboxes.pop(task.id, None)
         inbox_send.close()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..model.client import ModelError, ReplyFormatError
+from ..model.errors import EndpointError, ModelError, ReplyFormatError
 from ..session import events as ev
 from ..session.state import Agent, Handoff, Task
 from ..status import AgentStatus, Role, TaskStatus
@@ -416,6 +416,8 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
                         title=task.title,
                     )
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, summary, notes, commit=result.sha)
+    except EndpointError:
+        raise  # retrying cannot fix it: the session ends with one line
     except (ModelError, WorkerLimit) as exc:
         reason = exc.reason if isinstance(exc, ModelError) else str(exc)
         state.end_agent(agent, AgentStatus.FAILED)

@@ -35,7 +35,7 @@ class PreflightError(Exception):
 
 
 async def preflight(settings: Settings, timeout: float = 5.0) -> None:
-    """GET ``/models`` on every configured OpenAI-compatible endpoint, so a typo fails in seconds, not tasks."""
+    """GET ``/models`` on every configured OpenAI-compatible endpoint, so a typo in a URL fails in seconds."""
     import httpx
 
     from ..settings import ROLES
@@ -48,15 +48,15 @@ async def preflight(settings: Settings, timeout: float = 5.0) -> None:
             headers = {}
             if model.api_key_env and os.environ.get(model.api_key_env):
                 headers["Authorization"] = f"Bearer {os.environ[model.api_key_env]}"
+            # Any answer will do: a refused key or an unknown model ends the session at its first call, with
+            # the reason recorded on the session row.
             try:
-                response = await http.get(f"{url}/models", headers=headers)
+                await http.get(f"{url}/models", headers=headers)
             except httpx.HTTPError as exc:
                 raise PreflightError(
                     f"model endpoint {url} is not reachable ({type(exc).__name__}); start the server or fix "
                     "model.base_url (`formicary doctor` checks every endpoint)"
                 ) from None
-            if response.status_code in (401, 403):
-                raise PreflightError(f"model endpoint {url} refused the key (HTTP {response.status_code})")
 
 
 @dataclass

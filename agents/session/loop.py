@@ -19,6 +19,7 @@ from ...store.db import connect, new_id
 from ...store.redact import Redactor
 from ...store.writer import Writer
 from ..model.client import ModelClient
+from ..model.errors import find_endpoint_error
 from ..status import AgentStatus, Control, CycleReason, CycleStatus, SessionStatus, TaskKind, TaskStatus
 from .controls import pid_alive
 from .record import Record
@@ -60,9 +61,16 @@ async def run_session(engine: Engine) -> Outcome:
         if isinstance(exc, anyio.get_cancelled_exc_class()):
             outcome = Outcome(SessionStatus.STOPPED, engine._stop_reason or "cancelled")
             raise
-        if isinstance(exc, Exception):
-            outcome = Outcome(SessionStatus.FAILED, f"{type(exc).__name__}: {exc}")
-        raise
+        fatal = find_endpoint_error(exc)
+        if fatal is None:
+            if isinstance(exc, Exception):
+                outcome = Outcome(SessionStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            raise
+        # A request retrying cannot fix: the session ends with one line; its unfinished tasks wait for a resume.
+        outcome = Outcome(SessionStatus.FAILED, fatal.line)
+        engine._stop_reason = engine._stop_reason or fatal.line
+        if engine.state is not None and engine.cycle_id is not None:
+            _settle_cancelled(engine)
     finally:
         with anyio.CancelScope(shield=True):
             await _record_end(engine, outcome)
