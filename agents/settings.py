@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 ROLES = ("planner", "subplanner", "worker", "judge")
 
@@ -83,23 +83,22 @@ class ModelSettings(_Strict):
         return self.base_url or ("litellm:" + self.model if self.api == "litellm" else "embedded")
 
 
-class RoleSettings(_Strict):
-    """Per-role overrides of ``[model]``; unset fields inherit it. ``prompt`` overrides the role's template."""
-
-    model: str | None = None
-    base_url: str | None = None
-    api: Literal["openai", "litellm"] | None = None
-    api_key_env: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    context_length: int | None = None
-    max_concurrency: int | None = None
-    timeout: float | None = None
-    retries: int | None = None
-    repeat_penalty: float | None = None
-    llama_cpp: bool | None = None
+class _RoleBase(_Strict):
     prompt: str | None = None
     """Path of a Jinja template replacing the built-in one for this role."""
+
+
+RoleSettings = create_model(
+    "RoleSettings",
+    __base__=_RoleBase,
+    __doc__="Per-role overrides of ``[model]``; unset fields inherit it. ``prompt`` overrides the role's template.",
+    # Every field of ModelSettings, optional: declared once, so a new model setting is overridable per role
+    # (the merged result is validated as ModelSettings by Settings.role()).
+    **{
+        name: (field.annotation | None, Field(None, description=field.description))
+        for name, field in ModelSettings.model_fields.items()
+    },
+)
 
 
 class Limits(_Strict):
@@ -161,6 +160,14 @@ class GateSettings(_Strict):
     """A junit XML file the check command writes (relative to the checkout), to name failing tests."""
 
 
+class UISettings(_Strict):
+    """The operator's terminal (``[ui]``)."""
+
+    notify: Literal["off", "bell", "desktop"] = "off"
+    """When the judge decides or a session ends: nothing, the terminal bell, or the bell and a desktop
+    notification (``notify-send`` where there is one, and the OSC 9 sequence terminals turn into one)."""
+
+
 class Settings(_Strict):
     """Everything a session runs with."""
 
@@ -170,6 +177,7 @@ class Settings(_Strict):
     """``[roles.planner]``, ``[roles.subplanner]``, ``[roles.worker]``, ``[roles.judge]``."""
     limits: Limits = Limits()
     sandbox: SandboxSettings = SandboxSettings()
+    ui: UISettings = UISettings()
     check_command: str = ""
     """The project's check (e.g. ``pytest -q``), run in the sandbox by the landing gate and for the judge.
     Empty: detected from the repository (pytest, unittest, npm, cargo, go, make); ``none``: no check."""

@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
+
+from .cli_common import fail
+
+__all__ = ["fail", "main"]
 
 LAZY_COMMANDS = {
     "run": ("formicary.cli_run", "run", "Run a session on a repository: the TUI, or --headless."),
     "resume": ("formicary.cli_run", "resume", "Carry on a session after a crash or a stop."),
     "attach": ("formicary.cli_run", "attach", "Open the TUI on a session running in another terminal."),
     "sessions": ("formicary.cli_info", "sessions", "List past sessions from the record."),
+    "show": (
+        "formicary.cli_show",
+        "show",
+        "Summarise a session: branch, commits, checks, tokens, how to merge.",
+    ),
+    "report": (
+        "formicary.cli_report",
+        "report",
+        "Write a session's charts and tables as one HTML file that opens offline.",
+    ),
+    "serve": (
+        "formicary.cli_serve",
+        "serve",
+        "Serve the TUI to a browser (loopback, token-protected URL).",
+    ),
     "doctor": ("formicary.cli_info", "doctor", "Check every configured model endpoint."),
     "model": ("formicary.cli_model", "model", "Set up and serve the embedded local model."),
     "demo": (
@@ -53,12 +71,6 @@ def main(ctx: click.Context) -> None:
     Run with no command to open the sessions browser.
     """
     if ctx.invoked_subcommand is None:
-        from .cli_run import open_browser
+        from .cli_common import open_browser
 
         open_browser()
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One clear line on stderr and a non-zero exit: how every bad input ends."""
-    click.echo(f"formicary: {message}", err=True)
-    sys.exit(code)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli import fail
+from .cli_common import fail, load_settings_or_fail
 
 
 def _duration(start: str | None, end: str | None) -> str:
@@ -69,11 +69,11 @@ def doctor(repo: Path, config_file: Path | None) -> None:
     """Check each configured endpoint: reachable, model served, context length, a valid JSON-schema reply."""
     import anyio
 
-    from .config import ConfigError, load_settings
+    from .config import ConfigError
     from .doctor import check_all
 
+    settings = load_settings_or_fail(repo.resolve(), config_file)
     try:
-        settings = load_settings(repo=repo.resolve(), config_file=config_file)
         settings.check_keys()
     except ConfigError as exc:
         fail(str(exc))

@@ -7,16 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli import fail
-
-
-def _settings(repo: Path, config_file: Path | None):
-    from .config import ConfigError, load_settings
-
-    try:
-        return load_settings(repo=repo, config_file=config_file)
-    except ConfigError as exc:
-        fail(str(exc))
+from .cli_common import fail, load_settings_or_fail, print_summaries
 
 
 def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
@@ -34,16 +25,17 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
         except (WorkspaceError, PreflightError) as exc:
             fail(str(exc))
         outcome = run_live(engine)
+        print_summaries(engine.db_path, [engine.session_id])
         sys.exit(0 if outcome is not None and outcome.status == "done" else 1)
 
-    from .agents.session.loop import install_signal_handlers
+    from .agents.session.controls import install_signal_handlers
     from .headless import ProgressPrinter
 
     printer = ProgressPrinter(engine, verbose=verbose)
     engine.subscribe(printer)
 
     async def main():
-        install_signal_handlers(engine)
+        install_signal_handlers(engine, engine)
         try:
             await engine.prepare()
         except (WorkspaceError, PreflightError) as exc:
@@ -53,6 +45,7 @@ def _run_engine(engine, headless: bool, verbose: bool = False) -> None:
     try:
         outcome = anyio.run(main)
     except RuntimeError as exc:
+        print_summaries(engine.db_path, [engine.session_id])
         fail(str(exc), code=1)
     printer.summary(outcome)
     sys.exit(0 if outcome.status == "done" else 1)
@@ -97,7 +90,7 @@ def run(
     repo = repo.expanduser()
     if not repo.exists():
         fail(f"{repo} does not exist")
-    settings = _settings(repo.resolve(), config_file)
+    settings = load_settings_or_fail(repo.resolve(), config_file)
     if workers:
         settings.limits.workers = workers
     if check is not None:
@@ -141,7 +134,7 @@ def resume(
 
     if row["status"] == "running" and pid_alive(row.get("pid")):
         fail(f"session {row['id']} is still running (pid {row['pid']}); use `formicary attach`")
-    settings = _settings(Path(row["repo"]), config_file)
+    settings = load_settings_or_fail(Path(row["repo"]), config_file)
     try:
         engine = Engine.for_resume(settings, row, db_path=path)
     except (ConfigError, ValueError) as exc:
@@ -177,14 +170,6 @@ def attach(session: str | None, db_path: Path | None) -> None:
         fail(f"no record at {path}")
     row = _find(store_db.connect(path), session, find_session)
     attach_tui(path, row["id"])
-
-
-def open_browser() -> None:
-    """``formicary`` with no command: the sessions browser."""
-    from .agents import paths
-    from .tui import browse
-
-    browse(paths.default_db_path())
 
 
 def _copy_demo(dest: Path) -> Path:
@@ -226,7 +211,7 @@ def demo(headless: bool, into: Path | None, skip_setup: bool) -> None:
         _setup_local_model()
     repo = _copy_demo(dest)
     click.echo(f"formicary: the demo project is at {repo} (your own checkouts are never touched)", err=True)
-    settings = _settings(repo, None)
+    settings = load_settings_or_fail(repo, None)
     goal = (repo / "GOAL.md").read_text().strip()
     try:
         engine = Engine.create(settings, repo, goal)
@@ -238,9 +223,8 @@ def demo(headless: bool, into: Path | None, skip_setup: bool) -> None:
 def _setup_local_model() -> None:
     from .agents.model import server as model_server
     from .agents.model import setup as model_setup
-    from .config import load_settings
 
-    settings = load_settings()
+    settings = load_settings_or_fail()
     if not settings.uses_embedded_server() or model_server.status().ready:
         return
     say = lambda line: click.echo(line, err=True)  # noqa: E731

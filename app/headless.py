@@ -72,6 +72,9 @@ class ProgressPrinter:
         )
 
     def summary(self, outcome: Outcome) -> None:
+        """The last status line, then the end-of-session summary from the record (how every run ends)."""
+        from .summary import summary_text
+
         self._print(self.status_line())
         gate = self.engine.gate
         if gate is not None:
@@ -79,8 +82,12 @@ class ProgressPrinter:
                 f"gate: {gate.passes} passed, {gate.refusals} refused, {gate.check_runs} check run(s) "
                 f"({gate.check_ms / 1000:.1f} s), {gate.total_ms / 1000:.1f} s gating in all"
             )
-        reason = self.engine.writer.redact(outcome.reason) if self.engine.writer else outcome.reason
-        self._print(f"session {self.engine.session_id} {outcome.status}: {reason}")
+        text = summary_text(self.engine.db_path, self.engine.session_id)
+        if text:
+            print(text, file=self.out, flush=True)
+        else:
+            reason = self.engine.writer.redact(outcome.reason) if self.engine.writer else outcome.reason
+            self._print(f"session {self.engine.session_id} {outcome.status}: {reason}")
 
     def _print(self, line: str) -> None:
         stamp = time.strftime("%H:%M:%S")

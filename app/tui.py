@@ -46,6 +46,8 @@ class FormicaryApp(App[Any]):
         clock: Callable[[], float] = time.time,
         engine_factory: Callable[..., Any] = default_engine_factory,
         poll_seconds: float | None = None,
+        resume_factory: Callable[..., Any] | None = None,
+        notify: str = "off",
     ) -> None:
         super().__init__()
         self.db_path = Path(db_path)
@@ -55,6 +57,13 @@ class FormicaryApp(App[Any]):
         self.clock = clock
         self.engine_factory = engine_factory
         self.poll_seconds = poll_seconds
+        from .resume import default_resume_factory
+
+        self.resume_factory = resume_factory or default_resume_factory
+        """Builds the engine that carries on a stopped or crashed session (the ``r`` key)."""
+        self.notify_mode = notify
+        """``[ui] notify``: off, bell or desktop, when the judge decides or a session ends."""
+        self.alerts: list[tuple[str, str]] = []
         self.engines: dict[str, tuple[Any, asyncio.Task[Any]]] = {}
         self.outcomes: dict[str, Any] = {}
         self._stopping = False
@@ -87,6 +96,24 @@ class FormicaryApp(App[Any]):
             self.db_path, session_id, controls, mode, clock=self.clock, can_go_back=not root, **kwargs
         )
         self.push_screen(screen)
+
+    def resume_engine(self, screen: Any, engine: Any) -> None:
+        """Run ``engine`` (built to carry on the session ``screen`` shows) and show that session live."""
+        if engine.session_id in self.engines and not self.engines[engine.session_id][1].done():
+            return
+        self.start_engine(engine)
+        root = not screen.can_go_back
+        if self.screen is screen:
+            self.pop_screen()
+        self.open_session(engine.session_id, root=root)
+        self.notify("Resumed: the session carries on here.")
+
+    def alert(self, title: str, body: str) -> None:
+        """The judge decided or a session ended: ring or notify as configured."""
+        from .alerts import alert
+
+        if alert(self, self.notify_mode, title, body):
+            self.alerts.append((title, body))
 
     def start_engine(self, engine: Any) -> None:
         """Run ``engine.run()`` as a task on this loop; it outlives the screens showing it."""
@@ -139,14 +166,28 @@ class FormicaryApp(App[Any]):
         return self.outcomes.get(self.first_engine.session_id)
 
 
-def browse(db_path: Path) -> None:
-    """``formicary`` with no command: the sessions browser."""
-    FormicaryApp(db_path).run()
+def _notify_mode(settings: Any = None) -> str:
+    """``[ui] notify`` from the session's settings, else from the user's config and the environment."""
+    if settings is None:
+        from .config import ConfigError, load_settings
+
+        try:
+            settings = load_settings()
+        except ConfigError:
+            return "off"
+    return settings.ui.notify
+
+
+def browse(db_path: Path) -> list[str]:
+    """``formicary`` with no command: the sessions browser; returns the ids of the sessions run in it."""
+    app = FormicaryApp(db_path, notify=_notify_mode())
+    app.run()
+    return list(app.engines)
 
 
 def run_live(engine: Any) -> Any:
     """``formicary run``: the main screen over ``engine``, which this app runs; returns its Outcome (or None)."""
-    app = FormicaryApp(engine.db_path, engine=engine)
+    app = FormicaryApp(engine.db_path, engine=engine, notify=_notify_mode(getattr(engine, "settings", None)))
     app.run()
     if app.first_engine is not None and engine.session_id in app.engines:
         task = app.engines[engine.session_id][1]
@@ -157,12 +198,7 @@ def run_live(engine: Any) -> Any:
 
 def attach(db_path: Path, session_id: str) -> None:
     """``formicary attach``: follow a session run by another process; quitting leaves it running."""
-    FormicaryApp(db_path, session_id=session_id, attach=True).run()
+    FormicaryApp(db_path, session_id=session_id, attach=True, notify=_notify_mode()).run()
 
 
-def view(db_path: Path, session_id: str) -> None:
-    """One past session, read-only."""
-    FormicaryApp(db_path, session_id=session_id).run()
-
-
-__all__ = ["FormicaryApp", "attach", "browse", "run_live", "view"]
+__all__ = ["FormicaryApp", "attach", "browse", "run_live"]

@@ -44,8 +44,44 @@ def test_help_loads_no_heavy_library():
         "import sys; sys.argv=['formicary','--help']\n"
         "from formicary.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass"
     )
-    for heavy in ("textual", "openai", "litellm", "git", "httpx", "sqlite_utils", "jinja2"):
+    for heavy in (
+        "textual",
+        "openai",
+        "litellm",
+        "git",
+        "httpx",
+        "sqlite_utils",
+        "jinja2",
+        *ONLY_THEIR_COMMAND,
+    ):
         assert heavy not in loaded, heavy
+
+
+ONLY_THEIR_COMMAND = ("pygal", "textual_serve", "aiohttp")
+"""Loaded by ``formicary report`` and ``formicary serve`` alone."""
+OWNERS = {"formicary.report_html", "formicary.cli_report", "formicary.serve", "formicary.cli_serve"}
+
+
+def test_plotting_and_serving_load_only_for_their_commands():
+    import formicary
+
+    app_modules = [
+        m.name
+        for m in pkgutil.walk_packages(formicary.__path__, prefix="formicary.")
+        if m.name.count(".") == 1 or m.name.startswith(("formicary.screens.", "formicary.widgets."))
+    ]
+    others = [m for m in app_modules if m not in OWNERS and m != "formicary.__main__"]
+    assert {"formicary.tui", "formicary.cli_run", "formicary.cli_show", "formicary.summary"} <= set(others)
+    loaded = _loaded_after("\n".join(f"import {m}" for m in others))
+    assert not [m for m in loaded if m.split(".")[0] in ONLY_THEIR_COMMAND]
+    for command in (["show", "--help"], ["report", "--help"], ["sessions", "--help"], ["run", "--help"]):
+        loaded = _loaded_after(
+            f"import sys; sys.argv=['formicary', *{command!r}]\n"
+            "from formicary.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass"
+        )
+        assert not [m for m in loaded if m.split(".")[0] in ONLY_THEIR_COMMAND], command
+    report = _loaded_after("import formicary.report_html")
+    assert "pygal" in report  # the probe can see it when it is loaded
 
 
 def test_wheel_maps_one_package():

@@ -298,7 +298,9 @@ async def test_embedded_server_starts_answers_and_stops(tmp_path: Path) -> None:
         os.kill(pid, 0)
     log = server.log_path.read_text()
     assert "-c 16384 -np 2 -t 2" in log and "request /health" in log
-    assert "OMP_WAIT_POLICY=PASSIVE" in log  # its threads sleep while waiting: spinning stalls on shared cores
+    assert (
+        "OMP_WAIT_POLICY=PASSIVE" in log
+    )  # its threads sleep while waiting: spinning stalls on shared cores
 
 
 @pytest.mark.anyio

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from formicary.agents.roles.context import Landed
 from formicary.agents.roles.progress import check_summary, dedupe_sentences, failing_tests, repeats_landed
 from formicary.agents.session.engine import Engine
-from formicary.agents.session.state import Landed
 from formicary.agents.settings import Settings
 from formicary.store import db as store_db
 from tests.gitrepo import make_repo

@@ -432,7 +432,9 @@ async def test_live_engine_obeys_the_keys(tmp_path: Path) -> None:
             send_key(app, "enter")
             await until(pilot, lambda: engine.workers == 2 and screen.status.workers == 2)
             send_key(app, "e")
-            await until(pilot, lambda: isinstance(app.screen, SteerScreen))
+            await until(
+                pilot, lambda: isinstance(app.screen, SteerScreen) and bool(app.screen.query(TextArea))
+            )
             app.screen.query_one(TextArea).load_text("mind the docs")
             send_key(app, "ctrl+s")
             await until(pilot, lambda: any("mind the docs" in d for d in control_events()))

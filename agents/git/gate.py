@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -35,7 +35,15 @@ from ..tools.parse_gate import parse_problems, parseable
 from .run import GitError, cat_blobs, git, parse_merge_tree
 
 if TYPE_CHECKING:
-    from .workspace import SessionRepo, Worktree
+    from .worktree import Worktree
+
+
+class SessionRepo(Protocol):
+    """What the gate needs of the session's repository (workspace's ``SessionRepo`` is one): the shared
+    branch. A protocol, so the gate does not import workspace (which imports integration, which uses the gate)."""
+
+    shared: Any
+
 
 TIP_CACHE = 256  # check results kept by tree id (a merged tree that lands is the next tip)
 DETECT_READ = (

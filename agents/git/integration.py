@@ -31,15 +31,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 
 from .run import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
+from .worktree import Worktree
+
+
+class LandingRepo(Protocol):
+    """What landing needs of the session's repository (workspace's ``SessionRepo`` is one)."""
+
+    root: Path
+    session_id: str
+    shared: SharedBranch
+
 
 if TYPE_CHECKING:
     from .gate import Gate, GateToken, OnRefusal
-    from .workspace import SessionRepo, Worktree
 
 MAX_BATCH = 8  # requests landed per critical section: bounds how long the others in it wait
 MAX_MOVES = 200  # tip moved under us this many times in one integration: something else is hammering the ref
@@ -258,7 +267,7 @@ def _has_markers(text: str) -> bool:
 
 
 async def _hand_back(
-    session: SessionRepo,
+    session: LandingRepo,
     wt: Worktree,
     att: _Attempt,
     head: str,
@@ -305,7 +314,7 @@ async def _hand_back(
 
 
 async def integrate(
-    session: SessionRepo,
+    session: LandingRepo,
     wt: Worktree,
     on_conflict: OnConflict | None = None,
     *,
@@ -430,7 +439,7 @@ async def integrate(
 
 
 async def _gate(
-    session: SessionRepo,
+    session: LandingRepo,
     wt: Worktree,
     head: str,
     result: IntegrationResult,
@@ -466,7 +475,7 @@ async def _gate(
 
 
 def _record_commit(
-    writer: Any, session: SessionRepo, wt: Worktree, result: IntegrationResult, created_at: str, now: Any
+    writer: Any, session: LandingRepo, wt: Worktree, result: IntegrationResult, created_at: str, now: Any
 ) -> None:
     from formicary.store.db import new_id
 

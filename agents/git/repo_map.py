@@ -6,11 +6,10 @@ exactly what landed on the shared branch.
 
 from __future__ import annotations
 
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-import anyio
+from .run import git
 
 MAX_FILES = 150
 README_LINES = 30
@@ -18,8 +17,8 @@ RECENT_COMMITS = 8
 
 
 async def _git(repo: Path, *args: str) -> str:
-    result = await anyio.run_process(["git", *args], cwd=repo, check=False, stderr=subprocess.DEVNULL)
-    return result.stdout.decode("utf-8", "replace") if result.returncode == 0 else ""
+    result = await git(*args, cwd=repo, check=False)
+    return result.out if result.rc == 0 else ""
 
 
 def compact_tree(files: list[str], limit: int = MAX_FILES) -> str:

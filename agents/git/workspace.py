@@ -14,16 +14,16 @@ import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
+from .integration import Conflict, IntegrationResult, SharedBranch, integrate
 from .run import GitError, Identity, check_name, git
+from .worktree import Worktree
 
-if TYPE_CHECKING:
-    from .integration import Conflict, IntegrationResult, SharedBranch
+__all__ = ["SessionRepo", "WorkspaceError", "Worktree"]
 
 TASK_BRANCH_PREFIX = "formicary-tasks"
 BRANCH_BATCH = 32  # task branches deleted per update-ref process
@@ -32,25 +32,6 @@ _SUMMARY_RE = re.compile(r"^\[[^\n]* ([0-9a-f]{40}|[0-9a-f]{64})\] ")
 
 class WorkspaceError(GitError):
     """The target repository can't host a session; the message is one line for the operator."""
-
-
-@dataclass
-class Worktree:
-    """One task's checkout. ``head`` is the task branch tip this process last wrote (None: no commit yet)."""
-
-    path: Path
-    branch: str
-    base: str  # shared-branch tip the worktree was created from
-    task_id: str
-    agent_id: str
-    head: str | None = None
-    message: str | None = None
-    status: str = "open"  # open | integrated | failed
-    integrated_sha: str | None = None
-
-    @property
-    def identity(self) -> Identity:
-        return Identity.for_agent(self.agent_id)
 
 
 class SessionRepo:
@@ -67,8 +48,6 @@ class SessionRepo:
         worktrees_dir: Path,
         reuse_worktrees: bool = False,
     ) -> None:
-        from .integration import SharedBranch
-
         self.root = root
         self.common_dir = common_dir
         self.session_id = session_id
@@ -408,8 +387,6 @@ class SessionRepo:
     ) -> IntegrationResult:
         """Land ``wt``'s work on the shared branch; see :func:`formicary.agents.git.integration.integrate`
         (``gate``: its ``gate``, ``on_refusal`` and ``max_gate_rounds``)."""
-        from .integration import integrate
-
         return await integrate(
             self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds, **gate
         )

@@ -22,6 +22,7 @@ import anyio
 from pydantic import BaseModel, ValidationError
 
 from ...store.db import new_id, now
+from ..jsontext import extract_json
 from .errors import EndpointError, Kind, ModelError, ReplyFormatError, classify
 from .slots import SlotLease, SlotPool
 
@@ -116,14 +117,6 @@ def response_format(name: str, schema: type[BaseModel]) -> dict[str, Any]:
         "type": "json_schema",
         "json_schema": {"name": name, "schema": schema.model_json_schema(), "strict": True},
     }
-
-
-def extract_json(content: str) -> str:
-    """The outermost JSON object in a reply: tolerates code fences and prose around it (some servers ignore
-    response_format); shared by the client's schema check and the worker's action parser."""
-    text = content.strip()
-    start, end = text.find("{"), text.rfind("}")
-    return text[start : end + 1] if 0 <= start < end else text
 
 
 class ModelClient:

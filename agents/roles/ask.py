@@ -1,7 +1,7 @@
 """One structured question to a model on behalf of an agent, with its tokens counted and format errors retried.
 
 A reply that breaks the schema is shown back to the model with what was wrong (small models usually fix it on
-the next try); past ``FORMAT_RETRIES`` the :class:`ReplyFormatError` goes to the caller.
+the next try); past ``retries`` the :class:`ReplyFormatError` goes to the caller.
 """
 
 from __future__ import annotations
@@ -10,26 +10,39 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
-from ..model.client import ReplyFormatError
+from ..model.client import Reply, ReplyFormatError
 
 if TYPE_CHECKING:
-    from ..session.engine import Engine
-    from ..session.state import Agent
+    from ..settings import ModelSettings
+    from .context import Agent, RoleContext
 
 FORMAT_RETRIES = 2
 M = TypeVar("M", bound=BaseModel)
 
 
+async def ask_once(
+    ctx: RoleContext,
+    agent: Agent,
+    role: str,
+    messages: list[dict[str, str]],
+    name: str,
+    schema: type[BaseModel],
+    settings: ModelSettings | None = None,
+) -> Reply:
+    """One call under ``schema``: the reply with its validated ``data``, or :class:`ReplyFormatError`."""
+    return await ctx.client.complete(
+        settings or ctx.settings.role(role), messages, name, schema, role=role, agent_id=agent.id
+    )
+
+
 async def ask(
-    engine: Engine, agent: Agent, role: str, messages: list[dict[str, str]], name: str, schema: type[M]
+    ctx: RoleContext, agent: Agent, role: str, messages: list[dict[str, str]], name: str, schema: type[M]
 ) -> M:
-    settings = engine.settings.role(role)
+    """The validated answer under ``schema``, showing a malformed reply back up to ``FORMAT_RETRIES`` times."""
     messages = list(messages)
     for attempt in range(FORMAT_RETRIES + 1):
         try:
-            reply = await engine.client.complete(
-                settings, messages, name, schema, role=role, agent_id=agent.id
-            )
+            reply = await ask_once(ctx, agent, role, messages, name, schema)
             return reply.data  # type: ignore[return-value]
         except ReplyFormatError as exc:
             if attempt == FORMAT_RETRIES:

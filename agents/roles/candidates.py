@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -22,7 +22,28 @@ from ..tools import confine
 from ..tools.actions import EDIT_ACTIONS, FormatError, execute, parse_action, reply_schema
 
 if TYPE_CHECKING:
-    from .worker import WorkerLoop
+    from .briefing import Seen
+    from .context import Agent, RoleContext
+
+
+class WorkerLoop(Protocol):
+    """What candidates need of the worker's loop (a protocol: the worker imports this module)."""
+
+    context: RoleContext
+    agent: Agent
+    ctx: Any
+    messages: list[dict[str, str]]
+    check: str
+    last_check: Any
+    seen: Seen
+    _previous: Any
+    _repeats: int
+
+    async def act(self, content: str, action: Any, step: int) -> dict[str, Any] | None: ...
+    async def after_edit(self, action: Any) -> str: ...
+    def _observe(self, content: str, text: str, step: int, name: str, args: dict[str, Any],
+                 exit_code: int | None, duration_ms: float, *, error: bool) -> None: ...  # fmt: skip
+
 
 MAX_CANDIDATES = 3
 TEMPERATURE_STEP = 0.35
@@ -32,7 +53,7 @@ def wanted(loop: WorkerLoop, settings: Any) -> bool:
     """Draw candidates when the task has a check, an edit has already failed it, and 2+ slots are idle."""
     if not loop.check or loop.last_check is None or loop.last_check.passed:
         return False
-    return loop.engine.client.idle_slots(settings) >= 2
+    return loop.context.client.idle_slots(settings) >= 2
 
 
 async def _draw(loop: WorkerLoop, settings: Any, n: int) -> list[tuple[str, Any]]:
@@ -42,7 +63,7 @@ async def _draw(loop: WorkerLoop, settings: Any, n: int) -> list[tuple[str, Any]
     async def one(i: int) -> None:
         temperature = min(1.2, settings.temperature + TEMPERATURE_STEP * i)
         try:
-            reply = await loop.engine.client.complete(
+            reply = await loop.context.client.complete(
                 settings,
                 loop.messages,
                 "action",
@@ -88,7 +109,7 @@ def _restore(root: str, path: str, data: bytes | None) -> None:
 
 async def step(loop: WorkerLoop, settings: Any, step_no: int) -> dict[str, Any] | None:
     """One worker step drawn as several candidates; falls back to the first reply when it is not an edit."""
-    n = min(MAX_CANDIDATES, loop.engine.client.idle_slots(settings))
+    n = min(MAX_CANDIDATES, loop.context.client.idle_slots(settings))
     drawn = await _draw(loop, settings, n)
     if not drawn:
         raise ModelError("no candidate reply")

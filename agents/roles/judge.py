@@ -10,54 +10,54 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..model.errors import EndpointError, ModelError
-from ..session.state import Handoff
 from ..status import AgentStatus, Role
 from .ask import ask
+from .context import Handoff, check_command
 from .progress import check_summary, dedupe_sentences
 from .render import render
 from .replies import Verdict
 
 if TYPE_CHECKING:
-    from ..session.engine import Engine
+    from .context import RoleContext
 
 CHECK_OUTPUT_CHARS = 6000
 
 
 async def run_judge(
-    engine: Engine, cycle_id: str, number: int, start_tip: str, handoffs: list[Handoff]
+    ctx: RoleContext, cycle_id: str, number: int, start_tip: str, handoffs: list[Handoff]
 ) -> Verdict:
-    state = engine.state
-    agent = state.start_agent(Role.JUDGE, None, engine.settings.role(Role.JUDGE).model, cycle_id)
-    diff_stat = await engine.git_diff_stat(start_tip)
-    check_command = engine.check_command
+    state = ctx.ledger
+    agent = state.start_agent(Role.JUDGE, None, ctx.settings.role(Role.JUDGE).model, cycle_id)
+    diff_stat = await _diff_stat(ctx, start_tip)
+    command = check_command(ctx)
     check_exit, check_output = (None, "")
     start_check = end_check = ""
-    if check_command:
-        start = engine.checked(start_tip)
-        check_exit, check_output = await engine.tip_check() or (None, "")
+    if command:
+        start = ctx.checked(start_tip)
+        check_exit, check_output = await ctx.tip_check() or (None, "")
         end_check = check_summary(check_exit, check_output)
         start_check = check_summary(*start) if start is not None else ""
     work = list(handoffs)
     messages = render(
         "judge",
-        engine.settings.prompt_override("judge"),
-        goal=engine.goal,
+        ctx.settings.prompt_override("judge"),
+        goal=ctx.goal,
         number=number,
         tasks_done=sum(h.done for h in work),
         tasks_failed=sum(not h.done for h in work),
         commits=sum(1 for h in work if h.commit),
         handoffs=[h.as_prompt() for h in work][:60],
         diff_stat=diff_stat[-4000:],
-        check_command=check_command,
+        check_command=command,
         check_exit=check_exit,
         check_output=check_output[-CHECK_OUTPUT_CHARS:],
         start_check=start_check,
         end_check=end_check,
-        previous_notes=engine.verdict_notes,
+        previous_notes=ctx.verdict_notes,
     )
     status = AgentStatus.DONE
     try:
-        verdict = await ask(engine, agent, Role.JUDGE, messages, "verdict", Verdict)
+        verdict = await ask(ctx, agent, Role.JUDGE, messages, "verdict", Verdict)
     except EndpointError:
         raise  # retrying cannot fix it: the session ends with one line
     except ModelError as exc:
@@ -65,12 +65,12 @@ async def run_judge(
         verdict = Verdict(
             decision="continue",
             reason=f"the judge could not answer: {exc.reason}",
-            notes=engine.verdict_notes,
+            notes=ctx.verdict_notes,
         )
     agent.steps += 1
     verdict.notes = dedupe_sentences(verdict.notes)
 
-    state.record.verdict(
+    ctx.recorder.verdict(
         agent.id,
         cycle_id,
         number,
@@ -82,3 +82,11 @@ async def run_judge(
     )
     state.end_agent(agent, status)
     return verdict
+
+
+async def _diff_stat(ctx: RoleContext, since: str) -> str:
+    """What landed on the shared branch since ``since``, as ``git diff --stat``."""
+    from ..git.run import git
+
+    result = await git("diff", "--stat", since, ctx.git.shared.tip, cwd=ctx.git.root, check=False)
+    return result.out

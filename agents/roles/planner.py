@@ -13,77 +13,68 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..model.errors import EndpointError, ModelError
-from ..session import events as ev
-from ..session.state import Handoff, Task
 from ..status import AgentStatus, Role, TaskKind, TaskStatus
 from .ask import ask
+from .context import Handoff, Task, check_command
 from .progress import check_summary, repeats_landed
 from .render import render
 from .replies import Plan, PlannedTask
 
 if TYPE_CHECKING:
-    from ..session.engine import Engine
+    from .context import RoleContext
 
 
-async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Handoff]:
+async def run_planner(ctx: RoleContext, task: Task, scope: str = "") -> list[Handoff]:
     """Plan ``task``'s area, see its subtree through, and return the handoffs it collected."""
     role = Role.PLANNER if task.kind == TaskKind.PLANNER else Role.SUBPLANNER
-    state = engine.state
-    agent = state.start_agent(role, task, engine.settings.role(role).model, task.cycle_id)
+    state = ctx.ledger
+    agent = state.start_agent(role, task, ctx.settings.role(role).model, task.cycle_id)
     state.start_task(task)
-    inbox_send, inbox = anyio.create_memory_object_stream[Handoff](10_000)
-    engine.inboxes[task.id] = inbox_send
     collected: list[Handoff] = []
-    followups_left = engine.settings.limits.followups_per_planner
-    limits = engine.settings.limits
+    followups_left = ctx.settings.limits.followups_per_planner
+    limits = ctx.settings.limits
     can_split = task.depth < limits.planner_depth
     status = TaskStatus.DONE
-    try:
-        async with anyio.create_task_group() as group:
-            handoffs: list[Handoff] = []
-            first = True
-            while True:
-                max_tasks = (
-                    engine.task_budget_left() if first else min(followups_left, engine.task_budget_left())
+    async with ctx.inbox(task.id) as inbox, anyio.create_task_group() as group:
+        handoffs: list[Handoff] = []
+        first = True
+        while True:
+            max_tasks = ctx.task_budget_left() if first else min(followups_left, ctx.task_budget_left())
+            if not first and (max_tasks <= 0 or not any(not h.done or h.notes for h in handoffs)):
+                break
+            try:
+                plan = await _plan(
+                    ctx,
+                    agent,
+                    task,
+                    role,
+                    scope,
+                    handoffs,
+                    max_tasks,
+                    _fanout(ctx) if (first and can_split) else 0,
                 )
-                if not first and (max_tasks <= 0 or not any(not h.done or h.notes for h in handoffs)):
-                    break
-                try:
-                    plan = await _plan(
-                        engine,
-                        agent,
-                        task,
-                        role,
-                        scope,
-                        handoffs,
-                        max_tasks,
-                        _fanout(engine) if (first and can_split) else 0,
-                    )
-                except EndpointError:
-                    raise  # retrying cannot fix it: the session ends with one line
-                except ModelError as exc:  # caught here, inside the group, so it is not wrapped in a group
-                    status = TaskStatus.FAILED
-                    state.record.warning(f"{agent.name}: {exc.reason}", agent_id=agent.id, task_id=task.id)
-                    collected.append(
-                        Handoff(task.id, task.title, TaskStatus.FAILED, f"planning failed: {exc.reason}")
-                    )
-                    break
-                agent.steps += 1
-                outstanding = _queue(engine, task, plan, max_tasks, group, first and can_split)
-                if not first:
-                    followups_left -= len(outstanding)
-                first = False
-                if not outstanding:
-                    break
-                handoffs = []
-                while outstanding:
-                    handoff = await inbox.receive()
-                    outstanding.discard(handoff.task_id)
-                    handoffs.append(handoff)
-                collected += handoffs
-    finally:
-        engine.inboxes.pop(task.id, None)
-        inbox_send.close()
+            except EndpointError:
+                raise  # retrying cannot fix it: the session ends with one line
+            except ModelError as exc:  # caught here, inside the group, so it is not wrapped in a group
+                status = TaskStatus.FAILED
+                ctx.recorder.warning(f"{agent.name}: {exc.reason}", agent_id=agent.id, task_id=task.id)
+                collected.append(
+                    Handoff(task.id, task.title, TaskStatus.FAILED, f"planning failed: {exc.reason}")
+                )
+                break
+            agent.steps += 1
+            outstanding = _queue(ctx, task, plan, max_tasks, group, first and can_split)
+            if not first:
+                followups_left -= len(outstanding)
+            first = False
+            if not outstanding:
+                break
+            handoffs = []
+            while outstanding:
+                handoff = await inbox.receive()
+                outstanding.discard(handoff.task_id)
+                handoffs.append(handoff)
+            collected += handoffs
     done = sum(h.done for h in collected)
     summary = f"{done}/{len(collected)} tasks done in '{task.title}'"
     handoff = Handoff(
@@ -99,7 +90,7 @@ async def run_planner(engine: Engine, task: Task, scope: str = "") -> list[Hando
 
 
 async def _plan(
-    engine: Engine,
+    ctx: RoleContext,
     agent,
     task: Task,
     role: str,
@@ -108,31 +99,31 @@ async def _plan(
     max_tasks: int,
     max_subplanners: int,
 ) -> Plan:
-    repo_map = await engine.repo_map()
-    check = await engine.tip_check()
+    repo_map = await ctx.repo_map()
+    check = await ctx.tip_check()
     check_text = check_summary(*check) if check is not None else ""
-    landed = [{"title": d.title, "files": d.files} for d in engine.landed]
+    landed = [{"title": d.title, "files": d.files} for d in ctx.landed]
     if role == Role.PLANNER:
         messages = render(
             "planner",
-            engine.settings.prompt_override("planner"),
-            goal=engine.goal,
-            steering=engine.take_steering(),
+            ctx.settings.prompt_override("planner"),
+            goal=ctx.goal,
+            steering=ctx.take_steering(),
             repo_map=repo_map,
-            verdict_notes=engine.verdict_notes,
-            scratchpad=engine.scratchpad,
+            verdict_notes=ctx.verdict_notes,
+            scratchpad=ctx.scratchpad,
             handoffs=[h.as_prompt() for h in handoffs],
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
             landed=landed,
-            check_command=engine.check_command,
+            check_command=check_command(ctx),
             check=check_text,
         )
     else:
         messages = render(
             "subplanner",
-            engine.settings.prompt_override("subplanner"),
-            goal=engine.goal,
+            ctx.settings.prompt_override("subplanner"),
+            goal=ctx.goal,
             title=task.title,
             scope=scope,
             repo_map=repo_map,
@@ -140,13 +131,13 @@ async def _plan(
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
             landed=landed,
-            check_command=engine.check_command,
+            check_command=check_command(ctx),
             check=check_text,
         )
-    plan = await ask(engine, agent, role, messages, "plan", Plan)
+    plan = await ask(ctx, agent, role, messages, "plan", Plan)
     if role == Role.PLANNER and plan.scratchpad.strip():
-        engine.set_scratchpad(plan.scratchpad)
-    engine.state.record.plan(
+        ctx.set_scratchpad(plan.scratchpad)
+    ctx.recorder.plan(
         agent.id,
         task.id,
         tasks=[t.title for t in plan.tasks],
@@ -156,48 +147,43 @@ async def _plan(
     return plan
 
 
-def _fanout(engine: Engine) -> int:
+def _fanout(ctx: RoleContext) -> int:
     """Sub-planners one planner may start: the configured fan-out, but no more than the endpoint has slots
     (each sub-planner is a model call competing with the workers for the same slots)."""
-    return min(engine.settings.limits.planner_fanout, _slots(engine))
+    return min(ctx.settings.limits.planner_fanout, _slots(ctx))
 
 
-def _slots(engine: Engine) -> int:
-    settings = engine.settings.role("subplanner")
-    pool = engine.client.slots(settings) if engine.client is not None else None
+def _slots(ctx: RoleContext) -> int:
+    settings = ctx.settings.role(Role.SUBPLANNER)
+    pool = ctx.client.slots(settings) if ctx.client is not None else None
     return pool.size if pool is not None else settings.max_concurrency
 
 
-def _small(plan: Plan, engine: Engine) -> bool:
+def _small(plan: Plan, ctx: RoleContext) -> bool:
     """A handful of tasks: the workers can start on every one at once, so sub-planners would only add model
     calls competing with them for the endpoint's slots."""
-    return len(plan.tasks) + len(plan.subplanners) <= engine.workers
+    return len(plan.tasks) + len(plan.subplanners) <= ctx.workers
 
 
-def _queue(engine: Engine, parent: Task, plan: Plan, max_tasks: int, group, allow_sub: bool) -> set[str]:
+def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, allow_sub: bool) -> set[str]:
     """Create the plan's tasks (within budget) and start its sub-planners; return the ids to wait for.
 
     Tasks that repeat landed work are dropped; for a small plan, sub-planner areas become work tasks.
     """
-    state = engine.state
+    state = ctx.ledger
     outstanding: set[str] = set()
     planned_tasks = list(plan.tasks)
     subplanners = list(plan.subplanners) if allow_sub else []
-    if subplanners and _small(plan, engine):
+    if subplanners and _small(plan, ctx):
         planned_tasks += [
             PlannedTask(title=s.title, instructions=s.scope, files=[], check="") for s in subplanners
         ]
         subplanners = []
     for planned in planned_tasks[: max(0, max_tasks)]:
-        if engine.task_budget_left() <= 0:
+        if ctx.task_budget_left() <= 0:
             break
-        done = repeats_landed(planned.title or planned.instructions[:60], list(planned.files), engine.landed)
-        if done is not None:
-            state.record.emit(
-                ev.StatusChanged(
-                    task_id=parent.id, message=f"dropped a plan for landed work: {planned.title}"
-                )
-            )
+        if repeats_landed(planned.title or planned.instructions[:60], list(planned.files), ctx.landed):
+            ctx.recorder.status(f"dropped a plan for work that already landed: {planned.title}")
             continue
         child = state.new_task(
             parent.cycle_id,
@@ -208,22 +194,21 @@ def _queue(engine: Engine, parent: Task, plan: Plan, max_tasks: int, group, allo
             files=list(planned.files),
             check=planned.check,
         )
-        engine.tasks_created += 1
         outstanding.add(child.id)
-        engine.enqueue(child)
+        ctx.add_work(child)
     if subplanners:
-        for sub in subplanners[: _fanout(engine)]:
+        for sub in subplanners[: _fanout(ctx)]:
             child = state.new_task(
                 parent.cycle_id, TaskKind.SUBPLANNER, sub.title, parent, instructions=sub.scope
             )
             outstanding.add(child.id)
-            group.start_soon(_run_sub, engine, child, sub.scope)
+            group.start_soon(_run_sub, ctx, child, sub.scope)
     return outstanding
 
 
-async def _run_sub(engine: Engine, task: Task, scope: str) -> None:
-    collected = await run_planner(engine, task, scope)
-    await engine.deliver(
+async def _run_sub(ctx: RoleContext, task: Task, scope: str) -> None:
+    collected = await run_planner(ctx, task, scope)
+    await ctx.deliver(
         Handoff(
             task.id,
             task.title,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from ..session.state import Landed
+from .context import Landed
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STOP = frozenset(

@@ -17,20 +17,29 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..model.errors import EndpointError, ModelError, ReplyFormatError
-from ..session import events as ev
-from ..session.state import Agent, Handoff, Task
 from ..status import AgentStatus, Role, TaskStatus
-from ..tools.actions import EDIT_ACTIONS, ActionContext, FormatError, execute, parse_action, reply_schema
+from ..tools.actions import (
+    EDIT_ACTIONS,
+    SCHEMA_NAME,
+    ActionContext,
+    FormatError,
+    action_target,
+    execute,
+    parse_action,
+    reply_schema,
+)
 from ..tools.targeted import CheckRun, check_after_edit, related_tests
 from . import candidates
+from .ask import ask_once
 from .briefing import PAST_END, Briefing, Seen, already_shown_nudge, past_end_nudge, prepare
+from .context import Agent, Handoff, Task, check_command
 from .render import render
 
 if TYPE_CHECKING:
     from ..git.gate import Refusal
     from ..git.integration import Conflict
     from ..git.workspace import Worktree
-    from ..session.engine import Engine
+    from .context import RoleContext
 
 CHARS_PER_TOKEN = 3.5
 MAP_MAX_AGE = 5.0  # seconds the repository map a worker starts with may lag the shared tip (Engine.repo_map)
@@ -49,17 +58,17 @@ class WorkerLimit(Exception):
 
 
 class WorkerLoop:
-    def __init__(self, engine: Engine, agent: Agent, task: Task, wt: Worktree) -> None:
-        self.engine = engine
+    def __init__(self, ctx: RoleContext, agent: Agent, task: Task, wt: Worktree) -> None:
+        self.context = ctx
         self.agent = agent
         self.task = task
         self.wt = wt
-        self.settings = engine.settings.role("worker")
-        self.limits = engine.settings.limits
+        self.settings = ctx.settings.role("worker")
+        self.limits = ctx.settings.limits
         self.ctx = ActionContext(
             root=wt.path,
-            sandbox=engine.settings.sandbox,
-            secret_env_names=frozenset(engine.settings.secret_env_names()),
+            sandbox=ctx.settings.sandbox,
+            secret_env_names=frozenset(ctx.settings.secret_env_names()),
         )
         self.messages: list[dict[str, str]] = []
         self.finish_args: dict[str, Any] = {}
@@ -68,7 +77,7 @@ class WorkerLoop:
         self.brief = Briefing()
         self.seen = Seen()
         # the session's check (the one the gate lands by), not the planner's guess at one
-        self.check = (engine.check_command or task.check or "").strip()
+        self.check = (check_command(ctx) or task.check or "").strip()
         self.last_check: CheckRun | None = None
         self.edits = 0
 
@@ -80,7 +89,7 @@ class WorkerLoop:
         )
         self.messages = render(
             "worker",
-            self.engine.settings.prompt_override("worker"),
+            self.context.settings.prompt_override("worker"),
             title=task.title,
             instructions=task.instructions,
             files=task.files,
@@ -89,7 +98,7 @@ class WorkerLoop:
             file_contents=[{"path": f.path, "text": f.text, "whole": f.whole} for f in self.brief.files],
             test_contents=[{"path": f.path, "text": f.text, "whole": f.whole} for f in self.brief.tests],
             test_paths=self.brief.test_paths,
-            repo_map=await self.engine.repo_map(max_age=MAP_MAX_AGE),
+            repo_map=await self.context.repo_map(max_age=MAP_MAX_AGE),
             max_steps=self.limits.steps_per_worker,
         )
         for shown in [*self.brief.files, *self.brief.tests]:
@@ -123,11 +132,11 @@ class WorkerLoop:
         if candidates.wanted(self, settings):
             return await candidates.step(self, settings, step)
         try:
-            reply = await self.engine.client.complete(
-                settings, self.messages, "action", reply_schema(), role="worker", agent_id=self.agent.id
+            reply = await ask_once(
+                self.context, self.agent, Role.WORKER, self.messages, SCHEMA_NAME, reply_schema(), settings
             )
             content = reply.content
-            action = parse_action(content)
+            action = reply.data.action
         except ReplyFormatError as exc:
             content = exc.content
             try:  # the action parser says more precisely what to fix than the schema check
@@ -136,9 +145,6 @@ class WorkerLoop:
             except FormatError as format_error:
                 detail = format_error.observation
             self._observe(content, f"ERROR: {detail}", step, "invalid", {}, None, 0.0, error=True)
-            return None
-        except FormatError as exc:
-            self._observe(content, f"ERROR: {exc.observation}", step, "invalid", {}, None, 0.0, error=True)
             return None
         return await self.act(content, action, step)
 
@@ -234,18 +240,11 @@ class WorkerLoop:
         if run is None:
             return ""
         self.last_check = run
-        self.engine.state.record.emit(
-            ev.StatusChanged(
-                agent_id=self.agent.id,
-                task_id=self.task.id,
-                message=f"{self.agent.name}: check after edit {'passed' if run.passed else 'failed'}",
-            )
-        )
         return "\n\n" + run.observation() + (PASSED_HINT if run.passed else "")
 
     async def resolve_conflict(self, conflict: Conflict) -> bool:
         """Integration found a conflict with work that landed meanwhile: this worker resolves it."""
-        self.engine.state.record.conflict(
+        self.context.recorder.conflict(
             self.agent.id, self.task.id, list(conflict.paths), getattr(conflict, "round", None)
         )
         self.messages.append({"role": "user", "content": conflict_message(conflict)})
@@ -293,11 +292,9 @@ class WorkerLoop:
         *,
         error: bool,
     ) -> None:
-        target = str(
-            args.get("path") or args.get("command") or args.get("pattern") or args.get("summary") or ""
-        )
+        target = action_target(args)
         self.agent.last_action = f"{name} {target[:60]}".strip()
-        self.engine.state.record.action(
+        self.context.recorder.action(
             self.agent,
             self.task.id,
             step,
@@ -358,15 +355,15 @@ def conflict_message(conflict: Conflict) -> str:
     return "\n".join(parts)
 
 
-async def run_worker(engine: Engine, task: Task) -> Handoff | None:
+async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
     """Own ``task`` end to end. Returns the handoff, or None when the task should be retried."""
-    state = engine.state
-    agent = state.start_agent(Role.WORKER, task, engine.settings.role(Role.WORKER).model, task.cycle_id)
+    state = ctx.ledger
+    agent = state.start_agent(Role.WORKER, task, ctx.settings.role(Role.WORKER).model, task.cycle_id)
     state.start_task(task)
-    limits = engine.settings.limits
+    limits = ctx.settings.limits
     try:
-        async with engine.git.worktree(task.id, agent.id) as wt:
-            loop = WorkerLoop(engine, agent, task, wt)
+        async with ctx.git.worktree(task.id, agent.id) as wt:
+            loop = WorkerLoop(ctx, agent, task, wt)
             await loop.start()
             limit_hit = None
             try:
@@ -379,18 +376,18 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
                 }
             summary = str(finish.get("summary") or "").strip() or "(no summary)"
             notes = str(finish.get("notes") or "").strip()
-            sha = await engine.git.commit(wt, f"{task.title}\n\n{summary[:2000]}")
+            sha = await ctx.git.commit(wt, f"{task.title}\n\n{summary[:2000]}")
             if sha is None and limit_hit:
                 raise WorkerLimit(limit_hit)
             if sha is None:
                 handoff = Handoff(task.id, task.title, TaskStatus.DONE, f"{summary} (no changes)", notes)
             else:
-                result = await engine.git.integrate(
+                result = await ctx.git.integrate(
                     wt,
                     loop.resolve_conflict,
-                    writer=state.record.writer,
+                    writer=ctx.recorder.writer,
                     max_conflict_rounds=limits.conflict_rounds,
-                    gate=engine.gate,
+                    gate=ctx.gate,
                     on_refusal=None if limit_hit else loop.fix_refusal,
                     max_gate_rounds=limits.gate_rounds,
                 )
@@ -403,17 +400,15 @@ async def run_worker(engine: Engine, task: Task) -> Handoff | None:
                         f"work kept on {wt.branch}"
                     )
                 else:
-                    state.commits += 1
-                    state.record.commit_landed(
-                        agent.id,
-                        task.id,
+                    state.landed(
+                        agent,
+                        task,
                         sha=sha,
                         integrated_sha=result.sha,
                         retries=result.retries,
                         conflicts=result.conflicts,
                         refusals=result.refusals,
                         gate_ms=round(result.gate_ms, 1),
-                        title=task.title,
                     )
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, summary, notes, commit=result.sha)
     except EndpointError:

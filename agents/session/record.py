@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from ...store.db import connect, new_id, now
 from ...store.writer import Writer
-from ..status import CycleReason, CycleStatus, SessionStatus, TaskStatus
+from ..status import CycleReason, CycleStatus, SessionStatus, TaskKind, TaskStatus
 from . import events as ev
 
 if TYPE_CHECKING:
-    from .state import Agent, Handoff, Task
+    from ..roles.context import Agent, Handoff, Task
 
 Listener = Callable[[ev.Event], None]
 
@@ -167,24 +167,7 @@ class Record:
     # -- tasks -------------------------------------------------------------------------------------
 
     def task_created(self, task: Task) -> None:
-        self.writer.insert(
-            "tasks",
-            {
-                "id": task.id,
-                "session_id": self.session_id,
-                "cycle_id": task.cycle_id,
-                "parent_id": task.parent_id,
-                "kind": task.kind,
-                "depth": task.depth,
-                "title": task.title,
-                "instructions": task.instructions,
-                "files": task.files,
-                "check_cmd": task.check,
-                "status": task.status,
-                "attempts": task.attempts,
-                "created_at": now(),
-            },
-        )
+        self.writer.insert("tasks", task_row(task, self.session_id))
         self.emit(
             ev.TaskCreated(
                 task_id=task.id,
@@ -476,3 +459,41 @@ def send_control(db_path: Path, session_id: str, kind: str, payload: dict | None
         )
     finally:
         db.conn.close()
+
+
+def task_row(task: Task, session_id: str) -> dict[str, Any]:
+    """A task as its new ``tasks`` row (:func:`task_from_row` reads it back)."""
+    return {
+        "id": task.id,
+        "session_id": session_id,
+        "cycle_id": task.cycle_id,
+        "parent_id": task.parent_id,
+        "kind": task.kind,
+        "depth": task.depth,
+        "title": task.title,
+        "instructions": task.instructions,
+        "files": task.files,
+        "check_cmd": task.check,
+        "status": task.status,
+        "attempts": task.attempts,
+        "created_at": now(),
+    }
+
+
+def task_from_row(row: dict[str, Any]) -> Task:
+    """A ``tasks`` row as the task it records (recovery)."""
+    from ..roles.context import Task
+
+    return Task(
+        id=row["id"],
+        cycle_id=row["cycle_id"],
+        kind=TaskKind(row["kind"]),
+        title=row["title"],
+        parent_id=row["parent_id"],
+        depth=row["depth"],
+        instructions=row["instructions"] or "",
+        files=json.loads(row["files"] or "[]"),
+        check=row["check_cmd"] or "",
+        status=TaskStatus(row["status"]),
+        attempts=row["attempts"] or 0,
+    )

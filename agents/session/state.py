@@ -1,62 +1,20 @@
 """In-memory bookkeeping of a running session: its tasks, its agents and its counters.
 
 Every change that matters to the record goes through :class:`~.record.Record` (row and event together), so the
-engine, planners and workers change a task or an agent only through :class:`SessionState`.
+engine, planners and workers change a task or an agent only through :class:`SessionState` (the roles' ledger).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ...store.db import new_id
+from ..roles.context import Agent, Handoff, Task
 from ..status import WORK_STATUSES, AgentStatus, TaskKind, TaskStatus
 from .record import Record
-
-
-@dataclass
-class Landed:
-    """One task whose work is on the shared branch: planners are shown it and never plan it again."""
-
-    title: str
-    files: list[str] = field(default_factory=list)
-    commit: str = ""
-
-
-@dataclass
-class Task:
-    id: str
-    cycle_id: str
-    kind: TaskKind
-    title: str
-    parent_id: str | None = None
-    depth: int = 0
-    instructions: str = ""
-    files: list[str] = field(default_factory=list)
-    check: str = ""
-    status: TaskStatus = TaskStatus.PENDING
-    attempts: int = 0
-
-
-@dataclass
-class Handoff:
-    """What a worker (or a sub-planner) sends back to the planner that made its task."""
-
-    task_id: str
-    title: str
-    status: TaskStatus  # done | failed
-    summary: str
-    notes: str = ""
-    commit: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.status == TaskStatus.DONE
-
-    def as_prompt(self) -> dict[str, str]:
-        return {"status": self.status, "title": self.title, "summary": self.summary, "notes": self.notes}
 
 
 @dataclass
@@ -68,18 +26,6 @@ class ResumeCycle:
     pending: list[dict[str, Any]]
     """The ``tasks`` rows of its work still to do."""
     planned: bool
-
-
-@dataclass
-class Agent:
-    id: str
-    role: str
-    name: str
-    task_id: str | None
-    steps: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    last_action: str = ""
 
 
 class SessionState:
@@ -156,6 +102,32 @@ class SessionState:
     def end_agent(self, agent: Agent, status: AgentStatus) -> None:
         self.record.agent_ended(agent, status)
         self.agents.pop(agent.id, None)
+
+    def landed(
+        self,
+        agent: Agent,
+        task: Task,
+        *,
+        sha: str,
+        integrated_sha: str | None,
+        retries: int,
+        conflicts: int,
+        refusals: int = 0,
+        gate_ms: float = 0.0,
+    ) -> None:
+        """A task's commit is on the shared branch."""
+        self.commits += 1
+        self.record.commit_landed(
+            agent.id,
+            task.id,
+            sha=sha,
+            integrated_sha=integrated_sha,
+            retries=retries,
+            conflicts=conflicts,
+            refusals=refusals,
+            gate_ms=gate_ms,
+            title=task.title,
+        )
 
     def on_llm_call(self, row: dict[str, Any]) -> None:
         """Client listener: token totals per agent and per session, and an event for the UIs."""

@@ -29,7 +29,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..model.client import extract_json
+from ..jsontext import extract_json
 from . import confine, pyedit
 from .sandbox import SandboxLike, SandboxOptions, run_command
 from .sandbox import options as sandbox_options
@@ -227,6 +227,21 @@ def parse_reply(text: str) -> ActionReply:
         )
         fields = ", ".join(f for f in ACTIONS[name].model_fields if f != "name")
         raise FormatError(f"Action {name} is invalid ({problems}). {name} takes: {fields}.") from None
+
+
+TARGET_KEYS = ("path", "command", "cmd", "file", "pattern", "query", "summary")
+
+
+def action_target(arguments: dict[str, Any]) -> str:
+    """What an action was about, for one line of a log: its path or command (a finish: its summary)."""
+    for key in TARGET_KEYS:
+        value = arguments.get(key)
+        if isinstance(value, str) and value:
+            return value
+    for value in arguments.values():
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def reply_schema() -> type[ActionReply]:

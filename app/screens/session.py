@@ -30,12 +30,14 @@ from ..store import queries as q
 from ..store.db import connect
 from ..view.follow import Delta, SessionModel, StatusView, read_agent_log
 from ..view.loglines import LogChunk
+from ..view.shorten import shorten_at_word
 from ..widgets.agent_log import AgentLog
 from ..widgets.status_bar import StatusBar
 from ..widgets.task_tree import TaskTree
 from ..widgets.verdict_log import VerdictLog
 from ..widgets.workers_table import WorkersTable
 from .commands import SessionCommands
+from .resume_action import ResumeAction
 from .session_controls import ControlActions
 
 POLL_SECONDS = 0.15
@@ -44,7 +46,7 @@ BATCH = 5000
 MODE_LABEL = {"live": "● live", "attached": "⇄ attached", "read-only": "read-only"}
 
 
-class SessionScreen(ControlActions, Screen[None]):
+class SessionScreen(ControlActions, ResumeAction, Screen[None]):
     """One session, live, attached or read-only: the same panes in every case."""
 
     CSS_PATH = "session.tcss"
@@ -60,6 +62,8 @@ class SessionScreen(ControlActions, Screen[None]):
         Binding("plus,equals_sign", "more_workers", "+1 worker", show=False),
         Binding("minus", "fewer_workers", "-1 worker", show=False),
         Binding("d", "detail", "task detail", show=False),
+        Binding("r", "resume_session", "resume"),
+        Binding("g", "goal", "goal", show=False),
         Binding("escape", "back", "sessions"),
     ]
 
@@ -122,6 +126,19 @@ class SessionScreen(ControlActions, Screen[None]):
 
     def on_resize(self) -> None:
         self.query_one(Footer).compact = self.size.width < 120
+        self._show_goal()
+
+    def _show_goal(self) -> None:
+        """The goal in the title bar, shortened at a word to the room beside the title (g shows it whole)."""
+        room = self.size.width - len(f"{self.app.title} — ") - 20  # the icon and its mirror on the right
+        short = shorten_at_word(self.status.goal, max(room, 10))
+        if self.sub_title != short:
+            self.sub_title = short
+
+    def action_goal(self) -> None:
+        from .goal import GoalScreen
+
+        self.app.push_screen(GoalScreen(" ".join(self.status.goal.split(" ")) or "(no goal recorded yet)"))
 
     def on_mount(self) -> None:
         self.query_one("#tasks").border_title = "Tasks"
@@ -213,7 +230,7 @@ class SessionScreen(ControlActions, Screen[None]):
         if table.border_title != title:
             table.border_title = title
         if delta.initial:
-            self.sub_title = self.status.goal
+            self._show_goal()
             self.loaded = True
             roots = [t for t in delta.tasks if t.parent_id is None]
             if roots:
@@ -232,6 +249,18 @@ class SessionScreen(ControlActions, Screen[None]):
         if not delta.initial:
             for severity, text in delta.notices:
                 self.notify(text, severity=severity)  # type: ignore[arg-type]
+            self._alert(delta, before)
+
+    def _alert(self, delta: Delta, before: StatusView) -> None:
+        """Ring or notify (``[ui] notify``) when the judge decides or the session ends."""
+        for verdict in delta.verdicts:
+            self.app.alert(
+                "formicary: the judge decided",
+                f"cycle {verdict.cycle}: {verdict.decision} — {verdict.reason}",
+            )
+        if self.status.ended and not before.ended:
+            reason = f": {self.status.stop_reason}" if self.status.stop_reason else ""
+            self.app.alert("formicary: the session ended", f"{self.status.session_status}{reason}")
 
     def _tick(self) -> None:
         now = self.clock()

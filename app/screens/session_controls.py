@@ -45,6 +45,7 @@ class ControlActions:
     dismiss: Any
     run_action: Any
     _show_status: Any
+    can_resume: Callable[[], bool]
 
     @property
     def paused(self) -> bool:
@@ -65,6 +66,8 @@ class ControlActions:
                 return self.paused
         if action == "back":
             return self.can_go_back
+        if action == "resume_session":
+            return self.can_resume()
         return True
 
     def _control(self, done: str, name: str, *args: Any, **kwargs: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,23 +70,31 @@ def read_detail(db_path: Path, session_id: str, task_id: str) -> TaskDetail:
         db.conn.close()
 
 
+GIT_SHOW_TIMEOUT = 30.0
+
+
 def git_show(repo: str, sha: str) -> str:
-    """``git show`` of a landed commit, or one line saying why it cannot be shown."""
+    """``git show`` of a landed commit, or one line saying why it cannot be shown (run from a thread)."""
+    import anyio
+
+    from ..agents.git.run import git
+
     if not repo or not Path(repo).is_dir():
         return f"The repository is not at {repo or '(unknown)'} any more, so the diff cannot be shown."
+
+    async def show():
+        with anyio.fail_after(GIT_SHOW_TIMEOUT):
+            return await git(
+                "show", "--stat", "--patch", "--no-color", "--format=fuller", sha, cwd=repo, check=False
+            )
+
     try:
-        proc = subprocess.run(
-            ["git", "-C", repo, "show", "--stat", "--patch", "--no-color", "--format=fuller", sha],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"git show {sha[:10]} failed: {exc}"
-    if proc.returncode != 0:
-        return f"git show {sha[:10]} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
-    return proc.stdout
+        result = anyio.run(show)
+    except (OSError, TimeoutError) as exc:
+        return f"git show {sha[:10]} failed: {exc or 'timed out'}"
+    if result.rc != 0:
+        return f"git show {sha[:10]} failed: {result.err.strip().splitlines()[-1] if result.err.strip() else result.rc}"
+    return result.out
 
 
 def diff_text(diff: str) -> Text:

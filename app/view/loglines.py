@@ -8,6 +8,7 @@ from typing import Any
 
 from ..agents.session import events as ev
 from ..agents.status import Role
+from ..agents.tools.actions import action_target
 from .formatting import tokens
 
 OBSERVATION_LINES = 4
@@ -28,22 +29,13 @@ def _clip(text: str, width: int = LINE_CHARS) -> str:
 
 
 def target_of(arguments: Any) -> str:
-    """The path or command an action was about, from its JSON arguments."""
+    """The path or command an action was about, from its JSON arguments (as the worker recorded it)."""
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
         except ValueError:
             return _clip(arguments, 80)
-    if not isinstance(arguments, dict):
-        return ""
-    for key in ("path", "command", "cmd", "file", "pattern", "query"):
-        value = arguments.get(key)
-        if isinstance(value, str) and value:
-            return value
-    for value in arguments.values():
-        if isinstance(value, str) and value:
-            return value
-    return ""
+    return action_target(arguments) if isinstance(arguments, dict) else ""
 
 
 def step_lines(

@@ -1,0 +1,27 @@
+"""One task's checkout: the record of a linked worktree that workspace makes and integration lands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .run import Identity
+
+
+@dataclass
+class Worktree:
+    """One task's checkout. ``head`` is the task branch tip this process last wrote (None: no commit yet)."""
+
+    path: Path
+    branch: str
+    base: str  # shared-branch tip the worktree was created from
+    task_id: str
+    agent_id: str
+    head: str | None = None
+    message: str | None = None
+    status: str = "open"  # open | integrated | failed
+    integrated_sha: str | None = None
+
+    @property
+    def identity(self) -> Identity:
+        return Identity.for_agent(self.agent_id)
