@@ -208,3 +208,21 @@ async def test_without_named_files_the_check_is_narrowed_to_the_edited_files_tes
     _, _, _, db, _ = await run(tmp_path, team, check="python3 -m unittest")
     wrote = next(r["observation"] for r in actions(db) if r["name"] == "write_file")
     assert "CHECK `python3 -m unittest test_units`: PASSED" in wrote
+
+
+async def test_an_action_repeated_with_nothing_edited_is_answered_from_the_conversation(tmp_path):
+    """Measured on the demo: a worker alternated a failing regex-escaped replace and the same partial read."""
+    title = fix_task()["title"]
+    bad = {"thought": "", "action": {"name": "replace", "path": "units.py", "search": "c_to_f\\(c\\)",
+                                     "replace": "x"}}  # fmt: skip
+    part = {"thought": "", "action": {"name": "read_file", "path": "README.md", "start": 1, "end": 1}}
+    new = 'def c_to_f(c):\n    """Celsius to Fahrenheit."""\n    return c * 9 / 5 + 32\n'
+    fix = {"thought": "", "action": {"name": "write_function", "path": "units.py", "function": "c_to_f",
+                                     "content": new}}  # fmt: skip
+    team = ScriptedTeam(root_plans=[plan([fix_task()])], work={title: [bad, part, bad, part, fix, finish()]})
+    engine, _, _, db, repo = await run(tmp_path, team, steps_per_worker=4)
+    rows = actions(db)
+    assert "not a regular expression" in rows[0]["observation"]
+    again = [r["observation"] for r in rows[2:4]]
+    assert all("You did exactly this at step" in o and "no step" in o for o in again)
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED

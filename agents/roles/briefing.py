@@ -139,3 +139,11 @@ def past_end_nudge(path: str) -> str:
         f"You have already read to the end of {path}; there is nothing past it (this cost you no step)."
         " Make your edit now, or finish."
     )
+
+
+def done_before_nudge(step: int, observation: str) -> str:
+    shown = observation if len(observation) <= 800 else observation[:800] + " [...]"
+    return (
+        f"You did exactly this at step {step} and nothing has been edited since, so the answer is the same"
+        f" (this cost you no step):\n{shown}\nDo something different now: make your edit, or finish."
+    )

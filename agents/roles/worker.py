@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,15 @@ from ..tools.actions import (
 from ..tools.targeted import CheckRun, check_after_edit, related_tests
 from . import candidates
 from .ask import ask_once
-from .briefing import PAST_END, Briefing, Seen, already_shown_nudge, past_end_nudge, prepare
+from .briefing import (
+    PAST_END,
+    Briefing,
+    Seen,
+    already_shown_nudge,
+    done_before_nudge,
+    past_end_nudge,
+    prepare,
+)
 from .context import Agent, Handoff, Task, check_command
 from .render import render
 
@@ -49,6 +58,13 @@ REPEAT_NUDGE = (
     " write the file, run the check, or finish."
 )
 CHECK_TIMEOUT = 120.0
+REPEATABLE = frozenset({"read_file", "list_files", "search", "replace"})
+"""Actions whose result cannot change while nothing is edited (a failed replace included)."""
+REGEX_ESCAPE = re.compile(r"\\[()\[\].*+?|{}]")
+REGEX_HINT = (
+    "\nNOTE: `search` is exact text, not a regular expression: copy the lines as they are, without"
+    " backslashes. To change a whole function, write_function is simpler."
+)
 PROSE = (".md", ".txt", ".rst")
 PASSED_HINT = "\nThe tests for your task pass now: finish, unless something in the task is still missing."
 
@@ -80,6 +96,9 @@ class WorkerLoop:
         self.check = (check_command(ctx) or task.check or "").strip()
         self.last_check: CheckRun | None = None
         self.edits = 0
+        self._history: dict[
+            tuple[str, str], tuple[int, str, int]
+        ] = {}  # action -> (step, observation, edits)
 
     async def start(self) -> None:
         root = self.ctx.real_root
@@ -156,6 +175,8 @@ class WorkerLoop:
             self.messages.append({"role": "assistant", "content": content})
             return self.finish_args
         free = await anyio.to_thread.run_sync(self._from_context, action)
+        if free is None:
+            free = self._done_before(action)
         if free is not None:  # answered from the conversation: no step spent
             self.agent.steps -= 1
             self._observe(content, free, step, action.name, action.arguments(), None, 0.0, error=False)
@@ -167,6 +188,8 @@ class WorkerLoop:
             self.seen.past_end_again(action.path)
         if action.name in EDIT_ACTIONS and not observation.error:
             text += await self.after_edit(action)
+        if action.name == "replace" and observation.error and REGEX_ESCAPE.search(action.search):
+            text += REGEX_HINT
         elapsed = (time.perf_counter() - started) * 1000
         signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
         if signature == self._previous:  # small models loop; say so instead of letting it spin
@@ -175,6 +198,8 @@ class WorkerLoop:
         else:
             self._repeats = 0
         self._previous = signature
+        if action.name in REPEATABLE:
+            self._history.setdefault(signature, (step, text, self.edits))
         self._observe(
             content,
             text,
@@ -192,6 +217,22 @@ class WorkerLoop:
             if current is not None:
                 self.seen.remember(action.path, current, self.messages[-1])
         return None
+
+    def _done_before(self, action: Any) -> str | None:
+        """The answer to an action already taken with nothing edited since (None: do it).
+
+        Measured: a worker alternated a failing ``replace`` and the same ``read_file`` of lines 13-20 until its
+        step limit; nothing had changed between them, so each answer was already in the conversation.
+        """
+        if action.name not in REPEATABLE or self.seen.free_left <= 0:
+            return None
+        signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
+        before = self._history.get(signature)
+        if before is None or before[2] != self.edits:
+            return None
+        self.seen.free_left -= 1
+        step, text, _ = before
+        return done_before_nudge(step, text)
 
     def _from_context(self, action: Any) -> str | None:
         """The nudge for a read of what the conversation already holds (None: do the read)."""
