@@ -76,6 +76,21 @@ async def test_a_handful_of_tasks_gets_no_subplanners(tmp_path):
     assert team.calls["plan"] == 1  # no sub-planner call competed with the workers
 
 
+async def test_an_item_repeated_in_one_plan_is_queued_once(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    split = {"title": "Split the goal", "scope": "split it"}
+    team = ScriptedTeam(
+        root_plans=[plan([task("Add alpha"), task("add  ALPHA")], [split, split])],
+        default_work=lambda title, step: finish(),
+        verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        await Engine.create(settings_for(server, cycles=1, workers=4), repo, "goal", db_path=db).run()
+    titles = [r["title"] for r in rows(db, "SELECT title FROM tasks WHERE kind = 'work' ORDER BY created_at")]
+    assert titles == ["Add alpha", "Split the goal"]
+
+
 async def test_subplanner_fanout_is_bounded_by_the_endpoint_slots(tmp_path):
     repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
     subs = [{"title": f"Area {i}", "scope": f"area {i}"} for i in range(4)]

@@ -179,9 +179,14 @@ def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, al
             PlannedTask(title=s.title, instructions=s.scope, files=[], check="") for s in subplanners
         ]
         subplanners = []
+    queued: set[str] = set()
     for planned in planned_tasks[: max(0, max_tasks)]:
         if ctx.task_budget_left() <= 0:
             break
+        key = " ".join((planned.title or planned.instructions[:60]).lower().split())
+        if key in queued:  # a small model repeats an item in one plan (measured: two identical sub-planners)
+            continue
+        queued.add(key)
         if repeats_landed(planned.title or planned.instructions[:60], list(planned.files), ctx.landed):
             ctx.recorder.status(f"dropped a plan for work that already landed: {planned.title}")
             continue
