@@ -21,8 +21,55 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _check_url(value: str) -> str:
+    value = value.strip()
+    if value and not (value.startswith("http://") or value.startswith("https://")):
+        raise ValueError(f"must start with http:// or https:// (got {value!r})")
+    if value and "://" in value and not value.split("://", 1)[1].strip("/"):
+        raise ValueError(f"has no host (got {value!r})")
+    return value.rstrip("/")
+
+
+def _check_env_name(value: str) -> str:
+    if value and not value.replace("_", "").isalnum():
+        raise ValueError(f"must be the NAME of an environment variable, not a key (got {value[:4]}…)")
+    return value
+
+
+def _endpoint_urls(value: Any) -> Any:
+    if isinstance(value, list):  # a plain URL is an endpoint with the role's defaults
+        return [{"base_url": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+class EndpointSettings(_Strict):
+    """One server of a role's pool (``[[model.endpoints]]``); unset fields come from the role's settings."""
+
+    base_url: str
+    """OpenAI-compatible base URL of this server."""
+    max_concurrency: int | None = Field(None, gt=0)
+    """Most calls in flight to this server at once. Default: the role's ``max_concurrency``."""
+    model: str | None = None
+    """The model's name on this server, when it differs (vLLM and Ollama name models differently)."""
+    api_key_env: str | None = None
+    """NAME of the variable holding this server's key. Default: the role's ``api_key_env``."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty")
+        return _check_url(value)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        return _check_env_name(value) if value else value
+
+
 class ModelSettings(_Strict):
-    """How one role reaches its model. Empty ``base_url`` means the embedded local llama-server."""
+    """How one role reaches its model. Empty ``base_url`` (and no ``endpoints``) means the embedded
+    llama-server."""
 
     model: str = "qwen2.5-coder-1.5b-instruct"
     """Model name sent to the endpoint (llama-server ignores it; Ollama and vLLM need it)."""
@@ -52,23 +99,26 @@ class ModelSettings(_Strict):
     """The endpoint is llama.cpp's llama-server: send ``repeat_penalty`` and ``id_slot`` (each agent kept on one
     of ``max_concurrency`` slots so its prompt is served from the slot's cache) and record its ``timings``.
     None: only for the embedded server (other servers may reject unknown fields)."""
+    endpoints: list[EndpointSettings] = []
+    """More servers for this role (``[[model.endpoints]]`` tables, or a list of URLs): each call goes to the
+    least-loaded healthy one within its cap. ``base_url``, when set, is one of them."""
+    outage_limit: float = Field(600, gt=0)
+    """Seconds calls wait for an endpoint of the role to answer again before the session ends."""
 
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        value = value.strip()
-        if value and not (value.startswith("http://") or value.startswith("https://")):
-            raise ValueError(f"must start with http:// or https:// (got {value!r})")
-        if value and "://" in value and not value.split("://", 1)[1].strip("/"):
-            raise ValueError(f"has no host (got {value!r})")
-        return value.rstrip("/")
+        return _check_url(value)
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _endpoint_urls(cls, value: Any) -> Any:
+        return _endpoint_urls(value)
 
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str) -> str:
-        if value and not value.replace("_", "").isalnum():
-            raise ValueError(f"must be the NAME of an environment variable, not a key (got {value[:4]}…)")
-        return value
+        return _check_env_name(value)
 
     @property
     def is_llama_cpp(self) -> bool:
@@ -82,10 +132,35 @@ class ModelSettings(_Strict):
         """The key the per-endpoint concurrency cap is shared under."""
         return self.base_url or ("litellm:" + self.model if self.api == "litellm" else "embedded")
 
+    def servers(self) -> list[EndpointSettings]:
+        """Every server of the role with its own fields filled in; ``base_url`` first. Empty: the embedded
+        server (or, with litellm, the provider's own endpoint)."""
+        listed = ([EndpointSettings(base_url=self.base_url)] if self.base_url else []) + list(self.endpoints)
+        seen: set[str] = set()
+        servers = []
+        for e in listed:
+            if e.base_url in seen:
+                continue
+            seen.add(e.base_url)
+            servers.append(
+                EndpointSettings(
+                    base_url=e.base_url,
+                    max_concurrency=e.max_concurrency or self.max_concurrency,
+                    model=e.model or self.model,
+                    api_key_env=self.api_key_env if e.api_key_env is None else e.api_key_env,
+                )
+            )
+        return servers
+
 
 class _RoleBase(_Strict):
     prompt: str | None = None
     """Path of a Jinja template replacing the built-in one for this role."""
+
+    @field_validator("endpoints", mode="before", check_fields=False)
+    @classmethod
+    def _endpoint_urls(cls, value: Any) -> Any:
+        return _endpoint_urls(value)
 
 
 RoleSettings = create_model(
@@ -145,6 +220,17 @@ class SandboxSettings(_Strict):
     """Upper bound on the timeout a worker may ask for."""
     output_cap: int = Field(16_000, ge=256)
     """Characters of a command's output shown to the worker (head and tail kept)."""
+    processes: int = Field(512, ge=8)
+    """Processes and threads one command may run at once (a pids cgroup where one can be made, else
+    ``RLIMIT_NPROC`` over the tasks already running; uid 0 is exempt from the latter)."""
+    memory_mb: int = Field(4096, ge=64)
+    """Private memory per process of a command, MiB (``RLIMIT_DATA``)."""
+    file_size_mb: int = Field(1024, ge=1)
+    """Largest file a command may write, MiB (``RLIMIT_FSIZE``)."""
+    cpu_seconds: int = Field(600, ge=1)
+    """CPU seconds per process of a command (``RLIMIT_CPU``)."""
+    tmp_mb: int = Field(512, ge=1)
+    """Size of each writable tmpfs inside the sandbox (``/tmp``, ``/dev/shm``, the hidden home), MiB."""
 
 
 class GateSettings(_Strict):
@@ -212,19 +298,24 @@ class Settings(_Strict):
         return override.prompt if override else None
 
     def uses_embedded_server(self) -> bool:
-        return any(not self.role(r).base_url and self.role(r).api == "openai" for r in ROLES)
+        return any(not self.role(r).servers() and self.role(r).api == "openai" for r in ROLES)
 
     def check_keys(self) -> None:
         """Every ``api_key_env`` names a variable that is set (the key itself is never stored)."""
         for role in ROLES:
-            name = self.role(role).api_key_env
-            if name and not os.environ.get(name):
-                raise ConfigError(
-                    f"config: roles.{role}.api_key_env names {name}, which is not set in the environment"
-                )
+            for name in self._key_names(role):
+                if not os.environ.get(name):
+                    raise ConfigError(
+                        f"config: roles.{role}.api_key_env names {name}, which is not set in the environment"
+                    )
 
     def secret_env_names(self) -> set[str]:
-        return {self.role(r).api_key_env for r in ROLES if self.role(r).api_key_env}
+        return {name for r in ROLES for name in self._key_names(r)}
+
+    def _key_names(self, role: str) -> set[str]:
+        model = self.role(role)
+        names = {model.api_key_env} | {e.api_key_env or "" for e in model.servers()}
+        return {n for n in names if n}
 
 
 def redacted_dump(settings: Settings) -> dict[str, Any]:

@@ -31,6 +31,11 @@ LAZY_COMMANDS = {
         "Serve the TUI to a browser (loopback, token-protected URL).",
     ),
     "doctor": ("formicary.cli_info", "doctor", "Check every configured model endpoint."),
+    "trust": (
+        "formicary.cli_trust",
+        "trust",
+        "Trust a repository's formicary.toml (as it is now) to set sandbox and endpoint keys.",
+    ),
     "model": ("formicary.cli_model", "model", "Set up and serve the embedded local model."),
     "demo": (
         "formicary.cli_run",

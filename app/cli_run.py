@@ -175,18 +175,21 @@ def attach(session: str | None, db_path: Path | None) -> None:
 def _copy_demo(dest: Path) -> Path:
     """A fresh git repository holding the demo project (shipped inside the package)."""
     import shutil
-    import subprocess
     from importlib.resources import as_file, files
 
     with as_file(files("formicary.examples") / "tinyutils") as source:
         shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
     ident = ["-c", "user.name=formicary demo", "-c", "user.email=demo@formicary.local"]
+    from .agents.git.run import git_sync
+
     for args in (
         ["init", "-q", "-b", "main"],
         ["add", "-A"],
         [*ident, "commit", "-q", "-m", "The demo project"],
     ):
-        subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
+        res = git_sync(*args, cwd=dest)
+        if res.rc != 0:
+            fail(f"could not set up the demo repository: {res.err.strip()[:200] or res.rc}")
     return dest
 
 

@@ -15,8 +15,11 @@ from .cli_common import open_record, session_row
 def show(session: str | None, db_path: Path | None) -> None:
     """Summarise SESSION (an id, its first or last characters; default: the newest): branch, commits, tasks,
     checks, tokens per role, wall time and the git commands to review and merge its branch."""
+    from .store.sanitize import safe_text
     from .summary import load_summary, render
 
     db = open_record(db_path)
     row = session_row(db, session)
-    click.echo("\n".join(render(load_summary(db, row["id"]))))
+    click.echo(
+        safe_text("\n".join(render(load_summary(db, row["id"]))))
+    )  # titles and reasons came from models

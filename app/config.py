@@ -4,11 +4,16 @@ Sources, later ones win: built-in defaults → the user file (``<config dir>/con
 the target repository → ``--config FILE`` → ``FORMICARY_<SECTION>__<KEY>`` environment variables (for example
 ``FORMICARY_MODEL__BASE_URL`` or ``FORMICARY_ROLES__WORKER__MODEL``). A wrong config raises :class:`ConfigError`
 whose message is one line naming the file and the key.
+
+The repository's ``formicary.toml`` is not the operator's: until ``formicary trust`` recorded its exact content,
+it may not set the security keys of :data:`formicary.trust.SECURITY_KEYS` (sandbox, endpoints, key names,
+prompt paths). Every other source is the operator's and keeps full power.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -32,16 +37,42 @@ __all__ = [
 # -- loading ------------------------------------------------------------------------------------------
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_bytes(path: Path) -> bytes:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _parse_toml(path: Path, data: bytes) -> dict[str, Any]:
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    return _parse_toml(path, _read_bytes(path))
+
+
+def _read_repo_config(repo: Path) -> dict[str, Any]:
+    """The repository's ``formicary.toml``, refused when untrusted and it sets a security key."""
+    from . import trust
+
+    path = repo / trust.REPO_CONFIG_NAME
+    data = _read_bytes(path)  # hashed and parsed from the same bytes: no change in between
+    values = _parse_toml(path, data)
+    reserved = trust.security_keys_in(values)
+    if reserved and not trust.is_trusted(path, data):
+        raise ConfigError(
+            f"{path}: {reserved[0]} may only be set by a trusted repository config; "
+            f"review the file, then run: formicary trust {shlex.quote(str(repo))}"
+        )
+    return values
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], source: str, origins: dict[str, str], prefix=""):
@@ -93,7 +124,7 @@ def load_settings(
     if user_file.is_file():
         sources.append((str(user_file), _read_toml(user_file)))
     if repo is not None and (repo / "formicary.toml").is_file():
-        sources.append((str(repo / "formicary.toml"), _read_toml(repo / "formicary.toml")))
+        sources.append((str(repo / "formicary.toml"), _read_repo_config(repo)))
     if config_file is not None:
         sources.append((str(config_file), _read_toml(Path(config_file))))
     env = _env_overrides(environ)

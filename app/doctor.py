@@ -102,7 +102,7 @@ async def check_endpoint(settings: ModelSettings, roles: list[str], base_url: st
         report.reachable = True
     client = ModelClient(embedded_base_url=base_url or None)
     quick = settings.model_copy(
-        update={"retries": 0, "max_tokens": 64, "timeout": min(settings.timeout, 120)}
+        update={"retries": 0, "max_tokens": 64, "timeout": min(settings.timeout, 120), "outage_limit": 5.0}
     )
     try:
         await client.complete(
@@ -141,15 +141,27 @@ async def _check_listing(
 
 
 def endpoints(settings: Settings) -> dict[str, tuple[ModelSettings, list[str]]]:
-    """Distinct endpoints and the roles that use each."""
+    """Distinct endpoints (every server of every role's pool) and the roles that use each."""
     found: dict[str, tuple[ModelSettings, list[str]]] = {}
     for role in ROLES:
         model = settings.role(role)
-        key = f"{model.api}|{model.base_url}|{model.model}"
-        if key in found:
-            found[key][1].append(role)
-        else:
-            found[key] = (model, [role])
+        servers = [
+            model.model_copy(
+                update={
+                    "base_url": s.base_url,
+                    "endpoints": [],
+                    "model": s.model,
+                    "api_key_env": s.api_key_env,
+                }
+            )
+            for s in model.servers()
+        ]
+        for server in servers or [model]:
+            key = f"{server.api}|{server.base_url}|{server.model}"
+            if key in found:
+                found[key][1].append(role)
+            else:
+                found[key] = (server, [role])
     return found
 
 

@@ -12,6 +12,7 @@ from typing import IO
 from .agents.session import events as ev
 from .agents.session.engine import Engine, Outcome
 from .agents.status import TaskStatus
+from .store.sanitize import safe_text
 
 STATUS_EVERY = 5.0
 
@@ -90,5 +91,9 @@ class ProgressPrinter:
             self._print(f"session {self.engine.session_id} {outcome.status}: {reason}")
 
     def _print(self, line: str) -> None:
+        """Every line passes here: redacted, then stripped of control characters (model, command and repository
+        text is hostile: escape sequences could set the clipboard or the title, or hide what came before)."""
+        if self.engine.writer is not None:
+            line = self.engine.writer.redact(line)
         stamp = time.strftime("%H:%M:%S")
-        print(f"{stamp} {line}", file=self.out, flush=True)
+        print(f"{stamp} {safe_text(line)}", file=self.out, flush=True)

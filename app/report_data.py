@@ -179,6 +179,13 @@ def _landing(db: Database, session_id: str, data: ReportData, cycle_number: dict
         [session_id],
     ):
         landing[cycle_number.get(r["cycle_id"], 0)][clean(r["result"])] += int(r["n"])
+    if "gates" in db.table_names():
+        for r in db.query(
+            "SELECT t.cycle_id cycle_id, COUNT(*) n FROM gates g LEFT JOIN tasks t ON t.id = g.task_id "
+            "WHERE g.session_id = ? AND g.verdict = 'refused' GROUP BY t.cycle_id",
+            [session_id],
+        ):
+            landing[cycle_number.get(r["cycle_id"], 0)]["gate refused"] += int(r["n"])
     data.landing = dict(sorted(landing.items()))
     row = next(
         db.query("SELECT COALESCE(SUM(conflicts),0) n FROM commits WHERE session_id = ?", [session_id])

@@ -34,7 +34,7 @@ STYLE = Style(
     major_label_font_size=11,
 )
 STATUS_COLORS = {"pending": "#7f7f7f", "running": "#1f77b4", "done": "#2ca02c", "failed": "#d62728"}
-RESULT_COLORS = {"landed": "#2ca02c", "moved": "#9e9e9e", "conflict": "#ff7f0e", "refused": "#d62728",
+RESULT_COLORS = {"landed": "#2ca02c", "moved": "#9e9e9e", "conflict": "#ff7f0e", "refused": "#d62728", "gate refused": "#d62728",
                  "failed": "#8c1c13"}  # fmt: skip
 OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 

@@ -8,6 +8,7 @@ and merge the branch are part of it: the operator should never have to work out 
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +53,10 @@ class Summary:
     """Work tasks by status (done, failed, pending, running, cancelled)."""
     tokens: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Prompt and completion tokens per role."""
+    check_command: str | None = None
+    check_source: str | None = None
+    gate_passed: int = 0
+    gate_refused: int = 0
     check_start: CheckResult | None = None
     check_end: CheckResult | None = None
     last_verdict: str | None = None
@@ -105,6 +110,13 @@ def load_summary(db: Database, session_id: str) -> Summary:
     if verdicts:
         s.last_reason = verdicts[-1]["reason"]
     s.check_start, s.check_end = check_results(db, session_id, verdicts)
+    columns = db["sessions"].columns_dict
+    if "check_command" in columns:
+        extra = next(db.query("SELECT check_command, check_source FROM sessions WHERE id = ?", [session_id]))
+        s.check_command, s.check_source = extra["check_command"], extra["check_source"]
+    for r in _gate_rows(db, session_id):
+        s.gate_passed += r["verdict"] == "passed"
+        s.gate_refused += r["verdict"] == "refused"
     return s
 
 
@@ -122,32 +134,37 @@ def check_results(
 ) -> tuple[CheckResult | None, CheckResult | None]:
     """The check's result when the session started and when it last ran, or None where there was none.
 
-    The check output the judge saw at the end of each cycle is the fallback for the end result.
+    Start: the landing gate's first check of the shared branch's tip. End: the check the judge saw last (its exit
+    status from the timeline), else the check of the last tree the gate let land.
     """
-    runs = _check_runs(db, session_id)
-    if runs:
-        return runs[0], runs[-1] if len(runs) > 1 else None
+    gates = _gate_rows(db, session_id)
+    start = next((CheckResult(r["tip_exit"] == 0, "") for r in gates if r.get("tip_exit") is not None), None)
+    end = None
     with_output = [v for v in verdicts if v.get("check_output")]
-    end = CheckResult(None, _last_line(with_output[-1]["check_output"])) if with_output else None
-    return None, end
+    last_exit = None
+    for row in db.query(
+        "SELECT data FROM events WHERE session_id = ? AND kind = 'verdict' ORDER BY seq DESC LIMIT 1",
+        [session_id],
+    ):
+        data = json.loads(row["data"] or "{}")
+        last_exit = data.get("check_exit") if isinstance(data, dict) else None
+    if not isinstance(last_exit, int):
+        last_exit = None
+    if with_output or last_exit is not None:
+        line = _last_line(with_output[-1]["check_output"]) if with_output else ""
+        end = CheckResult(None if last_exit is None else last_exit == 0, line)
+    else:
+        landed = [r for r in gates if r["verdict"] == "passed" and r.get("check_exit") is not None]
+        if landed:
+            end = CheckResult(landed[-1]["check_exit"] == 0, "the last tree that landed")
+    return start, end
 
 
-def _check_runs(db: Database, session_id: str) -> list[CheckResult]:
-    """Check runs recorded by the landing gate, oldest first (empty when the record has none)."""
-    if "checks" not in db.table_names():
+def _gate_rows(db: Database, session_id: str) -> list[dict[str, Any]]:
+    """The landing gate's decisions, oldest first (empty for a record from before the gate)."""
+    if "gates" not in db.table_names():
         return []
-    cols = set(db["checks"].columns_dict)
-    if "session_id" not in cols:
-        return []
-    order = "created_at" if "created_at" in cols else "rowid"
-    out = []
-    for r in db.query(f"SELECT * FROM checks WHERE session_id = ? ORDER BY {order}", [session_id]):
-        passed = r.get("passed")
-        if passed is None and r.get("exit_code") is not None:
-            passed = r["exit_code"] == 0
-        text = r.get("summary") or r.get("output") or ""
-        out.append(CheckResult(None if passed is None else bool(passed), _last_line(text)))
-    return out
+    return list(db.query("SELECT * FROM gates WHERE session_id = ? ORDER BY created_at", [session_id]))
 
 
 def duration_text(seconds: float) -> str:
@@ -176,14 +193,21 @@ def render(s: Summary, now: datetime | None = None) -> list[str]:
     done, failed = t.get("done", 0), t.get("failed", 0)
     left = sum(n for k, n in t.items() if k not in ("done", "failed"))
     reason = f" — {_one_line(s.stop_reason, 160)}" if s.stop_reason else ""
+    none = "not run" if s.check_command else NO_CHECK
     lines = [
         f"session {s.session_id} {s.status}{reason}",
         f"  goal      {_one_line(s.goal, 100)}",
         f"  branch    {clean(s.branch)}  (in {clean(s.repo)})",
         f"  commits   {s.commits} landed" + (f", {s.commits_failed} not landed" if s.commits_failed else ""),
         f"  tasks     {done} done, {failed} failed" + (f", {left} not finished" if left else ""),
-        f"  check     start: {s.check_start.text() if s.check_start else NO_CHECK}"
-        f" · end: {s.check_end.text() if s.check_end else NO_CHECK}",
+        f"  check     start: {s.check_start.text() if s.check_start else none}"
+        f" · end: {s.check_end.text() if s.check_end else none}"
+        + (f"  ({_one_line(s.check_command, 60)}, {s.check_source or 'config'})" if s.check_command else ""),
+        *(
+            [f"  gate      {s.gate_passed} passed, {s.gate_refused} refused"]
+            if s.gate_passed + s.gate_refused
+            else []
+        ),
         f"  cycles    {s.cycles}" + (f" · last verdict: {s.last_verdict}" if s.last_verdict else ""),
         f"  wall time {duration_text(s.wall_seconds(now))}",
     ]

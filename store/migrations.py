@@ -214,8 +214,15 @@ def m003_landing_gate(db: Database) -> None:
     )
 
 
-@migrations(name="m004_llm_call_timings")
-def m004_llm_call_timings(db: Database) -> None:
+@migrations(name="m004_gate_tip_exit")
+def m004_gate_tip_exit(db: Database) -> None:
+    """The exit status of the check on the tip a gate decision compared against (the session's check at start
+    is the first one)."""
+    db.executescript("ALTER TABLE gates ADD COLUMN tip_exit INTEGER;  -- NULL: no tip check known")
+
+
+@migrations(name="m005_llm_call_timings")
+def m005_llm_call_timings(db: Database) -> None:
     """Where a model call's time went: waiting for an endpoint slot here, and the server's prompt processing and
     generation (llama-server's ``timings``), with the slot it ran on and the prompt tokens served from its cache."""
     db.executescript(

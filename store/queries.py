@@ -237,6 +237,20 @@ def session_flags(db: Database, session_id: str) -> dict[str, Any]:
     return flags
 
 
+def task_gates(db: Database, session_id: str) -> dict[str, tuple[str, int]]:
+    """Each gated task's last gate verdict and how many times the gate refused it (empty before the gate)."""
+    if "gates" not in db.table_names():
+        return {}
+    out: dict[str, tuple[str, int]] = {}
+    for row in db.query(
+        "SELECT task_id, verdict, created_at FROM gates WHERE session_id = ? ORDER BY created_at",
+        [session_id],
+    ):
+        _, refused = out.get(row["task_id"], ("", 0))
+        out[row["task_id"]] = (row["verdict"], refused + (row["verdict"] == "refused"))
+    return out
+
+
 def task_agents(db: Database, session_id: str, task_id: str) -> list[dict[str, Any]]:
     return list(
         db.query(

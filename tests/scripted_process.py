@@ -1,8 +1,8 @@
 """The scripted model server as a separate process, so its CPU is not counted with the code under test.
 
 ``python -m tests.scripted_process --latency 2 --responder pkg.module:function`` (or ``python -m
-tests.scripted_server``) prints the base URL as its first stdout line and serves until SIGTERM/SIGINT;
-:func:`spawn_server_process` starts it from a test or a benchmark.
+tests.scripted_server``) prints the base URL as its first stdout line and serves until SIGTERM/SIGINT; after a
+SIGUSR1 every chat request fails with HTTP 500. :func:`spawn_server_process` starts it from a test or a benchmark.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.scripted_server import DEFAULT_MODEL, REPO_ROOT, Reply, Responder, ScriptedServer
+from tests.scripted_server import DEFAULT_MODEL, REPO_ROOT, Failure, Reply, Responder, ScriptedServer
 
 
 def load_responder(spec: str) -> Responder:
@@ -110,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_stop)
+        # SIGUSR1: from now on every chat request fails with HTTP 500 (a server that starts failing mid-run)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: setattr(server, "fail_always", Failure("500")))
         await server.serve(lambda: print(server.base_url, flush=True))
 
     asyncio.run(run())

@@ -17,7 +17,7 @@ BENCHES = sorted(
 
 
 def test_the_benches_are_found():
-    assert {"client", "efficiency", "integration", "startup", "tui"} <= set(BENCHES)
+    assert {"client", "efficiency", "integration", "pools", "startup", "tui"} <= set(BENCHES)
 
 
 @pytest.mark.parametrize("name", BENCHES)

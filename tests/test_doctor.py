@@ -108,3 +108,15 @@ def test_refused_key_is_one_line(tmp_path, monkeypatch):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert len([ln for ln in result.stderr.splitlines() if "HTTP 401" in ln]) == 1
+
+
+def test_every_server_of_a_pool_is_checked(tmp_path):
+    with ScriptedServer(responder=lambda body: PING) as a, ScriptedServer(responder=lambda body: PING) as b:
+        extra = f'endpoints = ["{b.base_url}", "http://127.0.0.1:9/v1"]\n'
+        result = doctor(tmp_path, a.base_url, extra=extra)
+        asked = (a.request_count, b.request_count)
+    assert result.returncode == 1
+    rows = [ln for ln in result.stdout.splitlines() if "127.0.0.1" in ln]
+    assert len(rows) == 3
+    assert asked == (1, 1)
+    assert "http://127.0.0.1:9/v1: not reachable" in result.stderr

@@ -86,6 +86,7 @@ async def test_calls_are_spread_over_pools_of_bounded_size():
         settings = ModelSettings(
             model="m", base_url=server.base_url, max_concurrency=CONNECTIONS_PER_POOL * 3
         )
-        used = {id(client._openai(settings)) for _ in range(6)}
+        endpoint = client.pool(settings).members[0]
+        used = {id(client._sdk(endpoint)) for _ in range(6)}
         assert len(used) == 3
         await client.aclose()

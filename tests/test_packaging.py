@@ -23,6 +23,8 @@ def test_wheel_holds_only_formicary_and_its_data(tmp_path):
     for expected in (
         "formicary/cli.py",
         "formicary/agents/session/engine.py",
+        "formicary/agents/tools/nested.py",
+        "formicary/trust.py",
         "formicary/view/follow.py",
         "formicary/store/writer.py",
         "formicary/prompts/worker.j2",

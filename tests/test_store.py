@@ -148,8 +148,6 @@ def test_writer_redacts_before_writing(tmp_path, monkeypatch):
 
 
 def test_redaction_prefilter_skips_only_texts_that_cannot_match():
-    from formicary.store.redact import _PATTERN, _sub
-
     redact = Redactor()
     samples = [
         "Bearer abcdefghijklmnop",
@@ -165,5 +163,7 @@ def test_redaction_prefilter_skips_only_texts_that_cannot_match():
         "id AKIA" + "Q" * 16 + " end",
         "plain text with nothing secret " * 100,
     ]
-    for text in samples:
-        assert redact(text) == _PATTERN.sub(_sub, text)
+    for text in samples[:-1]:
+        assert "[REDACTED]" in redact(text), text
+        assert not any(ch * 16 in redact(text) for ch in "aABCDQ"), text
+    assert redact(samples[-1]) == samples[-1]

@@ -7,7 +7,6 @@ once more when it reports; with many updates a second that extra frame shows in 
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Iterable
 from typing import ClassVar
@@ -19,9 +18,9 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ..store.sanitize import safe_text
+
 MAX_LINES = 2000
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-"""Control characters (escape sequences included) that must not reach the terminal."""
 _PREFIX_STYLES = tuple(
     (prefix, Style.parse(style))
     for prefix, style in (
@@ -79,7 +78,7 @@ class AgentLog(ScrollView, can_focus=True):
 
     def _add(self, lines: Iterable[str]) -> None:
         for line in lines:
-            for part in _CONTROL.sub("�", line.expandtabs(4)).splitlines() or [""]:
+            for part in safe_text(line).expandtabs(4).splitlines() or [""]:
                 self._lines.append(part)
                 self._width = max(self._width, cell_len(part))
         size = Size(self._width, len(self._lines))

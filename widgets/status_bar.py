@@ -34,6 +34,11 @@ def commit_bins(
     return counts, width
 
 
+def _server(url: str) -> str:
+    """``host:port`` of an endpoint URL, short enough for the bar."""
+    return url.split("://", 1)[-1].split("/", 1)[0]
+
+
 def _badges(s: StatusView) -> list[tuple[str, str]]:
     """Warnings that must not be missed, in reverse video at the start of the line."""
     badges = []
@@ -75,6 +80,9 @@ def status_text(s: StatusView, now: float, mode: str, compact: bool) -> Text:
             text.append(f"  ✗ {fmt.clip(s.stop_reason, 120)}", style="bold red")
         elif s.warning:
             text.append(f"  ! {fmt.clip(s.warning, 60)}", style="bold yellow")
+        if len(s.endpoint_calls) > 1:  # a pool: how the calls spread over its servers
+            spread = " · ".join(f"{_server(url)} {n}" for url, n in s.endpoint_calls)
+            text.append(f"  calls {spread}", style="grey70")
         if mode == "read-only":
             text.append("  read-only", style="grey62")
     return text

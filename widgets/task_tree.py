@@ -22,7 +22,16 @@ def task_label(task: TaskView) -> Text:
     label.append(KIND_MARK.get(task.kind, ""), style="bold")
     if task.kind != "work":
         label.append(f"{task.done}/{task.total} ", style="bold cyan" if task.total else "grey50")
-    label.append(task.title, style="" if task.status != "cancelled" else "grey50")
+    label.append(fmt.clip(task.title, 200), style="" if task.status != "cancelled" else "grey50")
+    if task.gate == "passed":  # the landing gate's last word on this task's work
+        label.append("  gate ✔", style="green")
+        if task.refusals:
+            label.append(f" after {task.refusals} refused", style="grey62")
+    elif task.gate:
+        label.append(
+            f"  gate ✘ {fmt.clip(task.gate, 80)}" + (f" ×{task.refusals}" if task.refusals > 1 else ""),
+            style="red",
+        )
     if task.kind == "work" and task.attempts > 1:
         label.append(f"  try {task.attempts}", style="grey62")
     return label
@@ -32,7 +41,7 @@ def cycle_label(cycle: CycleView) -> Text:
     label = Text()
     label.append(fmt.icon(cycle.status) + " ", style=fmt.style(cycle.status))
     label.append(f"Cycle {cycle.number}", style="bold")
-    label.append(f"  {cycle.reason}", style="grey62")
+    label.append(f"  {fmt.clip(cycle.reason, 200)}", style="grey62")
     return label
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.widgets import RichLog
 
+from ..store.sanitize import safe_text
 from ..view import formatting as fmt
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class VerdictLog(RichLog):
             entry = Text()
             entry.append(f"Cycle {v.cycle} ", style="bold")
             entry.append(f"{v.decision}", style=fmt.DECISION_STYLE.get(v.decision, "bold"))
-            entry.append(f"  {v.reason}")
+            entry.append(f"  {safe_text(v.reason)}")
             if v.notes:
-                entry.append(f"\n  notes: {v.notes}", style="grey70")
+                entry.append(f"\n  notes: {safe_text(v.notes)}", style="grey70")
             self.write(entry)

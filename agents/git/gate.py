@@ -44,6 +44,8 @@ class SessionRepo(Protocol):
 
     shared: Any
 
+    async def scrub(self, wt: Worktree) -> list[str]: ...
+
 
 TIP_CACHE = 256  # check results kept by tree id (a merged tree that lands is the next tip)
 DETECT_READ = (
@@ -357,6 +359,7 @@ async def hand_back(
     if not fixed:
         return None
     with anyio.CancelScope(shield=True):
+        await session.scrub(wt)  # no nested repository for formicary's git to read (see tools/nested.py)
         await git("add", "-A", cwd=wt.path)
         tree = (await git("write-tree", cwd=wt.path)).out.strip()
         if tree == merged:  # it changed nothing: the refusal stands

@@ -280,7 +280,8 @@ async def _hand_back(
     what lands next can conflict again.
     """
     tip, merge = att.old_tip, att.merge
-    await git("read-tree", "-u", "--reset", merge.tree, cwd=wt.path)
+    await session.scrub(wt)
+    await git("read-tree", "-u", "--reset", merge.tree, cwd=wt.path, git_dir=wt.git_dir)
     blobs = await cat_blobs(session.root, [e.oid for e in merge.entries])
     files: list[ConflictFile] = []
     for path in merge.paths:
@@ -300,16 +301,31 @@ async def _hand_back(
                 resolved = False
     with anyio.CancelScope(shield=True):
         if not resolved:
-            await git("read-tree", "-u", "--reset", head, cwd=wt.path)  # back to the worker's own commit
+            await git(
+                "read-tree", "-u", "--reset", head, cwd=wt.path, git_dir=wt.git_dir
+            )  # back to the worker's own commit
             return None
-        await git("add", "-A", cwd=wt.path)
-        tree = (await git("write-tree", cwd=wt.path)).out.strip()
+        await session.scrub(wt)
+        await git("add", "-A", cwd=wt.path, git_dir=wt.git_dir)
+        tree = (await git("write-tree", cwd=wt.path, git_dir=wt.git_dir)).out.strip()
         msg = f"Merge shared branch into task {wt.task_id} (conflict round {round_no})"
         env = wt.identity.env()
         new = (
-            await git("commit-tree", tree, "-p", head, "-p", tip, "-m", msg, cwd=wt.path, env=env)
+            await git(
+                "commit-tree",
+                tree,
+                "-p",
+                head,
+                "-p",
+                tip,
+                "-m",
+                msg,
+                cwd=wt.path,
+                git_dir=wt.git_dir,
+                env=env,
+            )
         ).out.strip()
-        await git("update-ref", "HEAD", new, head, cwd=wt.path)
+        await git("update-ref", "HEAD", new, head, cwd=wt.path, git_dir=wt.git_dir)
     return new
 
 
@@ -371,7 +387,7 @@ async def integrate(
     try:
         head = wt.head
         if head is None:  # the agent may have committed by itself
-            head = (await git("rev-parse", "HEAD", cwd=wt.path)).out.strip()
+            head = (await git("rev-parse", "HEAD", cwd=wt.path, git_dir=wt.git_dir)).out.strip()
             if head == wt.base:
                 result.status = "empty"
                 return result

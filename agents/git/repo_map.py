@@ -46,7 +46,7 @@ async def repo_map(repo: Path, ref: str) -> str:
         (f for f in files if f.lower() in ("readme.md", "readme.rst", "readme.txt", "readme")), None
     )
     if readme:
-        head = (await _git(repo, "show", f"{ref}:{readme}")).splitlines()[:README_LINES]
+        head = (await _git(repo, "show", "--no-textconv", f"{ref}:{readme}")).splitlines()[:README_LINES]
         parts += [f"\n{readme} (head):", "\n".join(head)]
     log = await _git(repo, "log", "--oneline", f"-{RECENT_COMMITS}", ref)
     if log:

@@ -1,4 +1,9 @@
-"""Plain git processes for the engine: one helper to run git, the fixed environment, a few parsers.
+"""The one way formicary starts git: hardened options, an allowlisted environment, a few parsers.
+
+Nothing else in the product starts git: :func:`git` (async) and :func:`git_sync` (the TUI's blocking reads)
+both build their command line with :func:`git_argv` and their environment with :func:`git_env`. Worktrees are
+written by agents, so host git must never run anything found there: hooks, fsmonitor, a nested repository's
+config, a rewritten ``.git`` file. See docs/reliability.md ("Threat model") for what each layer stops.
 
 Why processes and not GitPython: GitPython is not thread-safe and ``IndexFile.add`` changes the process cwd.
 Every call here passes ``cwd=`` (nothing ever chdirs), never prompts, and reads C-locale output. A git process
@@ -20,20 +25,25 @@ from typing import Any
 import anyio
 from anyio.lowlevel import RunVar
 
-# Variables that would point git at another repository than the cwd (set when run from inside a hook).
-_INHERITED_DROP = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_COMMON_DIR",
-    "GIT_PREFIX",
-    "GIT_NAMESPACE",
-)
-
-# Options every git call gets: agents never sign (no passphrase prompt), conflicts use the plain two-way
-# marker style that :class:`formicary.agents.git.integration.Conflict` documents, and no pager or editor.
-_CONFIG = ("-c", "commit.gpgSign=false", "-c", "merge.conflictStyle=merge", "-c", "core.quotePath=false")
+# Options every git call gets. Agents never sign (no passphrase prompt); conflicts use the plain two-way marker
+# style that :class:`formicary.agents.git.integration.Conflict` documents. The rest is the trust boundary: a
+# worktree is written by agents, so nothing git could find in it may run on the host. Hooks point at an empty
+# folder (a relative ``core.hooksPath`` from the repository's config would resolve inside the worktree), no
+# fsmonitor, no submodule recursion or status inside submodules (a nested repository's config is read by the
+# ``git status`` that git starts in it), no external diff and no signature check in ``log``.
+_CONFIG = (
+    "-c", "commit.gpgSign=false",
+    "-c", "tag.gpgSign=false",
+    "-c", "merge.conflictStyle=merge",
+    "-c", "core.quotePath=false",
+    "-c", "core.fsmonitor=false",
+    "-c", "core.untrackedCache=false",
+    "-c", "submodule.recurse=false",
+    "-c", "diff.ignoreSubmodules=all",
+    "-c", "status.submoduleSummary=false",
+    "-c", "log.showSignature=false",
+    "-c", "protocol.allow=never",
+)  # fmt: skip
 
 GIT_THREADS = 64  # git processes running at once (each is started and waited for by its own thread)
 BACKGROUND_NICE = 10  # niceness of a worker's own git chores (see ``git(background=True)``)
@@ -50,18 +60,109 @@ GIT_FIXED_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
     "GIT_OPTIONAL_LOCKS": "0",  # `git status` must never rewrite the operator's index
     "GIT_EDITOR": "true",
+    "GIT_SEQUENCE_EDITOR": "true",
     "GIT_PAGER": "cat",
     "GIT_ASKPASS": "true",
+    "SSH_ASKPASS": "true",
+    "GIT_CONFIG_NOSYSTEM": "1",  # no /etc/gitconfig, no global config: only the repository's and ours
+    "GIT_ATTR_NOSYSTEM": "1",
+    "GIT_NO_REPLACE_OBJECTS": "1",
 }
+_PASSED_ENV = ("PATH", "TZ")
+"""All that is taken from the operator's environment: nothing else (no API key) reaches a git process."""
+_EXTRA_ALLOWED = re.compile(r"^GIT_(AUTHOR|COMMITTER)_(NAME|EMAIL|DATE)$|^GIT_INDEX_FILE$")
+"""Variables a caller may add per call (an identity, a temporary index)."""
+
+
+@dataclass(frozen=True)
+class _Private:
+    """The private folder git runs with: an empty HOME, an empty global config, an empty hooks folder."""
+
+    home: str
+    hooks: str
+    config: str
+
+
+_private: _Private | None = None
+_private_lock = threading.Lock()
+
+
+def _private_dir() -> _Private:
+    """Made once per process, mode 0700, removed at exit; its folders stay empty (git writes nothing there)."""
+    global _private
+    with _private_lock:
+        if _private is None or not os.path.isdir(_private.hooks):
+            import atexit
+            import shutil
+            import tempfile
+
+            base = tempfile.mkdtemp(prefix="formicary-git-")
+            atexit.register(shutil.rmtree, base, True)
+            home, hooks = os.path.join(base, "home"), os.path.join(base, "hooks")
+            os.mkdir(home, 0o500)
+            os.mkdir(hooks, 0o500)
+            config = os.path.join(base, "gitconfig")
+            with open(config, "w"):
+                pass
+            os.chmod(config, 0o400)
+            _private = _Private(home, hooks, config)
+        return _private
 
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of every git call: the process's own (read now, not at import) made fixed."""
-    env = {k: v for k, v in os.environ.items() if k not in _INHERITED_DROP}
+    """The environment of every git call: an allowlist, never the operator's own (which holds API keys).
+
+    ``PATH`` and ``TZ`` from the process, the fixed quiet C-locale settings, a private empty ``HOME`` and
+    global config, and from ``extra`` only identity and index variables.
+    """
+    private = _private_dir()
+    env = {name: os.environ[name] for name in _PASSED_ENV if os.environ.get(name)}
+    env.setdefault("PATH", os.defpath)
     env.update(GIT_FIXED_ENV)
+    env["HOME"] = env["XDG_CONFIG_HOME"] = private.home
+    env["GIT_CONFIG_GLOBAL"] = private.config
     if extra:
-        env.update(extra)
+        for name, value in extra.items():
+            if not _EXTRA_ALLOWED.match(name):
+                raise ValueError(f"git environment variable {name} is not allowed")
+            env[name] = value
     return env
+
+
+_WORKTREE_GIT_DIRS: dict[str, str] = {}
+"""Worktree folder → its git dir, for every worktree this process made (see :func:`register_worktree`)."""
+
+
+def register_worktree(path: Path | str, git_dir: Path | str) -> None:
+    """From now on, every git call with ``cwd=path`` names ``git_dir`` explicitly, whoever makes it."""
+    _WORKTREE_GIT_DIRS[str(path)] = str(git_dir)
+
+
+def forget_worktree(path: Path | str) -> None:
+    _WORKTREE_GIT_DIRS.pop(str(path), None)
+
+
+def git_argv(
+    args: Iterable[str],
+    git_dir: Path | str | None = None,
+    work_tree: Path | str | None = None,
+    cwd: Path | str | None = None,
+) -> list[str]:
+    """The full command line of a git call: hardened options first, then an explicit repository when given.
+
+    ``git_dir`` (with ``work_tree``) makes git ignore the worktree's own ``.git`` file, which an agent's
+    command could rewrite to point at a repository it built (with hooks and fsmonitor of its choosing). A
+    ``cwd`` that is a registered worktree gets its git dir even when the caller did not name it.
+    """
+    argv = ["git", "-c", f"core.hooksPath={_private_dir().hooks}", *_CONFIG]
+    if git_dir is None and cwd is not None and (known := _WORKTREE_GIT_DIRS.get(str(cwd))):
+        git_dir, work_tree = known, cwd
+    if git_dir is not None:
+        argv.append(f"--git-dir={git_dir}")
+        if work_tree is not None:
+            argv.append(f"--work-tree={work_tree}")
+    argv.extend(args)
+    return argv
 
 
 def identity_env(name: str, email: str) -> dict[str, str]:
@@ -117,6 +218,7 @@ async def _run(
     env: Mapping[str, str] | None,
     input: bytes | None,
     background: bool = False,
+    git_dir: Path | str | None = None,
 ) -> tuple[int, bytes, bytes]:
     """Start git and wait for it from a worker thread, never on the event loop.
 
@@ -133,7 +235,7 @@ async def _run(
                 if state["cancelled"]:
                     return -1, b"", b"cancelled"
                 proc = state["proc"] = subprocess.Popen(
-                    ["git", *_CONFIG, *args],
+                    git_argv(args, git_dir, cwd if git_dir is not None else None, cwd),
                     cwd=str(cwd),
                     env=git_env(env),
                     stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
@@ -189,17 +291,41 @@ async def git(
     input: bytes | None = None,
     check: bool = True,
     background: bool = False,
+    git_dir: Path | str | None = None,
 ) -> GitResult:
     """Run ``git args`` in ``cwd``; raise :class:`GitError` on a non-zero exit unless ``check`` is False.
 
     ``background`` lowers the process's CPU priority: a worker's own chores (checkout, add, commit) must not
-    starve the one serialized step every worker waits for, the integration's merge + CAS.
+    starve the one serialized step every worker waits for, the integration's merge + CAS. ``git_dir`` names
+    the repository explicitly (``cwd`` is then its work tree): every call in an agent's worktree passes it.
     """
-    rc, out, err = await _run(args, cwd, env, input, background)
+    rc, out, err = await _run(args, cwd, env, input, background, git_dir)
     result = GitResult(rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
     if check and rc != 0:
         raise _failure(args, rc, result.out, result.err)
     return result
+
+
+def git_sync(
+    *args: str, cwd: Path | str, timeout: float = 30.0, git_dir: Path | str | None = None
+) -> GitResult:
+    """Run git and wait, blocking (for code off the event loop, e.g. a TUI worker thread); never raises for rc."""
+    try:
+        done = subprocess.run(
+            git_argv(args, git_dir, cwd if git_dir is not None else None, cwd),
+            cwd=str(cwd),
+            env=git_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return GitResult(-1, "", f"git {args[0]} timed out after {timeout:g} s")
+    except OSError as exc:
+        return GitResult(-1, "", f"git could not be started: {exc}")
+    return GitResult(
+        done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+    )
 
 
 async def cat_blobs(cwd: Path | str, specs: Iterable[str]) -> dict[str, str | None]:

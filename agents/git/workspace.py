@@ -19,8 +19,9 @@ from typing import Any
 
 import anyio
 
+from ..tools.nested import remove_nested_git
 from .integration import Conflict, IntegrationResult, SharedBranch, integrate
-from .run import GitError, Identity, check_name, git
+from .run import GitError, Identity, check_name, forget_worktree, git, register_worktree
 from .worktree import Worktree
 
 __all__ = ["SessionRepo", "WorkspaceError", "Worktree"]
@@ -182,8 +183,10 @@ class SessionRepo:
             raise GitError(f"no free worktree name for task {task_id}")
         wt = Worktree(path=path, branch=branch, base=base, task_id=task_id, agent_id=agent_id)
         try:
+            wt.git_dir = self._own_git_dir(path)
+            register_worktree(path, wt.git_dir)
             # The checkout itself runs outside the lock: it is the slow part and touches only this worktree.
-            await git("reset", "-q", "--hard", cwd=path, background=True)
+            await git("reset", "-q", "--hard", cwd=path, git_dir=wt.git_dir, background=True)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._drop_worktree(wt)
@@ -193,13 +196,27 @@ class SessionRepo:
     async def _recycle(self, old: Worktree, task_id: str, agent_id: str) -> Worktree | None:
         """Point a parked worktree at a new task branch from the tip; None (and removed) if it won't."""
         base = self.shared.tip or await self.shared.read_tip(self.root)
+        try:
+            await self.scrub(old)  # a tracked gitlink's folder keeps a planted .git through checkout + clean
+        except OSError:
+            await self._drop_worktree(old)
+            return None
         for n in range(1, 100):
             branch = self._names(task_id, n)[0]
             # No lock: unlike add, and unlike checking out an existing branch, `checkout -b` reads no other
             # worktree's metadata. Shielded, so a cancellation cannot strand the worktree half switched.
             with anyio.CancelScope(shield=True):
                 res = await git(
-                    "checkout", "-q", "-f", "-b", branch, base, cwd=old.path, check=False, background=True
+                    "checkout",
+                    "-q",
+                    "-f",
+                    "-b",
+                    branch,
+                    base,
+                    cwd=old.path,
+                    git_dir=old.git_dir,
+                    check=False,
+                    background=True,
                 )
             if res.rc == 0:
                 break
@@ -209,15 +226,32 @@ class SessionRepo:
         else:
             raise GitError(f"no free branch name for task {task_id}")
         await self._doom(old)  # HEAD has left the last task's branch: it may go now
-        wt = Worktree(path=old.path, branch=branch, base=base, task_id=task_id, agent_id=agent_id)
+        wt = Worktree(
+            path=old.path, branch=branch, base=base, task_id=task_id, agent_id=agent_id, git_dir=old.git_dir
+        )
         try:
             await git(
-                "clean", "-ffdxq", cwd=wt.path, background=True
+                "clean", "-ffdxq", cwd=wt.path, git_dir=wt.git_dir, background=True
             )  # the last task's untracked and ignored files
         except GitError:
             await self._drop_worktree(wt)
             return None
         return wt
+
+    def _own_git_dir(self, path: Path) -> Path:
+        """The git dir ``worktree add`` just wrote into ``path/.git``, checked to be this repository's."""
+        text = (path / ".git").read_text(encoding="utf-8", errors="replace").strip()
+        gitdir = Path(text.removeprefix("gitdir:").strip())
+        gitdir = (gitdir if gitdir.is_absolute() else path / gitdir).resolve()
+        if not text.startswith("gitdir:") or gitdir.parent != (self.common_dir / "worktrees").resolve():
+            raise GitError(f"worktree {path.name} has an unexpected .git file")
+        return gitdir
+
+    async def scrub(self, wt: Worktree) -> list[str]:
+        """Remove every nested ``.git`` from ``wt`` before formicary's git touches it; recorded on ``wt``."""
+        removed = await anyio.to_thread.run_sync(remove_nested_git, wt.path)
+        wt.nested_removed.extend(r for r in removed if r not in wt.nested_removed)
+        return removed
 
     async def _worktree_cmd(self, *args: str) -> Any:
         """``git worktree …`` under the caller's lock, retried when another process races on metadata."""
@@ -233,7 +267,14 @@ class SessionRepo:
             if _unneeded_at(wt) is None:  # work to keep: detach so its branch is not held checked out
                 sha = wt.head or wt.base
                 detached = await git(
-                    "update-ref", "--no-deref", "HEAD", sha, cwd=wt.path, check=False, background=True
+                    "update-ref",
+                    "--no-deref",
+                    "HEAD",
+                    sha,
+                    cwd=wt.path,
+                    git_dir=wt.git_dir,
+                    check=False,
+                    background=True,
                 )
                 if detached.rc != 0:
                     await self._drop_worktree(wt)
@@ -244,6 +285,7 @@ class SessionRepo:
 
     async def _drop_worktree(self, wt: Worktree) -> None:
         await self._remove_folder(wt.path)
+        forget_worktree(wt.path)
         await self._doom(wt)
 
     async def _doom(self, wt: Worktree) -> None:
@@ -357,22 +399,28 @@ class SessionRepo:
         """
         who = identity or wt.identity
         full = f"{message.rstrip()}\n\nFormicary-Task: {wt.task_id}\nFormicary-Agent: {wt.agent_id}\n"
-        await git("add", "-A", cwd=wt.path, background=True)
+        await self.scrub(wt)
+        await git("add", "-A", cwd=wt.path, git_dir=wt.git_dir, background=True)
         # core.abbrev=no: the summary line names the full commit id, so no rev-parse is needed.
         res = await git(
             *("-c", "maintenance.auto=false", "-c", "core.abbrev=no", "commit", "--no-verify", "-m", full),
             cwd=wt.path,
+            git_dir=wt.git_dir,
             env=who.env(),
             check=False,
             background=True,
         )
         if res.rc != 0:
-            status = await git("status", "--porcelain", cwd=wt.path, background=True)
+            status = await git("status", "--porcelain", cwd=wt.path, git_dir=wt.git_dir, background=True)
             if not status.out.strip():
                 return None
             raise GitError(f"git commit failed in {wt.path.name}: {(res.err or res.out).strip()[:200]}")
         found = _SUMMARY_RE.match(res.out)
-        sha = found.group(1) if found else (await git("rev-parse", "HEAD", cwd=wt.path)).out.strip()
+        sha = (
+            found.group(1)
+            if found
+            else (await git("rev-parse", "HEAD", cwd=wt.path, git_dir=wt.git_dir)).out.strip()
+        )
         wt.head, wt.message = sha, full
         return sha
 

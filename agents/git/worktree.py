@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .run import Identity
@@ -17,10 +17,15 @@ class Worktree:
     base: str  # shared-branch tip the worktree was created from
     task_id: str
     agent_id: str
+    git_dir: Path | None = None
+    """The worktree's own git dir under the repository's ``worktrees/``, read when the worktree was made:
+    every git call names it, so a ``.git`` file the agent rewrote is never followed."""
     head: str | None = None
     message: str | None = None
     status: str = "open"  # open | integrated | failed
     integrated_sha: str | None = None
+    nested_removed: list[str] = field(default_factory=list)
+    """Nested ``.git`` entries removed from this worktree by formicary's git (see :mod:`.nested`)."""
 
     @property
     def identity(self) -> Identity:

@@ -2,9 +2,11 @@
 
 OpenAI-compatible endpoints (llama-server, Ollama, vLLM, LM Studio) go through the openai SDK's ``AsyncOpenAI``,
 the hot path (~1.4 ms CPU per call measured here). Other providers go through litellm, imported only when a role
-is configured with ``api = "litellm"``. Every endpoint has one concurrency cap shared by all agents, lowered
-adaptively when the endpoint answers 429; failures are retried with exponential backoff and full jitter that honour
-``Retry-After``; every attempt is recorded in the store.
+is configured with ``api = "litellm"``. Each role's calls go to its :class:`~.pool.Pool` of endpoints (one, or
+several with ``[[model.endpoints]]``): the least-loaded healthy one within its cap, each cap shared by all agents
+and lowered adaptively on 429s. Failures are sorted (:mod:`.errors`): refusals end the session, an endpoint that
+is down is waited for, the rest retried with exponential backoff and full jitter that honour ``Retry-After``;
+every attempt is recorded in the store.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -23,10 +25,11 @@ from pydantic import BaseModel, ValidationError
 
 from ...store.db import new_id, now
 from ..jsontext import extract_json
-from .errors import EndpointError, Kind, ModelError, ReplyFormatError, classify
+from .errors import EndpointError, Failure, Kind, ModelError, ReplyFormatError, classify, one_line
+from .pool import PROBE_TIMEOUT, AdaptiveLimiter, Endpoint, Pool
 from .slots import SlotLease, SlotPool
 
-__all__ = ["EndpointError", "ModelClient", "ModelError", "Reply", "ReplyFormatError"]
+__all__ = ["AdaptiveLimiter", "EndpointError", "ModelClient", "ModelError", "Reply", "ReplyFormatError"]
 
 if TYPE_CHECKING:
     from ...store.writer import Writer
@@ -73,43 +76,6 @@ class CallTimings:
             self.cached_tokens = cached
 
 
-class AdaptiveLimiter:
-    """A per-endpoint cap that halves on a 429 storm and creeps back up after successes (AIMD)."""
-
-    def __init__(self, limit: int) -> None:
-        self.ceiling = limit
-        self._limiter = anyio.CapacityLimiter(limit)
-        self._successes = 0
-        self._last_cut = 0.0
-
-    @property
-    def limit(self) -> int:
-        return int(self._limiter.total_tokens)
-
-    @property
-    def in_flight(self) -> int:
-        return self._limiter.borrowed_tokens
-
-    async def __aenter__(self) -> None:
-        await self._limiter.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._limiter.release()
-
-    def throttled(self) -> None:
-        now_ = time.monotonic()
-        if now_ - self._last_cut > 1.0 and self.limit > 1:  # one cut per burst, not per rejected call
-            self._limiter.total_tokens = max(1, self.limit // 2)
-            self._last_cut = now_
-        self._successes = 0
-
-    def succeeded(self) -> None:
-        self._successes += 1
-        if self.limit < self.ceiling and self._successes >= self.limit * 4:
-            self._limiter.total_tokens = self.limit + 1
-            self._successes = 0
-
-
 @lru_cache(maxsize=64)
 def response_format(name: str, schema: type[BaseModel]) -> dict[str, Any]:
     """The ``response_format`` for ``schema``, built once (``model_json_schema`` is costly per call)."""
@@ -135,10 +101,14 @@ class ModelClient:
         self.embedded_base_url = embedded_base_url
         self.embedded_slots = embedded_slots
         self._slot_pools: dict[str, SlotPool] = {}
-        # (endpoint, key) -> SDK clients, each its own connection pool
-        self._clients: dict[tuple[str, str], list[Any]] = {}
+        self._endpoints: dict[tuple[str, str], Endpoint] = {}  # (url, key): shared by every pool naming it
+        self._pools: dict[tuple[Any, ...], Pool] = {}
         self._turn = 0
-        self._limiters: dict[str, AdaptiveLimiter] = {}
+        self._http: Any = None  # the probes' httpx client
+        self.notices: list[Callable[[str], None]] = []
+        """Told what the operator should know: an endpoint taken out, calls waiting for one, one back."""
+        self.revivers: dict[str, Callable[[], Awaitable[object]]] = {}
+        """base URL -> restarts that server if its process died (the embedded llama-server)."""
         self._paused = False
         self._resumed: anyio.Event | None = None
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -168,28 +138,56 @@ class ModelClient:
                 self._resumed = anyio.Event()
             await self._resumed.wait()
 
-    def limiter(self, settings: ModelSettings) -> AdaptiveLimiter:
-        key = self._base_url(settings) or settings.endpoint
-        limiter = self._limiters.get(key)
-        if limiter is None:
-            limiter = self._limiters[key] = AdaptiveLimiter(settings.max_concurrency)
-        return limiter
+    def pool(self, settings: ModelSettings, role: str = "model") -> Pool:
+        """The pool of ``settings``' endpoints (made once; endpoints are shared with other pools naming them)."""
+        key = (
+            role,
+            settings.api,
+            settings.base_url,
+            settings.model,
+            settings.max_concurrency,
+            settings.api_key_env,
+            settings.outage_limit,
+            tuple((e.base_url, e.max_concurrency, e.model, e.api_key_env) for e in settings.endpoints),
+        )
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = self._make_pool(settings, role)
+        return pool
 
-    # -- the call ----------------------------------------------------------------------------------
+    def _make_pool(self, settings: ModelSettings, role: str) -> Pool:
+        servers = [(e.base_url, e.max_concurrency, e.model, e.api_key_env) for e in settings.servers()]
+        if not servers:  # the embedded server, or (litellm) the provider's own endpoint
+            url = "" if settings.api == "litellm" else (self.embedded_base_url or "")
+            if not url and settings.api == "openai":
+                raise EndpointError(NO_ENDPOINT, role=role, endpoint="embedded")
+            servers = [(url, settings.max_concurrency, settings.model, settings.api_key_env)]
+        members = []
+        for url, limit, model, key_env in servers:
+            key = os.environ.get(key_env, "") if key_env else ""
+            endpoint = self._endpoints.get((url, key))
+            if endpoint is None:
+                endpoint = self._endpoints[(url, key)] = Endpoint(url, key, limit or settings.max_concurrency)
+                endpoint.revive = self.revivers.get(url)
+            members.append((endpoint, model or settings.model))
+        return Pool(role, members, outage_limit=settings.outage_limit, probe=self._probe, notify=self._notice)
+
+    def _slots_of(self, url: str, limit: int) -> SlotPool:
+        """The slot pool of the llama.cpp server at ``url`` (its cap, or the embedded server's ``-np`` if fewer)."""
+        pool = self._slot_pools.get(url)
+        if pool is None:
+            n = limit
+            if url and url == self.embedded_base_url and self.embedded_slots:
+                n = min(n, self.embedded_slots)
+            pool = self._slot_pools[url] = SlotPool(n)
+        return pool
 
     def slots(self, settings: ModelSettings) -> SlotPool | None:
-        """The slot pool of a llama.cpp endpoint (None for other endpoints): ``max_concurrency`` slots, or the
-        embedded server's ``-np`` when that is fewer."""
+        """The slot pool of ``settings``' first llama.cpp endpoint (None for other endpoints)."""
         if not settings.is_llama_cpp:
             return None
-        key = self._base_url(settings) or settings.endpoint
-        pool = self._slot_pools.get(key)
-        if pool is None:
-            n = settings.max_concurrency
-            if not settings.base_url and self.embedded_slots:
-                n = min(n, self.embedded_slots)
-            pool = self._slot_pools[key] = SlotPool(n)
-        return pool
+        url = settings.base_url or (self.embedded_base_url or "")
+        return self._slots_of(url, settings.max_concurrency)
 
     def idle_slots(self, settings: ModelSettings) -> int:
         """Slots of ``settings``' endpoint nobody is calling on now (0 where slots are not known)."""
@@ -200,6 +198,40 @@ class ModelClient:
         """An agent ended: it no longer claims a slot."""
         for pool in self._slot_pools.values():
             pool.forget(agent_id)
+
+    def limiter(self, settings: ModelSettings) -> AdaptiveLimiter:
+        """The cap of ``settings``' first endpoint."""
+        return self.pool(settings).members[0].cap
+
+    def calls_per_endpoint(self) -> dict[str, int]:
+        """Calls made to each endpoint so far (failed ones included)."""
+        return {e.label: e.calls for e in self._endpoints.values()}
+
+    def _notice(self, message: str) -> None:
+        for listener in self.notices:
+            listener(message)
+
+    async def _probe(self, endpoint: Endpoint) -> bool:
+        """Does a taken-out endpoint answer ``GET /models`` again? Restart it first if it is ours and died."""
+        import httpx
+
+        if endpoint.revive is not None:
+            try:
+                await endpoint.revive()
+            except Exception as exc:  # a failed restart is one more failed probe
+                endpoint.last_error = f"restart failed: {one_line(str(exc))}"
+                return False
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
+        headers = {"Authorization": f"Bearer {endpoint.key}"} if endpoint.key else {}
+        try:
+            response = await self._http.get(f"{endpoint.url}/models", headers=headers)
+        except httpx.HTTPError as exc:
+            endpoint.last_error = f"probe: {type(exc).__name__}"
+            return False
+        return response.status_code < 500
+
+    # -- the call ----------------------------------------------------------------------------------
 
     async def complete(
         self,
@@ -219,47 +251,46 @@ class ModelClient:
             EndpointError: the endpoint refused the request in a way retrying cannot fix (the session ends).
             ModelError: the endpoint kept failing past ``settings.retries``.
         """
-        if settings.api == "openai" and not self._base_url(settings):
-            raise EndpointError(NO_ENDPOINT, role=role, endpoint="embedded")
         if temperature is not None:
             settings = settings.model_copy(update={"temperature": temperature})
-        limiter = self.limiter(settings)
-        pool = self.slots(settings)
+        pool = self.pool(settings, role)
         fmt = response_format(schema_name, schema)
         attempt = 0
+        outage_started: float | None = None
         while True:
             attempt += 1
             await self.wait_running()
+            queued = time.perf_counter()
+            endpoint = await pool.acquire()
+            model = pool.model(endpoint)
+            slots = self._slots_of(endpoint.url, endpoint.cap.ceiling) if settings.is_llama_cpp else None
+            lease = await slots.acquire(agent_id) if slots is not None else None
+            timings = CallTimings(queue_ms=(time.perf_counter() - queued) * 1000)
             started = time.perf_counter()
             content, usage, failure = "", (0, 0), None
-            timings = CallTimings()
-            async with limiter:
-                lease = await pool.acquire(agent_id) if pool is not None else None
-                self.in_flight += 1
-                try:
-                    timings.queue_ms = (time.perf_counter() - started) * 1000
-                    content, usage = await self._call(settings, messages, fmt, lease, timings)
-                except EndpointError:
-                    raise
-                except Exception as exc:  # classified below; every failure is recorded
-                    failure = classify(exc, settings.model)
-                    if failure.kind is Kind.BUSY:
-                        limiter.throttled()
-                finally:
-                    self.in_flight -= 1
-                    if lease is not None:
-                        with anyio.CancelScope(shield=True):
-                            await pool.release(lease)
+            self.in_flight += 1
+            try:
+                content, usage = await self._call(settings, endpoint, model, messages, fmt, lease, timings)
+            except Exception as exc:  # classified below; every failure is recorded
+                failure = classify(exc, model)
+                if failure.kind is Kind.DOWN and not endpoint.url:
+                    failure = Failure(Kind.TRANSIENT, failure.reason)  # litellm's provider: nothing to probe
+            finally:
+                self.in_flight -= 1
+                if lease is not None:
+                    with anyio.CancelScope(shield=True):
+                        await slots.release(lease)
+                endpoint.finished(failure.kind if failure else None, failure.reason if failure else "")
             latency = (time.perf_counter() - started) * 1000
             self.calls += 1
+            where = (endpoint.label if endpoint.url else settings.endpoint, model)
             if failure is None:
-                limiter.succeeded()
                 try:
                     data = schema.model_validate_json(extract_json(content))
                 except ValidationError as exc:
                     reason = _format_reason(exc, content)
                     self._record(
-                        settings,
+                        where,
                         role,
                         agent_id,
                         schema_name,
@@ -273,7 +304,7 @@ class ModelClient:
                     )
                     raise ReplyFormatError(reason, content) from None
                 self._record(
-                    settings,
+                    where,
                     role,
                     agent_id,
                     schema_name,
@@ -287,7 +318,7 @@ class ModelClient:
                 )
                 return Reply(data, content, usage[0], usage[1], latency, attempt)
             self._record(
-                settings,
+                where,
                 role,
                 agent_id,
                 schema_name,
@@ -299,11 +330,22 @@ class ModelClient:
                 failure.reason,
                 timings,
             )
-            endpoint = self._base_url(settings) or settings.endpoint
             if failure.kind is Kind.FATAL:
-                raise EndpointError(failure.reason, role=role, endpoint=endpoint)
+                raise EndpointError(failure.reason, role=role, endpoint=where[0])
+            if (
+                failure.kind is Kind.DOWN
+            ):  # not a retry: wait for a server of the pool (bounded by outage_limit)
+                attempt -= 1
+                outage_started = outage_started or time.monotonic()
+                if time.monotonic() - outage_started > settings.outage_limit:
+                    raise EndpointError(
+                        f"no answer for {settings.outage_limit:.0f}s (outage_limit), last error: {failure.reason}",
+                        role=role,
+                        endpoint=pool.label,
+                    )
+                continue
             if attempt > settings.retries:
-                raise ModelError(f"{endpoint}: {failure.reason} (after {attempt} attempts)")
+                raise ModelError(f"{where[0]}: {failure.reason} (after {attempt} attempts)")
             if failure.retry_after is not None:  # the server said when: wait that long, spread a little
                 delay = failure.retry_after * random.uniform(1.0, 1.2)
             else:  # exponential backoff with full jitter
@@ -313,16 +355,17 @@ class ModelClient:
     async def _call(
         self,
         settings: ModelSettings,
+        endpoint: Endpoint,
+        model: str,
         messages: list[dict[str, str]],
         fmt: dict[str, Any],
         lease: SlotLease | None = None,
         timings: CallTimings | None = None,
     ) -> tuple[str, tuple[int, int]]:
         if settings.api == "litellm":
-            return await self._call_litellm(settings, messages, fmt)
-        client = self._openai(settings)
+            return await self._call_litellm(settings, endpoint, model, messages, fmt)
         body = {
-            "model": settings.model,
+            "model": model,
             "messages": messages,
             "temperature": settings.temperature,
             "max_tokens": settings.max_tokens,
@@ -338,7 +381,7 @@ class ModelClient:
         # The SDK's documented raw ``post``, not ``chat.completions.create``: create walks every message through
         # the SDK's typed-dict transform (~1.5 ms CPU per call once a worker's conversation has 20 messages);
         # ours are plain role/content strings, and the same request, errors and retries result.
-        data = await client.post(
+        data = await self._sdk(endpoint).post(
             "/chat/completions", cast_to=dict, body=body, options={"timeout": settings.timeout}
         )
         choices = data.get("choices") if isinstance(data, dict) else None
@@ -351,7 +394,12 @@ class ModelClient:
         return content, (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
 
     async def _call_litellm(
-        self, settings: ModelSettings, messages: list[dict[str, str]], fmt: dict[str, Any]
+        self,
+        settings: ModelSettings,
+        endpoint: Endpoint,
+        model: str,
+        messages: list[dict[str, str]],
+        fmt: dict[str, Any],
     ) -> tuple[str, tuple[int, int]]:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
@@ -360,17 +408,16 @@ class ModelClient:
         litellm.suppress_debug_info = True
 
         kwargs: dict[str, Any] = {}
-        if settings.base_url:
-            kwargs["api_base"] = settings.base_url
-            if litellm_needs_provider(settings.model, litellm.provider_list):
+        if endpoint.url:
+            kwargs["api_base"] = endpoint.url
+            kwargs["api_key"] = endpoint.key or "not-needed"  # local OpenAI-compatible servers take any key
+            if litellm_needs_provider(model, litellm.provider_list):
                 # a bare name, as one writes for llama.cpp, Ollama or vLLM: the server speaks OpenAI's API
                 kwargs["custom_llm_provider"] = "openai"
-        if settings.api_key_env:
-            kwargs["api_key"] = os.environ.get(settings.api_key_env, "")
-        elif settings.base_url:
-            kwargs["api_key"] = "not-needed"  # local OpenAI-compatible servers take any key
+        elif endpoint.key:
+            kwargs["api_key"] = endpoint.key
         response = await litellm.acompletion(
-            model=settings.model,
+            model=model,
             messages=messages,
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
@@ -383,36 +430,32 @@ class ModelClient:
         usage = getattr(response, "usage", None)
         return content, ((usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else (0, 0))
 
-    def _base_url(self, settings: ModelSettings) -> str:
-        return settings.base_url or (self.embedded_base_url or "")
-
-    def _openai(self, settings: ModelSettings) -> Any:
-        base_url = self._base_url(settings)
-        if not base_url:
-            raise EndpointError(NO_ENDPOINT, role="model", endpoint="embedded")
-        key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
-        cache_key = (base_url, key)
-        pools = self._clients.get(cache_key)
-        if pools is None:
+    def _sdk(self, endpoint: Endpoint) -> Any:
+        """An SDK client of ``endpoint``, taking turns over its connection pools."""
+        pools = endpoint.sdk
+        if not pools:
             from openai import AsyncOpenAI
 
-            n = -(-settings.max_concurrency // CONNECTIONS_PER_POOL)
-            pools = [
-                AsyncOpenAI(base_url=base_url, api_key=key or "not-needed", max_retries=0) for _ in range(n)
-            ]
-            self._clients[cache_key] = pools
+            n = -(-endpoint.cap.ceiling // CONNECTIONS_PER_POOL)
+            pools.extend(
+                AsyncOpenAI(base_url=endpoint.url, api_key=endpoint.key or "not-needed", max_retries=0)
+                for _ in range(n)
+            )
         self._turn += 1
         return pools[self._turn % len(pools)]
 
     async def aclose(self) -> None:
-        for pools in self._clients.values():
-            for client in pools:
+        for endpoint in self._endpoints.values():
+            for client in endpoint.sdk:
                 await client.close()
-        self._clients.clear()
+            endpoint.sdk.clear()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     def _record(
         self,
-        settings: ModelSettings,
+        where: tuple[str, str],
         role: str,
         agent_id: str | None,
         schema_name: str,
@@ -430,8 +473,8 @@ class ModelClient:
             "session_id": self.session_id,
             "agent_id": agent_id,
             "role": role,
-            "model": settings.model,
-            "endpoint": self._base_url(settings) or settings.endpoint,
+            "model": where[1],
+            "endpoint": where[0],
             "schema_name": schema_name,
             "request": json.dumps(messages, ensure_ascii=False),
             "response": content,

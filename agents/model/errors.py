@@ -19,9 +19,8 @@ BUSY_STATUSES = frozenset({429, 503})
 _CONTEXT_WORDS = re.compile(
     r"context (length|size|window)|exceeds? the (available )?context|too many tokens", re.I
 )
-_DOWN_NAMES = frozenset(
-    {"APIConnectionError", "ConnectError", "ConnectionError", "ConnectionRefusedError", "RemoteProtocolError"}
-)
+_REFUSED_NAMES = frozenset({"ConnectError", "ConnectionRefusedError"})
+"""Nothing listens there (a connection broken mid-reply is transient instead: the next one may work)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
@@ -108,15 +107,26 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
+def _refused(exc: BaseException) -> BaseException | None:
+    """The connection-refused error in ``exc``'s chain of causes (SDKs wrap it), if any."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 6:
+        if type(current).__name__ in _REFUSED_NAMES:
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
 def classify(exc: BaseException, model: str = "") -> Failure:
     """Sort one failed call: what kind it is and a one-line reason naming the status and the server's words."""
     name = type(exc).__name__
     if "Timeout" in name:
         return Failure(Kind.TRANSIENT, f"timed out ({name})")
-    if name in _DOWN_NAMES:
-        cause = exc.__cause__ or exc.__context__
-        detail = f": {one_line(str(cause), 120)}" if cause is not None and str(cause) else ""
-        return Failure(Kind.DOWN, f"cannot connect ({name}{detail})")
+    refused = _refused(exc)
+    if refused is not None:
+        return Failure(Kind.DOWN, f"cannot connect ({type(refused).__name__}: {one_line(str(refused), 120)})")
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         message = one_line(str(exc))

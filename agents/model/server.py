@@ -459,6 +459,19 @@ class EmbeddedServer:
             reply.raise_for_status()
             return reply.json()
 
+    async def revive(self) -> bool:
+        """Start llama-server again, on the same port, if its process died; True if it was restarted."""
+        if self._proc is None or self._proc.returncode is None or self._base_url is None:
+            return False
+        port, fixed = int(self._base_url.rsplit(":", 1)[1].split("/", 1)[0]), self.port
+        self._proc = None
+        self.port = port  # the pools know it by its URL
+        try:
+            await self.start()
+        finally:
+            self.port = fixed
+        return True
+
     async def wait(self) -> int:
         """Waits for the process to exit (it should not until stopped); returns its exit code."""
         if self._exited is None:

@@ -113,6 +113,10 @@ class Recorder(Protocol):
     """The store writer, handed on to integration for its ``commits`` rows."""
 
     def status(self, message: str) -> None: ...
+    def redact(self, text: str) -> str:
+        """``text`` with secrets replaced, before it goes into a prompt (an observation of ``cat .env``)."""
+        ...
+
     def warning(self, message: str, *, agent_id: str | None = None, task_id: str | None = None) -> None: ...
     def plan(
         self, agent_id: str, task_id: str, *, tasks: list[str], subplanners: list[str], scratchpad: str

@@ -88,5 +88,14 @@ async def _diff_stat(ctx: RoleContext, since: str) -> str:
     """What landed on the shared branch since ``since``, as ``git diff --stat``."""
     from ..git.run import git
 
-    result = await git("diff", "--stat", since, ctx.git.shared.tip, cwd=ctx.git.root, check=False)
+    result = await git(
+        "diff",
+        "--stat",
+        "--no-ext-diff",
+        "--no-textconv",
+        since,
+        ctx.git.shared.tip,
+        cwd=ctx.git.root,
+        check=False,
+    )
     return result.out

@@ -183,14 +183,15 @@ class WorkerLoop:
             return None
         started = time.perf_counter()
         observation = await execute(action, self.ctx)
-        text = observation.text
+        elapsed = (time.perf_counter() - started) * 1000
+        # Redacted before it goes anywhere: the next prompt, the record, the operator's screen (`cat .env`).
+        text = self.context.recorder.redact(observation.text)
         if action.name == "read_file" and observation.error and PAST_END.search(text):
             self.seen.past_end_again(action.path)
         if action.name in EDIT_ACTIONS and not observation.error:
             text += await self.after_edit(action)
         if action.name == "replace" and observation.error and REGEX_ESCAPE.search(action.search):
             text += REGEX_HINT
-        elapsed = (time.perf_counter() - started) * 1000
         signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
         if signature == self._previous:  # small models loop; say so instead of letting it spin
             text += REPEAT_NUDGE
@@ -288,7 +289,8 @@ class WorkerLoop:
         self.context.recorder.conflict(
             self.agent.id, self.task.id, list(conflict.paths), getattr(conflict, "round", None)
         )
-        self.messages.append({"role": "user", "content": conflict_message(conflict)})
+        message = self.context.recorder.redact(conflict_message(conflict))
+        self.messages.append({"role": "user", "content": message})
         try:
             await self.until_finish()
         except WorkerLimit:

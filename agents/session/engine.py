@@ -33,28 +33,39 @@ class PreflightError(Exception):
 
 
 async def preflight(settings: Settings, timeout: float = 5.0) -> None:
-    """GET ``/models`` on every configured OpenAI-compatible endpoint, so a typo in a URL fails in seconds."""
+    """GET ``/models`` on every configured OpenAI-compatible endpoint, so a typo in a URL fails in seconds;
+    a role fails only if none of its servers answers."""
     import httpx
 
     from ..settings import ROLES
 
-    urls = {settings.role(r).base_url: settings.role(r) for r in ROLES}
+    answered: dict[str, str] = {}  # base URL -> '' or what went wrong
     async with httpx.AsyncClient(timeout=timeout) as http:
-        for url, model in urls.items():
-            if not url or model.api != "openai":
+        for role in ROLES:
+            model = settings.role(role)
+            servers = model.servers()
+            if not servers or model.api != "openai":
                 continue
-            headers = {}
-            if model.api_key_env and os.environ.get(model.api_key_env):
-                headers["Authorization"] = f"Bearer {os.environ[model.api_key_env]}"
-            # Any answer will do: a refused key or an unknown model ends the session at its first call, with
-            # the reason recorded on the session row.
-            try:
-                await http.get(f"{url}/models", headers=headers)
-            except httpx.HTTPError as exc:
+            problems = []
+            for server in servers:
+                if server.base_url not in answered:
+                    headers = {}
+                    if server.api_key_env and os.environ.get(server.api_key_env):
+                        headers["Authorization"] = f"Bearer {os.environ[server.api_key_env]}"
+                    # Any answer will do: a refused key or an unknown model ends the session at its first
+                    # call, with the reason recorded on the session row.
+                    try:
+                        await http.get(f"{server.base_url}/models", headers=headers)
+                        answered[server.base_url] = ""
+                    except httpx.HTTPError as exc:
+                        answered[server.base_url] = f"{server.base_url} ({type(exc).__name__})"
+                if answered[server.base_url]:
+                    problems.append(answered[server.base_url])
+            if len(problems) == len(servers):  # one server of a pool may be down: the pool probes it back
                 raise PreflightError(
-                    f"model endpoint {url} is not reachable ({type(exc).__name__}); start the server or fix "
-                    "model.base_url (`formicary doctor` checks every endpoint)"
-                ) from None
+                    f"model endpoint {', '.join(problems)} of the {role} is not reachable; start the server or "
+                    "fix model.base_url (`formicary doctor` checks every endpoint)"
+                )
 
 
 @dataclass(frozen=True)

@@ -165,13 +165,15 @@ class AgentEnded(Event):
     completion_tokens: int = 0
 
 
-@_event("llm_call")
+@_event("llm_call", optional=("endpoint",))
 class LlmCall(Event):
     role: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: float | None = None
     error: str | None = None
+    endpoint: str | None = None
+    """The server of the role's pool that took the call."""
 
 
 @_event("plan")

@@ -53,6 +53,9 @@ async def run_session(ctx: SessionContext, controls: SessionControls) -> Outcome
             writer, ctx.session_id, embedded_base_url=embedded_url, embedded_slots=slots
         )
         client.listeners.append(state.on_llm_call)
+        client.notices.append(state.record.warning)  # an endpoint taken out, calls waiting, one back
+        if ctx.embedded is not None and embedded_url:
+            client.revivers[embedded_url] = ctx.embedded.revive
         client.listeners.append(lambda row: _check_token_budget(ctx, controls))
         if ctx.paused:
             client.pause()

@@ -324,6 +324,7 @@ class Record:
                 completion_tokens=completion_tokens,
                 latency_ms=row.get("latency_ms"),
                 error=row.get("error"),
+                endpoint=row.get("endpoint"),
             )
         )
 
@@ -389,6 +390,7 @@ class Record:
                 "new_failures": verdict.new_failures or None,
                 "parse_errors": verdict.parse_errors or None,
                 "check_exit": check.exit_code if check else None,
+                "tip_exit": tip_check.exit_code if tip_check else None,
                 "check_ms": round(check.duration_ms, 1) if check else None,
                 "tip_check_ms": round(tip_check.duration_ms, 1)
                 if verdict.tip_check_ran and tip_check

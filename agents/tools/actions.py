@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..jsontext import extract_json
 from . import confine, pyedit
+from .nested import nested_report, remove_nested_git
 from .sandbox import SandboxLike, SandboxOptions, run_command
 from .sandbox import options as sandbox_options
 
@@ -321,7 +322,18 @@ async def _run(action: Run, ctx: ActionContext) -> Observation:
         footer = f"[timed out after {timeout:g} s: the command and every process it started were killed]"
     else:
         footer = f"[exit code {result.exit_code} after {result.duration_ms / 1000:.1f} s]"
-    return Observation(f"{output}\n{footer}", result.exit_code, result.duration_ms, error=result.timed_out)
+    if result.limit:
+        footer += f"\n[{result.limit}]"
+    # A repository the command made inside the worktree would be read by formicary's own git on the host.
+    removed = await anyio.to_thread.run_sync(remove_nested_git, ctx.real_root)
+    if removed:
+        footer += "\n" + nested_report(removed)
+    return Observation(
+        f"{output}\n{footer}",
+        result.exit_code,
+        result.duration_ms,
+        error=result.timed_out or bool(removed) or bool(result.limit),
+    )
 
 
 async def execute(action: Action | str, ctx: ActionContext) -> Observation:

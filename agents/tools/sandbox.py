@@ -21,11 +21,8 @@ kill and cap; background processes that leave the process group with ``setsid`` 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import select
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -39,10 +36,10 @@ import anyio
 import anyio.abc
 
 from ...store.redact import secret_env_names
+from .limits import Limits, PidsCgroup, keyring_filter, limit_note, pids_base, seccomp_fd, ulimit_prefix
+from .proctree import DRAIN_SECONDS, CappedOutput, end_tree, init_pidfd, pump
 
 SANDBOX_MODES = ("bubblewrap", "none")
-DRAIN_SECONDS = 2.0
-"""How long output is still read after the command ended (a daemonised grandchild may hold the pipe)."""
 
 _PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 _FIXED_ENV = {
@@ -61,17 +58,20 @@ _HOST_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock", "/run/podman/podman
 _BASE = ("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc")
 # fmt: off
 _LOCKDOWN = (
-    "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-    "--cap-drop", "ALL", "--die-with-parent", "--new-session",
+    "--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+    "--unshare-cgroup-try", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
 )
-"""Private PID/IPC/UTS namespaces, no capabilities, killed with its parent, no access to our terminal."""
+"""Private user (a fresh user keyring; no nested user namespaces), PID, IPC and UTS namespaces, no capabilities,
+killed with its parent, no access to our terminal."""
+_PROC_HIDDEN = ("/proc/keys", "/proc/key-users")
+"""Listings of the host's keys (descriptions only, but still): covered with an empty file."""
 _PROC_COVERED = (
     "/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/mtrr", "/proc/pressure", "/proc/acpi",
     "/proc/scsi", "/proc/fs",
 )
 """Writable corners of a fresh /proc, bound read-only over themselves."""
 # fmt: on
-_PROBE_LOCK = threading.Lock()
+_PROBE_LOCK = threading.RLock()  # the probe asks for the features under it
 _PROBED: dict[str, str | None] = {}
 
 
@@ -87,6 +87,20 @@ class SandboxOptions:
     max_timeout: float = 600.0
     output_cap: int = 16_000
     """Characters of output kept (head and tail)."""
+    processes: int = 512
+    """Processes (threads included) one command may run at once."""
+    memory_mb: int = 4096
+    """Private memory per process, MiB (``RLIMIT_DATA``)."""
+    file_size_mb: int = 1024
+    """Largest file a command may write, MiB."""
+    cpu_seconds: int = 600
+    """CPU seconds per process."""
+    tmp_mb: int = 512
+    """Size of each writable tmpfs in the sandbox (``/tmp``, ``/dev/shm``, the hidden home), MiB."""
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.processes, self.memory_mb, self.file_size_mb, self.cpu_seconds, self.tmp_mb)
 
 
 SandboxLike = SandboxOptions | Any
@@ -101,13 +115,18 @@ def options(settings: SandboxLike = None) -> SandboxOptions:
         return SandboxOptions(mode=settings)
     if isinstance(settings, SandboxOptions):
         return settings
+    defaults = SandboxOptions()
     return SandboxOptions(
         mode=settings.mode,
         network=settings.network,
         timeout=settings.timeout,
         max_timeout=settings.max_timeout,
         output_cap=settings.output_cap,
+        **{k: getattr(settings, k, getattr(defaults, k)) for k in _LIMIT_KEYS},
     )
+
+
+_LIMIT_KEYS = ("processes", "memory_mb", "file_size_mb", "cpu_seconds", "tmp_mb")
 
 
 @dataclass
@@ -123,16 +142,21 @@ class CommandResult:
     refused: bool = False
     """The command did not run: no usable sandbox and unsandboxed mode was not chosen."""
     timeout: float = 0.0
+    limit: str = ""
+    """Which resource limit the command ran into, when one clearly did (one line; empty otherwise)."""
 
     @property
     def text(self) -> str:
-        """The output with a closing note when the command was killed."""
+        """The output with a closing note when the command was killed or hit a limit."""
+        text = self.output
         if self.timed_out:
-            return (
-                f"{self.output.rstrip()}\n[timed out after {self.timeout:g} s: the command and every process it "
+            text = (
+                f"{text.rstrip()}\n[timed out after {self.timeout:g} s: the command and every process it "
                 "started were killed]"
             )
-        return self.output
+        if self.limit:
+            text = f"{text.rstrip()}\n[{self.limit}]"
+        return text
 
 
 def _which_bwrap() -> str | None:
@@ -141,7 +165,16 @@ def _which_bwrap() -> str | None:
 
 def _probe(bwrap: str) -> str | None:
     """None when bwrap can build the sandbox here; else why not (containers often forbid user namespaces)."""
-    argv = [bwrap, *_BASE, *_proc_covers(), "--tmpfs", "/tmp", "--unshare-net", *_LOCKDOWN, "--", "true"]
+    features = _features(bwrap)
+    argv = [
+        bwrap,
+        *_BASE,
+        *_proc_covers(),
+        *_tmpfs(features, "/tmp", 1),
+        "--unshare-net",
+        *_lockdown(features),
+    ]
+    argv += ["--", "true"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=20, env=scrubbed_env("/tmp"))
     except (OSError, subprocess.SubprocessError) as exc:
@@ -206,7 +239,36 @@ def _proc_covers() -> list[str]:
     for entry in _PROC_COVERED:
         if os.path.lexists(entry):
             argv += ["--ro-bind", entry, entry]
+    for entry in _PROC_HIDDEN:
+        if os.path.lexists(entry):
+            argv += ["--ro-bind", "/dev/null", entry]
     return argv
+
+
+_FEATURES: dict[str, frozenset[str]] = {}
+
+
+def _features(bwrap: str) -> frozenset[str]:
+    """Options this bwrap knows among the optional ones (``--size`` and ``--disable-userns`` came in 0.7-0.8)."""
+    with _PROBE_LOCK:
+        if bwrap not in _FEATURES:
+            try:
+                done = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=20)
+                text = done.stdout + done.stderr
+            except (OSError, subprocess.SubprocessError):
+                text = ""
+            _FEATURES[bwrap] = frozenset(o for o in ("--size", "--disable-userns", "--seccomp") if o in text)
+        return _FEATURES[bwrap]
+
+
+def _lockdown(features: frozenset[str]) -> list[str]:
+    return [a for a in _LOCKDOWN if a != "--disable-userns" or "--disable-userns" in features]
+
+
+def _tmpfs(features: frozenset[str], folder: str, mb: int) -> list[str]:
+    """A writable tmpfs, sized when this bwrap can (an unsized one is backed by host memory without bound)."""
+    sized = ["--size", str(mb * 1024 * 1024)] if "--size" in features else []
+    return [*sized, "--tmpfs", folder]
 
 
 def _under(path: str, folder: str) -> bool:
@@ -274,15 +336,19 @@ def bwrap_argv(
     network: bool = False,
     environ: Mapping[str, str] | None = None,
     info_fd: int | None = None,
+    limits: Limits | None = None,
+    seccomp: int | None = None,
 ) -> list[str]:
     """The bubblewrap command line for ``command`` in ``worktree`` (a real path). Mount order matters: later
     mounts cover earlier ones, so hiding comes first and the writable worktree last. ``info_fd`` receives
-    bwrap's JSON with the host PID of the namespace's init."""
+    bwrap's JSON with the host PID of the namespace's init; ``seccomp`` an fd holding the keyring filter."""
     environ = os.environ if environ is None else environ
+    limits = limits or Limits()
+    features = _features(bwrap)
     homes, app_dirs = _hidden_dirs(environ)
-    argv = [bwrap, *_BASE, *_proc_covers()]
+    argv = [bwrap, *_BASE, *_tmpfs(features, "/dev/shm", limits.tmp_mb), *_proc_covers()]
     for home in homes:
-        argv += ["--tmpfs", home]
+        argv += _tmpfs(features, home, limits.tmp_mb)
     for root in _tool_roots(environ.get("PATH", ""), homes):
         argv += ["--ro-bind", root, root]
         for secret in _HOME_SECRETS:
@@ -290,13 +356,13 @@ def bwrap_argv(
             if _under(full, root) and os.path.lexists(full):
                 argv += ["--tmpfs", full] if os.path.isdir(full) else ["--ro-bind", "/dev/null", full]
     for folder in app_dirs:
-        argv += ["--tmpfs", folder]
+        argv += _tmpfs(features, folder, 1)
     for secret in _HOST_SECRETS:
         if os.path.isfile(secret):
             argv += ["--ro-bind", "/dev/null", secret]
-    argv += ["--tmpfs", "/tmp"]
+    argv += _tmpfs(features, "/tmp", limits.tmp_mb)
     if not network and os.path.isdir("/run"):
-        argv += ["--tmpfs", "/run"]
+        argv += _tmpfs(features, "/run", 1)
     else:
         if os.path.isdir("/run/user"):
             argv += ["--tmpfs", "/run/user"]
@@ -312,57 +378,14 @@ def bwrap_argv(
         argv.append("--unshare-net")
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]
-    return [*argv, *_LOCKDOWN, "--chdir", worktree, "--", _shell(), "-c", command]
+    if seccomp is not None and "--seccomp" in features:
+        argv += ["--seccomp", str(seccomp)]
+    shell = [_shell(), "-c", ulimit_prefix(limits) + command]
+    return [*argv, *_lockdown(features), "--chdir", worktree, "--", *shell]
 
 
 def _shell() -> str:
     return shutil.which("bash") or "/bin/sh"
-
-
-class _CappedOutput:
-    """Keeps the first and last ``cap // 2`` bytes of a stream and counts the rest."""
-
-    def __init__(self, cap: int) -> None:
-        self.head_cap = max(cap // 2, 1)
-        self.tail_cap = max(cap - self.head_cap, 1)
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def feed(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self.head_cap - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            self.tail += data
-            if len(self.tail) > 2 * self.tail_cap:
-                del self.tail[: len(self.tail) - self.tail_cap]
-
-    @property
-    def cut(self) -> int:
-        return max(self.total - self.head_cap - self.tail_cap, 0)
-
-    def text(self) -> str:
-        head = self.head.decode("utf-8", "replace")
-        if not self.cut:
-            return head + self.tail.decode("utf-8", "replace")
-        tail = bytes(self.tail[-self.tail_cap :]).decode("utf-8", "replace")
-        return (
-            f"{head}\n[... {self.cut} bytes of output cut ({self.total} in all); the head and tail are "
-            f"kept ...]\n{tail}"
-        )
-
-
-async def _pump(stream: anyio.abc.ByteReceiveStream, out: _CappedOutput, done: anyio.Event) -> None:
-    try:
-        async for chunk in stream:
-            out.feed(chunk)
-    except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-        pass
-    finally:
-        done.set()
 
 
 async def run_command(
@@ -386,48 +409,84 @@ async def run_command(
         problem = await anyio.to_thread.run_sync(sandbox_problem, opts)
         if problem is not None:
             return CommandResult(refusal(problem), None, refused=True)
-    out = _CappedOutput(opts.output_cap if output_cap is None else output_cap)
+    out = CappedOutput(opts.output_cap if output_cap is None else output_cap)
     started = time.perf_counter()
-    async with _spawn(command, worktree, opts, extra_secret_names) as (process, init):
+    async with _spawn(command, worktree, opts, extra_secret_names) as (process, init, cgroup):
         timed_out = False
         async with anyio.create_task_group() as tg:
             done = anyio.Event()
             assert process.stdout is not None
-            tg.start_soon(_pump, process.stdout, out, done)
+            tg.start_soon(pump, process.stdout, out, done)
             with anyio.move_on_after(timeout) as scope:
                 await process.wait()
             timed_out = scope.cancelled_caught
-            await _end_tree(process, init)
+            await end_tree(process, init)
+            if (
+                cgroup is not None
+            ):  # unsandboxed, the cgroup is what reaches every process the command started
+                await anyio.to_thread.run_sync(cgroup.kill_all)
             with anyio.move_on_after(DRAIN_SECONDS):
                 await done.wait()
             tg.cancel_scope.cancel()
+        forks_refused = cgroup is not None and cgroup.hit()
+    output = out.text()
+    exit_code = None if timed_out else process.returncode
     return CommandResult(
-        output=out.text(),
-        exit_code=None if timed_out else process.returncode,
+        output=output,
+        exit_code=exit_code,
         timed_out=timed_out,
         duration_ms=(time.perf_counter() - started) * 1000,
         cut_bytes=out.cut,
         timeout=timeout,
+        limit=limit_note(opts.limits, exit_code, output, forks_refused),
     )
+
+
+_FILTER: list[bytes | None] = []
+
+
+def _keyring_filter() -> bytes | None:
+    if not _FILTER:
+        _FILTER.append(keyring_filter())
+    return _FILTER[0]
 
 
 @contextlib.asynccontextmanager
 async def _spawn(
     command: str, worktree: str, opts: SandboxOptions, extra_secret_names: Iterable[str]
-) -> AsyncIterator[tuple[anyio.abc.Process, int | None]]:
-    """Start the command in a new session; yield it and (under bwrap) a pidfd of its namespace's init.
-    On the way out, whatever happened, every process it started is killed and reaped."""
+) -> AsyncIterator[tuple[anyio.abc.Process, int | None, PidsCgroup | None]]:
+    """Start the command in a new session; yield it, (under bwrap) a pidfd of its namespace's init, and its pids
+    cgroup when one could be made. On the way out, whatever happened, every process it started is killed and
+    reaped."""
     private_home = init = None
-    info_r = info_w = -1
-    if opts.mode == "none":
-        private_home = tempfile.mkdtemp(prefix="formicary-home-")
-        argv = [_shell(), "-c", command]
-        env = scrubbed_env(private_home, extra_secret_names=extra_secret_names)
-    else:
-        info_r, info_w = os.pipe()
-        argv = bwrap_argv(_which_bwrap() or "bwrap", worktree, command, network=opts.network, info_fd=info_w)
-        env = scrubbed_env("/tmp", extra_secret_names=extra_secret_names)
+    info_r = info_w = filter_r = -1
+    limits = opts.limits
+    base = await anyio.to_thread.run_sync(pids_base)
+    cgroup = None
     try:
+        if base is not None:
+            cgroup = PidsCgroup(base, limits.processes)
+        if opts.mode == "none":
+            private_home = tempfile.mkdtemp(prefix="formicary-home-")
+            argv = [_shell(), "-c", ulimit_prefix(limits) + command]
+            env = scrubbed_env(private_home, extra_secret_names=extra_secret_names)
+        else:
+            info_r, info_w = os.pipe()
+            program = _keyring_filter()
+            if program is not None:
+                filter_r = seccomp_fd(program)
+            argv = bwrap_argv(
+                _which_bwrap() or "bwrap",
+                worktree,
+                command,
+                network=opts.network,
+                info_fd=info_w,
+                limits=limits,
+                seccomp=filter_r if filter_r >= 0 else None,
+            )
+            env = scrubbed_env("/tmp", extra_secret_names=extra_secret_names)
+        if cgroup is not None:
+            argv = cgroup.wrap(argv)
         process = await anyio.open_process(
             argv,
             stdin=subprocess.DEVNULL,
@@ -436,61 +495,32 @@ async def _spawn(
             cwd=worktree,
             env=env,
             start_new_session=True,
-            pass_fds=(info_w,) if info_w >= 0 else (),
+            pass_fds=tuple(fd for fd in (info_w, filter_r) if fd >= 0),
         )
     except BaseException:
-        for fd in (info_r, info_w):
+        for fd in (info_r, info_w, filter_r):
             if fd >= 0:
                 os.close(fd)
         if private_home:
             shutil.rmtree(private_home, ignore_errors=True)
+        if cgroup is not None:
+            cgroup.close()
         raise
     try:
+        if filter_r >= 0:
+            os.close(filter_r)
         if info_w >= 0:
             os.close(info_w)
-            init = await _init_pidfd(info_r)
-        yield process, init
+            init = await init_pidfd(info_r)
+        yield process, init, cgroup
     finally:
         with anyio.CancelScope(shield=True):
-            await _end_tree(process, init)
+            await end_tree(process, init)
             await process.wait()
             await process.aclose()
             if init is not None:
                 os.close(init)
             if private_home:
                 shutil.rmtree(private_home, ignore_errors=True)
-
-
-def _read_info(fd: int) -> bytes:
-    """bwrap's ``--info-fd`` JSON: read up to its closing brace (or EOF, when bwrap failed first)."""
-    try:
-        data = b""
-        while b"}" not in data and (chunk := os.read(fd, 4096)):
-            data += chunk
-        return data
-    finally:
-        os.close(fd)
-
-
-async def _init_pidfd(info_r: int) -> int | None:
-    """A pidfd of bwrap's PID-namespace init, from ``--info-fd``. The init exits only after the kernel has
-    killed and reaped every process in its namespace, so its exit is the proof that the tree is gone."""
-    data = await anyio.to_thread.run_sync(_read_info, info_r)
-    try:
-        return os.pidfd_open(int(json.loads(data)["child-pid"]))
-    except (ValueError, KeyError, TypeError, OSError, AttributeError):
-        return None  # bwrap failed before starting (its error is in the output), or no pidfd support
-
-
-async def _end_tree(process: anyio.abc.Process, init: int | None) -> None:
-    """SIGKILL the process group (bwrap, or the shell and its children) and the namespace's init, then wait
-    (at most :data:`DRAIN_SECONDS`) until the init is gone."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    if init is None:
-        return
-    with contextlib.suppress(OSError):
-        signal.pidfd_send_signal(init, signal.SIGKILL)
-    with anyio.move_on_after(DRAIN_SECONDS):
-        while not select.select([init], [], [], 0)[0]:
-            await anyio.sleep(0.002)
+            if cgroup is not None:
+                cgroup.close()

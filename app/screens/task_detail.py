@@ -18,6 +18,7 @@ from textual.widgets import Footer, Label, RichLog, Static, TabbedContent, TabPa
 
 from ..store import queries as q
 from ..store.db import connect
+from ..store.sanitize import safe_text
 from ..view import formatting as fmt
 from ..view.loglines import action_row_chunk, agent_header, ended_line
 from ..widgets.agent_log import AgentLog
@@ -85,8 +86,9 @@ def git_show(repo: str, sha: str) -> str:
     async def show():
         with anyio.fail_after(GIT_SHOW_TIMEOUT):
             return await git(
-                "show", "--stat", "--patch", "--no-color", "--format=fuller", sha, cwd=repo, check=False
-            )
+                "show", "--stat", "--patch", "--no-color", "--no-ext-diff", "--no-textconv", "--format=fuller",
+                sha, cwd=repo, check=False,
+            )  # fmt: skip
 
     try:
         result = anyio.run(show)
@@ -99,7 +101,7 @@ def git_show(repo: str, sha: str) -> str:
 
 def diff_text(diff: str) -> Text:
     text = Text()
-    lines = diff.splitlines()
+    lines = safe_text(diff).splitlines()
     for line in lines[:MAX_DIFF_LINES]:
         style = ""
         if line.startswith("+") and not line.startswith("+++"):
@@ -135,7 +137,7 @@ def _handoff(raw: str | None) -> list[tuple[str, str]]:
 
 
 def task_text(d: TaskDetail) -> Text:
-    t = d.task
+    t = {k: safe_text(v) if isinstance(v, str) else v for k, v in d.task.items()}  # agents wrote these
     text = Text()
     text.append(f"{fmt.icon(t['status'])} {t['status']}", style=fmt.style(t["status"]))
     text.append(
@@ -143,7 +145,7 @@ def task_text(d: TaskDetail) -> Text:
     )
     if d.parent_title:
         text.append("Planned by  ", style="bold")
-        text.append(d.parent_title + "\n")
+        text.append(safe_text(d.parent_title) + "\n")
     try:
         files = ", ".join(json.loads(t["files"] or "[]"))
     except (ValueError, TypeError):
@@ -171,7 +173,7 @@ def task_text(d: TaskDetail) -> Text:
                 f"{c['retries']} retries  {c['conflicts']} conflicts\n"
             )
             if c["error"]:
-                text.append(f"  {c['error']}\n", style="red")
+                text.append(f"  {safe_text(c['error'])}\n", style="red")
     return text
 
 

@@ -47,6 +47,9 @@ class TaskView:
     done: int = 0
     """Work tasks finished in this subtree (itself included)."""
     total: int = 0
+    gate: str = ""
+    """The landing gate's last verdict on this task's work (passed, refused), empty before it was gated."""
+    refusals: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,8 @@ class StatusView:
     completion_tokens: int = 0
     started_at: float | None = None
     ended_at: float | None = None
+    endpoint_calls: tuple[tuple[str, int], ...] = ()
+    """(endpoint, model calls) per server the session's calls went to, in first-use order."""
 
     @property
     def ended(self) -> bool:
@@ -131,6 +136,7 @@ class SessionModel:
         self.agents: dict[str, AgentView] = {}
         self.agent_roles: dict[str, str] = {}
         self.task_agent: dict[str, str] = {}
+        self.task_gate: dict[str, tuple[str, int]] = {}
         self.watch: str | None = None
 
     # -- loading -----------------------------------------------------------------------------------
@@ -158,6 +164,7 @@ class SessionModel:
             self.agent_roles[link["id"]] = link["role"]
             if link["task_id"]:
                 self.task_agent[link["task_id"]] = link["id"]
+        self.task_gate = q.task_gates(db, sid)
         for row in sorted(q.tasks(db, sid), key=lambda r: (int(r["depth"]), r["id"])):
             self._put_task(row)
         self._recount_all()
@@ -217,6 +224,10 @@ class SessionModel:
         agent_ids: set[str] = set()
         for event in events:
             if isinstance(event, ev.TaskCreated | ev.TaskStarted | ev.TaskEnded) and event.task_id:
+                task_ids.add(event.task_id)
+            elif isinstance(event, ev.GateDecided) and event.task_id:
+                _, refused = self.task_gate.get(event.task_id, ("", 0))
+                self.task_gate[event.task_id] = (event.verdict, refused + (event.verdict == "refused"))
                 task_ids.add(event.task_id)
             aid = event.agent_id
             if aid and (isinstance(event, ev.AgentStarted) or aid not in self.agent_roles):
@@ -284,6 +295,7 @@ class SessionModel:
                     status,
                     prompt_tokens=status.prompt_tokens + p,
                     completion_tokens=status.completion_tokens + c,
+                    endpoint_calls=_count_call(status.endpoint_calls, event.endpoint),
                 )
                 if agent is not None:
                     agent = replace(
@@ -410,6 +422,8 @@ class SessionModel:
             agent_id=self.task_agent.get(tid),
             done=old.done if old else 0,
             total=old.total if old else 0,
+            gate=self.task_gate.get(tid, ("", 0))[0],
+            refusals=self.task_gate.get(tid, ("", 0))[1],
         )
 
     def _recount(self, tid: str) -> bool:
@@ -482,3 +496,13 @@ def read_agent_log(db: Any, session_id: str, agent_id: str) -> tuple[list[LogChu
         return chunks, upto
     finally:
         db.conn.execute("COMMIT")
+
+
+def _count_call(counts: tuple[tuple[str, int], ...], endpoint: str | None) -> tuple[tuple[str, int], ...]:
+    """``counts`` with one more call to ``endpoint``."""
+    if not endpoint:
+        return counts
+    for i, (name, n) in enumerate(counts):
+        if name == endpoint:
+            return (*counts[:i], (name, n + 1), *counts[i + 1 :])
+    return (*counts, (endpoint, 1))

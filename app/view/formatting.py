@@ -5,6 +5,8 @@ Status is always shown by an icon AND a colour, so it survives a monochrome term
 
 from __future__ import annotations
 
+from ..store.sanitize import safe_text
+
 STATUS_ICON = {
     "pending": "○",
     "running": "◐",
@@ -58,5 +60,6 @@ def duration(seconds: float | None) -> str:
 
 
 def clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    """One line of at most ``width`` characters, control characters stripped (agents wrote most of these)."""
+    text = " ".join(safe_text(text).split())
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
