@@ -104,3 +104,47 @@ def test_the_status_bar_shows_why_a_session_failed():
     assert "FAILED" in text and "HTTP 401, the endpoint refused the key" in text
     running = StatusView(session_status="running", stop_reason=None, warning="slow", started_at=0.0)
     assert "refused" not in status_text(running, now=10.0, mode="live", compact=False).plain
+
+
+def test_headless_output_says_it_waits_for_the_endpoint_and_the_run_lands(tmp_path):
+    """The only server stops for a few seconds mid-run: the operator reads one waiting line, nothing fails."""
+    import time
+
+    from tests.bench_team import bench_goal
+    from tests.scripted_server import spawn_server_process, stop_server_process
+
+    responder = "tests.bench_team:bench_responder"
+    proc, url = spawn_server_process(responder=responder, latency=0.2)
+    port = url.split(":")[2].split("/")[0]
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"}, n_files=10)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[model]\nbase_url = "{url}"\nmodel = "scripted-model"\nretries = 1\n[sandbox]\nmode = "none"\n'
+        "[limits]\ncycles = 1\nworkers = 3\nplanner_depth = 0\nfollowups_per_planner = 0\n"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "formicary", "run", "--headless", "--repo", str(repo), "--goal",
+         bench_goal(12, 4, 10), "--config", str(cfg), "--db", str(tmp_path / "r.db")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        assert run.stdout is not None
+        for line in run.stdout:
+            lines.append(line)
+            if line.split(" ", 1)[-1].startswith("landed"):
+                break
+        stop_server_process(proc)
+        time.sleep(5)
+        proc, _ = spawn_server_process(responder=responder, latency=0.2, extra_args=[f"--port={port}"])
+        out, _ = run.communicate(timeout=240)
+        output = "".join(lines) + out
+    finally:
+        run.kill()
+        stop_server_process(proc)
+    assert run.returncode == 0, output
+    assert "waiting for the model endpoint of the worker" in output
+    assert "answers again" in output
+    assert "task failed" not in output and "Traceback" not in output

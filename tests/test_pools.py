@@ -17,7 +17,7 @@ from formicary.agents.settings import ModelSettings, Settings
 from formicary.store import db as store_db
 from tests.bench_team import bench_goal
 from tests.gitrepo import make_repo
-from tests.scripted_server import ScriptedServer, spawn_server_process, stop_server_process
+from tests.scripted_server import Failure, ScriptedServer, spawn_server_process, stop_server_process
 
 pytestmark = pytest.mark.anyio
 
@@ -189,7 +189,7 @@ async def test_a_dead_embedded_server_is_restarted_on_its_port_when_probed(tmp_p
         os.kill(first, signal.SIGKILL)
         await server.wait()
         endpoint.mark_down("cannot connect (ConnectError)")
-        assert await client._probe(endpoint)  # restarted, then answered GET /models
+        assert await client._probe(endpoint, "m")  # restarted, then answered GET /models
         assert server.pid != first and server.base_url == url
         assert not await server.revive()  # alive: nothing to do
         await client.aclose()
@@ -210,3 +210,36 @@ def test_the_status_bar_shows_calls_per_endpoint_of_a_pool():
     assert "calls 127.0.0.1:8001 2 · 127.0.0.1:8002 1" in text
     alone = StatusView(endpoint_calls=counts[:1], started_at=0.0)
     assert "calls" not in status_text(alone, 1.0, "live", compact=False).plain
+
+
+async def test_a_server_failing_its_calls_stays_out_until_a_real_call_works():
+    with ScriptedServer(responder=answer) as sick, ScriptedServer(responder=answer) as well:
+        sick.fail_always = Failure("500")
+        settings = ModelSettings(
+            model="scripted-model", max_concurrency=2, endpoints=[sick.base_url, well.base_url]
+        )
+        client = ModelClient()
+        try:
+            replies = await ask_many(client, settings, 30)
+            endpoint = client.pool(settings, "worker").members[0]
+            assert len(replies) == 30 and not endpoint.up  # taken out after a few failed calls
+            failed_on_sick = sick.request_count
+            assert failed_on_sick <= 8
+            endpoint.next_probe = 0.0
+            assert not await client._probe(endpoint, "scripted-model")  # GET /models works, the call does not
+            sick.fail_always = None
+            assert await client._probe(endpoint, "scripted-model")
+        finally:
+            await client.aclose()
+
+
+async def test_cancelled_waiters_give_their_slots_back():
+    with ScriptedServer(responder=answer, latency=0.3) as srv:
+        settings = ModelSettings(model="scripted-model", base_url=srv.base_url, max_concurrency=2)
+        client = ModelClient()
+        with anyio.move_on_after(0.5):  # 20 calls, 2 at a time: most are waiting when cancelled
+            await ask_many(client, settings, 20)
+        endpoint = client.pool(settings, "worker").members[0]
+        assert endpoint.in_flight == 0 and client.pool(settings, "worker").waiting == 0
+        assert len(await ask_many(client, settings, 4)) == 4
+        await client.aclose()

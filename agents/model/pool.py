@@ -5,9 +5,9 @@ cap holds across roles. A :class:`Pool` is one role's list of endpoints and the 
 a slot in arrival order as soon as one frees (no thundering herd: a release wakes one waiter).
 
 Health: a server that refuses connections is taken out at once; one whose calls fail three times in a row is
-taken out when its pool has others to use. Taken-out servers are probed (``GET /models``, after restarting the
-embedded llama-server if it died) with growing intervals, by a caller of the pool, and put back when they
-answer. When no server of a pool is up, its calls wait — the operator is told "waiting for the model endpoint
+taken out when its pool has others to use. Taken-out servers are probed with growing intervals (doubled for
+one that flaps) by a caller of the pool — ``GET /models`` when nothing listened (after restarting the embedded
+llama-server if it died), a one-token chat request when its calls failed — and put back when they answer. When no server of a pool is up, its calls wait — the operator is told "waiting for the model endpoint
 …" — until one answers again or ``outage_limit`` seconds pass, which ends the session with one line.
 """
 
@@ -27,6 +27,8 @@ FAILURES_TO_EJECT = 3
 PROBE_FIRST = 0.5
 PROBE_MAX = 5.0
 PROBE_TIMEOUT = 2.0
+FLAP_WINDOW = 30.0
+"""A server taken out again within this many seconds of coming back waits twice as long for its next probe."""
 
 
 class AdaptiveLimiter:
@@ -65,6 +67,8 @@ class Endpoint:
         self.failed_calls = 0
         self.streak = 0
         self.up = True
+        self.up_since = -FLAP_WINDOW
+        self.probe_listing = True
         self.down_since = 0.0
         self.next_probe = 0.0
         self.probe_every = PROBE_FIRST
@@ -79,16 +83,24 @@ class Endpoint:
     def label(self) -> str:
         return self.url or "the provider's endpoint"
 
-    def mark_down(self, reason: str) -> None:
+    def mark_down(self, reason: str, refused: bool = True) -> None:
+        """Take the server out; ``refused``: nothing listened (else its calls kept failing)."""
         if not self.url:
             return
         self.last_error = reason
         if not self.up:
             return
         self.up = False
-        self.down_since = time.monotonic()
-        self.probe_every = PROBE_FIRST
-        self.next_probe = self.down_since + PROBE_FIRST
+        self.probe_listing = refused  # else it listens: probe it with a real (one-token) call
+        now = time.monotonic()
+        # out again soon after it was let back in: wait longer before the next probe
+        flapping = now - self.up_since < FLAP_WINDOW
+        self.probe_every = min(PROBE_MAX, self.probe_every * 2) if flapping else PROBE_FIRST
+        self.down_since = now
+        self.next_probe = now + self.probe_every
+        shared = [p for p in self.pools if len(p.members) > 1]
+        if shared:  # others take its calls meanwhile
+            shared[0].notify(f"model endpoint {self.label} taken out of its pool: {reason}")
         for pool in self.pools:
             pool.member_down(self)
 
@@ -97,8 +109,18 @@ class Endpoint:
         if self.up:
             return
         self.up = True
+        self.up_since = time.monotonic()
+        shared = [p for p in self.pools if len(p.members) > 1]
+        if shared:
+            shared[0].notify(f"model endpoint {self.label} is back in its pool")
         for pool in self.pools:
             pool.member_up(self)
+
+    def abandoned(self) -> None:
+        """A call given up by its caller (cancelled): its slot frees, nothing is learned about the server."""
+        self.in_flight -= 1
+        for pool in self.pools:
+            pool.dispatch()
 
     def finished(self, failure: Kind | None, reason: str = "") -> None:
         """Account one call that ended; ``failure`` is its kind, None on success."""
@@ -116,7 +138,7 @@ class Endpoint:
             elif failure is Kind.TRANSIENT:
                 self.streak += 1
                 if self.streak >= FAILURES_TO_EJECT and any(len(p.members) > 1 for p in self.pools):
-                    self.mark_down(f"{self.streak} failed calls in a row, the last: {reason}")
+                    self.mark_down(f"{self.streak} failed calls in a row, the last: {reason}", refused=False)
         for pool in self.pools:
             pool.dispatch()
 
@@ -131,7 +153,7 @@ class _Waiter:
 
 
 Notify = Callable[[str], None]
-Probe = Callable[[Endpoint], Awaitable[bool]]
+Probe = Callable[[Endpoint, str], Awaitable[bool]]
 
 
 class Pool:
@@ -150,10 +172,11 @@ class Pool:
         self.members = [endpoint for endpoint, _ in members]
         self.models = {id(endpoint): model for endpoint, model in members}
         self.outage_limit = outage_limit
-        self._probe_fn, self._notify = probe, notify
+        self._probe_fn, self.notify = probe, notify
         self._waiters: deque[_Waiter] = deque()
         self._probing = False
         self._outage_since: float | None = None
+        self._announced = False
         for endpoint in self.members:
             endpoint.pools.append(self)
 
@@ -228,7 +251,8 @@ class Pool:
         except BaseException:
             if waiter.endpoint is not None:  # handed a slot as it was cancelled: give it back
                 waiter.endpoint.in_flight -= 1
-                self.dispatch()
+                for pool in waiter.endpoint.pools:
+                    pool.dispatch()
             elif waiter in self._waiters:
                 self._waiters.remove(waiter)
             raise
@@ -237,23 +261,17 @@ class Pool:
 
     def member_down(self, endpoint: Endpoint) -> None:
         if self._outage_since is None and not any(e.up for e in self.members):
-            self._outage_since = time.monotonic()
-            self._notify(
-                f"waiting for the model endpoint of the {self.role} ({self.label}): {endpoint.last_error}; "
-                f"calls wait up to {self.outage_limit:.0f}s for it to answer"
-            )
-        elif self._outage_since is None:
-            self._notify(
-                f"model endpoint {endpoint.label} taken out of the {self.role}'s pool: {endpoint.last_error}"
-            )
+            self._outage_since = time.monotonic()  # announced once a call of this role waits for it
 
     def member_up(self, endpoint: Endpoint) -> None:
         if self._outage_since is not None:
             waited = time.monotonic() - self._outage_since
             self._outage_since = None
-            self._notify(f"model endpoint {endpoint.label} answers again after {waited:.0f}s; calls resume")
-        elif len(self.members) > 1:
-            self._notify(f"model endpoint {endpoint.label} is back in the {self.role}'s pool")
+            if self._announced:
+                self._announced = False
+                self.notify(
+                    f"model endpoint {endpoint.label} answers again after {waited:.0f}s; calls resume"
+                )
         self.dispatch()
 
     def _probe_due(self) -> bool:
@@ -268,12 +286,19 @@ class Pool:
                 continue
             endpoint.probe_every = min(PROBE_MAX, endpoint.probe_every * 1.5)
             endpoint.next_probe = now + endpoint.probe_every
-            if await self._probe_fn(endpoint):
+            if await self._probe_fn(endpoint, self.model(endpoint)):
                 endpoint.mark_up()
 
     async def _lead_outage(self, waiter: _Waiter) -> None:
         """No server is up: this waiter probes them until one answers, or fails every waiter at the limit."""
         self._probing = True
+        if not self._announced:
+            self._announced = True
+            last = "; ".join(e.last_error for e in self.members if e.last_error)
+            self.notify(
+                f"waiting for the model endpoint of the {self.role} ({self.label}): {one_line(last, 160)}; "
+                f"calls wait up to {self.outage_limit:.0f}s for it to answer"
+            )
         try:
             while waiter.endpoint is None and waiter.error is None and self._outage_since is not None:
                 if time.monotonic() - self._outage_since > self.outage_limit:
