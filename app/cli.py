@@ -15,6 +15,7 @@ LAZY_COMMANDS = {
     "resume": ("formicary.cli_run", "resume", "Carry on a session after a crash or a stop."),
     "attach": ("formicary.cli_run", "attach", "Open the TUI on a session running in another terminal."),
     "sessions": ("formicary.cli_info", "sessions", "List past sessions from the record."),
+    "calls": ("formicary.cli_calls", "calls", "Print an agent's model calls, whole conversations rebuilt."),
     "show": (
         "formicary.cli_show",
         "show",

@@ -15,7 +15,9 @@ first wave (its tasks also paid for creating every worktree). ``efficiency_by_du
 Little's law (workers ÷ mean task duration), a cross-check insensitive to waves. CPU is reported for the engine
 process (all threads) and its reaped children (git) apart, per model call and per task; ``task_time`` and
 ``where`` break a task's wall time down, ``git`` counts git processes per task, ``cores_other_processes`` is what
-the rest of the machine used meanwhile (a busy neighbour lowers the figure).
+the rest of the machine used meanwhile (a busy neighbour lowers the figure). ``record_bytes_per_call`` is how
+much the whole record (every table, in SQLite pages) grew in the window per model call, ``record_gb_per_hour``
+that growth per hour.
 
 Worktrees live where the engine puts them (on disk, in the data folder, here a temporary one);
 ``--worktrees tmpfs`` puts them in /dev/shm instead, and ``--fresh-worktrees`` makes a new worktree per task (the
@@ -62,10 +64,35 @@ from tests.gitrepo import make_repo  # noqa: E402
 from tests.scripted_server import spawn_server_process, stop_server_process  # noqa: E402
 
 
+def record_bytes(db_path: Path) -> int:
+    """The record's size as committed (WAL frames included): its page count read on a fresh connection."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        pages, size = (
+            conn.execute("PRAGMA page_count").fetchone()[0],
+            conn.execute("PRAGMA page_size").fetchone()[0],
+        )
+        return int(pages * size)
+    finally:
+        conn.close()
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def snapshot(engine: Engine, server_pid: int) -> dict[str, float]:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     writer = engine.writer
     return {
+        "record_bytes": record_bytes(engine.db_path),
+        "rss": rss_bytes(),
         "at": time.monotonic(),
         "utc": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "engine": time.process_time(),
@@ -117,6 +144,7 @@ async def measure(args: argparse.Namespace, base: Path, base_url: str, server_pi
         db_path=base / "f.db",
     )
     await engine.prepare()
+    rss_before = rss_bytes()
     if args.fresh_worktrees:
         engine.git.reuse_worktrees = False
     probe = Probe()
@@ -150,6 +178,7 @@ async def measure(args: argparse.Namespace, base: Path, base_url: str, server_pi
         await anyio.sleep(probe.whole_periods(a["at"], args.window) - args.window)
         b = outcome["b"] = snapshot(engine, server_pid)
         engine.stop(reason="benchmark window over")
+    b["rss_before"] = rss_before
     return report(args, engine, probe, a, b, ideal, tasks, wt_lock, gate, base / "f.db", outcome.get("o"))
 
 
@@ -205,6 +234,12 @@ def report(
             "FROM llm_calls WHERE session_id = ?",
             [engine.session_id],
         ).fetchone()
+        by_table = {
+            name: round(size / 2**20, 2)
+            for name, size in db.execute(
+                "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 8"
+            ).fetchall()
+        }
         checks = {
             "llm_call_rows": req[0],
             "client_calls": engine.client.calls,
@@ -251,10 +286,19 @@ def report(
         "between_calls_s": mean_of(2),
         "after_last_call_s": mean_of(3),
     }
+    # The record's growth in the window: every table (calls, actions, events, commits...) in pages as stored,
+    # per model call, and per hour (the plan and task rows written at the start are not in it).
+    per_call = (b["record_bytes"] - a["record_bytes"]) / max(1, ncalls)
     return {
         "bench": "efficiency",
         "workers": args.workers,
         "efficiency": round(rate / ideal, 3),
+        "record_bytes_per_call": round(per_call),
+        # Memory per worker: the engine's growth from before the first worker to the window's end, every worker
+        # busy or waiting on its model call (a worker idles in that wait), divided by the workers.
+        "rss_mb": round(b["rss"] / 2**20, 1),
+        "rss_kb_per_worker": round((b["rss"] - b["rss_before"]) / 1024 / args.workers, 1),
+        "record_gb_per_hour": round(per_call * ncalls / window * 3600 / 1e9, 3),
         "efficiency_by_duration": round(little / ideal, 3),
         "tasks_per_s": round(rate, 3),
         "ideal_tasks_per_s": round(ideal, 3),
@@ -311,8 +355,10 @@ def report(
             "rows_per_s": round((b["rows"] - a["rows"]) / window),
             "rows_per_call": round((b["rows"] - a["rows"]) / ncalls, 1) if ncalls else None,
             "batches_per_s": round((b["batches"] - a["batches"]) / window, 1),
-            "request_kb_per_call": round(req[1] / 1024 / max(1, req[0]), 1),
+            "request_kb_per_call": round(req[1] / 1024 / max(1, req[0]), 2),
+            "response_kb_per_call": round(req[2] / 1024 / max(1, req[0]), 2),
             "db_mb": round(db_path.stat().st_size / 2**20, 1),
+            "mb_by_table": by_table,
         },
         "checks": checks,
         "latency_s": args.latency,

@@ -221,6 +221,22 @@ def m004_gate_tip_exit(db: Database) -> None:
     db.executescript("ALTER TABLE gates ADD COLUMN tip_exit INTEGER;  -- NULL: no tip check known")
 
 
+@migrations(name="m005_lean_calls")
+def m005_lean_calls(db: Database) -> None:
+    """A model call stores only the messages new since its agent's previous call (``parent_id``), after the
+    first ``kept`` messages of that call's conversation; large texts are stored as zlib BLOBs.
+
+    Rows written before this (``kept`` NULL) hold their whole conversation in ``request``, as text. Either way
+    ``store.queries.call_messages`` rebuilds the conversation that was sent.
+    """
+    db.executescript(
+        """
+        ALTER TABLE llm_calls ADD COLUMN parent_id TEXT;  -- the same agent's previous call, NULL for the first
+        ALTER TABLE llm_calls ADD COLUMN kept INTEGER;    -- messages of the parent's conversation that come first
+        """
+    )
+
+
 def apply(db: Database) -> None:
     """Bring ``db`` up to the newest schema."""
     migrations.apply(db)

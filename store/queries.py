@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from .packing import unpack
+
 SESSION_SUMMARY = """
 SELECT s.id, s.goal, s.repo, s.branch, s.status, s.stop_reason, s.started_at, s.ended_at, s.pid,
        (SELECT COUNT(*) FROM cycles c WHERE c.session_id = s.id) AS cycles,
@@ -57,12 +59,21 @@ def agents(db: Database, session_id: str) -> list[dict[str, Any]]:
     return list(db.query("SELECT * FROM agents WHERE session_id = ? ORDER BY id", [session_id]))
 
 
+def _texts(row: dict[str, Any], *columns: str) -> dict[str, Any]:
+    """``row`` with its compressed text columns (see :mod:`.packing`) as text."""
+    for column in columns:
+        if isinstance(row.get(column), bytes):
+            row[column] = unpack(row[column])
+    return row
+
+
 def actions(db: Database, agent_id: str, after_step: int = -1) -> list[dict[str, Any]]:
-    return list(
-        db.query(
+    return [
+        _texts(row, "arguments", "observation")
+        for row in db.query(
             "SELECT * FROM actions WHERE agent_id = ? AND step > ? ORDER BY step", [agent_id, after_step]
         )
-    )
+    ]
 
 
 def commits(db: Database, session_id: str) -> list[dict[str, Any]]:
@@ -91,6 +102,66 @@ def token_totals(db: Database, session_id: str) -> tuple[int, int]:
         )
     )
     return int(row["p"]), int(row["c"])
+
+
+def _conversation(row: dict[str, Any], rebuilt: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    new = json.loads(unpack(row["request"]) or "[]")
+    if row.get("kept") is None:  # recorded before the lean record: the whole conversation
+        return new
+    if not row["kept"]:
+        return new
+    base = rebuilt.get(row["parent_id"])
+    if base is None:
+        raise LookupError(f"model call {row['id']}: its parent call {row['parent_id']} is not in the record")
+    return base[: row["kept"]] + new
+
+
+def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
+    """An agent's model calls in the order they were made, each with ``messages``, the whole conversation it
+    sent, rebuilt from the lean record (each row holds only what was new since the agent's previous call), and
+    ``response`` as text."""
+    rows = list(db.query("SELECT * FROM llm_calls WHERE agent_id = ? ORDER BY created_at, id", [agent_id]))
+    by_id = {row["id"]: row for row in rows}
+    rebuilt: dict[str, list[dict[str, Any]]] = {}
+    ordered: list[dict[str, Any]] = []
+
+    def build(row: dict[str, Any]) -> None:
+        chain = [row]  # parents first: a call is rebuilt from its parent's conversation
+        while (
+            chain[-1].get("kept")
+            and chain[-1]["parent_id"] in by_id
+            and chain[-1]["parent_id"] not in rebuilt
+        ):
+            chain.append(by_id[chain[-1]["parent_id"]])
+        for link in reversed(chain):
+            if link["id"] not in rebuilt:
+                rebuilt[link["id"]] = _conversation(link, rebuilt)
+
+    for row in rows:
+        build(row)
+        ordered.append(
+            row
+            | {
+                "messages": rebuilt[row["id"]],
+                "response": unpack(row["response"]),
+                "request": unpack(row["request"]),
+            }
+        )
+    return ordered
+
+
+def call_messages(db: Database, call_id: str) -> list[dict[str, Any]]:
+    """The whole conversation one model call sent, rebuilt from the record."""
+    row = db.execute("SELECT agent_id FROM llm_calls WHERE id = ?", [call_id]).fetchone()
+    if row is None:
+        raise LookupError(f"no model call {call_id} in the record")
+    if row[0] is None:
+        found = next(db.query("SELECT * FROM llm_calls WHERE id = ?", [call_id]))
+        return _conversation(found, {})
+    for call in agent_calls(db, row[0]):
+        if call["id"] == call_id:
+            return call["messages"]
+    raise LookupError(f"no model call {call_id} in the record")
 
 
 def running_sessions(db: Database) -> list[dict[str, Any]]:
@@ -175,15 +246,18 @@ def agent_last_actions(db: Database, ids: list[str]) -> dict[str, dict[str, Any]
             f"WHERE agent_id IN ({_in_clause(chunk)}) GROUP BY agent_id",
             chunk,
         ):
-            out[row["agent_id"]] = row
+            out[row["agent_id"]] = _texts(row, "arguments")
     return out
 
 
 def last_actions_of(db: Database, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
     """An agent's newest ``limit`` actions, oldest first: what a log pane shows when it is selected."""
-    rows = list(
-        db.query("SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit])
-    )
+    rows = [
+        _texts(row, "arguments", "observation")
+        for row in db.query(
+            "SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit]
+        )
+    ]
     rows.reverse()
     return rows
 

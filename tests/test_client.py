@@ -252,3 +252,38 @@ def test_failures_are_sorted_and_found_inside_exception_groups():
     nested = ExceptionGroup("outer", [ValueError("a"), ExceptionGroup("inner", [fatal])])
     assert find_endpoint_error(nested) is fatal
     assert find_endpoint_error(ExceptionGroup("none", [ValueError("a")])) is None
+
+
+async def test_transport_errors_keep_the_shape_the_classifier_reads():
+    from formicary.agents.model.http import ChatEndpoint, ConnectError, HTTPStatusError
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    async with ScriptedServer(script=["fine"]) as srv:
+        endpoint = ChatEndpoint(srv.base_url, "")
+        srv.fail_next("429", retry_after=3)
+        with pytest.raises(HTTPStatusError) as limited:
+            await endpoint.post(body, 5)
+        assert limited.value.status_code == 429 and limited.value.response.headers["retry-after"] == "3"
+        reply = await endpoint.post(body, 5)
+        assert reply["choices"][0]["message"]["content"] == "fine"
+        srv.fail_next("hang")
+        with pytest.raises(TimeoutError):
+            await endpoint.post(body, 0.3)
+        await endpoint.close()
+        sent = srv.requests[1]
+    assert sent["messages"] == body["messages"] and sent["model"] == "m"
+    gone = ChatEndpoint(srv.base_url, "")  # the server has stopped: nothing answers
+    with pytest.raises(ConnectError):
+        await gone.post(body, 5)
+    await gone.close()
+
+
+def test_the_proxy_is_read_from_the_environment_once(monkeypatch):
+    from formicary.agents.model.http import ChatEndpoint
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert ChatEndpoint("http://models.invalid/v1", "").proxy == "http://proxy.invalid:3128"
+    monkeypatch.setenv("NO_PROXY", "models.invalid")
+    assert ChatEndpoint("http://models.invalid/v1", "").proxy is None

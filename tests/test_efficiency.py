@@ -1,4 +1,4 @@
-"""The engine's hot paths stay cheap with hundreds of workers: repository map reuse and spread connection pools.
+"""The engine's hot paths stay cheap with hundreds of workers: repository map reuse, one HTTP session per endpoint.
 
 The figures themselves come from ``bench/efficiency.py``; these tests pin the behaviour the figures rely on.
 """
@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from formicary.agents.git import repo_map as repo_map_module
-from formicary.agents.model.client import CONNECTIONS_PER_POOL, ModelClient
+from formicary.agents.model.client import ModelClient
 from formicary.agents.session.engine import Engine
 from formicary.agents.settings import ModelSettings, Settings
 from tests.gitrepo import git, make_repo
@@ -80,13 +80,11 @@ async def test_concurrent_callers_share_one_regeneration(tmp_path, counted_maps)
         assert len(counted_maps) == 2 and len(set(results)) == 1
 
 
-async def test_calls_are_spread_over_pools_of_bounded_size():
+async def test_one_http_session_per_endpoint_serves_every_call():
     with ScriptedServer(script=['{"n": 1}'], on_exhausted="repeat") as server:
         client = ModelClient()
-        settings = ModelSettings(
-            model="m", base_url=server.base_url, max_concurrency=CONNECTIONS_PER_POOL * 3
-        )
+        settings = ModelSettings(model="m", base_url=server.base_url, max_concurrency=300)
         endpoint = client.pool(settings).members[0]
-        used = {id(client._sdk(endpoint)) for _ in range(6)}
-        assert len(used) == 3
+        used = {id(client._transport(endpoint)) for _ in range(6)}
+        assert len(used) == 1
         await client.aclose()

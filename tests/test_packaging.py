@@ -23,6 +23,7 @@ def test_wheel_holds_only_formicary_and_its_data(tmp_path):
     for expected in (
         "formicary/cli.py",
         "formicary/agents/session/engine.py",
+        "formicary/agents/git/hotpaths.py",
         "formicary/agents/tools/nested.py",
         "formicary/trust.py",
         "formicary/view/follow.py",

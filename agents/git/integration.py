@@ -19,6 +19,8 @@ A conflict is handed back to the SAME worker outside the lock: its worktree gets
 markers (``read-tree -u --reset``), the callback edits files and says whether it resolved them, and a merge
 commit of (worker head, tip) is made on the task branch; the next attempt merges from that tip, so only what
 landed since can conflict again. Past ``max_conflict_rounds`` the task fails and its branch keeps the work.
+A task that lost a round gets the next turn on the paths it conflicted on (:mod:`.hotpaths`): other landings
+that would change them are held until it lands (bounded), so a hot file does not starve it.
 
 Why no ``--merge-base``: git 2.39 lacks it, and it is not needed: the task branch always descends from an
 earlier tip of the shared branch (or merges one in), so the merge base git computes is that tip.
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 
+from .hotpaths import HotPaths
 from .run import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
 from .worktree import Worktree
 
@@ -124,6 +127,7 @@ class SharedBranch:
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     gate: anyio.Lock = field(default_factory=anyio.Lock)
     pending: list[_Request] = field(default_factory=list)
+    hot: HotPaths = field(default_factory=HotPaths)
 
     async def read_tip(self, cwd: Path) -> str:
         res = await git("rev-parse", self.ref, f"{self.ref}^{{tree}}", cwd=cwd)
@@ -147,10 +151,11 @@ class SharedBranch:
 
 @dataclass
 class _Attempt:
-    result: Literal["landed", "moved", "conflict", "regate"]
+    result: Literal["landed", "moved", "conflict", "held", "regate"]
     old_tip: str
     new_tip: str | None
     merge: MergeTreeResult
+    touched: list[str] = field(default_factory=list)  # held: the paths it would change
 
 
 @dataclass(eq=False)
@@ -161,6 +166,7 @@ class _Request:
     message: str
     env: dict[str, str]
     urgent: bool
+    task_id: str = ""
     gated: bool = False  # the session has a landing gate: only ``token``'s tree may land
     token: GateToken | None = None
     outcome: _Attempt | GitError | None = None
@@ -215,6 +221,11 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
             if res.rc not in (0, 1):
                 raise GitError(f"git merge-tree failed: {res.err.strip()[:200]}")
             merge = parse_merge_tree(res.out, clean=res.rc == 0)
+            if shared.hot:  # some task has the turn on paths: hold a landing that would change them
+                touched = await _touched(root, tree, merge)
+                if shared.hot.blocked_until(req.task_id, touched) is not None:
+                    req.outcome = _Attempt("held", tip, None, merge, touched)
+                    continue
             if not merge.clean:
                 req.outcome = _Attempt("conflict", tip, None, merge)
                 continue
@@ -240,6 +251,12 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
     actual = None if not shared.serialize else await shared.read_tip(root)
     for req in batch:
         req.outcome = _Attempt("moved", start, actual, MergeTreeResult(tree="", clean=True))
+
+
+async def _touched(root: Path, tree: str | None, merge: MergeTreeResult) -> list[str]:
+    """The paths landing ``merge`` would change on a tip of ``tree`` (conflicted ones included)."""
+    res = await git("diff-tree", "-r", "--name-only", "-z", tree or "", merge.tree, cwd=root, check=False)
+    return [p for p in res.out.split("\0") if p] + list(merge.paths)
 
 
 def _passed(token: GateToken | None, tree: str) -> bool:
@@ -406,10 +423,16 @@ async def integrate(
                     head = wt.head = result.head = fixed
                     continue
             urgent = result.conflicts > 0 or result.regates > 0
-            req = _Request(head, message, env, urgent=urgent, gated=gate is not None, token=token)
+            req = _Request(
+                head, message, env, urgent=urgent, task_id=wt.task_id, gated=gate is not None, token=token
+            )
             att = await _submit(shared, session.root, req)
             paths = att.merge.paths
             record(result.attempts, att.result, att.old_tip, att.new_tip, paths, t0)
+            if att.result == "held":  # another task has the turn on a path this changes: wait for ours
+                while (until := shared.hot.blocked_until(wt.task_id, att.touched)) is not None:
+                    await shared.hot.wait(until)
+                continue
             if att.result == "landed":
                 result.status, result.sha = "integrated", att.new_tip
                 wt.status, wt.integrated_sha = "integrated", att.new_tip
@@ -432,6 +455,7 @@ async def integrate(
                     f"conflict in {', '.join(paths[:5])} still unresolved after {max_conflict_rounds} round(s)"
                 )
             result.conflicts += 1
+            shared.hot.claim(wt.task_id, paths)  # the next landing on these paths is this task's
             try:
                 new_head = await _hand_back(session, wt, att, head, result.conflicts, on_conflict)
             except GitError:
@@ -446,6 +470,7 @@ async def integrate(
         wt.status = "failed"
         record(result.attempts, "failed", shared.tip, None, [], started)
     finally:
+        shared.hot.release(wt.task_id)
         if result.status == "failed" and result.error is None:
             result.error = "interrupted"  # cancelled mid-integration; the task branch keeps the work
         result.duration_ms = (time.perf_counter() - started) * 1000

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...store.db import connect, new_id, now
+from ...store.packing import Zipped
 from ...store.writer import Writer
 from ..status import CycleReason, CycleStatus, SessionStatus, TaskKind, TaskStatus
 from . import events as ev
@@ -294,8 +295,8 @@ class Record:
                 "task_id": task_id,
                 "step": step,
                 "name": name,
-                "arguments": json.dumps(args, ensure_ascii=False),
-                "observation": text,
+                "arguments": Zipped(json.dumps(args, ensure_ascii=False)),  # long ones compressed
+                "observation": Zipped(text),
                 "exit_code": exit_code,
                 "duration_ms": round(duration_ms, 2),
                 "created_at": now(),

@@ -142,6 +142,7 @@ def _find_pids_base() -> Path | None:
             elif fstype == "cgroup2" and "" in own:
                 candidates.append(Path(mount_point) / own[""].lstrip("/"))
     for folder in candidates:
+        _remove_stale(folder)
         base = folder / f"formicary-{os.getpid()}"
         try:
             base.mkdir(exist_ok=True)
@@ -171,6 +172,19 @@ def pids_base() -> Path | None:
 
                 atexit.register(_remove, base)
         return _cgroup_base[0]
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove the cgroups of formicary processes that died without cleaning up (``kill -9``)."""
+    with contextlib.suppress(OSError):
+        for base in folder.glob("formicary-*"):
+            pid = base.name.removeprefix("formicary-")
+            if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+                continue
+            for child in base.glob("c*"):
+                if child.is_dir():
+                    _remove(child)
+            _remove(base)
 
 
 def _remove(folder: Path) -> None:
