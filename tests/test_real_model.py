@@ -43,6 +43,33 @@ def setup_model() -> None:
     assert model_server.status().ready
 
 
+def first_parent_line(repo, branch: str) -> list[str]:
+    """The demo's first commit, then every commit on ``branch``'s first-parent line after it, oldest first."""
+    out = subprocess.run(
+        ["git", "rev-list", "--first-parent", "--reverse", branch], cwd=repo, capture_output=True, text=True
+    )
+    return out.stdout.split()
+
+
+def unittest_failures(repo, sha: str, scratch) -> int:
+    """Failures + errors of ``python3 -m unittest`` on the tree of ``sha`` (a module that fails to import is an
+    error)."""
+    import re
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    tar = subprocess.run(["git", "archive", sha], cwd=repo, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(scratch)], input=tar, check=True)
+    res = subprocess.run(
+        ["python3", "-m", "unittest"], cwd=scratch, capture_output=True, text=True, timeout=300
+    )
+    if res.returncode == 0:
+        return 0
+    counts = re.findall(r"(?:failures|errors)=(\d+)", res.stderr)
+    return sum(int(n) for n in counts) or 1
+
+
 async def test_real_model_session_on_the_demo_project(tmp_path, real_cache):
     from formicary.agents.session.engine import Engine
     from formicary.cli_run import _copy_demo
@@ -90,6 +117,11 @@ async def test_real_model_session_on_the_demo_project(tmp_path, real_cache):
             cwd=repo,
             check=True,
         )
+    # the shared branch only ever gets better: along its first-parent history the demo's failing tests never grow
+    line = [
+        unittest_failures(repo, sha, tmp_path / "walk") for sha in first_parent_line(repo, engine.git.branch)
+    ]
+    assert all(b <= a for a, b in zip(line, line[1:], strict=False)), f"a commit made the tests worse: {line}"
     # Only better code lands: no commit on the session branch makes the demo's tests worse.
     history = await check_history(repo, engine.git.branch, "python3 -m unittest", tmp_path / "history")
     assert len(history) == 1 + len(commits)
