@@ -370,7 +370,8 @@ async def admit(
         if gate.queue is not None:
             env = wt.identity.env()
             message = wt.message or f"Task {wt.task_id}\n\nFormicary-Task: {wt.task_id}\n"
-            decision = await gate.queue.land(session, wt, head, message, env)
+            urgent = result.conflicts > 0 or result.refusals > 0
+            decision = await gate.queue.land(session, wt, head, message, env, urgent=urgent)
             verdict = decision.verdict
         else:
             verdict = await gate.evaluate(session, wt, head)

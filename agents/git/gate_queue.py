@@ -93,11 +93,15 @@ class LandingQueue:
         self.rounds = 0
 
     async def land(
-        self, session: Any, wt: Worktree, head: str, message: str, env: dict[str, str]
+        self, session: Any, wt: Worktree, head: str, message: str, env: dict[str, str], urgent: bool = False
     ) -> Decision:
-        """Queue ``head`` and wait for a round to decide it (this worker may hold rounds for others)."""
+        """Queue ``head`` and wait for a round to decide it (this worker may hold rounds for others).
+        ``urgent``: a retry after a resolved conflict or a fix goes first (it already paid for its round)."""
         item = Landing(wt, head, message, env)
-        self.items.append(item)
+        if urgent:
+            self.items.insert(0, item)
+        else:
+            self.items.append(item)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._serve, item)
