@@ -240,6 +240,8 @@ class GateSettings(_Strict):
     """Gate check runs at once (each runs the whole check in the sandbox); more wait their turn."""
     timeout: float = Field(600, gt=0)
     """Seconds one check run may take; a timeout counts as a failure of that tree."""
+    batch: int = Field(4, ge=1, le=64)
+    """Landings the queue stacks on the tip and checks together per round (each checked on its own tree)."""
     parse: bool = True
     """Refuse changed Python/JSON/TOML/YAML files that no longer parse (even without a check)."""
     junit: str = ""

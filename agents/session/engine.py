@@ -115,6 +115,7 @@ class Engine(SessionContext):
             parallel=gate.parallel,
             timeout=gate.timeout,
             parse=gate.parse,
+            batch=gate.batch,
             secret_env_names=self.settings.secret_env_names(),
             on_verdict=self._on_gate,
         )
