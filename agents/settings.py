@@ -91,6 +91,14 @@ class ModelSettings(_Strict):
     """Seconds one model call may take before it is abandoned and retried."""
     retries: int = Field(4, ge=0)
     """Retries after a failed call (500, 429, timeout, broken reply), with backoff and jitter."""
+    repeat_penalty: float = Field(1.05, ge=0, le=2)
+    """llama.cpp's repetition penalty (over the last 64 tokens), sent only to llama.cpp endpoints: it keeps a
+    small model from repeating one sentence until its length cap; 1.0 turns it off. Mild, because code
+    legitimately repeats tokens."""
+    llama_cpp: bool | None = None
+    """The endpoint is llama.cpp's llama-server: send ``repeat_penalty`` and ``id_slot`` (each agent kept on one
+    of ``max_concurrency`` slots so its prompt is served from the slot's cache) and record its ``timings``.
+    None: only for the embedded server (other servers may reject unknown fields)."""
     endpoints: list[EndpointSettings] = []
     """More servers for this role (``[[model.endpoints]]`` tables, or a list of URLs): each call goes to the
     least-loaded healthy one within its cap. ``base_url``, when set, is one of them."""
@@ -111,6 +119,13 @@ class ModelSettings(_Strict):
     @classmethod
     def _env_name(cls, value: str) -> str:
         return _check_env_name(value)
+
+    @property
+    def is_llama_cpp(self) -> bool:
+        """Whether llama.cpp's extra request fields (``id_slot``, ``repeat_penalty``) are sent."""
+        if self.llama_cpp is not None:
+            return self.llama_cpp
+        return not self.base_url and self.api == "openai"
 
     @property
     def endpoint(self) -> str:
@@ -225,6 +240,8 @@ class GateSettings(_Strict):
     """Gate check runs at once (each runs the whole check in the sandbox); more wait their turn."""
     timeout: float = Field(600, gt=0)
     """Seconds one check run may take; a timeout counts as a failure of that tree."""
+    batch: int = Field(4, ge=1, le=64)
+    """Landings the queue stacks on the tip and checks together per round (each checked on its own tree)."""
     parse: bool = True
     """Refuse changed Python/JSON/TOML/YAML files that no longer parse (even without a check)."""
     junit: str = ""

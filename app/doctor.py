@@ -69,19 +69,16 @@ async def _context_length(http: Any, base_url: str, model: str, models_json: dic
 
 async def check_endpoint(settings: ModelSettings, roles: list[str], base_url: str) -> EndpointReport:
     """Probe one endpoint; never raises, every problem becomes a line in the report."""
-    import os
 
     import httpx
 
     from .agents.model.client import ModelClient, ModelError
+    from .agents.model.preflight import auth_headers
 
     report = EndpointReport(endpoint=base_url or settings.endpoint, roles=roles, model=settings.model)
     listing_problem = ""
     if settings.api == "openai":
-        headers = {}
-        if settings.api_key_env and os.environ.get(settings.api_key_env):
-            headers["Authorization"] = f"Bearer {os.environ[settings.api_key_env]}"
-        async with httpx.AsyncClient(timeout=10, headers=headers) as http:
+        async with httpx.AsyncClient(timeout=10, headers=auth_headers(settings)) as http:
             try:
                 listing = await http.get(f"{base_url}/models")
             except httpx.HTTPError as exc:

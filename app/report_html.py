@@ -59,6 +59,12 @@ def _unit(span_minutes: float) -> tuple[float, str]:
     return (60.0, "hours") if span_minutes > 180 else (1.0, "minutes")
 
 
+def _duration_unit(d: ReportData) -> tuple[float, str]:
+    """Seconds for short tasks, hours for very long ones: the scale that gives readable numbers."""
+    top = max((t.minutes for t in d.durations), default=0.0)
+    return (1 / 60, "seconds") if top < 2 else _unit(top)
+
+
 SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
 
 
@@ -150,13 +156,14 @@ def chart_tokens_by_cycle(d: ReportData) -> str:
 
 def chart_duration_histogram(d: ReportData) -> str:
     statuses = [s for s in ("done", "failed") if any(t.status == s for t in d.durations)]
+    div, unit = _duration_unit(d)
     chart = pygal.Histogram(
-        title="Task durations", x_title="minutes", y_title="tasks",
+        title="Task durations", x_title=unit, y_title="tasks",
         **{**COMMON, "style": _styled([STATUS_COLORS[s] for s in statuses])},
     )  # fmt: skip
-    top = max((t.minutes for t in d.durations), default=1.0)
+    top = max((t.minutes / div for t in d.durations), default=1.0)
     for status in statuses:
-        chart.add(status, _bins([t.minutes for t in d.durations if t.status == status], top))
+        chart.add(status, _bins([t.minutes / div for t in d.durations if t.status == status], top))
     return _svg(chart)
 
 
@@ -171,11 +178,12 @@ def _bins(values: Sequence[float], top: float, n: int = 20) -> list[tuple[int, f
 def chart_slowest(d: ReportData) -> str:
     slow = d.durations[:SLOWEST]
     chart = pygal.HorizontalBar(
-        title=f"The {len(slow)} slowest tasks", x_title="minutes", show_legend=False,
+        title=f"The {len(slow)} slowest tasks", x_title=_duration_unit(d)[1], show_legend=False,
         **{**COMMON, "height": max(240, 28 * len(slow) + 120), "truncate_label": 60},
     )  # fmt: skip
     chart.x_labels = [_short(t.title, 60) for t in reversed(slow)]
-    chart.add("minutes", [round(t.minutes, 2) for t in reversed(slow)])
+    div, unit = _duration_unit(d)
+    chart.add(unit, [round(t.minutes / div, 2) for t in reversed(slow)])
     return _svg(chart)
 
 
@@ -236,8 +244,8 @@ def render_report(d: ReportData, generated: datetime | None = None) -> str:
              for c, v in d.tokens_by_cycle.items()],
         )),
         ("Task durations", chart_duration_histogram(d) + chart_slowest(d), _table(
-            ["task", "cycle", "status", "minutes"],
-            [(t.title, t.cycle, t.status, f"{t.minutes:.2f}") for t in d.durations[:SLOWEST]],
+            ["task", "cycle", "status", _duration_unit(d)[1]],
+            [(t.title, t.cycle, t.status, f"{t.minutes / _duration_unit(d)[0]:.2f}") for t in d.durations[:SLOWEST]],
         )),
         ("Conflicts and gate refusals", chart_landing(d), _table(
             ["cycle", "attempts by result"],

@@ -24,8 +24,13 @@ Worktrees live where the engine puts them (on disk, in the data folder, here a t
 engine's mode before it reused them), to compare: a fresh worktree writes and then deletes every file of the
 repository, ~0.85 ms of CPU per file on this kind of VM's disk, serialized behind the worktree lock.
 
+The landing gate runs as in the product with ``--check none`` (the default here: the parse gate, which the
+tasks' text files pass without a merge or a process); ``--check true`` runs a trivial check (unsandboxed) on
+every merged tree, so every landing pays a checkout and a re-gate whenever the tip moved; ``--no-gate`` lands
+without it. ``gate`` reports decisions, check runs, re-gates and milliseconds per landing.
+
 Run from the repository root: python -m bench.efficiency (or python bench/efficiency.py)
-    [--workers 256] [--latency 2] [--actions 10] [--window 120] [--warmup 60]
+    [--workers 256] [--latency 2] [--actions 10] [--window 120] [--warmup 60] [--check none] [--no-gate]
 """
 
 from __future__ import annotations
@@ -129,6 +134,7 @@ def settings_for(base_url: str, args: argparse.Namespace, tasks: int) -> Setting
                 "wall_time": 10**6,
             },
             "sandbox": {"mode": "none"},
+            "check_command": args.check,
         }
     )
 
@@ -144,6 +150,8 @@ async def measure(args: argparse.Namespace, base: Path, base_url: str, server_pi
         db_path=base / "f.db",
     )
     await engine.prepare()
+    if args.no_gate:
+        engine.gate = None
     rss_before = rss_bytes()
     if args.fresh_worktrees:
         engine.git.reuse_worktrees = False
@@ -367,9 +375,27 @@ def report(
         "repo_files": args.files + 1,
         "tasks_planned": planned,
         "sandbox": "none",
+        "check": None if args.no_gate else args.check,
+        "gate": None if args.no_gate else gate_figures(engine, db_path),
         "worktrees": args.worktrees + (", fresh per task" if args.fresh_worktrees else ", reused"),
         "outcome": getattr(outcome, "status", None),
         "cpus": os.cpu_count(),
+    }
+
+
+def gate_figures(engine: Engine, db_path: Path) -> dict[str, Any]:
+    """What the landing gate did over the whole run: decisions, check runs, re-gates, time."""
+    gate = engine.gate
+    db = connect(db_path)
+    regates = next(iter(db.query("SELECT COUNT(*) n FROM integrations WHERE result = 'regate'")))["n"]
+    if gate is None:
+        return {"regates": regates}
+    return {
+        "passes": gate.passes,
+        "refusals": gate.refusals,
+        "check_runs": gate.check_runs,
+        "regates": regates,
+        "ms_per_landing": round(gate.total_ms / max(1, gate.passes), 2),
     }
 
 
@@ -386,6 +412,13 @@ def main() -> None:
         "--worktrees", choices=("tmpfs", "disk"), default="tmpfs", help="where worktrees live"
     )
     parser.add_argument("--fresh-worktrees", action="store_true", help="a new worktree per task, no reuse")
+    parser.add_argument("--no-gate", action="store_true", help="land without the landing gate (to compare)")
+    parser.add_argument(
+        "--check",
+        default="none",
+        help='the landing gate\'s check, run unsandboxed on every merged tree ("none": the parse gate only, '
+        'which the benchmark\'s text files pass without a merge; try "true" for a trivial check)',
+    )
     args = parser.parse_args()
     if args.actions < 2:
         parser.error("--actions must be at least 2 (some work, then finish)")

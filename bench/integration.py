@@ -12,8 +12,13 @@ unreachable from the branch, or a failed one whose task branch lacks it. The sam
 naive loop (no critical section: every racer loops merge + CAS until it wins) on a fresh repository, in the
 main figure's worktree mode, for ``ratio``. ``profile`` counts git processes per commit by command.
 
+The landing gate is on as the product runs it (``--check none``: the parse gate, which these text files pass
+without a merge; ``--check CMD`` runs CMD, unsandboxed here, on every merged tree, and a tree that was checked
+is not checked again; ``--no-gate`` for the figures without it). ``gate`` reports its refusals, check runs,
+re-gates (the tip moved after the gate passed) and the time integration spent in it.
+
 Run from the repository root: python -m bench.integration (or python bench/integration.py)
-    [--commits 2000] [--workers 64] [--naive-commits 300] [--files 220]
+    [--commits 2000] [--workers 64] [--naive-commits 300] [--files 220] [--check none] [--no-gate]
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.gitrepo when run as a script
 
 from formicary.agents.git import run as git_ops  # noqa: E402
+from formicary.agents.git.gate import Gate  # noqa: E402
 from formicary.agents.git.integration import Conflict  # noqa: E402
 from formicary.agents.git.workspace import SessionRepo, Worktree  # noqa: E402
+from formicary.agents.tools.check import spec_for  # noqa: E402
 from formicary.store.writer import Writer  # noqa: E402
 from tests.gitrepo import make_repo  # noqa: E402
 
@@ -119,8 +126,11 @@ async def run(
     n_files: int,
     shared_every: int,
     rounds: int,
+    check: str | None = "none",
 ) -> dict[str, object]:
     session = await SessionRepo.open(repo, sid, worktrees_dir=wt_root / sid, reuse_worktrees=reuse)
+    gate = None if check is None else Gate(spec_for(check, "--check"), "none", parallel=2, timeout=60)
+    gate_ms: list[float] = []
     session.shared.serialize = serialize
     queue = iter(range(commits))
     latencies: list[float] = []
@@ -134,8 +144,12 @@ async def run(
                 apply_edit(wt, n, n_files, shared_every)
                 await session.commit(wt, f"Task c{n}")
                 t0 = time.perf_counter()
-                result = await session.integrate(wt, keep_both, writer=writer, max_conflict_rounds=rounds)
+                result = await session.integrate(
+                    wt, keep_both, writer=writer, max_conflict_rounds=rounds, gate=gate
+                )
                 latencies.append((time.perf_counter() - t0) * 1000)
+                gate_ms.append(result.gate_ms)
+            totals["regates"] += result.regates
             totals["retries"] += result.retries
             totals["conflicts"] += result.conflicts
             totals["failed"] += result.status != "integrated"
@@ -162,6 +176,16 @@ async def run(
         "conflicts": totals["conflicts"],
         "failed": totals["failed"],
         "lost": lost,
+        "gate": None
+        if gate is None
+        else {
+            "check": check,
+            "refusals": gate.refusals,
+            "check_runs": gate.check_runs,
+            "regates": totals["regates"],
+            "p50_ms": round(statistics.median(gate_ms), 2),
+            "share_of_integration": round(sum(gate_ms) / max(sum(latencies), 1e-9), 3),
+        },
     }
 
 
@@ -206,6 +230,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                     n_files=args.files,
                     shared_every=args.shared_every,
                     rounds=args.conflict_rounds,
+                    check=None if args.no_gate else args.check,
                 )
             writer.flush()
             return {**out, "profile": prof.summary(commits)}
@@ -276,6 +301,8 @@ def main() -> None:
     parser.add_argument(
         "--other-commits", type=int, default=500, help="also measure the other worktree mode (0: skip)"
     )
+    parser.add_argument("--check", default="none", help='the landing gate\'s check ("none": parse gate only)')
+    parser.add_argument("--no-gate", action="store_true", help="integrate without the landing gate")
     print(json.dumps(asyncio.run(main_async(parser.parse_args()))))
 
 

@@ -7,10 +7,12 @@ its latency. Run "single": one endpoint. Run "pool": four endpoints; when half t
 starts failing — killed (``--failure down``: connections refused) or answering HTTP 500 to everything
 (``--failure 500``). Figures: ``speedup`` (pool tasks/s over single tasks/s, work phase: first worker start to
 last task end; target ≥ 3.2, the ideal with a server lost halfway being ~3.4) and ``failed_tasks`` (both runs;
-target 0), the engine's CPU per model call in each run, and the pool's calls per endpoint.
+target 0), the engine's CPU per model call in each run, and the pool's calls per endpoint. The 2 s latency (as in
+``bench/efficiency.py``) keeps the model the bottleneck: on a busy 2-core machine a task's own work (actions,
+commit, landing) is then a small share of its time, as with a real model.
 
 Run from the repository root: ``python -m bench.pools`` or ``python bench/pools.py``
-``[--tasks 64] [--actions 6] [--latency 1.0] [--cap 4] [--workers 16] [--failure down|500]``
+``[--tasks 64] [--actions 6] [--latency 2.0] [--cap 4] [--workers 16] [--failure down|500]``
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=64)
     parser.add_argument("--actions", type=int, default=6, help="model calls per task, finish included")
-    parser.add_argument("--latency", type=float, default=1.0, help="seconds each server takes per call")
+    parser.add_argument("--latency", type=float, default=2.0, help="seconds each server takes per call")
     parser.add_argument("--cap", type=int, default=4, help="max_concurrency of each endpoint")
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--failure", choices=("down", "500"), default="down", help="how the one server fails")

@@ -237,6 +237,21 @@ def m005_lean_calls(db: Database) -> None:
     )
 
 
+@migrations(name="m006_llm_call_timings")
+def m006_llm_call_timings(db: Database) -> None:
+    """Where a model call's time went: waiting for an endpoint slot here, and the server's prompt processing and
+    generation (llama-server's ``timings``), with the slot it ran on and the prompt tokens served from its cache."""
+    db.executescript(
+        """
+        ALTER TABLE llm_calls ADD COLUMN queue_ms REAL;
+        ALTER TABLE llm_calls ADD COLUMN prompt_ms REAL;
+        ALTER TABLE llm_calls ADD COLUMN predicted_ms REAL;
+        ALTER TABLE llm_calls ADD COLUMN cached_tokens INTEGER;
+        ALTER TABLE llm_calls ADD COLUMN slot INTEGER;
+        """
+    )
+
+
 def apply(db: Database) -> None:
     """Bring ``db`` up to the newest schema."""
     migrations.apply(db)

@@ -298,7 +298,7 @@ def session_flags(db: Database, session_id: str) -> dict[str, Any]:
     ):
         data = json.loads(row["data"]) if row["data"] else {}
         if row["kind"] == "session_started":
-            flags.update({k: data[k] for k in ("workers", "sandbox") if k in data})
+            flags.update({k: data[k] for k in ("workers", "sandbox", "check") if k in data})
         elif row["kind"] == "status":
             flags.update({k: data[k] for k in ("workers", "paused") if k in data})
         elif row["kind"] == "control":
@@ -309,6 +309,22 @@ def session_flags(db: Database, session_id: str) -> dict[str, Any]:
         else:
             flags["warning"] = data.get("message")
     return flags
+
+
+def gate_totals(db: Database, session_id: str) -> tuple[int, float]:
+    """The landing gate's refusals and the seconds it spent deciding, over the session."""
+    if "gates" not in db.table_names():
+        return 0, 0.0
+    row = next(
+        iter(
+            db.query(
+                "SELECT COALESCE(SUM(verdict = 'refused'), 0) AS refused, COALESCE(SUM(duration_ms), 0) AS ms "
+                "FROM gates WHERE session_id = ?",
+                [session_id],
+            )
+        )
+    )
+    return int(row["refused"]), float(row["ms"]) / 1000
 
 
 def task_gates(db: Database, session_id: str) -> dict[str, tuple[str, int]]:

@@ -194,7 +194,7 @@ class ScriptedServer:
 
     Args:
         responder: ``(body) -> str | dict``, sync or async (it runs on the server loop: keep sync ones quick).
-            A dict reply is ``{"content": str | json-able, "finish_reason"?, "usage"?, "fail"?}``. Default:
+            A dict reply is ``{"content": str | json-able, "finish_reason"?, "usage"?, "timings"?, "fail"?}``. Default:
             echo the last user message.
         script: replies used in order instead of a responder (request n gets ``script[n]`` unless a failure
             was injected for it — injected failures do not consume script entries).
@@ -531,6 +531,10 @@ class ScriptedServer:
             message = {"role": "assistant", "content": content}
             choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
             payload = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            if isinstance(
+                reply.get("timings"), dict
+            ):  # llama-server's per-call timings, when a test sends them
+                payload["timings"] = reply["timings"]
             if truncated is None:
                 await conn.send(200, payload)
             else:

@@ -51,6 +51,18 @@ def _query(db, sql, *params):
         conn.close()
 
 
+def _event_count(db) -> int:
+    rows = _query(db, "SELECT COUNT(*) n FROM events")
+    return rows[0]["n"] if rows else 0
+
+
+def _wait_for_progress(db, before: int, run: subprocess.Popen, limit: float = 120) -> None:
+    """Until the run has written an event beyond ``before`` (or ended, or ``limit`` seconds passed)."""
+    deadline = time.monotonic() + limit
+    while run.poll() is None and time.monotonic() < deadline and _event_count(db) <= before:
+        time.sleep(0.05)
+
+
 def _check_nothing_lost(repo, db):
     sessions = _query(db, "SELECT branch FROM sessions")
     if not sessions:
@@ -83,6 +95,7 @@ def test_crash_kill9_at_random_moments_then_resume_loses_nothing(tmp_path):
                 if started
                 else ["run", "--repo", str(repo), "--goal", "write the files", "--headless"]
             )
+            before = _event_count(db)
             log = (tmp_path / f"run{kills}.log").open("w")
             run = subprocess.Popen(
                 [sys.executable, "-m", "formicary", *cmd],
@@ -91,7 +104,10 @@ def test_crash_kill9_at_random_moments_then_resume_loses_nothing(tmp_path):
                 stderr=subprocess.STDOUT,
                 text=True,
             )
-            time.sleep(rng.uniform(0.4, 1.6))
+            # Kill at a random moment of real work, not of interpreter start-up (which on a loaded machine can
+            # outlast any fixed delay): wait until this run has recorded something new, then a random delay.
+            _wait_for_progress(db, before, run)
+            time.sleep(rng.uniform(0.1, 1.2))
             if run.poll() is not None:
                 log.close()
                 output = (tmp_path / f"run{kills}.log").read_text()

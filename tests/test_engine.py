@@ -76,7 +76,8 @@ async def test_two_cycles_with_subplanner_conflict_and_judge(tmp_path):
     db_path = tmp_path / "f.db"
     scripted = team()
     with ScriptedServer(responder=scripted, latency=0.05) as server:
-        engine = Engine.create(settings_for(server), repo, "Add the files", db_path=db_path)
+        # 3 workers for 4 planned items: a plan the workers cannot all start at once keeps its sub-planner
+        engine = Engine.create(settings_for(server, workers=3), repo, "Add the files", db_path=db_path)
         outcome = await engine.run()
         requests = server.request_count
         assert not server.errors
@@ -254,7 +255,10 @@ async def test_judge_sees_the_check_command_output_run_in_the_sandbox(tmp_path):
         )
     assert outcome.status == "done"
     text = judge_prompt["messages"][-1]["content"]
-    assert "CHECK `cat alpha.txt && echo CHECK-OK` (exit code 0)" in text and "alpha\nCHECK-OK" in text
+    # the judge sees the check at the start of the cycle (alpha.txt missing) and at its end
+    assert "CHECK `cat alpha.txt && echo CHECK-OK` AT THE START OF THE CYCLE: FAILED (exit 1)" in text
+    assert "CHECK `cat alpha.txt && echo CHECK-OK` NOW, AT THE END (exit code 0)" in text
+    assert "alpha\nCHECK-OK" in text
     verdict = rows(tmp_path / "f.db", "SELECT check_output FROM verdicts")[0]
     assert "CHECK-OK" in verdict["check_output"]
 

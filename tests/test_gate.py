@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from formicary.agents.git.gate import compare
 from formicary.agents.session.engine import Engine
-from formicary.agents.tools.check import run_check, spec_for
 from tests.gitrepo import git, make_repo
+from tests.history import check_history, first_parent_history, regressions
 from tests.scripted_server import ScriptedServer
 from tests.scripted_team import ScriptedTeam, finish, plan, read, task, write
 from tests.test_engine import rows, settings_for
@@ -50,26 +49,11 @@ def gate_settings(server, check: str = CHECK, **limits):
     return settings
 
 
-def first_parent_history(repo: Path, branch: str) -> list[str]:
-    return git(repo, "rev-list", "--first-parent", "--reverse", branch).split()
-
-
 async def assert_never_worse(repo: Path, branch: str, tmp_path: Path, command: str = CHECK) -> int:
     """Run the check on every first-parent commit of ``branch``; each is no worse than the one before."""
-    spec = spec_for(command, "config")
-    previous = None
-    commits = first_parent_history(repo, branch)
-    for n, sha in enumerate(commits):
-        folder = tmp_path / f"history-{n}"
-        folder.mkdir()
-        archive = subprocess.run(["git", "-C", str(repo), "archive", sha], capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-        result = await run_check(folder, spec, "none", timeout=120)
-        if previous is not None:
-            new, why = compare(previous, result)
-            assert not why, f"commit {sha[:10]} made the check worse: {why} {new}"
-        previous = result
-    return len(commits)
+    history = await check_history(repo, branch, command, tmp_path / "history")
+    assert not regressions(history), regressions(history)
+    return len(history)
 
 
 async def test_only_the_fix_lands_syntax_errors_and_deleted_functions_stay_on_their_branches(tmp_path):
@@ -244,3 +228,53 @@ async def test_detected_check_and_parse_gate_without_a_check(tmp_path):
     assert "conf.json" in failed and "no longer parse" in failed
     started = rows(db, "SELECT data FROM events WHERE kind = 'session_started'")[0]["data"]
     assert "none found (parse gate only)" in started
+
+
+def test_headless_run_shows_the_check_and_the_gates_refusals(tmp_path):
+    import os
+    import sys
+
+    repo = project(tmp_path)
+    team = ScriptedTeam(
+        root_plans=[plan([task("Simplify calc")])],
+        work={"Simplify calc": [write("calc.py", "def add(a, b):\n    return a + b\n"), finish()]},
+    )
+    env = dict(os.environ)
+    env.update(
+        FORMICARY_SANDBOX__MODE="none",
+        FORMICARY_LIMITS__CYCLES="1",
+        FORMICARY_LIMITS__GATE_ROUNDS="0",
+    )
+    with ScriptedServer(responder=team) as server:
+        env["FORMICARY_MODEL__BASE_URL"] = server.base_url
+        args = [
+            "run",
+            "--repo",
+            str(repo),
+            "--goal",
+            "simplify",
+            "--headless",
+            "--db",
+            str(tmp_path / "f.db"),
+        ]
+        done = subprocess.run(
+            [sys.executable, "-m", "formicary", *args, "--check", CHECK],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        empty = subprocess.run(
+            [sys.executable, "-m", "formicary", *args, "--check", " "],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+    out = done.stdout
+    assert f"check: {CHECK} (--check)" in out, out + done.stderr
+    assert "gate refused" in out and "fail with this change" in out
+    assert "gate: 0 passed, 1 refused, 2 check run(s)" in out
+    assert empty.returncode == 2 and empty.stderr.strip().splitlines() == [
+        'formicary: --check needs a command, or "none" to run without one'
+    ]

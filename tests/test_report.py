@@ -137,6 +137,7 @@ def test_report_is_one_offline_file_whose_charts_chromium_draws(record: Path, tm
         assert chart["coloured"] > 500, chart  # something was painted in the chart colours
     assert "Landing attempts per cycle: conflicts and gate refusals" in titles
     assert "refused 1" in facts["text"] and "conflict 1" in facts["text"]
+    assert "task\tcycle\tstatus\tminutes" in facts["text"]  # tasks of minutes are measured in minutes
     assert "judge: continue" in facts["text"] or "continue" in facts["text"]
 
 
@@ -160,3 +161,24 @@ def test_report_bad_input_is_one_line_and_writes_nothing(record: Path, tmp_path:
     assert nofolder.returncode == 2 and len(nofolder.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.html").exists() and not (tmp_path / "no").exists()
     assert not list(tmp_path.glob(".formicary-report-*"))
+
+
+def test_short_tasks_are_measured_in_seconds(tmp_path: Path) -> None:
+    from formicary.report_data import load_report
+    from formicary.report_html import render_report
+    from formicary.store.db import connect
+
+    db = tmp_path / "formicary.db"
+    w = Writer(db)
+    w.insert("sessions", {"id": "01SHORT", "goal": "g", "repo": "/r", "branch": "b", "status": "done",
+                          "started_at": at(0), "ended_at": at(100)})  # fmt: skip
+    w.insert("cycles", {"id": "C", "session_id": "01SHORT", "number": 1, "reason": "start", "status": "done",
+                        "started_at": at(0)})  # fmt: skip
+    for i, seconds in enumerate((12, 40, 75)):
+        w.insert("tasks", {"id": f"T{i}", "session_id": "01SHORT", "cycle_id": "C", "kind": "work",
+                           "title": f"t{i}", "status": "done", "created_at": at(0), "started_at": at(1),
+                           "ended_at": at(1 + seconds)})  # fmt: skip
+    w.flush()
+    w.close()
+    page = render_report(load_report(connect(db, readonly=True, migrate=False), "01SHORT"))
+    assert "<th>seconds</th>" in page and "<td>75.00</td>" in page

@@ -76,6 +76,9 @@ def status_text(s: StatusView, now: float, mode: str, compact: bool) -> Text:
     if not compact:
         if s.workers is not None:
             text.append(f"  {s.workers} workers", style="grey70")
+        if s.check is not None:
+            refused = f", {s.gate_refusals} refused" if s.gate_refusals else ""
+            text.append(f"  gate: {fmt.clip(s.check, 40)}{refused}, {s.gate_seconds:.0f}s", style="grey70")
         if s.ended and s.session_status == "failed" and s.stop_reason:
             text.append(f"  ✗ {fmt.clip(s.stop_reason, 120)}", style="bold red")
         elif s.warning:

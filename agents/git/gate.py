@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,7 +32,11 @@ import anyio
 
 from ..tools.check import CheckResult, CheckSpec, detect, python_has_pytest, run_check, spec_for
 from ..tools.parse_gate import parse_problems, parseable
+from .gate_queue import LandingQueue
 from .run import GitError, cat_blobs, git, parse_merge_tree
+from .verdict import GateToken, GateVerdict, compare
+
+__all__ = ["Gate", "GateToken", "GateVerdict", "Refusal", "admit", "choose_check", "compare", "hand_back"]
 
 if TYPE_CHECKING:
     from .worktree import Worktree
@@ -57,50 +61,6 @@ DETECT_READ = (
     "makefile",
     "GNUmakefile",
 )
-REFUSAL_TAIL = 2500
-
-
-@dataclass(frozen=True)
-class GateToken:
-    """What the CAS may land: exactly ``tree`` (it passed on ``tip``), or anything when ``any_tip``."""
-
-    tip: str
-    tree: str | None
-    any_tip: bool = False
-
-
-@dataclass
-class GateVerdict:
-    """The gate's decision on landing one task head onto one tip."""
-
-    ok: bool
-    tip: str
-    tip_tree: str
-    tree: str | None = None
-    reason: str = ""
-    conflict: bool = False
-    any_tip: bool = False
-    new_failures: list[str] = field(default_factory=list)
-    parse_errors: dict[str, str] = field(default_factory=dict)
-    check: CheckResult | None = None
-    tip_check: CheckResult | None = None
-    tip_check_ran: bool = False
-    duration_ms: float = 0.0
-
-    def token(self) -> GateToken | None:
-        return GateToken(self.tip, self.tree, self.any_tip) if self.ok else None
-
-    def what_broke(self) -> str:
-        """What broke, for the worker: the new failing tests, the files that no longer parse, the output."""
-        lines = [self.reason]
-        for path, why in list(self.parse_errors.items())[:10]:
-            lines.append(f"- {path}: {why}")
-        for name in self.new_failures[:15]:
-            lines.append(f"- newly failing: {name}")
-        if self.check is not None and not self.check.ok:
-            lines.append(f"\nOutput of `{self.check.command}` on the merged tree (tail):")
-            lines.append(self.check.output[-REFUSAL_TAIL:])
-        return "\n".join(lines)
 
 
 @dataclass
@@ -136,6 +96,7 @@ class Gate:
         parallel: check runs at once (a semaphore; more wait).
         timeout: seconds per check run.
         parse: run the parse gate.
+        batch: landings a round of the queue stacks and checks together (with a check only).
         on_verdict: called with each :class:`GateVerdict` and the task id (the engine records and shows it).
     """
 
@@ -147,6 +108,7 @@ class Gate:
         parallel: int = 2,
         timeout: float = 600.0,
         parse: bool = True,
+        batch: int = 4,
         secret_env_names: Iterable[str] = (),
         on_verdict: Callable[[GateVerdict, Worktree], None] | None = None,
     ) -> None:
@@ -165,6 +127,7 @@ class Gate:
         self.passes = 0
         self.total_ms = 0.0  # wall time spent gating, summed over landings
         self.check_ms = 0.0  # of which running the check
+        self.queue = LandingQueue(self, batch) if spec.enabled else None
 
     # -- the decision ----------------------------------------------------------------------------------
 
@@ -179,6 +142,10 @@ class Gate:
         verdict = await self._evaluate(session, wt, head, tip, tip_tree)
         verdict.duration_ms = (time.perf_counter() - started) * 1000
         self.total_ms += verdict.duration_ms
+        return self.decided(verdict, wt)
+
+    def decided(self, verdict: GateVerdict, wt: Worktree) -> GateVerdict:
+        """Count a decision and hand it to ``on_verdict``."""
         if verdict.ok:
             self.passes += 1
         elif not verdict.conflict:
@@ -187,6 +154,13 @@ class Gate:
             self.on_verdict(verdict, wt)
         return verdict
 
+    async def check_tree(self, wt: Worktree, tree: str, head: str) -> CheckResult:
+        """Run the check on ``tree`` in ``wt`` (then back to ``head``); only ``wt``'s own worker calls this."""
+        async with self._checkout(wt, tree, head):
+            result = await self._run(wt.path)
+        result.tree = tree
+        return result
+
     async def _evaluate(
         self, session: SessionRepo, wt: Worktree, head: str, tip: str, tip_tree: str
     ) -> GateVerdict:
@@ -194,8 +168,11 @@ class Gate:
         if not self.spec.enabled:
             if not self.parse:
                 return GateVerdict(True, tip, tip_tree, any_tip=True, reason="no gate")
-            changed = await git("diff", "--name-only", "-z", f"{tip}...{head}", cwd=root, background=True)
-            if not any(parseable(p) for p in changed.out.split("\0") if p):
+            paths = wt.changed if wt.head == head else None
+            if paths is None:
+                diff = await git("diff", "--name-only", "-z", f"{tip}...{head}", cwd=root, background=True)
+                paths = {p for p in diff.out.split("\0") if p}
+            if not any(parseable(p) for p in paths):
                 return GateVerdict(True, tip, tip_tree, any_tip=True, reason="nothing to parse")
         res = await git("merge-tree", "--write-tree", "-z", tip, head, cwd=root, check=False)
         if res.rc not in (0, 1):
@@ -208,7 +185,7 @@ class Gate:
             verdict.reason = "already on the branch"
             return verdict
         if self.parse:
-            verdict.parse_errors = await self._parse(root, tip_tree, merge.tree)
+            verdict.parse_errors = await self.parse_errors(root, tip_tree, merge.tree)
             if verdict.parse_errors:
                 verdict.ok = False
                 names = ", ".join(list(verdict.parse_errors)[:5])
@@ -232,7 +209,7 @@ class Gate:
         verdict.reason = why or "no new failure (the same tests fail on the tip)"
         return verdict
 
-    async def _parse(self, root: Path, tip_tree: str, tree: str) -> dict[str, str]:
+    async def parse_errors(self, root: Path, tip_tree: str, tree: str) -> dict[str, str]:
         """Changed parseable files of ``tree`` that do not parse, unless they did not parse on the tip either."""
         diff = await git("diff-tree", "-r", "-z", "--no-renames", tip_tree, tree, cwd=root)
         fields = diff.out.split("\0")
@@ -311,28 +288,6 @@ class Gate:
                 await git("clean", "-fdq", cwd=wt.path, check=False, background=True)
 
 
-def compare(tip: CheckResult, merged: CheckResult) -> tuple[list[str], str]:
-    """``(new failing ids, why it is worse)``; ``why`` is "" when the merged tree is not worse than the tip."""
-    if merged.ok or merged.refused:
-        return [], ""
-    if tip.ok:
-        named = sorted(merged.failing or [])
-        return named, f"the check passes on the shared branch and fails with this change ({merged.summary()})"
-    if merged.timed_out and not tip.timed_out:
-        return [], "the check times out with this change (it finishes on the shared branch)"
-    if tip.failing is not None and merged.failing is not None:
-        new = sorted(merged.failing - tip.failing)
-        if new:
-            return new, f"{len(new)} test(s) fail with this change that pass on the shared branch"
-        return [], ""
-    if tip.failing is not None and merged.failing is None:
-        return [], (
-            f"the check fails without naming tests (exit code {merged.exit_code}) with this change; on the "
-            f"shared branch only {len(tip.failing)} named test(s) fail"
-        )
-    return [], ""  # only exit statuses to compare, and both failed
-
-
 async def hand_back(
     session: SessionRepo,
     wt: Worktree,
@@ -361,6 +316,7 @@ async def hand_back(
     with anyio.CancelScope(shield=True):
         await session.scrub(wt)  # no nested repository for formicary's git to read (see tools/nested.py)
         await git("add", "-A", cwd=wt.path)
+        wt.changed = None  # may merge the tip: what the task changed is git's to say now
         tree = (await git("write-tree", cwd=wt.path)).out.strip()
         if tree == merged:  # it changed nothing: the refusal stands
             await git("read-tree", "-u", "--reset", head, cwd=wt.path, check=False)
@@ -390,3 +346,54 @@ async def choose_check(
     read = {name: texts.get(f"{tip}:{name}") for name in present}
     spec = await anyio.to_thread.run_sync(lambda: detect(paths, read.get, python_has_pytest))
     return spec if spec.enabled else CheckSpec("", "none", "detected")
+
+
+async def admit(
+    session: SessionRepo,
+    wt: Worktree,
+    head: str,
+    result: Any,
+    gate: Gate,
+    on_refusal: OnRefusal | None,
+    max_rounds: int,
+    record: Callable[..., None],
+) -> tuple[str, Any]:
+    """The gate's part of one integration attempt (``result``: the :class:`.integration.IntegrationResult`).
+
+    Returns ``("fixed", new head)`` after a refusal the worker fixed (gate that next), ``("decided", decision)``
+    when the landing queue decided (a :class:`.gate_queue.Decision`: landed, or a conflict with the tip), or ``("token", token)`` for the CAS
+    (None for a conflict the CAS attempt finds and hands back). Raises GitError when the task must fail.
+    """
+    t0 = time.perf_counter()
+    decision = None
+    try:
+        if gate.queue is not None:
+            env = wt.identity.env()
+            message = wt.message or f"Task {wt.task_id}\n\nFormicary-Task: {wt.task_id}\n"
+            decision = await gate.queue.land(session, wt, head, message, env)
+            verdict = decision.verdict
+        else:
+            verdict = await gate.evaluate(session, wt, head)
+    except GitError:
+        raise
+    except Exception as exc:
+        raise GitError(f"the landing gate failed: {exc!r}"[:300]) from exc
+    finally:
+        spent = (time.perf_counter() - t0) * 1000
+        result.gate_ms += spent
+        if gate.queue is not None:  # evaluate() counts its own time
+            gate.total_ms += spent
+    if decision is not None and decision.kind != "refused":
+        return "decided", decision  # landed, or a conflict with the tip
+    assert verdict is not None
+    if verdict.ok or verdict.conflict:
+        return "token", verdict.token()
+    record(result.attempts, "refused", verdict.tip, None, sorted(verdict.parse_errors), t0)
+    if on_refusal is None or result.refusals >= max_rounds:
+        rounds = f" after {result.refusals} fix round(s)" if result.refusals else ""
+        raise GitError(f"the landing gate refused it{rounds}: {verdict.reason}")
+    result.refusals += 1
+    new_head = await hand_back(session, wt, verdict, head, result.refusals, on_refusal)
+    if new_head is None:
+        raise GitError(f"the landing gate refused it and the worker did not fix it: {verdict.reason}")
+    return "fixed", new_head

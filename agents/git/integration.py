@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 
+from .gate import admit
 from .hotpaths import HotPaths
 from .run import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
 from .worktree import Worktree
@@ -324,6 +325,7 @@ async def _hand_back(
             return None
         await session.scrub(wt)
         await git("add", "-A", cwd=wt.path, git_dir=wt.git_dir)
+        wt.changed = None  # a merge of the tip: what the task changed is git's to say now
         tree = (await git("write-tree", cwd=wt.path, git_dir=wt.git_dir)).out.strip()
         msg = f"Merge shared branch into task {wt.task_id} (conflict round {round_no})"
         env = wt.identity.env()
@@ -405,6 +407,7 @@ async def integrate(
         head = wt.head
         if head is None:  # the agent may have committed by itself
             head = (await git("rev-parse", "HEAD", cwd=wt.path, git_dir=wt.git_dir)).out.strip()
+            wt.changed = None  # committed behind our back: its paths are unknown
             if head == wt.base:
                 result.status = "empty"
                 return result
@@ -414,19 +417,27 @@ async def integrate(
         while True:
             result.attempts += 1
             t0 = time.perf_counter()
-            token = None
-            if gate is not None:
-                token, fixed = await _gate(
+            token = att = None
+            if gate is not None:  # see gate.admit: a fix to gate again, a decision, or a token for the CAS
+                kind, value = await admit(
                     session, wt, head, result, gate, on_refusal, max_gate_rounds, record
                 )
-                if fixed != head:  # refused, and the worker committed a fix: gate that
-                    head = wt.head = result.head = fixed
+                if kind == "fixed":
+                    head = wt.head = result.head = value
                     continue
-            urgent = result.conflicts > 0 or result.regates > 0
-            req = _Request(
-                head, message, env, urgent=urgent, task_id=wt.task_id, gated=gate is not None, token=token
-            )
-            att = await _submit(shared, session.root, req)
+                if kind == "decided":  # the landing queue landed it, or found a conflict with the tip
+                    merge = value.merge or MergeTreeResult(tree="", clean=True)
+                    att = _Attempt(
+                        "landed" if value.kind == "landed" else "conflict", value.tip, value.sha, merge
+                    )
+                else:
+                    token = value
+            if att is None:
+                urgent = result.conflicts > 0 or result.regates > 0
+                req = _Request(
+                    head, message, env, urgent=urgent, task_id=wt.task_id, gated=gate is not None, token=token
+                )
+                att = await _submit(shared, session.root, req)
             paths = att.merge.paths
             record(result.attempts, att.result, att.old_tip, att.new_tip, paths, t0)
             if att.result == "held":  # another task has the turn on a path this changes: wait for ours
@@ -477,42 +488,6 @@ async def integrate(
         if writer is not None and result.status != "empty" and result.head:
             _record_commit(writer, session, wt, result, created_at, now)
     return result
-
-
-async def _gate(
-    session: LandingRepo,
-    wt: Worktree,
-    head: str,
-    result: IntegrationResult,
-    gate: Gate,
-    on_refusal: OnRefusal | None,
-    max_rounds: int,
-    record: Callable[..., None],
-) -> tuple[GateToken | None, str]:
-    """Gate ``head`` on the current tip: ``(token, head)`` to submit, ``(None, new head)`` after a fix, or
-    ``(None, head)`` for a conflict (the CAS attempt finds it and hands it back). Raises GitError to fail."""
-    from .gate import hand_back
-
-    t0 = time.perf_counter()
-    try:
-        verdict = await gate.evaluate(session, wt, head)
-    except GitError:
-        raise
-    except Exception as exc:
-        raise GitError(f"the landing gate failed: {exc!r}"[:300]) from exc
-    finally:
-        result.gate_ms += (time.perf_counter() - t0) * 1000
-    if verdict.ok or verdict.conflict:
-        return verdict.token(), head
-    record(result.attempts, "refused", verdict.tip, None, sorted(verdict.parse_errors), t0)
-    if on_refusal is None or result.refusals >= max_rounds:
-        rounds = f" after {result.refusals} fix round(s)" if result.refusals else ""
-        raise GitError(f"the landing gate refused it{rounds}: {verdict.reason}")
-    result.refusals += 1
-    new_head = await hand_back(session, wt, verdict, head, result.refusals, on_refusal)
-    if new_head is None:
-        raise GitError(f"the landing gate refused it and the worker did not fix it: {verdict.reason}")
-    return None, new_head
 
 
 def _record_commit(

@@ -28,6 +28,7 @@ __all__ = ["SessionRepo", "WorkspaceError", "Worktree"]
 
 TASK_BRANCH_PREFIX = "formicary-tasks"
 BRANCH_BATCH = 32  # task branches deleted per update-ref process
+_ADDED_RE = re.compile(r"^(?:add|remove) '(.*)'$")
 _SUMMARY_RE = re.compile(r"^\[[^\n]* ([0-9a-f]{40}|[0-9a-f]{64})\] ")
 
 
@@ -400,7 +401,8 @@ class SessionRepo:
         who = identity or wt.identity
         full = f"{message.rstrip()}\n\nFormicary-Task: {wt.task_id}\nFormicary-Agent: {wt.agent_id}\n"
         await self.scrub(wt)
-        await git("add", "-A", cwd=wt.path, git_dir=wt.git_dir, background=True)
+        added = await git("add", "-A", "-v", cwd=wt.path, git_dir=wt.git_dir, background=True)
+        _note_changed(wt, added.out)
         # core.abbrev=no: the summary line names the full commit id, so no rev-parse is needed.
         res = await git(
             *("-c", "maintenance.auto=false", "-c", "core.abbrev=no", "commit", "--no-verify", "-m", full),
@@ -438,6 +440,18 @@ class SessionRepo:
         return await integrate(
             self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds, **gate
         )
+
+
+def _note_changed(wt: Worktree, out: str) -> None:
+    """Add the paths ``git add -v`` reported to ``wt.changed``; a line it cannot read makes it unknown."""
+    if wt.changed is None:
+        return
+    for line in out.splitlines():
+        found = _ADDED_RE.match(line)
+        if found is None:
+            wt.changed = None
+            return
+        wt.changed.add(found.group(1))
 
 
 def _unneeded_at(wt: Worktree) -> str | None:

@@ -24,6 +24,9 @@ class Worktree:
     message: str | None = None
     status: str = "open"  # open | integrated | failed
     integrated_sha: str | None = None
+    changed: set[str] | None = field(default_factory=set)
+    """Paths this task's commits changed, from ``git add -v`` (a superset; None: not known, ask git). The
+    landing gate uses it to skip a process when no changed file needs parsing."""
     nested_removed: list[str] = field(default_factory=list)
     """Nested ``.git`` entries removed from this worktree by formicary's git (see :mod:`.nested`)."""
 

@@ -30,6 +30,7 @@ from ..jsontext import extract_json
 from .errors import EndpointError, Failure, Kind, ModelError, ReplyFormatError, classify, one_line
 from .http import ChatEndpoint
 from .pool import PROBE_TIMEOUT, AdaptiveLimiter, Endpoint, Pool
+from .slots import SlotLease, SlotPool
 
 __all__ = ["AdaptiveLimiter", "EndpointError", "ModelClient", "ModelError", "Reply", "ReplyFormatError"]
 
@@ -54,6 +55,30 @@ class Reply:
     attempts: int
 
 
+@dataclass
+class CallTimings:
+    """Where one call's time went: waiting for a slot here, and the server's own prompt/generation split."""
+
+    queue_ms: float = 0.0
+    prompt_ms: float | None = None
+    predicted_ms: float | None = None
+    cached_tokens: int | None = None
+    slot: int | None = None
+
+    def read(self, data: Any) -> None:
+        """llama-server's ``timings`` (``prompt_ms``, ``predicted_ms``, ``cache_n``), when it sent them."""
+        timings = data.get("timings") if isinstance(data, dict) else None
+        if not isinstance(timings, dict):
+            return
+        for name, key in (("prompt_ms", "prompt_ms"), ("predicted_ms", "predicted_ms")):
+            value = timings.get(key)
+            if isinstance(value, int | float):
+                setattr(self, name, float(value))
+        cached = timings.get("cache_n")
+        if isinstance(cached, int):
+            self.cached_tokens = cached
+
+
 @lru_cache(maxsize=64)
 def response_format(name: str, schema: type[BaseModel]) -> dict[str, Any]:
     """The ``response_format`` for ``schema``, built once (``model_json_schema`` is costly per call)."""
@@ -72,10 +97,13 @@ class ModelClient:
         session_id: str | None = None,
         *,
         embedded_base_url: str | None = None,
+        embedded_slots: int | None = None,
     ) -> None:
         self.writer = writer
         self.session_id = session_id
         self.embedded_base_url = embedded_base_url
+        self.embedded_slots = embedded_slots
+        self._slot_pools: dict[str, SlotPool] = {}
         self._endpoints: dict[tuple[str, str], Endpoint] = {}  # (url, key): shared by every pool naming it
         self._pools: dict[tuple[Any, ...], Pool] = {}
         self._turn = 0
@@ -150,6 +178,33 @@ class ModelClient:
             members.append((endpoint, model or settings.model))
         return Pool(role, members, outage_limit=settings.outage_limit, probe=self._probe, notify=self._notice)
 
+    def _slots_of(self, url: str, limit: int) -> SlotPool:
+        """The slot pool of the llama.cpp server at ``url`` (its cap, or the embedded server's ``-np`` if fewer)."""
+        pool = self._slot_pools.get(url)
+        if pool is None:
+            n = limit
+            if url and url == self.embedded_base_url and self.embedded_slots:
+                n = min(n, self.embedded_slots)
+            pool = self._slot_pools[url] = SlotPool(n)
+        return pool
+
+    def slots(self, settings: ModelSettings) -> SlotPool | None:
+        """The slot pool of ``settings``' first llama.cpp endpoint (None for other endpoints)."""
+        if not settings.is_llama_cpp:
+            return None
+        url = settings.base_url or (self.embedded_base_url or "")
+        return self._slots_of(url, settings.max_concurrency)
+
+    def idle_slots(self, settings: ModelSettings) -> int:
+        """Slots of ``settings``' endpoint nobody is calling on now (0 where slots are not known)."""
+        pool = self.slots(settings)
+        return pool.idle if pool is not None else 0
+
+    def forget_agent(self, agent_id: str) -> None:
+        """An agent ended: it no longer claims a slot."""
+        for pool in self._slot_pools.values():
+            pool.forget(agent_id)
+
     def limiter(self, settings: ModelSettings) -> AdaptiveLimiter:
         """The cap of ``settings``' first endpoint."""
         return self.pool(settings).members[0].cap
@@ -198,6 +253,7 @@ class ModelClient:
         *,
         role: str,
         agent_id: str | None = None,
+        temperature: float | None = None,
     ) -> Reply:
         """Ask ``settings``' endpoint for one reply under ``schema``; retry transient failures.
 
@@ -206,6 +262,8 @@ class ModelClient:
             EndpointError: the endpoint refused the request in a way retrying cannot fix (the session ends).
             ModelError: the endpoint kept failing past ``settings.retries``.
         """
+        if temperature is not None:
+            settings = settings.model_copy(update={"temperature": temperature})
         pool = self.pool(settings, role)
         fmt = response_format(schema_name, schema)
         attempt = 0
@@ -213,13 +271,17 @@ class ModelClient:
         while True:
             attempt += 1
             await self.wait_running()
+            queued = time.perf_counter()
             endpoint = await pool.acquire()
             model = pool.model(endpoint)
+            slots = self._slots_of(endpoint.url, endpoint.cap.ceiling) if settings.is_llama_cpp else None
+            lease = await slots.acquire(agent_id) if slots is not None else None
+            timings = CallTimings(queue_ms=(time.perf_counter() - queued) * 1000)
             started = time.perf_counter()
             content, usage, failure = "", (0, 0), None
             self.in_flight += 1
             try:
-                content, usage = await self._call(settings, endpoint, model, messages, fmt)
+                content, usage = await self._call(settings, endpoint, model, messages, fmt, lease, timings)
             except Exception as exc:  # classified below; every failure is recorded
                 failure = classify(exc, model)
                 if failure.kind is Kind.DOWN and not endpoint.url:
@@ -229,6 +291,9 @@ class ModelClient:
                 raise
             finally:
                 self.in_flight -= 1
+                if lease is not None:
+                    with anyio.CancelScope(shield=True):
+                        await slots.release(lease)
             endpoint.finished(failure.kind if failure else None, failure.reason if failure else "")
             latency = (time.perf_counter() - started) * 1000
             self.calls += 1
@@ -239,15 +304,45 @@ class ModelClient:
                 except ValidationError as exc:
                     reason = _format_reason(exc, content)
                     self._record(
-                        where, role, agent_id, schema_name, messages, content, usage, latency, attempt, reason
+                        where,
+                        role,
+                        agent_id,
+                        schema_name,
+                        messages,
+                        content,
+                        usage,
+                        latency,
+                        attempt,
+                        reason,
+                        timings,
                     )
                     raise ReplyFormatError(reason, content) from None
                 self._record(
-                    where, role, agent_id, schema_name, messages, content, usage, latency, attempt, None
+                    where,
+                    role,
+                    agent_id,
+                    schema_name,
+                    messages,
+                    content,
+                    usage,
+                    latency,
+                    attempt,
+                    None,
+                    timings,
                 )
                 return Reply(data, content, usage[0], usage[1], latency, attempt)
             self._record(
-                where, role, agent_id, schema_name, messages, None, usage, latency, attempt, failure.reason
+                where,
+                role,
+                agent_id,
+                schema_name,
+                messages,
+                None,
+                usage,
+                latency,
+                attempt,
+                failure.reason,
+                timings,
             )
             if failure.kind is Kind.FATAL:
                 raise EndpointError(failure.reason, role=role, endpoint=where[0])
@@ -278,6 +373,8 @@ class ModelClient:
         model: str,
         messages: list[dict[str, str]],
         fmt: dict[str, Any],
+        lease: SlotLease | None = None,
+        timings: CallTimings | None = None,
     ) -> tuple[str, tuple[int, int]]:
         if settings.api == "litellm":
             return await self._call_litellm(settings, endpoint, model, messages, fmt)
@@ -288,10 +385,19 @@ class ModelClient:
             "max_tokens": settings.max_tokens,
             "response_format": fmt,
         }
+        if settings.is_llama_cpp:  # llama-server's own fields; other servers may reject unknown ones
+            body["repeat_penalty"] = settings.repeat_penalty
+            body["cache_prompt"] = True
+            if lease is not None:
+                body["id_slot"] = lease.slot
+                if timings is not None:
+                    timings.slot = lease.slot
         data = await self._transport(endpoint).post(body, settings.timeout)
         choices = data.get("choices")
         if not choices or not isinstance(choices[0], dict):
             raise ValueError("reply has no choices")
+        if timings is not None:
+            timings.read(data)
         content = (choices[0].get("message") or {}).get("content") or ""
         usage = data.get("usage") or {}
         return content, (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
@@ -361,7 +467,9 @@ class ModelClient:
         latency: float,
         attempt: int,
         error: str | None,
+        timings: CallTimings | None = None,
     ) -> None:
+        timings = timings or CallTimings()
         call_id = new_id()
         parent_id, kept = self._lean(agent_id, call_id, messages)
         row = {
@@ -381,6 +489,11 @@ class ModelClient:
             "latency_ms": round(latency, 2),
             "attempts": attempt,
             "error": error,
+            "queue_ms": round(timings.queue_ms, 2),
+            "prompt_ms": timings.prompt_ms,
+            "predicted_ms": timings.predicted_ms,
+            "cached_tokens": timings.cached_tokens,
+            "slot": timings.slot,
             "created_at": now(),
         }
         if self.writer is not None:

@@ -286,6 +286,19 @@ def default_threads() -> int:
     return os.cpu_count() or 1
 
 
+def server_environment() -> dict[str, str]:
+    """llama-server's environment: OpenMP threads that sleep instead of spinning while they wait.
+
+    Why: with its default (active) waiting, each generation step's barrier spins; when the cores are shared
+    with the agents' own processes (checks, git, the engine) a descheduled thread stalls the other. Measured on
+    a loaded 2-core machine (load ~28), Qwen2.5-Coder-1.5B with 2 threads generated 0.16 tokens/s spinning and
+    5.5-9.6 tokens/s with ``OMP_WAIT_POLICY=PASSIVE`` (1 thread: 1.8-4.0). A value the user set is kept.
+    """
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
+
 def _prune_logs(folder: Path, keep: int) -> None:
     with contextlib.suppress(OSError):  # another process may be pruning the same folder
         logs = sorted(folder.glob("llama-server-*.log"), key=lambda p: p.stat().st_mtime)
@@ -392,6 +405,7 @@ class EmbeddedServer:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    env=server_environment(),
                 )
             self._exited = asyncio.create_task(self._proc.wait())
             try:

@@ -59,6 +59,15 @@ class Handoff:
 
 
 @dataclass
+class Landed:
+    """One task whose work is on the shared branch: planners are shown it and never plan it again."""
+
+    title: str
+    files: list[str] = field(default_factory=list)
+    commit: str = ""
+
+
+@dataclass
 class Agent:
     id: str
     role: str
@@ -103,6 +112,7 @@ class Recorder(Protocol):
     writer: Any
     """The store writer, handed on to integration for its ``commits`` rows."""
 
+    def status(self, message: str) -> None: ...
     def redact(self, text: str) -> str:
         """``text`` with secrets replaced, before it goes into a prompt (an observation of ``cat .env``)."""
         ...
@@ -155,8 +165,20 @@ class RoleContext(Protocol):
     gate: Gate | None
     ledger: Ledger
     recorder: Recorder
+    workers: int
+    """Workers that may run at once."""
+    landed: list[Landed]
+    """Tasks of this session whose work is on the shared branch."""
 
     async def repo_map(self, max_age: float = 0.0) -> str: ...
+    async def tip_check(self) -> tuple[int | None, str] | None:
+        """The check's (exit code, output) on the shared tip, run once per tip; None without a check."""
+        ...
+
+    def checked(self, tip: str) -> tuple[int | None, str] | None:
+        """The check's result on ``tip`` if it was run there (no new run)."""
+        ...
+
     def take_steering(self) -> str: ...
     def set_scratchpad(self, text: str) -> None: ...
     def task_budget_left(self) -> int: ...
@@ -171,3 +193,10 @@ class RoleContext(Protocol):
     def inbox(self, task_id: str) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[Handoff]]:
         """While open, handoffs for ``task_id``'s children arrive here."""
         ...
+
+
+def check_command(ctx: RoleContext) -> str:
+    """The session's check: the landing gate's (configured, ``--check`` or detected), else the config's."""
+    if ctx.check is not None:
+        return ctx.check.command
+    return ctx.settings.check_command

@@ -1,7 +1,8 @@
 """The judge: at the end of a cycle, ``continue`` or ``done``, with a reason and notes for the next planner.
 
 It sees the goal, the cycle's handoffs, the diff stat of what landed this cycle and, when the project has a check
-command, its output run in the sandbox on the shared branch's tip.
+command, its result at the start and at the end of the cycle (run in the sandbox, once per tip). Its notes are
+kept free of repeated sentences (a small model loops on one until the length cap).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import TYPE_CHECKING
 from ..model.errors import EndpointError, ModelError
 from ..status import AgentStatus, Role
 from .ask import ask
-from .context import Handoff
+from .context import Handoff, check_command
+from .progress import check_summary, dedupe_sentences
 from .render import render
 from .replies import Verdict
 
@@ -27,10 +29,14 @@ async def run_judge(
     state = ctx.ledger
     agent = state.start_agent(Role.JUDGE, None, ctx.settings.role(Role.JUDGE).model, cycle_id)
     diff_stat = await _diff_stat(ctx, start_tip)
-    check_command = ctx.check.command if ctx.check is not None else ctx.settings.check_command
+    command = check_command(ctx)
     check_exit, check_output = (None, "")
-    if check_command:
-        check_exit, check_output = await _run_check(ctx, check_command)
+    start_check = end_check = ""
+    if command:
+        start = ctx.checked(start_tip)
+        check_exit, check_output = await ctx.tip_check() or (None, "")
+        end_check = check_summary(check_exit, check_output)
+        start_check = check_summary(*start) if start is not None else ""
     work = list(handoffs)
     messages = render(
         "judge",
@@ -42,9 +48,12 @@ async def run_judge(
         commits=sum(1 for h in work if h.commit),
         handoffs=[h.as_prompt() for h in work][:60],
         diff_stat=diff_stat[-4000:],
-        check_command=check_command,
+        check_command=command,
         check_exit=check_exit,
         check_output=check_output[-CHECK_OUTPUT_CHARS:],
+        start_check=start_check,
+        end_check=end_check,
+        previous_notes=ctx.verdict_notes,
     )
     status = AgentStatus.DONE
     try:
@@ -59,6 +68,7 @@ async def run_judge(
             notes=ctx.verdict_notes,
         )
     agent.steps += 1
+    verdict.notes = dedupe_sentences(verdict.notes)
 
     ctx.recorder.verdict(
         agent.id,
@@ -89,20 +99,3 @@ async def _diff_stat(ctx: RoleContext, since: str) -> str:
         check=False,
     )
     return result.out
-
-
-async def _run_check(ctx: RoleContext, command: str) -> tuple[int | None, str]:
-    """The project's check command, sandboxed, in a worktree of the shared tip (the gate's cached result
-    for the tip when it has one)."""
-    from ..tools.sandbox import run_command
-
-    tip_tree = ctx.git.shared.tip_tree
-    cached = ctx.gate.cached(tip_tree) if ctx.gate and tip_tree else None
-    if cached is not None and ctx.check is not None and command == ctx.check.command:
-        return cached.exit_code, cached.output
-
-    async with ctx.git.worktree(f"check-{ctx.cycle_number}", "judge") as wt:
-        result = await run_command(
-            command, wt.path, ctx.settings.sandbox, timeout=ctx.settings.sandbox.max_timeout
-        )
-    return result.exit_code, result.text

@@ -15,9 +15,10 @@ import anyio
 from ..model.errors import EndpointError, ModelError
 from ..status import AgentStatus, Role, TaskKind, TaskStatus
 from .ask import ask
-from .context import Handoff, Task
+from .context import Handoff, Task, check_command
+from .progress import check_summary, repeats_landed
 from .render import render
-from .replies import Plan
+from .replies import Plan, PlannedTask
 
 if TYPE_CHECKING:
     from .context import RoleContext
@@ -50,7 +51,7 @@ async def run_planner(ctx: RoleContext, task: Task, scope: str = "") -> list[Han
                     scope,
                     handoffs,
                     max_tasks,
-                    limits.planner_fanout if (first and can_split) else 0,
+                    _fanout(ctx) if (first and can_split) else 0,
                 )
             except EndpointError:
                 raise  # retrying cannot fix it: the session ends with one line
@@ -99,6 +100,9 @@ async def _plan(
     max_subplanners: int,
 ) -> Plan:
     repo_map = await ctx.repo_map()
+    check = await ctx.tip_check()
+    check_text = check_summary(*check) if check is not None else ""
+    landed = [{"title": d.title, "files": d.files} for d in ctx.landed]
     if role == Role.PLANNER:
         messages = render(
             "planner",
@@ -111,6 +115,9 @@ async def _plan(
             handoffs=[h.as_prompt() for h in handoffs],
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
+            landed=landed,
+            check_command=check_command(ctx),
+            check=check_text,
         )
     else:
         messages = render(
@@ -123,6 +130,9 @@ async def _plan(
             handoffs=[h.as_prompt() for h in handoffs],
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
+            landed=landed,
+            check_command=check_command(ctx),
+            check=check_text,
         )
     plan = await ask(ctx, agent, role, messages, "plan", Plan)
     if role == Role.PLANNER and plan.scratchpad.strip():
@@ -137,13 +147,49 @@ async def _plan(
     return plan
 
 
+def _fanout(ctx: RoleContext) -> int:
+    """Sub-planners one planner may start: the configured fan-out, but no more than the endpoint has slots
+    (each sub-planner is a model call competing with the workers for the same slots)."""
+    return min(ctx.settings.limits.planner_fanout, _slots(ctx))
+
+
+def _slots(ctx: RoleContext) -> int:
+    settings = ctx.settings.role(Role.SUBPLANNER)
+    pool = ctx.client.slots(settings) if ctx.client is not None else None
+    return pool.size if pool is not None else settings.max_concurrency
+
+
+def _small(plan: Plan, ctx: RoleContext) -> bool:
+    """A handful of tasks: the workers can start on every one at once, so sub-planners would only add model
+    calls competing with them for the endpoint's slots."""
+    return len(plan.tasks) + len(plan.subplanners) <= ctx.workers
+
+
 def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, allow_sub: bool) -> set[str]:
-    """Create the plan's tasks (within budget) and start its sub-planners; return the ids to wait for."""
+    """Create the plan's tasks (within budget) and start its sub-planners; return the ids to wait for.
+
+    Tasks that repeat landed work are dropped; for a small plan, sub-planner areas become work tasks.
+    """
     state = ctx.ledger
     outstanding: set[str] = set()
-    for planned in plan.tasks[: max(0, max_tasks)]:
+    planned_tasks = list(plan.tasks)
+    subplanners = list(plan.subplanners) if allow_sub else []
+    if subplanners and _small(plan, ctx):
+        planned_tasks += [
+            PlannedTask(title=s.title, instructions=s.scope, files=[], check="") for s in subplanners
+        ]
+        subplanners = []
+    queued: set[str] = set()
+    for planned in planned_tasks[: max(0, max_tasks)]:
         if ctx.task_budget_left() <= 0:
             break
+        key = " ".join((planned.title or planned.instructions[:60]).lower().split())
+        if key in queued:  # a small model repeats an item in one plan (measured: two identical sub-planners)
+            continue
+        queued.add(key)
+        if repeats_landed(planned.title or planned.instructions[:60], list(planned.files), ctx.landed):
+            ctx.recorder.status(f"dropped a plan for work that already landed: {planned.title}")
+            continue
         child = state.new_task(
             parent.cycle_id,
             TaskKind.WORK,
@@ -155,8 +201,8 @@ def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, al
         )
         outstanding.add(child.id)
         ctx.add_work(child)
-    if allow_sub:
-        for sub in plan.subplanners[: ctx.settings.limits.planner_fanout]:
+    if subplanners:
+        for sub in subplanners[: _fanout(ctx)]:
             child = state.new_task(
                 parent.cycle_id, TaskKind.SUBPLANNER, sub.title, parent, instructions=sub.scope
             )

@@ -10,6 +10,8 @@ and it resolves it with the same actions, then finishes again.
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +19,8 @@ import anyio
 
 from ..model.errors import EndpointError, ModelError, ReplyFormatError
 from ..status import AgentStatus, Role, TaskStatus
-from ..tools import confine
 from ..tools.actions import (
+    EDIT_ACTIONS,
     SCHEMA_NAME,
     ActionContext,
     FormatError,
@@ -27,8 +29,19 @@ from ..tools.actions import (
     parse_action,
     reply_schema,
 )
+from ..tools.targeted import CheckRun, check_after_edit, related_tests
+from . import candidates
 from .ask import ask_once
-from .context import Agent, Handoff, Task
+from .briefing import (
+    PAST_END,
+    Briefing,
+    Seen,
+    already_shown_nudge,
+    done_before_nudge,
+    past_end_nudge,
+    prepare,
+)
+from .context import Agent, Handoff, Task, check_command
 from .render import render
 
 if TYPE_CHECKING:
@@ -38,14 +51,22 @@ if TYPE_CHECKING:
     from .context import RoleContext
 
 CHARS_PER_TOKEN = 3.5
-PRELOAD_FILES = 3
 MAP_MAX_AGE = 5.0  # seconds the repository map a worker starts with may lag the shared tip (Engine.repo_map)
-PRELOAD_CHARS = 6000
 REPEAT_HEAT = 0.3  # temperature added per identical action in a row
 REPEAT_NUDGE = (
     "\nNOTE: this action is exactly the same as your previous one, so it changed nothing. Do the next thing:"
     " write the file, run the check, or finish."
 )
+CHECK_TIMEOUT = 120.0
+REPEATABLE = frozenset({"read_file", "list_files", "search", "replace"})
+"""Actions whose result cannot change while nothing is edited (a failed replace included)."""
+REGEX_ESCAPE = re.compile(r"\\[()\[\].*+?|{}]")
+REGEX_HINT = (
+    "\nNOTE: `search` is exact text, not a regular expression: copy the lines as they are, without"
+    " backslashes. To change a whole function, write_function is simpler."
+)
+PROSE = (".md", ".txt", ".rst")
+PASSED_HINT = "\nThe tests for your task pass now: finish, unless something in the task is still missing."
 
 
 class WorkerLimit(Exception):
@@ -69,34 +90,39 @@ class WorkerLoop:
         self.finish_args: dict[str, Any] = {}
         self._previous: tuple[str, str] | None = None
         self._repeats = 0
+        self.brief = Briefing()
+        self.seen = Seen()
+        # the session's check (the one the gate lands by), not the planner's guess at one
+        self.check = (check_command(ctx) or task.check or "").strip()
+        self.last_check: CheckRun | None = None
+        self.edits = 0
+        self._history: dict[
+            tuple[str, str], tuple[int, str, int]
+        ] = {}  # action -> (step, observation, edits)
 
     async def start(self) -> None:
+        root = self.ctx.real_root
+        task = self.task
+        self.brief = await anyio.to_thread.run_sync(
+            lambda: prepare(root, task.title, task.instructions, list(task.files))
+        )
         self.messages = render(
             "worker",
             self.context.settings.prompt_override("worker"),
-            title=self.task.title,
-            instructions=self.task.instructions,
-            files=self.task.files,
-            check=self.task.check,
-            file_contents=await anyio.to_thread.run_sync(self._expected_files),
+            title=task.title,
+            instructions=task.instructions,
+            files=task.files,
+            check=self.check,
+            names=sorted(self.brief.names),
+            file_contents=[{"path": f.path, "text": f.text, "whole": f.whole} for f in self.brief.files],
+            test_contents=[{"path": f.path, "text": f.text, "whole": f.whole} for f in self.brief.tests],
+            test_paths=self.brief.test_paths,
             repo_map=await self.context.repo_map(max_age=MAP_MAX_AGE),
             max_steps=self.limits.steps_per_worker,
         )
-
-    def _expected_files(self) -> list[dict[str, str]]:
-        """The current text of the files the planner expects to change: saves a small model a read each."""
-        shown, budget = [], PRELOAD_CHARS
-        for path in self.task.files[:PRELOAD_FILES]:
-            try:
-                real, _shown = confine.resolve(str(self.wt.path), path)
-                with open(real, "rb") as fh:
-                    text = fh.read(budget + 1).decode("utf-8")
-            except (confine.ActionFailed, OSError, UnicodeDecodeError):
-                continue
-            if len(text) < budget:
-                shown.append({"path": path, "text": text})
-                budget -= len(text)
-        return shown
+        for shown in [*self.brief.files, *self.brief.tests]:
+            if shown.whole:
+                self.seen.remember(shown.path, shown.text, self.messages[1])
 
     async def until_finish(self) -> dict[str, Any]:
         """Step until the model finishes; raise :class:`WorkerLimit` when a budget runs out."""
@@ -109,16 +135,22 @@ class WorkerLoop:
             if done is not None:
                 return done
 
+    def _sampling(self) -> Any:
+        settings = self.settings
+        if self._repeats:  # shake a looping model loose: a little more randomness per repeat
+            settings = settings.model_copy(
+                update={"temperature": min(1.0, settings.temperature + REPEAT_HEAT * self._repeats)}
+            )
+        return settings
+
     async def step(self) -> dict[str, Any] | None:
         self.agent.steps += 1
         step = self.agent.steps
         self._trim()
+        settings = self._sampling()
+        if candidates.wanted(self, settings):
+            return await candidates.step(self, settings, step)
         try:
-            settings = self.settings
-            if self._repeats:  # shake a looping model loose: a little more randomness per repeat
-                settings = settings.model_copy(
-                    update={"temperature": min(1.0, settings.temperature + REPEAT_HEAT * self._repeats)}
-                )
             reply = await ask_once(
                 self.context, self.agent, Role.WORKER, self.messages, SCHEMA_NAME, reply_schema(), settings
             )
@@ -133,16 +165,33 @@ class WorkerLoop:
                 detail = format_error.observation
             self._observe(content, f"ERROR: {detail}", step, "invalid", {}, None, 0.0, error=True)
             return None
+        return await self.act(content, action, step)
+
+    async def act(self, content: str, action: Any, step: int) -> dict[str, Any] | None:
+        """Do one parsed action and observe it; the finish arguments when it is ``finish``."""
         if action.name == "finish":
             self.finish_args = action.arguments()
             self._record(step, "finish", self.finish_args, "finished", None, 0.0, error=False)
             self.messages.append({"role": "assistant", "content": content})
             return self.finish_args
+        free = await anyio.to_thread.run_sync(self._from_context, action)
+        if free is None:
+            free = self._done_before(action)
+        if free is not None:  # answered from the conversation: no step spent
+            self.agent.steps -= 1
+            self._observe(content, free, step, action.name, action.arguments(), None, 0.0, error=False)
+            return None
         started = time.perf_counter()
         observation = await execute(action, self.ctx)
         elapsed = (time.perf_counter() - started) * 1000
         # Redacted before it goes anywhere: the next prompt, the record, the operator's screen (`cat .env`).
         text = self.context.recorder.redact(observation.text)
+        if action.name == "read_file" and observation.error and PAST_END.search(text):
+            self.seen.past_end_again(action.path)
+        if action.name in EDIT_ACTIONS and not observation.error:
+            text += await self.after_edit(action)
+        if action.name == "replace" and observation.error and REGEX_ESCAPE.search(action.search):
+            text += REGEX_HINT
         signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
         if signature == self._previous:  # small models loop; say so instead of letting it spin
             text += REPEAT_NUDGE
@@ -150,6 +199,8 @@ class WorkerLoop:
         else:
             self._repeats = 0
         self._previous = signature
+        if action.name in REPEATABLE:
+            self._history.setdefault(signature, (step, text, self.edits))
         self._observe(
             content,
             text,
@@ -160,7 +211,78 @@ class WorkerLoop:
             elapsed,
             error=observation.error,
         )
+        if action.name == "write_file" and not observation.error:
+            self.seen.remember(action.path, action.content, self.messages[-2])
+        elif action.name == "read_file" and _whole_read(action, observation.error, text):
+            current = await anyio.to_thread.run_sync(_read_whole, self.ctx.real_root, action.path)
+            if current is not None:
+                self.seen.remember(action.path, current, self.messages[-1])
         return None
+
+    def _done_before(self, action: Any) -> str | None:
+        """The answer to an action already taken with nothing edited since (None: do it).
+
+        Measured: a worker alternated a failing ``replace`` and the same ``read_file`` of lines 13-20 until its
+        step limit; nothing had changed between them, so each answer was already in the conversation.
+        """
+        if action.name not in REPEATABLE or self.seen.free_left <= 0:
+            return None
+        signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
+        before = self._history.get(signature)
+        if before is None or before[2] != self.edits:
+            return None
+        self.seen.free_left -= 1
+        step, text, _ = before
+        return done_before_nudge(step, text)
+
+    def _from_context(self, action: Any) -> str | None:
+        """The nudge for a read of what the conversation already holds (None: do the read)."""
+        if action.name != "read_file" or self.seen.free_left <= 0:
+            return None
+        root = self.ctx.real_root
+        if self.seen.in_context(root, action.path, self.messages):
+            where = "shown in your task" if self.messages[1] is self._holder(action.path) else "above"
+            self.seen.free_left -= 1
+            return already_shown_nudge(action.path, where)
+        lines = _line_count(root, action.path)
+        if lines is not None and action.start > lines and self.seen.past_end_again(action.path):
+            self.seen.free_left -= 1
+            return past_end_nudge(action.path)
+        return None
+
+    def _holder(self, path: str) -> dict[str, str] | None:
+        held = self.seen._whole.get(os.path.normpath(path))
+        return held[1] if held else None
+
+    async def after_edit(self, action: Any) -> str:
+        """Run the check after an edit (targeted to the task's tests); the text added to the observation."""
+        self.edits += 1
+        if action.name != "write_file":
+            self.seen.forget(action.path)
+        if not self.check:
+            return ""
+        if not self.brief.test_paths and action.path.lower().endswith(PROSE):
+            return ""  # no test reads prose: the whole check would only cost time
+        if not self.brief.test_paths:  # the planner named no files: find the tests of what was edited
+            if action.name == "write_function":
+                self.brief.names.add(action.function.rsplit(".", 1)[-1])
+            root, names = self.ctx.real_root, set(self.brief.names)
+            self.brief.test_paths = await anyio.to_thread.run_sync(
+                lambda: related_tests(root, [action.path], names)
+            )
+        run = await check_after_edit(
+            self.check,
+            self.ctx.real_root,
+            self.brief.test_paths,
+            self.brief.names,
+            self.ctx.options,
+            CHECK_TIMEOUT,
+            self.ctx.secret_env_names,
+        )
+        if run is None:
+            return ""
+        self.last_check = run
+        return "\n\n" + run.observation() + (PASSED_HINT if run.passed else "")
 
     async def resolve_conflict(self, conflict: Conflict) -> bool:
         """Integration found a conflict with work that landed meanwhile: this worker resolves it."""
@@ -241,6 +363,25 @@ class WorkerLoop:
             note = "[older steps omitted to fit the context window]"
             if not self.messages[2]["content"].startswith(note):
                 self.messages.insert(2, {"role": "user", "content": note})
+
+
+def _whole_read(action: Any, error: bool, text: str) -> bool:
+    return not error and action.start <= 1 and action.end <= 0 and "[... cut at" not in text
+
+
+def _read_whole(root: str, path: str) -> str | None:
+    from .briefing import _read
+
+    return _read(root, path)
+
+
+def _line_count(root: str, path: str) -> int | None:
+    from .briefing import _read
+
+    text = _read(root, path)
+    if text is None:
+        return None
+    return len(text.split("\n")) - (1 if text.endswith("\n") else 0)
 
 
 def conflict_message(conflict: Conflict) -> str:

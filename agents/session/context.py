@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..roles.context import Handoff, Task
+from ..roles.context import Handoff, Landed, Task
 from .board import Board
 from .state import ResumeCycle, SessionState
 
@@ -80,6 +80,10 @@ class SessionContext:
         """What recovery found of the last cycle (resume only)."""
         self._map_cache: tuple[str, str, float] | None = None  # tip, map, monotonic time it was read
         self._map_lock = anyio.Lock()
+        self.landed: list[Landed] = []
+        """Tasks whose work is on the shared branch (planners are shown them and never plan them again)."""
+        self._tip_checks: dict[str, tuple[int | None, str]] = {}
+        self._check_lock = anyio.Lock()
 
     @property
     def workers(self) -> int:
@@ -145,6 +149,38 @@ class SessionContext:
             text = await repo_map(self.git.root, tip)
             self._map_cache = (tip, text, read_at)
         return text
+
+    async def tip_check(self) -> tuple[int | None, str] | None:
+        """The session's check on the shared tip, run once per tip (planners and the judge share it); None when
+        there is no check."""
+        command = self.check.command if self.check is not None else self.settings.check_command
+        if not command:
+            return None
+        async with self._check_lock:
+            tip = self.git.shared.tip
+            if tip not in self._tip_checks:
+                self._tip_checks[tip] = await self._check_tip(command)
+            return self._tip_checks[tip]
+
+    def checked(self, tip: str) -> tuple[int | None, str] | None:
+        return self._tip_checks.get(tip)
+
+    async def _check_tip(self, command: str) -> tuple[int | None, str]:
+        """Through the gate's per-tree cache when it is the gate's check, so the gate never runs it again."""
+        from ..tools.sandbox import run_command
+
+        tip, tip_tree = self.git.shared.tip, self.git.shared.tip_tree
+        gate = self.gate if self.check is not None and command == self.check.command and tip_tree else None
+        if gate is not None and (cached := gate.cached(tip_tree)) is not None:
+            return cached.exit_code, cached.output
+        async with self.git.worktree(f"check-{self.cycle_number}", "judge") as wt:
+            if gate is not None:
+                result, _ = await gate.tip_result(tip_tree, wt, tip)
+                return result.exit_code, result.output
+            ran = await run_command(
+                command, wt.path, self.settings.sandbox, timeout=self.settings.sandbox.max_timeout
+            )
+            return ran.exit_code, ran.text
 
     def _fresh_map(self, max_age: float) -> str | None:
         cache = self._map_cache

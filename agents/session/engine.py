@@ -8,7 +8,6 @@ new planner conversations; only the repository, the judge's notes and the root p
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...store.db import new_id
 from .. import paths
+from ..model.preflight import PreflightError, preflight
 from ..status import Control, TaskStatus
 from .context import SessionContext
 from .loop import Outcome, run_session
@@ -26,46 +26,6 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 __all__ = ["Engine", "Outcome", "PreflightError", "Snapshot", "preflight"]
-
-
-class PreflightError(Exception):
-    """A configured model endpoint does not answer; the message says which and what to do."""
-
-
-async def preflight(settings: Settings, timeout: float = 5.0) -> None:
-    """GET ``/models`` on every configured OpenAI-compatible endpoint, so a typo in a URL fails in seconds;
-    a role fails only if none of its servers answers."""
-    import httpx
-
-    from ..settings import ROLES
-
-    answered: dict[str, str] = {}  # base URL -> '' or what went wrong
-    async with httpx.AsyncClient(timeout=timeout) as http:
-        for role in ROLES:
-            model = settings.role(role)
-            servers = model.servers()
-            if not servers or model.api != "openai":
-                continue
-            problems = []
-            for server in servers:
-                if server.base_url not in answered:
-                    headers = {}
-                    if server.api_key_env and os.environ.get(server.api_key_env):
-                        headers["Authorization"] = f"Bearer {os.environ[server.api_key_env]}"
-                    # Any answer will do: a refused key or an unknown model ends the session at its first
-                    # call, with the reason recorded on the session row.
-                    try:
-                        await http.get(f"{server.base_url}/models", headers=headers)
-                        answered[server.base_url] = ""
-                    except httpx.HTTPError as exc:
-                        answered[server.base_url] = f"{server.base_url} ({type(exc).__name__})"
-                if answered[server.base_url]:
-                    problems.append(answered[server.base_url])
-            if len(problems) == len(servers):  # one server of a pool may be down: the pool probes it back
-                raise PreflightError(
-                    f"model endpoint {', '.join(problems)} of the {role} is not reachable; start the server or "
-                    "fix model.base_url (`formicary doctor` checks every endpoint)"
-                )
 
 
 @dataclass(frozen=True)
@@ -155,6 +115,7 @@ class Engine(SessionContext):
             parallel=gate.parallel,
             timeout=gate.timeout,
             parse=gate.parse,
+            batch=gate.batch,
             secret_env_names=self.settings.secret_env_names(),
             on_verdict=self._on_gate,
         )

@@ -18,6 +18,7 @@ from ...store.redact import Redactor
 from ...store.writer import Writer
 from ..model.client import ModelClient
 from ..model.errors import find_endpoint_error
+from ..roles.context import Handoff, Landed, Task
 from ..roles.judge import run_judge
 from ..roles.planner import run_planner
 from ..roles.replies import Verdict
@@ -47,7 +48,10 @@ async def run_session(ctx: SessionContext, controls: SessionControls) -> Outcome
     outcome = Outcome(SessionStatus.FAILED, "internal error")
     try:
         embedded_url = await _start_embedded(ctx)
-        ctx.client = client = ModelClient(writer, ctx.session_id, embedded_base_url=embedded_url)
+        slots = ctx.embedded.parallel if ctx.embedded is not None else None
+        ctx.client = client = ModelClient(
+            writer, ctx.session_id, embedded_base_url=embedded_url, embedded_slots=slots
+        )
         client.listeners.append(state.on_llm_call)
         client.notices.append(state.record.warning)  # an endpoint taken out, calls waiting, one back
         if ctx.embedded is not None and embedded_url:
@@ -169,7 +173,7 @@ async def _run_cycle(
     with anyio.CancelScope() as scope:
         ctx.cycle_scope = scope
         async with anyio.create_task_group() as group:
-            group.start_soon(board.schedule, lambda task: run_worker(ctx, task), group)
+            group.start_soon(board.schedule, lambda task: _work(ctx, task), group)
             if resumed_tasks is not None:
                 await drain_resumed(ctx, resumed_tasks)
             else:
@@ -240,3 +244,11 @@ async def _record_end(ctx: SessionContext, outcome: Outcome) -> None:
             await ctx.embedded.stop()
     finally:
         await anyio.to_thread.run_sync(writer.close)
+
+
+async def _work(ctx: SessionContext, task: Task) -> Handoff | None:
+    """One worker on ``task``; work that landed is remembered so planners never plan it again."""
+    handoff = await run_worker(ctx, task)
+    if handoff is not None and handoff.commit:
+        ctx.landed.append(Landed(task.title, list(task.files), handoff.commit))
+    return handoff

@@ -30,7 +30,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..jsontext import extract_json
-from . import confine
+from . import confine, pyedit
 from .nested import nested_report, remove_nested_git
 from .sandbox import SandboxLike, SandboxOptions, run_command
 from .sandbox import options as sandbox_options
@@ -68,6 +68,14 @@ class WriteFile(_Action):
     content: str = Field(description="the complete new content of the file")
 
 
+class WriteFunction(_Action):
+    help = "replace one Python function or method by its complete new definition"
+    name: Literal["write_function"]
+    path: str = Field(description="Python file relative to the repository root")
+    function: str = Field(description="name of the function to replace (Class.method for a method)")
+    content: str = Field(description="the complete new definition: def line, docstring and body")
+
+
 class Replace(_Action):
     help = "replace one exact, unique piece of a file"
     name: Literal["replace"]
@@ -97,17 +105,22 @@ class Finish(_Action):
     notes: str = Field("", description="anything the planner should know: problems, follow-ups")
 
 
+EDIT_ACTIONS = frozenset({"write_file", "write_function", "replace"})
+"""Actions that change a file: the check runs by itself after each one."""
+
 ACTIONS: dict[str, type[_Action]] = {
     "list_files": ListFiles,
     "read_file": ReadFile,
     "write_file": WriteFile,
+    "write_function": WriteFunction,
     "replace": Replace,
     "search": Search,
     "run": Run,
     "finish": Finish,
 }
 Action = Annotated[
-    ListFiles | ReadFile | WriteFile | Replace | Search | Run | Finish, Field(discriminator="name")
+    ListFiles | ReadFile | WriteFile | WriteFunction | Replace | Search | Run | Finish,
+    Field(discriminator="name"),
 ]
 
 _JSON_TYPES = {str: "string", int: "integer", float: "integer"}
@@ -285,6 +298,8 @@ def _file_action(action: _Action, ctx: ActionContext) -> str:
             return confine.read_text(root, action.path, action.start, action.end, ctx.output_cap)
         case WriteFile():
             return confine.write_text(root, action.path, action.content)
+        case WriteFunction():
+            return pyedit.write_function(root, action.path, action.function, action.content)
         case Replace():
             return confine.replace_text(root, action.path, action.search, action.replace)
         case Search():

@@ -76,24 +76,13 @@ GIT_SHOW_TIMEOUT = 30.0
 
 def git_show(repo: str, sha: str) -> str:
     """``git show`` of a landed commit, or one line saying why it cannot be shown (run from a thread)."""
-    import anyio
-
-    from ..agents.git.run import git
+    from ..agents.git.run import git_sync
 
     if not repo or not Path(repo).is_dir():
         return f"The repository is not at {repo or '(unknown)'} any more, so the diff cannot be shown."
-
-    async def show():
-        with anyio.fail_after(GIT_SHOW_TIMEOUT):
-            return await git(
-                "show", "--stat", "--patch", "--no-color", "--no-ext-diff", "--no-textconv", "--format=fuller",
-                sha, cwd=repo, check=False,
-            )  # fmt: skip
-
-    try:
-        result = anyio.run(show)
-    except (OSError, TimeoutError) as exc:
-        return f"git show {sha[:10]} failed: {exc or 'timed out'}"
+    result = git_sync(
+        "show", "--stat", "--patch", "--no-color", "--format=fuller", sha, cwd=repo, timeout=GIT_SHOW_TIMEOUT
+    )
     if result.rc != 0:
         return f"git show {sha[:10]} failed: {result.err.strip().splitlines()[-1] if result.err.strip() else result.rc}"
     return result.out

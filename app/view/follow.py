@@ -86,6 +86,11 @@ class StatusView:
     paused: bool = False
     workers: int | None = None
     sandbox: str | None = None
+    check: str | None = None
+    """The landing gate's check, described."""
+    gate_refusals: int = 0
+    gate_seconds: float = 0.0
+    """Time spent deciding landings (check runs included), summed over tasks."""
     warning: str | None = None
     running: int = 0
     pending: int = 0
@@ -156,6 +161,7 @@ class SessionModel:
             raise LookupError(f"session {sid} is not in the record")
         self.seq = q.max_event_seq(db, sid)
         flags = q.session_flags(db, sid)
+        gate_refusals, gate_seconds = q.gate_totals(db, sid)
         cycles = q.cycles(db, sid)
         for c in cycles:
             self.cycles[c["id"]] = CycleView(c["id"], int(c["number"]), c["reason"], c["status"])
@@ -186,6 +192,9 @@ class SessionModel:
             paused=bool(flags.get("paused", session["status"] == "paused")),
             workers=flags.get("workers"),
             sandbox=flags.get("sandbox"),
+            check=flags.get("check"),
+            gate_refusals=gate_refusals,
+            gate_seconds=gate_seconds,
             warning=flags.get("warning"),
             commits=int(session["commits"]),
             prompt_tokens=prompt,
@@ -350,6 +359,13 @@ class SessionModel:
                     status,
                     workers=status.workers if event.workers is None else event.workers,
                     sandbox=event.sandbox,
+                    check=event.check,
+                )
+            case ev.GateDecided():
+                status = replace(
+                    status,
+                    gate_refusals=status.gate_refusals + (event.verdict == "refused"),
+                    gate_seconds=status.gate_seconds + event.duration_ms / 1000,
                 )
             case ev.SessionEnded():
                 status = replace(

@@ -132,6 +132,14 @@ def event_chunk(event: ev.Event, role: str | None) -> LogChunk | None:
             sha = str(event.integrated_sha or event.sha or "")[:10]
             retries = f", {event.retries} retries" if event.retries else ""
             return LogChunk(seq, None, (f"✔ landed {sha}{retries}",))
+        case ev.GateDecided(verdict="refused"):
+            lines = [_clip(f"⛔ gate refused: {event.reason}")]
+            lines += [_clip(f"    {path}: {why}") for path, why in list(event.parse_errors.items())[:3]]
+            lines += [_clip(f"    newly failing {name}") for name in event.new_failures[:3]]
+            return LogChunk(seq, None, tuple(lines))
+        case ev.GateDecided():
+            spent = f" (check {event.check_ms / 1000:.1f}s)" if event.check_ms is not None else ""
+            return LogChunk(seq, None, (_clip(f"✔ gate passed: {event.reason}{spent}"),))
         case ev.ConflictFound():
             paths = ", ".join(event.paths)
             shown = "?" if event.round is None else event.round

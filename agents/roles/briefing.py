@@ -1,0 +1,149 @@
+"""What a worker starts with and what it has already seen: the task's files, the tests that exercise them, and
+the record that lets a re-read be answered from the conversation instead of costing a step.
+
+Measured with the 1.5B model (the demo, first round): a worker spent its 12 steps reading files that were already
+in its prompt and reading past their ends, and never wrote. So the first prompt carries the task's files and
+their tests (whole when they fit, otherwise the parts that mention the task's functions), and :class:`Seen`
+remembers which whole files the conversation holds, so a read of an unchanged one gets a nudge, not a step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from ..tools import confine, pyedit, targeted
+
+PRELOAD_FILES = 3
+SOURCE_BUDGET = 9000
+"""Characters of the task's own files put in the first prompt (whole files, or excerpts when too large)."""
+TEST_BUDGET = 5000
+"""Characters of the related tests put in the first prompt."""
+FREE_NUDGES = 4
+"""Reads answered from the conversation that cost no step, per worker (a model that keeps asking pays again)."""
+
+
+@dataclass
+class Shown:
+    path: str
+    text: str
+    whole: bool
+
+
+@dataclass
+class Briefing:
+    """The task's context, prepared once in a thread before the first model call."""
+
+    files: list[Shown] = field(default_factory=list)
+    tests: list[Shown] = field(default_factory=list)
+    test_paths: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+
+
+def _read(root: str, path: str, limit: int = 400_000) -> str | None:
+    try:
+        real, _ = confine.resolve(root, path)
+        with open(real, "rb") as fh:
+            return fh.read(limit).decode("utf-8")
+    except (confine.ActionFailed, OSError, UnicodeDecodeError):
+        return None
+
+
+def task_names(title: str, instructions: str, sources: list[str]) -> set[str]:
+    """The functions the task is about: identifiers in its text that its files define."""
+    words = set(pyedit.IDENT.findall(f"{title}\n{instructions}"))
+    defined: set[str] = set()
+    for text in sources:
+        defined |= pyedit.defined_names(text)
+    return {w for w in words & defined if len(w) > 2}
+
+
+def _fit(path: str, text: str, names: set[str], budget: int) -> Shown | None:
+    if len(text) <= budget:
+        return Shown(path, text, whole=True)
+    if path.endswith(".py"):
+        part = pyedit.excerpt(text, names, budget)
+        if part is not None:
+            return Shown(path, part, whole=False)
+    return None
+
+
+def prepare(root: str, title: str, instructions: str, files: list[str]) -> Briefing:
+    """Blocking: read the task's files, find their tests, and cut both to the prompt's budget."""
+    brief = Briefing()
+    sources = {p: t for p in files[:PRELOAD_FILES] if (t := _read(root, p)) is not None}
+    brief.names = task_names(title, instructions, list(sources.values()))
+    budget = SOURCE_BUDGET
+    for path, text in sources.items():
+        shown = _fit(path, text, brief.names, budget)
+        if shown is not None:
+            brief.files.append(shown)
+            budget -= len(shown.text)
+    brief.test_paths = targeted.related_tests(root, list(files), brief.names)
+    budget = TEST_BUDGET
+    for path in brief.test_paths:
+        if path in sources:
+            continue
+        text = _read(root, path)
+        shown = _fit(path, text, brief.names, budget) if text is not None else None
+        if shown is not None:
+            brief.tests.append(shown)
+            budget -= len(shown.text)
+    return brief
+
+
+class Seen:
+    """Whole files the conversation holds (by message), so a re-read of an unchanged one is answered from it."""
+
+    def __init__(self) -> None:
+        self._whole: dict[str, tuple[str, dict[str, str]]] = {}
+        self._past_end: set[str] = set()
+        self.free_left = FREE_NUDGES
+
+    def remember(self, path: str, text: str, message: dict[str, str]) -> None:
+        self._whole[os.path.normpath(path)] = (text, message)
+
+    def forget(self, path: str) -> None:
+        self._whole.pop(os.path.normpath(path), None)
+
+    def in_context(self, root: str, path: str, messages: list[dict[str, str]]) -> bool:
+        """The whole current text of ``path`` is in a message still in ``messages``."""
+        held = self._whole.get(os.path.normpath(path))
+        if held is None or not any(m is held[1] for m in messages):
+            return False
+        return _read(root, path) == held[0]
+
+    def past_end_again(self, path: str) -> bool:
+        """Record a read past ``path``'s end; True if it was already said once."""
+        key = os.path.normpath(path)
+        if key in self._past_end:
+            return True
+        self._past_end.add(key)
+        return False
+
+
+PAST_END = re.compile(r"has only (\d+) lines")
+
+
+def already_shown_nudge(path: str, where: str) -> str:
+    return (
+        f"You already have the whole of {path} in this conversation ({where}) and it has not changed, so it is"
+        " not shown again and this cost you no step. Use what you have: make your edit now"
+        " (write_function for one Python function, write_file for a whole small file), or finish."
+    )
+
+
+def past_end_nudge(path: str) -> str:
+    return (
+        f"You have already read to the end of {path}; there is nothing past it (this cost you no step)."
+        " Make your edit now, or finish."
+    )
+
+
+def done_before_nudge(step: int, observation: str) -> str:
+    shown = observation if len(observation) <= 800 else observation[:800] + " [...]"
+    return (
+        f"You did exactly this at step {step} and nothing has been edited since, so the answer is the same"
+        f" (this cost you no step):\n{shown}\nDo something different now: make your edit, or finish."
+    )

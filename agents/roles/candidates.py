@@ -1,0 +1,168 @@
+"""Several candidate edits from idle slots, checked by the tests: what a swarm has over a single agent.
+
+When the endpoint has idle slots (others are not using them right now), a worker whose last edit failed its check
+draws more than one reply for its next step at once, at different temperatures, and keeps the first edit that
+passes the check; the others are undone. Idle slots cost nothing (llama-server batches parallel slots, so they
+come almost free on the same model), and a 1.5B model's second or third sample is often right where its first
+was not. When no edit passes, the first candidate's edit is kept, as if only it had been drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+from ..model.errors import EndpointError, ModelError
+from ..tools import confine
+from ..tools.actions import EDIT_ACTIONS, FormatError, execute, parse_action, reply_schema
+
+if TYPE_CHECKING:
+    from .briefing import Seen
+    from .context import Agent, RoleContext
+
+
+class WorkerLoop(Protocol):
+    """What candidates need of the worker's loop (a protocol: the worker imports this module)."""
+
+    context: RoleContext
+    agent: Agent
+    ctx: Any
+    messages: list[dict[str, str]]
+    check: str
+    last_check: Any
+    seen: Seen
+    _previous: Any
+    _repeats: int
+
+    async def act(self, content: str, action: Any, step: int) -> dict[str, Any] | None: ...
+    async def after_edit(self, action: Any) -> str: ...
+    def _observe(self, content: str, text: str, step: int, name: str, args: dict[str, Any],
+                 exit_code: int | None, duration_ms: float, *, error: bool) -> None: ...  # fmt: skip
+
+
+MAX_CANDIDATES = 3
+TEMPERATURE_STEP = 0.35
+
+
+def wanted(loop: WorkerLoop, settings: Any) -> bool:
+    """Draw candidates when the task has a check, an edit has already failed it, and 2+ slots are idle."""
+    if not loop.check or loop.last_check is None or loop.last_check.passed:
+        return False
+    return loop.context.client.idle_slots(settings) >= 2
+
+
+async def _draw(loop: WorkerLoop, settings: Any, n: int) -> list[tuple[str, Any]]:
+    """``n`` replies at once, at rising temperatures; (content, action or None) in temperature order."""
+    results: list[tuple[str, Any] | None] = [None] * n
+
+    async def one(i: int) -> None:
+        temperature = min(1.2, settings.temperature + TEMPERATURE_STEP * i)
+        try:
+            reply = await loop.context.client.complete(
+                settings,
+                loop.messages,
+                "action",
+                reply_schema(),
+                role="worker",
+                agent_id=loop.agent.id,
+                temperature=temperature,
+            )
+        except EndpointError:
+            raise  # retrying cannot fix it: the session ends
+        except ModelError as exc:  # a broken sample is just one fewer candidate
+            results[i] = (getattr(exc, "content", ""), None)
+            return
+        try:
+            results[i] = (reply.content, parse_action(reply.content))
+        except FormatError:
+            results[i] = (reply.content, None)
+
+    async with anyio.create_task_group() as group:
+        for i in range(n):
+            group.start_soon(one, i)
+    return [r for r in results if r is not None]
+
+
+def _snapshot(root: str, path: str) -> bytes | None:
+    try:
+        real, _ = confine.resolve(root, path)
+        with open(real, "rb") as fh:
+            return fh.read()
+    except (confine.ActionFailed, OSError):
+        return None
+
+
+def _restore(root: str, path: str, data: bytes | None) -> None:
+    real, _ = confine.resolve(root, path)
+    if data is None:
+        with contextlib.suppress(OSError):
+            os.unlink(real)
+    else:
+        with open(real, "wb") as fh:
+            fh.write(data)
+
+
+async def step(loop: WorkerLoop, settings: Any, step_no: int) -> dict[str, Any] | None:
+    """One worker step drawn as several candidates; falls back to the first reply when it is not an edit."""
+    n = min(MAX_CANDIDATES, loop.context.client.idle_slots(settings))
+    drawn = await _draw(loop, settings, n)
+    if not drawn:
+        raise ModelError("no candidate reply")
+    first_content, first_action = drawn[0]
+    if first_action is None or first_action.name not in EDIT_ACTIONS:
+        if first_action is None:
+            loop._observe(first_content, "ERROR: your reply was not a valid action", step_no, "invalid", {}, None,
+                          0.0, error=True)  # fmt: skip
+            return None
+        return await loop.act(first_content, first_action, step_no)
+    edits: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+    for content, action in drawn:
+        if action is None or action.name not in EDIT_ACTIONS:
+            continue
+        key = json.dumps([action.name, action.arguments()], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            edits.append((content, action))
+    root = loop.ctx.real_root
+    started = time.perf_counter()
+    for index, (content, action) in enumerate(edits):
+        before = await anyio.to_thread.run_sync(_snapshot, root, action.path)
+        observation = await execute(action, loop.ctx)
+        if not observation.error:
+            extra = await loop.after_edit(action)
+            if loop.last_check is not None and loop.last_check.passed:
+                note = f"\n(kept candidate {index + 1} of {len(edits)}: the first whose check passed)"
+                _finish(loop, content, action, observation.text + extra + note, step_no, started)
+                return None
+        await anyio.to_thread.run_sync(_restore, root, action.path, before)
+    # none passed: keep the first candidate's edit, as if it had been the only reply
+    content, action = edits[0]
+    observation = await execute(action, loop.ctx)
+    extra = await loop.after_edit(action) if not observation.error else ""
+    note = f"\n({len(edits)} candidate edits tried at different temperatures; none passed the check)"
+    _finish(loop, content, action, observation.text + extra + note, step_no, started, error=observation.error)
+    return None
+
+
+def _finish(
+    loop: WorkerLoop,
+    content: str,
+    action: Any,
+    text: str,
+    step_no: int,
+    started: float,
+    *,
+    error: bool = False,
+) -> None:
+    elapsed = (time.perf_counter() - started) * 1000
+    loop._previous = None
+    loop._repeats = 0
+    loop._observe(content, text, step_no, action.name, action.arguments(), None, elapsed, error=error)
+    if action.name == "write_file" and not error:
+        loop.seen.remember(action.path, action.content, loop.messages[-2])

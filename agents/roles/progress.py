@@ -1,0 +1,118 @@
+"""What planners and the judge are told about progress: what has landed, what the check still fails.
+
+Measured with the 1.5B model: cycle 2's planner re-planned the three tasks of cycle 1, two of which had landed,
+and the judge's notes repeated one sentence until their length cap. So planners are shown the landed work and
+the failing tests, a planned task that repeats landed work is dropped in code (a small model does not reliably
+obey "do not"), and repeated sentences are removed from the judge's notes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .context import Landed
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_STOP = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "in",
+        "of",
+        "to",
+        "for",
+        "and",
+        "or",
+        "with",
+        "from",
+        "by",
+        "on",
+        "its",
+        "it",
+        "be",
+        "is",
+        "are",
+        "make",
+        "implement",
+        "fix",
+        "add",
+        "write",
+        "function",
+        "functions",
+        "file",
+        "files",
+        "module",
+        "test",
+        "tests",
+        "so",
+        "that",
+        "all",
+        "pass",
+        "passes",
+    ]
+)
+_PYTEST_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
+_UNITTEST_FAILED = re.compile(r"^(?:FAIL|ERROR): (\S+) \(([^)]+)\)", re.M)
+MAX_FAILING = 30
+
+
+def _keywords(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text) if len(w) > 3 and w.lower() not in _STOP}
+
+
+def _norm(title: str) -> str:
+    return " ".join(_WORD.findall(title.lower()))
+
+
+def _path_words(files: list[str]) -> set[str]:
+    return {w.lower() for f in files for w in _WORD.findall(f)}
+
+
+def repeats_landed(title: str, files: list[str], landed: list[Landed]) -> Landed | None:
+    """The landed task ``title``/``files`` would do again, if any: the same title, or the same files and a
+    shared specific word (a function name, not a file's name) in the title."""
+    norm, fileset = _norm(title), set(files)
+    words = _keywords(title) - _path_words(files)
+    for done in landed:
+        if _norm(done.title) == norm:
+            return done
+        if fileset and fileset == set(done.files) and words & _keywords(done.title):
+            return done
+    return None
+
+
+def failing_tests(output: str) -> list[str]:
+    """Failing test ids in a pytest or unittest output (empty when it reports none in a form known here)."""
+    found = [m.group(1) for m in _PYTEST_FAILED.finditer(output)]
+    for m in _UNITTEST_FAILED.finditer(output):  # "FAIL: test_x (mod.Class.test_x)" (3.11+) or "(mod.Class)"
+        name, where = m.group(1), m.group(2)
+        found.append(where if where.endswith("." + name) else f"{where}.{name}")
+    seen: dict[str, None] = {}
+    for test in found:
+        seen.setdefault(test, None)
+    return list(seen)[:MAX_FAILING]
+
+
+def check_summary(exit_code: int | None, output: str, tail: int = 1500) -> str:
+    """One short block for a prompt: passed, or the failing tests (or the output's tail when none are named)."""
+    if exit_code == 0:
+        return "PASSED (every test passes)"
+    failing = failing_tests(output)
+    status = "did not finish" if exit_code is None else f"FAILED (exit {exit_code})"
+    if failing:
+        return f"{status}; failing: " + ", ".join(failing)
+    return f"{status}:\n{output.strip()[-tail:]}"
+
+
+def dedupe_sentences(text: str) -> str:
+    """``text`` without sentences (or lines) it already said: a small model loops on one sentence."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for piece in re.split(r"(?<=[.!?])\s+|\n+", text.strip()):
+        key = " ".join(piece.lower().split())
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        out.append(piece.strip())
+    return " ".join(out)

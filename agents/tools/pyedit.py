@@ -1,0 +1,158 @@
+"""Python-aware edits and excerpts for small models: replace one function by name, show only what a task needs.
+
+Why: a 1.5B model rewrites a whole small file correctly but corrupts diffs and SEARCH/REPLACE blocks, and a
+400-line module does not fit its reply budget. A function is the unit it writes well, so ``write_function``
+takes the complete new definition and puts it where the old one was (found with :mod:`ast`, re-indented to the
+old one's depth). The same parse picks the parts of a large module or test file that mention a task's names,
+so the first prompt carries what the worker needs instead of a truncated file.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+
+from . import confine
+
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _functions(tree: ast.AST) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """(qualified name, node) of every function and method, ``Class.method`` for methods."""
+    found: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
+
+    def walk(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                found.append((prefix + child.name, child))
+            elif isinstance(child, ast.ClassDef):
+                walk(child, prefix + child.name + ".")
+
+    walk(tree, "")
+    return found
+
+
+def defined_names(text: str) -> set[str]:
+    """Names of the functions and classes ``text`` defines (empty if it does not parse)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return set()
+    names = {name.rsplit(".", 1)[-1] for name, _ in _functions(tree)}
+    names |= {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    return names
+
+
+def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
+    """``source`` with function ``name`` (``f`` or ``Class.f``) replaced by ``new_def``; and its first line.
+
+    Raises:
+        confine.ActionFailed: the file does not parse, the name is missing or ambiguous, or ``new_def`` is not
+            one function definition of that name.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise confine.ActionFailed(
+            f"error: the file does not parse (line {exc.lineno}: {exc.msg}); fix it with write_file"
+        ) from None
+    name = name.strip().removesuffix("()")
+    matches = [node for qual, node in _functions(tree) if qual == name or qual.rsplit(".", 1)[-1] == name]
+    if not matches:
+        known = ", ".join(q for q, _ in _functions(tree))[:600]
+        raise confine.ActionFailed(f"error: no function {name!r} in the file; its functions are: {known}")
+    if len(matches) > 1:
+        raise confine.ActionFailed(f"error: {name!r} is defined {len(matches)} times; use Class.method")
+    node = matches[0]
+    body = textwrap.dedent(new_def.replace("\t", "    ")).strip("\n")
+    try:
+        new_tree = ast.parse(body)
+    except SyntaxError as exc:
+        raise confine.ActionFailed(
+            f"error: your content does not parse (line {exc.lineno}: {exc.msg}); send the complete function, "
+            "from its def line to its last line"
+        ) from None
+    defs = [n for n in new_tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    if not defs or defs[0].name != node.name:
+        raise confine.ActionFailed(
+            f"error: content must be the complete definition `def {node.name}(...):` with its body"
+        )
+    lines = source.split("\n")
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+    last = node.end_lineno or node.lineno
+    indent = re.match(r"[ \t]*", lines[first]).group(0)
+    replaced = [indent + line if line.strip() else "" for line in body.split("\n")]
+    out = lines[:first] + replaced + lines[last:]
+    return "\n".join(out), first + 1
+
+
+def _blocks(text: str) -> list[tuple[int, int, ast.stmt]] | None:
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    blocks = []
+    for node in tree.body:
+        start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+        blocks.append((start, node.end_lineno or node.lineno, node))
+    return blocks
+
+
+def excerpt(text: str, names: set[str], budget: int) -> str | None:
+    """The parts of a Python file that mention ``names``, within ``budget`` characters; None if nothing fits.
+
+    Imports and module constants are kept (a test needs its imports); of a class, only the methods that
+    mention a name (with the class line). Elided stretches are marked ``# ... (lines a-b not shown)``.
+    """
+    blocks = _blocks(text)
+    if blocks is None or not names:
+        return None
+    lines = text.split("\n")
+    keep: set[int] = set()
+    matched = False
+
+    def mentions(a: int, b: int) -> bool:
+        chunk = "\n".join(lines[a - 1 : b])
+        return any(n in set(IDENT.findall(chunk)) for n in names)
+
+    for start, end, node in blocks:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            keep.update(range(start, end + 1))
+        elif isinstance(node, ast.ClassDef) and mentions(start, end):
+            matched = True
+            keep.add(start)
+            for sub in node.body:
+                s = min([sub.lineno, *(d.lineno for d in getattr(sub, "decorator_list", []))])
+                e = sub.end_lineno or sub.lineno
+                if mentions(s, e):
+                    keep.update(range(s, e + 1))
+        elif mentions(start, end):
+            matched = True
+            keep.update(range(start, end + 1))
+    if not matched:
+        return None
+    out: list[str] = []
+    gap_start = None
+    for number, line in enumerate(lines, 1):
+        if number in keep:
+            if gap_start is not None:
+                out.append(f"# ... (lines {gap_start}-{number - 1} not shown)")
+                gap_start = None
+            out.append(line)
+        elif gap_start is None:
+            gap_start = number
+    if gap_start is not None and gap_start <= len(lines) and any(s.strip() for s in lines[gap_start - 1 :]):
+        out.append(f"# ... (lines {gap_start}-{len(lines)} not shown)")
+    shown = "\n".join(out)
+    return shown if len(shown) <= budget else None
+
+
+def write_function(root: str, path: object, name: str, content: str) -> str:
+    """The ``write_function`` action: replace one function of a Python file by its complete new definition."""
+    real, shown = confine.resolve(root, path)
+    data = confine._read_bytes(real, shown)
+    text = data.decode("utf-8", "surrogateescape")
+    new_text, line = replace_function(text, name, content)
+    confine._write_bytes(real, shown, new_text.encode("utf-8", "surrogateescape"))
+    return f"replaced function {name.strip()} in {shown} (now at line {line})"

@@ -1,0 +1,150 @@
+"""The check a worker's edit is tested with: the tests of the module it touched, run by itself after each edit.
+
+Why: with a 1.5B model every step is ~30 s, and a worker that must spend a step on ``run`` to learn whether its
+edit works often never does (it reads instead). So after each edit the check runs without a model step and its
+result is part of the edit's observation: edit → test → edit. The check is narrowed to the tests that exercise
+the touched files (and, for pytest, to the test names that mention the task's functions), so the answer comes in
+seconds and does not report other workers' unfinished tasks as this worker's failures. When nothing narrower
+can be said, the project's whole check runs.
+
+Everything that runs goes through :func:`.sandbox.run_command`, like a worker's own ``run``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from .confine import NOT_EXPANDED
+from .sandbox import run_command
+
+MAX_TEST_FILES = 4
+OUTPUT_TAIL = 2500
+NO_TESTS_RAN = 5  # pytest's and (3.12+) unittest's exit status when the selection is empty
+_TEST_FILE = re.compile(r"^(test_.*|.*_test)\.py$")
+
+
+def module_name(path: str) -> str:
+    """``pkg/mod.py`` → ``mod``; ``pkg/__init__.py`` → ``pkg``."""
+    p = PurePosixPath(path)
+    return p.parent.name if p.stem == "__init__" else p.stem
+
+
+def test_files(root: str) -> list[str]:
+    """Every ``test_*.py`` / ``*_test.py`` under ``root`` (relative paths), skipping caches and virtualenvs."""
+    found: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in NOT_EXPANDED and not d.startswith("."))
+        for name in sorted(files):
+            if _TEST_FILE.match(name):
+                found.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
+        if len(found) > 2000:
+            break
+    return found
+
+
+def related_tests(root: str, files: list[str], names: set[str]) -> list[str]:
+    """The test files that exercise ``files``: named after one of them, importing it, or calling ``names``.
+
+    Ranked: files that call one of ``names`` first, then by name match, then imports; at most
+    :data:`MAX_TEST_FILES`. Test files in ``files`` themselves count as related.
+    """
+    modules = {
+        module_name(f) for f in files if f.endswith(".py") and not _TEST_FILE.match(PurePosixPath(f).name)
+    }
+    scored: list[tuple[int, str]] = []
+    for rel in test_files(root):
+        score = 0
+        stem = PurePosixPath(rel).stem
+        if rel in files:
+            score += 8
+        if stem.removeprefix("test_").removesuffix("_test") in modules:
+            score += 4
+        try:
+            with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as fh:
+                text = fh.read(400_000)
+        except OSError:
+            continue
+        if any(re.search(rf"\b{re.escape(n)}\s*\(", text) for n in names):
+            score += 6
+        if any(re.search(rf"^\s*(from|import)\s+[\w.]*\b{re.escape(m)}\b", text, re.M) for m in modules):
+            score += 2
+        if score:
+            scored.append((-score, rel))
+    return [rel for _, rel in sorted(scored)[:MAX_TEST_FILES]]
+
+
+def targeted_command(check: str, tests: list[str], names: set[str]) -> str | None:
+    """The project's ``check`` narrowed to ``tests`` (and, for pytest, to ``names``); None: not narrowable."""
+    if not check.strip() or not tests:
+        return None
+    quoted = " ".join(shlex.quote(t) for t in tests)
+    if "pytest" in check:
+        base = check.split("pytest", 1)[0] + "pytest"
+        selector = f" -k {shlex.quote(' or '.join(sorted(names)))}" if names else ""
+        return f"{base} -q -x -p no:cacheprovider --no-header -rN {quoted}{selector}"
+    if "unittest" in check:
+        base = check.split("unittest", 1)[0] + "unittest"
+        dotted = " ".join(shlex.quote(t.removesuffix(".py").replace("/", ".")) for t in tests)
+        return f"{base} {dotted}"
+    return None
+
+
+@dataclass
+class CheckRun:
+    command: str
+    exit_code: int | None
+    output: str
+    timed_out: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def observation(self) -> str:
+        """What the worker is shown after its edit."""
+        if self.exit_code is None and not self.timed_out:
+            return f"CHECK could not run: {self.output.strip()[:500]}"
+        verdict = (
+            "PASSED"
+            if self.passed
+            else ("TIMED OUT" if self.timed_out else f"FAILED (exit {self.exit_code})")
+        )
+        tail = self.output.strip()[-OUTPUT_TAIL:]
+        return f"CHECK `{self.command}`: {verdict}\n{tail}".rstrip()
+
+
+async def run_check(
+    command: str, root: str, sandbox: object, timeout: float, secret_names: frozenset[str] = frozenset()
+) -> CheckRun:
+    result = await run_command(command, root, sandbox, timeout=timeout, extra_secret_names=secret_names)  # type: ignore[arg-type]
+    if result.refused:
+        return CheckRun(command, None, result.output)
+    return CheckRun(command, result.exit_code, result.output, result.timed_out)
+
+
+async def check_after_edit(
+    check: str,
+    root: str,
+    tests: list[str],
+    names: set[str],
+    sandbox: object,
+    timeout: float,
+    secret_names: frozenset[str] = frozenset(),
+) -> CheckRun | None:
+    """Run the narrowest check for an edit: targeted when possible (widened if it selects nothing), else the
+    project's whole check; None when the project has no check."""
+    if not check.strip():
+        return None
+    command = targeted_command(check, tests, names)
+    if command is None:
+        return await run_check(check, root, sandbox, timeout, secret_names)
+    run = await run_check(command, root, sandbox, timeout, secret_names)
+    if run.exit_code == NO_TESTS_RAN and names:  # the -k selection matched nothing: the files' tests, then
+        command = targeted_command(check, tests, set())
+        if command is not None:
+            run = await run_check(command, root, sandbox, timeout, secret_names)
+    return run

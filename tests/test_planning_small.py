@@ -1,0 +1,145 @@
+"""Planners and the judge with a small model: landed work is never re-planned, planning effort fits the work,
+and the judge's notes do not repeat (scripted server, real repositories)."""
+
+from __future__ import annotations
+
+import pytest
+
+from formicary.agents.roles.context import Landed
+from formicary.agents.roles.progress import check_summary, dedupe_sentences, failing_tests, repeats_landed
+from formicary.agents.session.engine import Engine
+from formicary.agents.settings import Settings
+from formicary.store import db as store_db
+from tests.gitrepo import make_repo
+from tests.scripted_server import ScriptedServer, schema_name
+from tests.scripted_team import ScriptedTeam, finish, plan, task, write
+
+pytestmark = pytest.mark.anyio
+
+
+def settings_for(server: ScriptedServer, max_concurrency: int = 4, **limits) -> Settings:
+    return Settings.model_validate(
+        {
+            "model": {
+                "base_url": server.base_url,
+                "retries": 1,
+                "timeout": 20,
+                "max_concurrency": max_concurrency,
+            },
+            "limits": {"workers": 2, "cycles": 2, "planner_depth": 1} | limits,
+            "sandbox": {"mode": "none"},
+            "check_command": "test -f alpha.txt && test -f beta.txt",
+        }
+    )
+
+
+def rows(db, sql, *params):
+    return list(store_db.connect(db).query(sql, params))
+
+
+async def test_landed_work_is_never_planned_again(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    alpha = task("Add alpha", files=["alpha.txt"])
+    team = ScriptedTeam(
+        root_plans=[plan([alpha]), plan([alpha, task("Add beta", files=["beta.txt"])])],
+        work={"Add alpha": [write("alpha.txt", "a\n"), finish()], "Add beta": [write("beta.txt", "b\n"), finish()]},
+        verdicts=[{"decision": "continue", "reason": "beta", "notes": "add beta"}, {"decision": "done",
+                  "reason": "ok", "notes": ""}],
+    )  # fmt: skip
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(settings_for(server), repo, "Add alpha and beta", db_path=db)
+        outcome = await engine.run()
+        plans = [b for b in server.requests if schema_name(b) == "plan"]
+    assert outcome.status == "done"
+    titles = [r["title"] for r in rows(db, "SELECT title FROM tasks WHERE kind = 'work' ORDER BY created_at")]
+    assert titles == ["Add alpha", "Add beta"]  # cycle 2's repeat of "Add alpha" was dropped
+    second = plans[-1]["messages"][-1]["content"]
+    assert "ALREADY DONE AND LANDED (never plan these again):\n- Add alpha (alpha.txt)" in second
+    assert "ON THE SHARED BRANCH NOW: FAILED (exit 1)" in second  # beta.txt still missing
+
+
+async def test_a_handful_of_tasks_gets_no_subplanners(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    team = ScriptedTeam(
+        root_plans=[plan([task("Add alpha")], [{"title": "Beta area", "scope": "Write beta.txt"}])],
+        sub_plans={"Beta area": plan([task("Never planned")])},
+        default_work=lambda title, step: write(f"{title[:4]}.txt", "x\n") if step == 0 else finish(),
+        verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(settings_for(server, cycles=1), repo, "goal", db_path=db)
+        await engine.run()
+    kinds = [(r["kind"], r["title"]) for r in rows(db, "SELECT kind, title FROM tasks ORDER BY created_at")]
+    assert ("subplanner", "Beta area") not in kinds and ("work", "Beta area") in kinds
+    assert team.calls["plan"] == 1  # no sub-planner call competed with the workers
+
+
+async def test_an_item_repeated_in_one_plan_is_queued_once(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    split = {"title": "Split the goal", "scope": "split it"}
+    team = ScriptedTeam(
+        root_plans=[plan([task("Add alpha"), task("add  ALPHA")], [split, split])],
+        default_work=lambda title, step: finish(),
+        verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        await Engine.create(settings_for(server, cycles=1, workers=4), repo, "goal", db_path=db).run()
+    titles = [r["title"] for r in rows(db, "SELECT title FROM tasks WHERE kind = 'work' ORDER BY created_at")]
+    assert titles == ["Add alpha", "Split the goal"]
+
+
+async def test_subplanner_fanout_is_bounded_by_the_endpoint_slots(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    subs = [{"title": f"Area {i}", "scope": f"area {i}"} for i in range(4)]
+    team = ScriptedTeam(
+        root_plans=[plan([task(f"T{i}") for i in range(3)], subs)],
+        sub_plans={f"Area {i}": plan([]) for i in range(4)},
+        default_work=lambda title, step: finish(),
+        verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        settings = settings_for(server, max_concurrency=2, cycles=1, planner_fanout=4)
+        engine = Engine.create(settings, repo, "goal", db_path=db)
+        await engine.run()
+        root_prompt = next(b for b in server.requests if schema_name(b) == "plan")["messages"][0]["content"]
+    assert "hand it to a sub-planner instead (at most 2)" in root_prompt
+    assert len(rows(db, "SELECT id FROM tasks WHERE kind = 'subplanner'")) == 2
+
+
+async def test_the_judges_repeated_sentences_are_dropped(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    loop = "Implement beta. " * 12 + "Then check it."
+    team = ScriptedTeam(
+        root_plans=[plan([])], verdicts=[{"decision": "continue", "reason": "more", "notes": loop}]
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        await Engine.create(settings_for(server, cycles=1), repo, "goal", db_path=db).run()
+    assert rows(db, "SELECT notes FROM verdicts")[0]["notes"] == "Implement beta. Then check it."
+
+
+def test_failing_tests_and_summary():
+    pytest_out = "FAILED tests/test_a.py::test_x - assert 1 == 2\nERROR tests/test_b.py\n1 failed"
+    unittest_out = (
+        "FAIL: test_simple (test_text.SlugifyTest.test_simple)\nERROR: test_e (test_units.UnitsTest)\n"
+    )
+    assert failing_tests(pytest_out) == ["tests/test_a.py::test_x", "tests/test_b.py"]
+    assert failing_tests(unittest_out) == [
+        "test_text.SlugifyTest.test_simple",
+        "test_units.UnitsTest.test_e",
+    ]
+    assert check_summary(0, "ok") == "PASSED (every test passes)"
+    assert check_summary(1, pytest_out).startswith("FAILED (exit 1); failing: tests/test_a.py::test_x")
+    assert dedupe_sentences("A b. A  b. C?\nC?") == "A b. C?"
+
+
+def test_repeats_landed_matches_titles_and_same_function_work():
+    landed = [Landed("Implement slugify() in text.py", ["text.py"], "abc")]
+    assert repeats_landed("implement slugify in text.py", ["text.py"], landed)
+    assert repeats_landed("Fix slugify edge cases", ["text.py"], landed)
+    assert not repeats_landed("Implement word_count in text.py", ["text.py"], landed)
+    assert not repeats_landed("Implement slugify in other.py", ["other.py"], landed)

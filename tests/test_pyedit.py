@@ -1,0 +1,68 @@
+"""write_function and excerpts: the Python-aware edit and the first prompt's cut of large files."""
+
+from __future__ import annotations
+
+import pytest
+
+from formicary.agents.tools import confine
+from formicary.agents.tools.pyedit import excerpt, replace_function, write_function
+
+SOURCE = '''import re
+
+
+class Box:
+    def size(self):
+        return 0
+
+    @property
+    def name(self):
+        return "box"
+
+
+def helper(x):
+    """Keep me."""
+    return x
+'''
+
+
+def test_a_method_is_replaced_at_its_own_indentation():
+    new, line = replace_function(SOURCE, "Box.size", "def size(self):\n    return 42\n")
+    assert "    def size(self):\n        return 42\n" in new and line == 5
+    assert "def helper(x):" in new and 'return "box"' in new
+    compile(new, "x.py", "exec")
+
+
+def test_a_decorated_function_loses_nothing_but_itself():
+    new, _ = replace_function(SOURCE, "name", '@property\ndef name(self):\n    return "crate"\n')
+    assert new.count("@property") == 1 and 'return "crate"' in new and "return 0" in new
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("missing", "def missing():\n    pass\n", "no function 'missing'"),
+        ("helper", "def helper(x:\n", "does not parse"),
+        ("helper", "def other(x):\n    return x\n", "complete definition `def helper"),
+    ],
+)
+def test_bad_edits_are_refused_with_what_to_fix(name, content, says):
+    with pytest.raises(confine.ActionFailed) as err:
+        replace_function(SOURCE, name, content)
+    assert says in err.value.observation
+
+
+def test_write_function_edits_the_file_in_the_worktree(tmp_path):
+    (tmp_path / "m.py").write_text(SOURCE)
+    out = write_function(str(tmp_path), "m.py", "helper", "def helper(x):\n    return x + 1\n")
+    assert out.startswith("replaced function helper in m.py")
+    assert "return x + 1" in (tmp_path / "m.py").read_text()
+    with pytest.raises(confine.PathRefused):
+        write_function(str(tmp_path), "../m.py", "helper", "def helper(x):\n    return x\n")
+
+
+def test_excerpt_keeps_imports_and_what_mentions_the_names():
+    big = SOURCE + "\n\n" + "\n\n".join(f"def filler{i}():\n    return {i}\n" for i in range(50))
+    part = excerpt(big, {"helper"}, 2000)
+    assert part is not None and "import re" in part and "def helper(x):" in part
+    assert "filler3" not in part and "not shown" in part
+    assert excerpt(big, {"absent"}, 2000) is None

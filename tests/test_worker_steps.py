@@ -1,0 +1,231 @@
+"""Workers that finish with a small model, against the scripted server on real repositories.
+
+Each test scripts what the 1.5B model was measured doing (re-reading files it was shown, reading past their
+ends, never running the tests) and checks the worker turns it into progress: the task's files and tests in the
+first prompt, re-reads answered from context without a step, the check run by itself after each edit, and
+several candidate edits drawn from idle slots with the passing one kept.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from formicary.agents.session.engine import Engine
+from formicary.agents.settings import Settings
+from formicary.store import db as store_db
+from formicary.store.packing import unpack
+from tests.gitrepo import git, make_repo
+from tests.scripted_server import ScriptedServer, schema_name
+from tests.scripted_team import ScriptedTeam, finish, plan, read, task, write
+
+pytestmark = pytest.mark.anyio
+
+UNITS = '''"""Unit conversions."""
+
+
+def double(x):
+    """Return twice ``x``."""
+    return 2 * x
+
+
+def c_to_f(c):
+    """Celsius to Fahrenheit."""
+    return None
+'''
+UNITS_FIXED = UNITS.replace("    return None\n", "    return c * 9 / 5 + 32\n")
+TESTS = """import unittest
+
+from units import c_to_f, double
+
+
+class UnitsTest(unittest.TestCase):
+    def test_double(self):
+        self.assertEqual(double(2), 4)
+
+    def test_c_to_f(self):
+        self.assertEqual(c_to_f(100), 212)
+"""
+
+
+def settings_for(server: ScriptedServer, *, check: str = "", llama_cpp: bool = False, **limits) -> Settings:
+    return Settings.model_validate(
+        {
+            "model": {
+                "base_url": server.base_url,
+                "retries": 1,
+                "timeout": 20,
+                "max_concurrency": 4,
+                "llama_cpp": llama_cpp,
+            },
+            "limits": {"workers": 1, "cycles": 1, "planner_depth": 0} | limits,
+            "sandbox": {"mode": "none"},
+            "check_command": check,
+        }
+    )
+
+
+def units_repo(tmp_path):
+    return make_repo(tmp_path / "repo", {"units.py": UNITS, "test_units.py": TESTS, "README.md": "x\n"})
+
+
+def actions(db_path, title=None):
+    """The worker's action rows, observations unpacked (large ones are stored compressed)."""
+    db = store_db.connect(db_path)
+    rows = list(db.query("SELECT a.* FROM actions a ORDER BY a.created_at, a.step"))
+    return [r | {"observation": unpack(r["observation"])} for r in rows]
+
+
+def fix_task() -> dict:
+    return task("Implement c_to_f in units.py", "Make c_to_f convert Celsius.", files=["units.py"])
+
+
+async def run(tmp_path, team, **kw):
+    repo = units_repo(tmp_path)
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(settings_for(server, **kw), repo, "Fix units", db_path=db)
+        outcome = await engine.run()
+        bodies = list(server.requests)
+    return engine, outcome, bodies, db, repo
+
+
+def worker_bodies(bodies):
+    return [b for b in bodies if schema_name(b) == "action"]
+
+
+async def test_first_prompt_has_the_task_files_and_their_tests(tmp_path):
+    team = ScriptedTeam(root_plans=[plan([fix_task()])], work={fix_task()["title"]: [finish()]})
+    _, _, bodies, _, _ = await run(tmp_path, team, check="python3 -m unittest")
+    first = worker_bodies(bodies)[0]["messages"][1]["content"]
+    assert "CURRENT units.py:" in first and "def c_to_f(c):" in first
+    assert "TESTS test_units.py:" in first and "self.assertEqual(c_to_f(100), 212)" in first
+    assert "Functions this task is about: c_to_f" in first
+
+
+async def test_a_reread_of_a_shown_file_costs_no_step(tmp_path):
+    # 2 steps: two re-reads of the shown file, then the write and finish still fit
+    title = fix_task()["title"]
+    team = ScriptedTeam(
+        root_plans=[plan([fix_task()])],
+        work={title: [read("units.py"), read("units.py"), write("units.py", UNITS_FIXED), finish("fixed")]},
+    )
+    engine, outcome, _, db, repo = await run(tmp_path, team, steps_per_worker=2)
+    rows = actions(db)
+    reads = [r for r in rows if r["name"] == "read_file"]
+    assert len(reads) == 2 and all("already have the whole of units.py" in r["observation"] for r in reads)
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+    task_rows = list(store_db.connect(db).query("SELECT status FROM tasks WHERE kind = 'work'"))
+    assert [t["status"] for t in task_rows] == ["done"]
+
+
+async def test_a_changed_file_is_read_again(tmp_path):
+    title = fix_task()["title"]
+    team = ScriptedTeam(
+        root_plans=[plan([fix_task()])],
+        work={
+            title: [
+                {"thought": "", "action": {"name": "replace", "path": "units.py", "search": "return None",
+                                           "replace": "return c * 9 / 5 + 32"}},
+                read("units.py"),
+                finish(),
+            ]
+        },
+    )  # fmt: skip
+    _, _, _, db, _ = await run(tmp_path, team)
+    read_row = next(r for r in actions(db) if r["name"] == "read_file")
+    assert "return c * 9 / 5 + 32" in read_row["observation"]
+
+
+async def test_reading_past_the_end_is_said_once(tmp_path):
+    title = fix_task()["title"]
+    past = {"thought": "", "action": {"name": "read_file", "path": "README.md", "start": 50, "end": 60}}
+    team = ScriptedTeam(root_plans=[plan([fix_task()])], work={title: [past, past, finish()]})
+    _, _, _, db, _ = await run(tmp_path, team, steps_per_worker=2)
+    reads = [r["observation"] for r in actions(db) if r["name"] == "read_file"]
+    assert "has only 1 lines" in reads[0]
+    assert "already read to the end of README.md" in reads[1] and "no step" in reads[1]
+
+
+async def test_the_check_runs_by_itself_after_each_edit(tmp_path):
+    title = fix_task()["title"]
+    team = ScriptedTeam(
+        root_plans=[plan([fix_task()])],
+        work={title: [write("units.py", UNITS), write("units.py", UNITS_FIXED), finish()]},
+    )
+    _, _, bodies, db, _ = await run(tmp_path, team, check="python3 -m unittest")
+    writes = [r["observation"] for r in actions(db) if r["name"] == "write_file"]
+    assert "CHECK `python3 -m unittest test_units`: FAILED" in writes[0]
+    assert "CHECK `python3 -m unittest test_units`: PASSED" in writes[1] and "finish" in writes[1]
+    # no model step was spent on `run`
+    assert not [r for r in actions(db) if r["name"] == "run"]
+
+
+async def test_write_function_replaces_one_function_and_keeps_the_rest(tmp_path):
+    title = fix_task()["title"]
+    new = 'def c_to_f(c):\n    """Celsius to Fahrenheit."""\n    return c * 9 / 5 + 32\n'
+    edit = {"thought": "", "action": {"name": "write_function", "path": "units.py", "function": "c_to_f",
+                                      "content": new}}  # fmt: skip
+    team = ScriptedTeam(root_plans=[plan([fix_task()])], work={title: [edit, finish()]})
+    engine, _, _, _, repo = await run(tmp_path, team, check="python3 -m unittest")
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+async def test_idle_slots_draw_candidates_and_the_passing_edit_is_kept(tmp_path):
+    """After a failed check, the next edit is drawn at several temperatures; the cold draw is wrong, a warmer
+    one is right, and the worker keeps the one whose check passes."""
+    wrong = UNITS.replace("    return None\n", "    return c * 2\n")
+    state = {"actions": 0}
+
+    def responder(body):
+        name = schema_name(body)
+        if name == "plan":
+            return json.dumps(plan([fix_task()]))
+        if name == "verdict":
+            return json.dumps({"decision": "done", "reason": "ok", "notes": ""})
+        steps = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        state["actions"] += 1
+        if steps == 0:
+            return json.dumps(write("units.py", wrong))
+        if "PASSED" in body["messages"][-1]["content"]:
+            return json.dumps(finish("fixed"))
+        hot = body["temperature"] > 0.3
+        return json.dumps(write("units.py", UNITS_FIXED if hot else wrong))
+
+    engine, outcome, bodies, db, repo = await run(
+        tmp_path, responder, check="python3 -m unittest", llama_cpp=True
+    )
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+    temps = sorted({b["temperature"] for b in worker_bodies(bodies)})
+    assert len(temps) >= 2  # more than one temperature was drawn
+    kept = [r["observation"] for r in actions(db) if "kept candidate" in r["observation"]]
+    assert kept and "PASSED" in kept[0]
+
+
+async def test_without_named_files_the_check_is_narrowed_to_the_edited_files_tests(tmp_path):
+    bare = task("Implement c_to_f", "Make c_to_f convert Celsius.")  # the planner named no files
+    team = ScriptedTeam(
+        root_plans=[plan([bare])], work={bare["title"]: [write("units.py", UNITS_FIXED), finish()]}
+    )
+    _, _, _, db, _ = await run(tmp_path, team, check="python3 -m unittest")
+    wrote = next(r["observation"] for r in actions(db) if r["name"] == "write_file")
+    assert "CHECK `python3 -m unittest test_units`: PASSED" in wrote
+
+
+async def test_an_action_repeated_with_nothing_edited_is_answered_from_the_conversation(tmp_path):
+    """Measured on the demo: a worker alternated a failing regex-escaped replace and the same partial read."""
+    title = fix_task()["title"]
+    bad = {"thought": "", "action": {"name": "replace", "path": "units.py", "search": "c_to_f\\(c\\)",
+                                     "replace": "x"}}  # fmt: skip
+    part = {"thought": "", "action": {"name": "read_file", "path": "README.md", "start": 1, "end": 1}}
+    new = 'def c_to_f(c):\n    """Celsius to Fahrenheit."""\n    return c * 9 / 5 + 32\n'
+    fix = {"thought": "", "action": {"name": "write_function", "path": "units.py", "function": "c_to_f",
+                                     "content": new}}  # fmt: skip
+    team = ScriptedTeam(root_plans=[plan([fix_task()])], work={title: [bad, part, bad, part, fix, finish()]})
+    engine, _, _, db, repo = await run(tmp_path, team, steps_per_worker=4)
+    rows = actions(db)
+    assert "not a regular expression" in rows[0]["observation"]
+    again = [r["observation"] for r in rows[2:4]]
+    assert all("You did exactly this at step" in o and "no step" in o for o in again)
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
