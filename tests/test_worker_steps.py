@@ -15,6 +15,7 @@ import pytest
 from formicary.agents.session.engine import Engine
 from formicary.agents.settings import Settings
 from formicary.store import db as store_db
+from formicary.store.packing import unpack
 from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer, schema_name
 from tests.scripted_team import ScriptedTeam, finish, plan, read, task, write
@@ -70,8 +71,10 @@ def units_repo(tmp_path):
 
 
 def actions(db_path, title=None):
+    """The worker's action rows, observations unpacked (large ones are stored compressed)."""
     db = store_db.connect(db_path)
-    return list(db.query("SELECT a.* FROM actions a ORDER BY a.created_at, a.step"))
+    rows = list(db.query("SELECT a.* FROM actions a ORDER BY a.created_at, a.step"))
+    return [r | {"observation": unpack(r["observation"])} for r in rows]
 
 
 def fix_task() -> dict:
