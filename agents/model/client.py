@@ -299,24 +299,11 @@ class ModelClient:
             self.calls += 1
             where = (endpoint.label if endpoint.url else settings.endpoint, model)
             if failure is None:
+                data, reason = None, None
                 try:
                     data = schema.model_validate_json(extract_json(content))
                 except ValidationError as exc:
                     reason = _format_reason(exc, content)
-                    self._record(
-                        where,
-                        role,
-                        agent_id,
-                        schema_name,
-                        messages,
-                        content,
-                        usage,
-                        latency,
-                        attempt,
-                        reason,
-                        timings,
-                    )
-                    raise ReplyFormatError(reason, content) from None
                 self._record(
                     where,
                     role,
@@ -327,9 +314,11 @@ class ModelClient:
                     usage,
                     latency,
                     attempt,
-                    None,
+                    reason,
                     timings,
                 )
+                if data is None:
+                    raise ReplyFormatError(reason, content)
                 return Reply(data, content, usage[0], usage[1], latency, attempt)
             self._record(
                 where,
