@@ -99,17 +99,22 @@ def _blocks(text: str) -> list[tuple[int, int, ast.stmt]] | None:
     return blocks
 
 
-def excerpt(text: str, names: set[str], budget: int) -> str | None:
+def excerpt(text: str, names: set[str], budget: int, *, outline: bool = False) -> str | None:
     """The parts of a Python file that mention ``names``, within ``budget`` characters; None if nothing fits.
 
-    Imports and module constants are kept (a test needs its imports); of a class, only the methods that
-    mention a name (with the class line). Elided stretches are marked ``# ... (lines a-b not shown)``.
+    Imports and module constants are kept (a test needs its imports), and so are the module-level values the
+    kept parts use (a parametrized test's table of expected results is the specification); of a class, only
+    the methods that mention a name (with the class line). With ``outline``, every other top-level function
+    shows its signature with its body elided: a small model writing one function of a large module uses the
+    helpers it can see (measured: ``tableize`` must call ``pluralize`` and ``underscore``). Elided stretches are
+    marked ``# ... (lines a-b not shown)``.
     """
     blocks = _blocks(text)
     if blocks is None or not names:
         return None
     lines = text.split("\n")
     keep: set[int] = set()
+    bodies: dict[int, tuple[int, str]] = {}  # first elided line -> (last elided line, what stands for it)
     matched = False
 
     def mentions(a: int, b: int) -> bool:
@@ -132,20 +137,55 @@ def excerpt(text: str, names: set[str], budget: int) -> str | None:
             keep.update(range(start, end + 1))
     if not matched:
         return None
+    used = set(IDENT.findall("\n".join(lines[n - 1] for n in keep)))
+    for start, end, node in blocks:
+        if start in keep:
+            continue
+        if isinstance(node, ast.Assign | ast.AnnAssign) and _assigned(node) & used:
+            keep.update(range(start, min(end, start + VALUE_LINES - 1) + 1))
+        elif outline and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.body:
+            first_body = node.body[0].lineno
+            keep.update(range(node.lineno, first_body))
+            indent = re.match(r"[ \t]*", lines[first_body - 1]).group(0)
+            bodies[first_body] = (end, f"{indent}...")
     out: list[str] = []
     gap_start = None
-    for number, line in enumerate(lines, 1):
+    number = 1
+
+    def gap(first: int, last: int) -> str:
+        blank = not any(line.strip() for line in lines[first - 1 : last])
+        return "" if blank else f"# ... (lines {first}-{last} not shown)"
+
+    while number <= len(lines):
+        if number in bodies:
+            last, stand_in = bodies[number]
+            if gap_start is not None:
+                out.append(gap(gap_start, number - 1))
+                gap_start = None
+            out.append(stand_in)
+            number = last + 1
+            continue
         if number in keep:
             if gap_start is not None:
-                out.append(f"# ... (lines {gap_start}-{number - 1} not shown)")
+                out.append(gap(gap_start, number - 1))
                 gap_start = None
-            out.append(line)
+            out.append(lines[number - 1])
         elif gap_start is None:
             gap_start = number
+        number += 1
     if gap_start is not None and gap_start <= len(lines) and any(s.strip() for s in lines[gap_start - 1 :]):
         out.append(f"# ... (lines {gap_start}-{len(lines)} not shown)")
     shown = "\n".join(out)
     return shown if len(shown) <= budget else None
+
+
+VALUE_LINES = 40
+"""Lines of one module-level value an excerpt shows (a long table is cut, its gap marked)."""
+
+
+def _assigned(node: ast.Assign | ast.AnnAssign) -> set[str]:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
 
 
 def write_function(root: str, path: object, name: str, content: str) -> str:

@@ -24,7 +24,7 @@ from .sandbox import run_command
 MAX_TEST_FILES = 4
 OUTPUT_TAIL = 2500
 NO_TESTS_RAN = 5  # pytest's and (3.12+) unittest's exit status when the selection is empty
-_TEST_FILE = re.compile(r"^(test_.*|.*_test)\.py$")
+TEST_FILE = re.compile(r"^(test_.*|.*_test)\.py$")
 
 
 def module_name(path: str) -> str:
@@ -39,7 +39,7 @@ def test_files(root: str) -> list[str]:
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in NOT_EXPANDED and not d.startswith("."))
         for name in sorted(files):
-            if _TEST_FILE.match(name):
+            if TEST_FILE.match(name):
                 found.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
         if len(found) > 2000:
             break
@@ -53,7 +53,7 @@ def related_tests(root: str, files: list[str], names: set[str]) -> list[str]:
     :data:`MAX_TEST_FILES`. Test files in ``files`` themselves count as related.
     """
     modules = {
-        module_name(f) for f in files if f.endswith(".py") and not _TEST_FILE.match(PurePosixPath(f).name)
+        module_name(f) for f in files if f.endswith(".py") and not TEST_FILE.match(PurePosixPath(f).name)
     }
     scored: list[tuple[int, str]] = []
     for rel in test_files(root):
