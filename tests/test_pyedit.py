@@ -66,3 +66,22 @@ def test_excerpt_keeps_imports_and_what_mentions_the_names():
     assert part is not None and "import re" in part and "def helper(x):" in part
     assert "filler3" not in part and "not shown" in part
     assert excerpt(big, {"absent"}, 2000) is None
+
+
+STUB = 'class A:\n    def f(self, x):\n        """Doc.\n\n        More.\n        """\n        raise NotImplementedError\n'
+
+
+def test_a_definition_with_the_same_code_is_refused_whatever_its_docstring():
+    """Measured: the 1.5B model sent the stub back (docstring reflowed, body unchanged) on 3 of 5 first edits."""
+    with pytest.raises(confine.ActionFailed, match="same code .*raise NotImplementedError"):
+        replace_function(STUB, "f", 'def f(self, x):\n    """Other words."""\n    raise NotImplementedError\n')
+
+
+def test_a_definition_without_a_docstring_keeps_the_old_one():
+    out, _ = replace_function(STUB, "A.f", "def f(self, x):\n    y = x + 1\n    return y\n")
+    assert out == (
+        'class A:\n    def f(self, x):\n        """Doc.\n\n        More.\n        """\n'
+        "        y = x + 1\n        return y\n"
+    )
+    out, _ = replace_function(STUB, "f", 'def f(self, x):\n    """New."""\n    return x\n')
+    assert '"""New."""' in out and "More." not in out  # a docstring sent is the new docstring

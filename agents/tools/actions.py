@@ -73,7 +73,9 @@ class WriteFunction(_Action):
     name: Literal["write_function"]
     path: str = Field(description="Python file relative to the repository root")
     function: str = Field(description="name of the function to replace (Class.method for a method)")
-    content: str = Field(description="the complete new definition: def line, docstring and body")
+    content: str = Field(
+        description="the complete new definition: def line and body (leave out the docstring: the old one is kept)"
+    )
 
 
 class Replace(_Action):

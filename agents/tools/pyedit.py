@@ -78,6 +78,13 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
         raise confine.ActionFailed(
             f"error: content must be the complete definition `def {node.name}(...):` with its body"
         )
+    if _code(defs[0]) == _code(node):
+        raise confine.ActionFailed(
+            f"error: your {node.name} has the same code as the one in the file ({_first_code_line(source, node)}),"
+            " so nothing changed. Write a new body that does what its docstring and tests ask"
+        )
+    if _docstring(node) is not None and _docstring(defs[0]) is None:
+        body = _with_docstring(body, defs[0], source, node)
     lines = source.split("\n")
     first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
     last = node.end_lineno or node.lineno
@@ -85,6 +92,48 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
     replaced = [indent + line if line.strip() else "" for line in body.split("\n")]
     out = lines[:first] + replaced + lines[last:]
     return "\n".join(out), first + 1
+
+
+def _docstring(node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Expr | None:
+    first = node.body[0] if node.body else None
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
+        return first
+    return None
+
+
+def _code(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    """The function's statements without its docstring, as comparable text."""
+    doc = _docstring(node)
+    return [ast.dump(stmt) for stmt in node.body if stmt is not doc]
+
+
+def _first_code_line(source: str, node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    doc = _docstring(node)
+    stmts = [stmt for stmt in node.body if stmt is not doc]
+    return source.split("\n")[stmts[0].lineno - 1].strip()[:80] if stmts else "an empty body"
+
+
+def _with_docstring(
+    body: str,
+    new: ast.FunctionDef | ast.AsyncFunctionDef,
+    source: str,
+    old: ast.FunctionDef | ast.AsyncFunctionDef,
+) -> str:
+    """``body`` (a definition sent without a docstring) with the old definition's docstring put back: the model
+    need not copy it (fewer tokens, and no habit of copying the stub's body after it)."""
+    doc = _docstring(old)
+    old_lines = source.split("\n")
+    doc_text = old_lines[doc.lineno - 1 : doc.end_lineno]
+    old_indent = len(old_lines[doc.lineno - 1]) - len(old_lines[doc.lineno - 1].lstrip())
+    lines = body.split("\n")
+    first_stmt = new.body[0].lineno - 1
+    new_indent = len(lines[first_stmt]) - len(lines[first_stmt].lstrip())
+    shifted = [(" " * new_indent + line[old_indent:]) if line.strip() else "" for line in doc_text]
+    return "\n".join(lines[:first_stmt] + shifted + lines[first_stmt:])
 
 
 def _blocks(text: str) -> list[tuple[int, int, ast.stmt]] | None:
@@ -143,7 +192,9 @@ def excerpt(text: str, names: set[str], budget: int, *, outline: bool = False) -
             continue
         if isinstance(node, ast.Assign | ast.AnnAssign) and _assigned(node) & used:
             keep.update(range(start, min(end, start + VALUE_LINES - 1) + 1))
-        elif outline and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.body:
+        elif (
+            outline and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.body
+        ):
             first_body = node.body[0].lineno
             keep.update(range(node.lineno, first_body))
             indent = re.match(r"[ \t]*", lines[first_body - 1]).group(0)
