@@ -127,7 +127,7 @@ async def test_a_changed_file_is_read_again(tmp_path):
         work={
             title: [
                 {"thought": "", "action": {"name": "replace", "path": "units.py", "search": "return None",
-                                           "replace": "return c * 9 / 5 + 32"}},
+                                           "replace": "return c * 9 / 5"}},
                 read("units.py"),
                 finish(),
             ]
@@ -135,7 +135,7 @@ async def test_a_changed_file_is_read_again(tmp_path):
     )  # fmt: skip
     _, _, _, db, _ = await run(tmp_path, team)
     read_row = next(r for r in actions(db) if r["name"] == "read_file")
-    assert "return c * 9 / 5 + 32" in read_row["observation"]
+    assert "return c * 9 / 5" in read_row["observation"]
 
 
 async def test_reading_past_the_end_is_said_once(tmp_path):
@@ -228,4 +228,23 @@ async def test_an_action_repeated_with_nothing_edited_is_answered_from_the_conve
     assert "not a regular expression" in rows[0]["observation"]
     again = [r["observation"] for r in rows[2:4]]
     assert all("You did exactly this at step" in o and "no step" in o for o in again)
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+async def test_the_worker_finishes_by_itself_when_its_failing_tests_pass(tmp_path):
+    """The task's tests run before the first call (their result is in the prompt); once an edit turns them from
+    failing to passing the worker finishes without another model call, and the gate lands the work."""
+    title = fix_task()["title"]
+    team = ScriptedTeam(
+        root_plans=[plan([fix_task()])],
+        work={title: [write("units.py", UNITS_FIXED), read("units.py"), finish("never asked")]},
+    )
+    engine, outcome, bodies, db, repo = await run(tmp_path, team, check="python3 -m unittest")
+    calls = worker_bodies(bodies)
+    assert len(calls) == 1  # the write; no read, no finish call
+    first = calls[0]["messages"][1]["content"]
+    assert "The task's tests now: `python3 -m unittest test_units`: FAILED (exit 1)" in first
+    rows = actions(db)
+    assert [r["name"] for r in rows] == ["write_file", "finish"]
+    assert '"auto": true' in rows[-1]["arguments"]
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED

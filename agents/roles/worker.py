@@ -95,6 +95,7 @@ class WorkerLoop:
         # the session's check (the one the gate lands by), not the planner's guess at one
         self.check = (check_command(ctx) or task.check or "").strip()
         self.last_check: CheckRun | None = None
+        self.first_check: CheckRun | None = None
         self.edits = 0
         self._history: dict[
             tuple[str, str], tuple[int, str, int]
@@ -106,6 +107,7 @@ class WorkerLoop:
         self.brief = await anyio.to_thread.run_sync(
             lambda: prepare(root, task.title, task.instructions, list(task.files))
         )
+        self.first_check = await self._starting_check()
         self.messages = render(
             "worker",
             self.context.settings.prompt_override("worker"),
@@ -117,6 +119,7 @@ class WorkerLoop:
             file_contents=[{"path": f.path, "text": f.text, "whole": f.whole} for f in self.brief.files],
             test_contents=[{"path": f.path, "text": f.text, "whole": f.whole} for f in self.brief.tests],
             test_paths=self.brief.test_paths,
+            first_check=self.first_check.summary() if self.first_check is not None else "",
             repo_map=await self.context.repo_map(max_age=MAP_MAX_AGE),
             max_steps=self.limits.steps_per_worker,
         )
@@ -190,6 +193,10 @@ class WorkerLoop:
             self.seen.past_end_again(action.path)
         if action.name in EDIT_ACTIONS and not observation.error:
             text += await self.after_edit(action)
+            if self.tests_now_pass():
+                self._observe(content, text, step, action.name, action.arguments(),
+                              observation.exit_code, elapsed, error=False)  # fmt: skip
+                return self.auto_finish(step)
         if action.name == "replace" and observation.error and REGEX_ESCAPE.search(action.search):
             text += REGEX_HINT
         signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
@@ -218,6 +225,44 @@ class WorkerLoop:
             if current is not None:
                 self.seen.remember(action.path, current, self.messages[-1])
         return None
+
+    async def _starting_check(self) -> CheckRun | None:
+        """The task's own tests before any edit (targeted to its functions), when it has them: shown in the
+        first prompt, and what lets the worker finish by itself once they pass."""
+        if not self.check or not self.brief.test_paths or not self.brief.names:
+            return None
+        return await check_after_edit(
+            self.check,
+            self.ctx.real_root,
+            self.brief.test_paths,
+            self.brief.names,
+            self.ctx.options,
+            CHECK_TIMEOUT,
+            self.ctx.secret_env_names,
+        )
+
+    def tests_now_pass(self) -> bool:
+        """The task's targeted tests failed before this worker's edits and pass now."""
+        first, last = self.first_check, self.last_check
+        return (
+            first is not None
+            and not first.passed
+            and first.exit_code is not None
+            and last is not None
+            and last.passed
+            and last.command == first.command
+        )
+
+    def auto_finish(self, step: int) -> dict[str, Any]:
+        """Finish without a model call: the task's tests went from failing to passing (the landing gate still
+        runs the whole check). Measured: the finish call was a third of a one-function task's model calls."""
+        self.finish_args = {
+            "summary": f"the task's tests went from failing to passing (`{self.last_check.command}`)",
+            "notes": "",
+        }
+        self._record(step, "finish", {**self.finish_args, "auto": True}, "finished by itself", None, 0.0,
+                     error=False)  # fmt: skip
+        return self.finish_args
 
     def _done_before(self, action: Any) -> str | None:
         """The answer to an action already taken with nothing edited since (None: do it).

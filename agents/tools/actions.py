@@ -142,10 +142,17 @@ def _variant_schema(name: str, model: type[_Action]) -> dict[str, Any]:
     }
 
 
+THOUGHT_CHARS = 300
+"""Cap on the reply's reasoning (the grammar enforces it): every token of it is generated before the action."""
+
 ACTION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "thought": {"type": "string", "description": "brief reasoning: what you know and why this action"},
+        "thought": {
+            "type": "string",
+            "description": "brief reasoning: what you know and why this action",
+            "maxLength": THOUGHT_CHARS,
+        },
         "action": {"anyOf": [_variant_schema(n, m) for n, m in ACTIONS.items()]},
     },
     "required": ["thought", "action"],

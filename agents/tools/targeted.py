@@ -104,6 +104,18 @@ class CheckRun:
     def passed(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
 
+    def summary(self) -> str:
+        """One short line for a prompt: passed, or the failing tests and the first error."""
+        if self.passed:
+            return f"`{self.command}`: PASSED"
+        if self.exit_code is None:
+            return f"`{self.command}`: {'TIMED OUT' if self.timed_out else 'could not run'}"
+        failing = re.findall(r"^(?:FAILED|ERROR) (\S+)", self.output, re.M)
+        errors = re.findall(r"^E\s+(.+)$", self.output, re.M)
+        said = f"; failing: {', '.join(failing[:5])}" if failing else ""
+        said += f"; first error: {errors[0].strip()[:200]}" if errors else ""
+        return f"`{self.command}`: FAILED (exit {self.exit_code}){said}"
+
     def observation(self) -> str:
         """What the worker is shown after its edit."""
         if self.exit_code is None and not self.timed_out:
