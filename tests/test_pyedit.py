@@ -74,7 +74,9 @@ STUB = 'class A:\n    def f(self, x):\n        """Doc.\n\n        More.\n       
 def test_a_definition_with_the_same_code_is_refused_whatever_its_docstring():
     """Measured: the 1.5B model sent the stub back (docstring reflowed, body unchanged) on 3 of 5 first edits."""
     with pytest.raises(confine.ActionFailed, match="same code .*raise NotImplementedError"):
-        replace_function(STUB, "f", 'def f(self, x):\n    """Other words."""\n    raise NotImplementedError\n')
+        replace_function(
+            STUB, "f", 'def f(self, x):\n    """Other words."""\n    raise NotImplementedError\n'
+        )
 
 
 def test_a_definition_without_a_docstring_keeps_the_old_one():

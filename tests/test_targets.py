@@ -55,7 +55,9 @@ def test_targets_in_prose_and_bullets():
 def test_no_plan_from_vague_or_unverifiable_goals():
     assert found("Make the tests pass in text.py and units.py.") == []  # no function named
     assert found("Implement `slugify()` in `text.py`.") == []  # one target: the model plans it
-    assert found("Implement `slugify()` in `units.py` and `c_to_f()` in `text.py`.") == []  # not defined there
+    assert (
+        found("Implement `slugify()` in `units.py` and `c_to_f()` in `text.py`.") == []
+    )  # not defined there
     assert found("Implement `slugify()` in `nowhere.py` and `c_to_f()` in `units.py`.") == []  # one left
 
 
@@ -64,7 +66,7 @@ def test_outline_shows_other_functions_and_the_tables_tests_use():
         f'def f{i}(x):\n    """Doc {i}."""\n    return x + {i}\n\n\n' for i in range(40)
     )
     shown = pyedit.excerpt(source, {"f7"}, 4000, outline=True)
-    assert "def f7(x):\n    \"\"\"Doc 7.\"\"\"\n    return x + 7" in shown
+    assert 'def f7(x):\n    """Doc 7."""\n    return x + 7' in shown
     assert "def f8(x):\n    ...\n" in shown and "return x + 8" not in shown
     tests = "import pytest\nCASES = [(1, 2)]\nOTHER = [3]\n\n" + "".join(
         f"def test_f{i}():\n    assert f{i}(1)\n\n" for i in range(40)
@@ -109,5 +111,7 @@ async def test_named_targets_need_no_planner_call(tmp_path):
     assert outcome.status == "done"
     assert "plan" not in asked  # the first round's plan came from the goal
     conn = store_db.connect(db)
-    tasks = {r["title"]: r["status"] for r in conn.query("SELECT title, status FROM tasks WHERE kind = 'work'")}
+    tasks = {
+        r["title"]: r["status"] for r in conn.query("SELECT title, status FROM tasks WHERE kind = 'work'")
+    }
     assert tasks == {"slugify() in text.py": "done", "c_to_f() in units.py": "done"}
