@@ -165,8 +165,8 @@ async def _ask_model(
 
 
 async def _named_targets(ctx: RoleContext, max_tasks: int) -> Plan | None:
-    """The plan when the goal names its targets (see targets.py): those not landed yet, or None to ask the
-    model (no named targets, all of them landed, or more than the round may queue)."""
+    """The plan when the goal names its targets (see targets.py): those not landed yet, as many as the round
+    may queue; None to ask the model (no named targets, or all of them landed)."""
     from ..git.run import cat_blobs, git
 
     tip, root = ctx.git.shared.tip, ctx.git.root
@@ -182,9 +182,11 @@ async def _named_targets(ctx: RoleContext, max_tasks: int) -> Plan | None:
         for t in targets.planned_tasks(ctx.goal, found)
         if not repeats_landed(t.title, list(t.files), ctx.landed)
     ]
-    if not tasks or len(tasks) > max_tasks:
+    if not tasks or max_tasks <= 0:
         return None
-    ctx.recorder.status(f"planned the {len(tasks)} targets the goal names, without a model call")
+    left = f" ({len(tasks) - max_tasks} left for the next round)" if len(tasks) > max_tasks else ""
+    tasks = tasks[:max_tasks]
+    ctx.recorder.status(f"planned {len(tasks)} targets the goal names, without a model call{left}")
     return Plan(tasks=tasks, subplanners=[], scratchpad=ctx.scratchpad)
 
 

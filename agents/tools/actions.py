@@ -142,7 +142,7 @@ def _variant_schema(name: str, model: type[_Action]) -> dict[str, Any]:
     }
 
 
-THOUGHT_CHARS = 300
+THOUGHT_CHARS = 160
 """Cap on the reply's reasoning (the grammar enforces it): every token of it is generated before the action."""
 
 ACTION_SCHEMA: dict[str, Any] = {
