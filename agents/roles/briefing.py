@@ -29,6 +29,8 @@ class Shown:
     path: str
     text: str
     whole: bool
+    file_text: str | None = None
+    """The file's own text when ``text`` shows it whole but with its stubs marked (what a re-read returns)."""
 
 
 @dataclass
@@ -76,8 +78,10 @@ def prepare(root: str, title: str, instructions: str, files: list[str]) -> Brief
     brief.names = task_names(title, instructions, list(sources.values()))
     budget = SOURCE_BUDGET
     for path, text in sources.items():
-        shown = _fit(path, text, brief.names, budget, outline=True)
+        marked = pyedit.mark_stubs(text, brief.names) if path.endswith(".py") else text
+        shown = _fit(path, marked, brief.names, budget, outline=True)
         if shown is not None:
+            shown.file_text = text if marked != text else None
             brief.files.append(shown)
             budget -= len(shown.text)
     brief.test_paths = targeted.related_tests(root, list(files), brief.names)

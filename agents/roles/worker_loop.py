@@ -132,7 +132,7 @@ class WorkerLoop:
     def _remember_shown(self) -> None:
         for shown in [*self.brief.files, *self.brief.tests]:
             if shown.whole:
-                self.seen.remember(shown.path, shown.text, self.messages[1])
+                self.seen.remember(shown.path, shown.file_text or shown.text, self.messages[1])
 
     async def until_finish(self) -> dict[str, Any]:
         """Step until the model finishes; raise :class:`WorkerLimit` when a budget runs out."""

@@ -306,6 +306,7 @@ def _file_action(action: _Action, ctx: ActionContext) -> str:
         case ReadFile():
             return confine.read_text(root, action.path, action.start, action.end, ctx.output_cap)
         case WriteFile():
+            pyedit.refuse_gutting(root, action.path, action.content)
             return confine.write_text(root, action.path, action.content)
         case WriteFunction():
             return pyedit.write_function(root, action.path, action.function, action.content)
