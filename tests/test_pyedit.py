@@ -114,3 +114,13 @@ def test_a_whole_file_write_that_guts_a_module_is_refused(tmp_path):
         refuse_gutting(str(tmp_path), "m.py", "def f0():\n    return 42\n")
     refuse_gutting(str(tmp_path), "m.py", module.replace("return 3", "return 33"))  # an edit keeps them
     refuse_gutting(str(tmp_path), "new.py", "def g():\n    pass\n")  # a new file loses nothing
+
+
+def test_a_stub_replaced_by_another_stub_or_no_body_is_refused():
+    src = 'def f(x):\n    """Doc."""\n    raise NotImplementedError\n'
+    with pytest.raises(confine.ActionFailed, match="no body yet"):
+        replace_function(src, "f", "def f(x):\n    pass\n")
+    with pytest.raises(confine.ActionFailed, match="has no body: after its def line"):
+        replace_function(src, "f", "def f(x):\n    # TODO: write this body\n")
+    out, _ = replace_function("def f(x):\n    return x\n", "f", "def f(x):\n    pass\n")  # not a stub before
+    assert out == "def f(x):\n    pass\n"

@@ -211,7 +211,9 @@ class WorkerLoop:
             text += REGEX_HINT
         signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
         looping = action.name in EDIT_ACTIONS and (signature == self._previous or _unchanged(observation))
-        if looping and self.attempts.can_restart() and self.attempts.failed:
+        if action.name in EDIT_ACTIONS and observation.error:
+            self.attempts.failed_try(action, text.strip().split("\n")[0][:200])
+        if looping and self.attempts.can_restart():
             self._record(step, action.name, action.arguments(), text, observation.exit_code, elapsed,
                          error=observation.error)  # fmt: skip
             await self.restart()

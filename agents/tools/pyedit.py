@@ -69,6 +69,11 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
     try:
         new_tree = ast.parse(body)
     except SyntaxError as exc:
+        if "expected an indented block" in str(exc.msg):
+            raise confine.ActionFailed(
+                f"error: your {node.name} has no body: after its def line, write the statements that compute"
+                " its result"
+            ) from None
         raise confine.ActionFailed(
             f"error: your content does not parse (line {exc.lineno}: {exc.msg}); send the complete function, "
             "from its def line to its last line"
@@ -77,6 +82,13 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
     if not defs or defs[0].name != node.name:
         raise confine.ActionFailed(
             f"error: content must be the complete definition `def {node.name}(...):` with its body"
+        )
+    code = [stmt for stmt in defs[0].body if stmt is not _docstring(defs[0])]
+    old_code = [stmt for stmt in node.body if stmt is not _docstring(node)]
+    was_stub = len(old_code) == 1 and _is_stub(old_code[0])
+    if was_stub and len(code) == 1 and _is_stub(code[0]) and _code(defs[0]) != _code(node):
+        raise confine.ActionFailed(
+            f"error: your {node.name} has no body yet (only a stub): write the statements that compute its result"
         )
     if _code(defs[0]) == _code(node):
         raise confine.ActionFailed(
