@@ -249,6 +249,10 @@ class WorkerLoop:
         first prompt, and what lets the worker finish by itself once they pass."""
         if not self.check or not self.brief.test_paths or not self.brief.names:
             return None
+        return await self._task_check()
+
+    async def _task_check(self) -> CheckRun | None:
+        """The check narrowed to the task's tests and functions (targeted.py)."""
         return await check_after_edit(
             self.check,
             self.ctx.real_root,
@@ -333,15 +337,7 @@ class WorkerLoop:
             self.brief.test_paths = await anyio.to_thread.run_sync(
                 lambda: related_tests(root, [action.path], names)
             )
-        run = await check_after_edit(
-            self.check,
-            self.ctx.real_root,
-            self.brief.test_paths,
-            self.brief.names,
-            self.ctx.options,
-            CHECK_TIMEOUT,
-            self.ctx.secret_env_names,
-        )
+        run = await self._task_check()
         if run is None:
             return ""
         self.last_check = run
