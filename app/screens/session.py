@@ -28,9 +28,11 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from ..agents.session.controls import Controls
 from ..store import queries as q
 from ..store.db import connect
-from ..view.follow import Delta, SessionModel, StatusView, read_agent_log
+from ..view.follow import SessionModel
 from ..view.loglines import LogChunk
 from ..view.shorten import shorten_at_word
+from ..view.stored_log import read_agent_log
+from ..view.views import Delta, StatusView
 from ..widgets.agent_log import AgentLog
 from ..widgets.status_bar import StatusBar
 from ..widgets.task_tree import TaskTree
