@@ -11,7 +11,7 @@ from textual.widgets.tree import TreeNode
 from ..view import formatting as fmt
 
 if TYPE_CHECKING:
-    from ..view.follow import CycleView, TaskView
+    from ..view.views import CycleView, TaskView
 
 KIND_MARK = {"planner": "◆ ", "subplanner": "◇ ", "work": ""}
 
@@ -49,6 +49,8 @@ class TaskTree(Tree[str]):
     """Nodes carry the task id as data (cycle nodes carry None); labels are rebuilt only when a task changes."""
 
     def __init__(self, *, id: str | None = None) -> None:
+        self._widths: dict[int, tuple[object, int]] = {}
+        """Label width per node id, with the label it was measured on."""
         super().__init__("session", id=id)
         self.show_root = False
         self.auto_expand = False
@@ -56,6 +58,15 @@ class TaskTree(Tree[str]):
         self._tasks: dict[str, TreeNode[str]] = {}
         self._cycles: dict[str, TreeNode[str]] = {}
         self._labels: dict[str, TaskView] = {}
+
+    def get_label_width(self, node: TreeNode[str]) -> int:
+        """Measured once per label: adding a node rebuilds the tree's lines, which measures every label."""
+        cached = self._widths.get(node.id)
+        if cached is not None and cached[0] is node.label:
+            return cached[1]
+        width = super().get_label_width(node)
+        self._widths[node.id] = (node.label, width)
+        return width
 
     @property
     def task_count(self) -> int:
@@ -84,6 +95,7 @@ class TaskTree(Tree[str]):
         self._tasks.clear()
         self._cycles.clear()
         self._labels.clear()
+        self._widths.clear()
 
     def add_cycles(self, cycles: list[CycleView]) -> None:
         """Add or relabel cycle nodes; a new cycle folds the older ones away."""

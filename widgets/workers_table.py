@@ -15,15 +15,16 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ..view import formatting as fmt
+from .lines import set_content_size
 
 if TYPE_CHECKING:
-    from ..view.follow import AgentView
+    from ..view.views import AgentView
 
 WIDE = (("agent", 19), ("task", 0), ("step", 4), ("last action", 0), ("tokens", 11), ("time", 6))
 NARROW = (("agent", 15), ("step", 4), ("last action", 0))
@@ -86,6 +87,7 @@ class WorkersTable(ScrollView, can_focus=True):
         self._header: tuple[tuple[object, ...], Strip] | None = None
         self._columns = layout(100)
         self._now = 0.0
+        self._base = Style()
         self.cursor_row = 0
 
     # -- data --------------------------------------------------------------------------------------
@@ -154,7 +156,7 @@ class WorkersTable(ScrollView, can_focus=True):
             self.refresh_line(row + 1)
 
     def _resize(self) -> None:
-        self.virtual_size = Size(self.size.width, len(self._order) + 1)
+        set_content_size(self, Size(self.size.width, len(self._order) + 1))
 
     # -- cursor ------------------------------------------------------------------------------------
 
@@ -241,9 +243,13 @@ class WorkersTable(ScrollView, can_focus=True):
         segments = Segment.apply_style(line.render(self.app.console), style, post)
         return Strip(list(segments)).crop_extend(0, width, style)
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._base = self.rich_style  # computed once per repaint, not once per line
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
+        base = self._base
         if y == 0:
             key: tuple[object, ...] = (width, self._columns, base)
             if self._header is None or self._header[0] != key:
