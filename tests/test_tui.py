@@ -166,6 +166,40 @@ async def test_moving_the_selection_switches_the_log(record: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_long_log_shows_its_newest_lines_at_once_and_its_history_when_read(record: Path) -> None:
+    """The tail is read on selection (the pane is full in the same frame); older steps follow from a thread,
+    and a step streamed meanwhile is shown once."""
+    from formicary.screens.session import LOG_TAIL
+
+    app = make_app(record, session_id=S1)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await loaded_session(app, pilot)
+        w = Writer(record)
+        r = Recorder(w, S1)
+        r.n = 1000
+        steps = [("read", {"path": f"src/part_{i}.py"}, f"seen {i}", None) for i in range(1, LOG_TAIL + 21)]
+        r.agent(600, "AG11", "C2" + "0" * 24, "T07", "worker", "worker-9", "running", steps)
+        w.flush()
+        await until(pilot, lambda: screen.query_one("WorkersTable").agent("AG11") is not None)
+        screen.select_agent("AG11")
+        assert screen.log_ready and f"src/part_{LOG_TAIL + 20}.py" in log_text(screen)
+        assert "src/part_1.py" not in log_text(screen)  # older than the tail: the thread brings it
+        last = LOG_TAIL + 21
+        r.w.insert("actions", {"id": f"AG11A{last:03d}", "session_id": S1, "agent_id": "AG11", "task_id": "T07",
+                               "step": last, "name": "write", "arguments": {"path": "src/late.py"},
+                               "observation": "wrote 1 line", "created_at": at(2000)})  # fmt: skip
+        r.event(2000, "agent_step", agent="AG11", task="T07", step=last, action="write", target="src/late.py",
+                observation="wrote 1 line", exit_code=None)  # fmt: skip
+        w.flush()
+        await until(pilot, lambda: "src/part_1.py" in log_text(screen) and "src/late.py" in log_text(screen))
+        await pilot.pause(0.3)
+        lines = screen.query_one("AgentLog").lines
+        heads = [line.split()[0] for line in lines if line[:3].strip().isdigit()]
+        assert heads == [str(i) for i in range(1, last + 1)]  # every step once, in order
+        w.close()
+
+
+@pytest.mark.anyio
 async def test_panes_follow_events_as_they_are_written(record: Path) -> None:
     from formicary.widgets.task_tree import TaskTree
     from formicary.widgets.verdict_log import VerdictLog
