@@ -511,3 +511,46 @@ async def test_agent_log_follows_the_end_until_scrolled_up() -> None:
         log.append(["later"])
         await pilot.pause()
         assert log.scroll_offset.y == 0
+
+
+@pytest.mark.anyio
+async def test_task_tree_growing_past_its_pane_scrolls_without_a_screen_layout() -> None:
+    from textual.app import App, ComposeResult
+
+    from formicary.view.views import CycleView, TaskView
+    from formicary.widgets.task_tree import TaskTree
+
+    class TreeApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield TaskTree(id="tasks")
+
+    def work(i: int) -> TaskView:
+        return TaskView(f"T{i:03d}", "C1", "ROOT", "work", 1, f"Task number {i}", "running", 1)
+
+    app = TreeApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        tree = app.query_one(TaskTree)
+        tree.add_cycles([CycleView("C1", 1, "start", "running")])
+        tree.upsert([TaskView("ROOT", "C1", None, "planner", 0, "Plan", "running", 1)])
+        await pilot.pause()
+        layouts = 0
+        original = app.screen._refresh_layout
+
+        def counted(*args: Any, **kwargs: Any) -> None:
+            nonlocal layouts
+            layouts += 1
+            original(*args, **kwargs)
+
+        app.screen._refresh_layout = counted  # type: ignore[method-assign]
+        tree.upsert([work(i) for i in range(5)])
+        await pilot.pause(0.1)
+        assert layouts == 0 and tree.virtual_size.height == 7  # cycle, planner, five tasks: a repaint
+        tree.upsert([work(i) for i in range(5, 40)])
+        await pilot.pause(0.1)
+        assert (
+            tree.show_vertical_scrollbar and tree.max_scroll_y == 42 - tree.scrollable_content_region.height
+        )
+        tree.focus()
+        await pilot.press("end")
+        assert tree.cursor_node is not None and tree.cursor_node.data == "T039"
+        assert tree.scroll_offset.y == tree.max_scroll_y

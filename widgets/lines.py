@@ -20,5 +20,11 @@ def set_content_size(widget: ScrollView, size: Size) -> None:
         widget.virtual_size = size  # before the first layout there is nothing to spare
         return
     widget.set_reactive(ScrollView.virtual_size, size)
-    widget._scroll_update(size)
+    content_size_changed(widget, size)
+
+
+def content_size_changed(widget: ScrollView, size: Size) -> None:
+    """Update the scrollbars and scroll limits for a new content size, as a layout pass would, and repaint."""
+    if widget.is_mounted and widget.container_size:
+        widget._scroll_update(size)
     widget.refresh()
