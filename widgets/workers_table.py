@@ -125,16 +125,21 @@ class WorkersTable(ScrollView, can_focus=True):
         self.refresh()
 
     def upsert(self, agents: list[AgentView], now: float) -> None:
+        """Store every agent; repaint the lines of those in view (the rest are drawn when scrolled to)."""
         self._now = now
         first = not self._order
         added = False
+        top = self.scroll_offset.y
+        bottom = top + self.size.height
         for agent in agents:
-            if agent.id not in self._index:
-                self._index[agent.id] = len(self._order)
+            row = self._index.get(agent.id)
+            if row is None:
+                row = self._index[agent.id] = len(self._order)
                 self._order.append(agent.id)
                 added = True
             self._agents[agent.id] = agent
-            self._put(agent.id)
+            if top <= row < bottom:
+                self.refresh_line(row + 1)
         if added:
             self._resize()
         if first and self._order:
@@ -144,16 +149,9 @@ class WorkersTable(ScrollView, can_focus=True):
         """Advance the elapsed time of the running agents in view."""
         self._now = now
         top = self.scroll_offset.y
-        for agent_id in self._order[top : top + self.size.height]:
+        for row, agent_id in enumerate(self._order[top : top + self.size.height], top):
             if self._agents[agent_id].ended_at is None:
-                self._put(agent_id)
-
-    def _put(self, agent_id: str) -> None:
-        """Repaint the agent's line if it is in view; rows out of view are rendered when scrolled to."""
-        row = self._index[agent_id]
-        top = self.scroll_offset.y
-        if top <= row < top + self.size.height:
-            self.refresh_line(row + 1)
+                self.refresh_line(row + 1)
 
     def _resize(self) -> None:
         set_content_size(self, Size(self.size.width, len(self._order) + 1))
