@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 
+from . import inproc
 from .gate import admit
 from .hotpaths import HotPaths
-from .run import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
+from .run import GitError, MergeTreeResult, cat_blobs, git
 from .worktree import Worktree
 
 
@@ -218,10 +219,7 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
     assert tip is not None
     for req in batch:
         try:
-            res = await git("merge-tree", "--write-tree", "-z", tip, req.head, cwd=root, check=False)
-            if res.rc not in (0, 1):
-                raise GitError(f"git merge-tree failed: {res.err.strip()[:200]}")
-            merge = parse_merge_tree(res.out, clean=res.rc == 0)
+            merge = await inproc.merge_tree(root, tip, req.head)
             if shared.hot:  # some task has the turn on paths: hold a landing that would change them
                 touched = await _touched(root, tree, merge)
                 if shared.hot.blocked_until(req.task_id, touched) is not None:
@@ -235,16 +233,14 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
                 continue
             onto = tip
             if merge.tree != tree:  # else everything the task changed is already on the branch
-                args = ("commit-tree", merge.tree, "-p", tip, "-m", req.message)
-                tip = (await git(*args, cwd=root, env=req.env)).out.strip()
+                tip = await inproc.new_commit(root, merge.tree, [tip], req.message, req.env)
                 tree = merge.tree
             req.outcome = _Attempt("landed", onto, tip, merge)
         except GitError as exc:
             req.outcome = exc
     if tip == start:
         return
-    cas = await git("update-ref", "-m", "formicary: integrate", shared.ref, tip, start, cwd=root, check=False)
-    if cas.rc == 0:
+    if await inproc.update_ref(root, shared.ref, tip, start):
         shared.tip, shared.tip_tree = tip, tree
         return
     # The branch moved under us (another process): nothing of this batch landed, and conflicts found against

@@ -109,6 +109,11 @@ def _private_dir() -> _Private:
         return _private
 
 
+def private_home() -> str:
+    """The empty private ``HOME`` git runs with (libgit2's config search paths point there too)."""
+    return _private_dir().home
+
+
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of every git call: an allowlist, never the operator's own (which holds API keys).
 
@@ -252,7 +257,7 @@ async def _run(
             finished.set()
 
     try:
-        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=_thread_limiter())
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=git_thread_limiter())
     except BaseException:  # cancelled: do not leave a git process behind
         with lock:
             state["cancelled"] = True
@@ -269,7 +274,7 @@ async def _run(
 _threads: RunVar[anyio.CapacityLimiter] = RunVar("formicary_git_threads")
 
 
-def _thread_limiter() -> anyio.CapacityLimiter:
+def git_thread_limiter() -> anyio.CapacityLimiter:
     """Git's own threads, per event loop: git never waits for threads busy with file actions, or vice versa."""
     try:
         return _threads.get()

@@ -10,7 +10,6 @@ so those commands, and only those, take one lock per repository. Landing work on
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from typing import Any
 import anyio
 
 from ..tools.nested import remove_nested_git
+from . import inproc
 from .integration import Conflict, IntegrationResult, SharedBranch, integrate
 from .run import GitError, Identity, check_name, forget_worktree, git, register_worktree
 from .worktree import Worktree
@@ -28,8 +28,6 @@ __all__ = ["SessionRepo", "WorkspaceError", "Worktree"]
 
 TASK_BRANCH_PREFIX = "formicary-tasks"
 BRANCH_BATCH = 32  # task branches deleted per update-ref process
-_ADDED_RE = re.compile(r"^(?:add|remove) '(.*)'$")
-_SUMMARY_RE = re.compile(r"^\[[^\n]* ([0-9a-f]{40}|[0-9a-f]{64})\] ")
 
 
 class WorkspaceError(GitError):
@@ -394,36 +392,22 @@ class SessionRepo:
     async def commit(self, wt: Worktree, message: str, identity: Identity | None = None) -> str | None:
         """Commit everything the worker changed (``add -A``) as the worker; None when nothing changed.
 
-        The message gets ``Formicary-Task``/``Formicary-Agent`` trailers. Hooks are skipped (``--no-verify``):
-        the task's own check command is what judges the work, and a commit must not block on the operator's
-        hooks. Auto maintenance is skipped too (it spawns a process per commit): see :meth:`maintain`.
+        The message gets ``Formicary-Task``/``Formicary-Agent`` trailers. In-process (:mod:`.inproc`): no
+        hook, no fsmonitor, no filter program, no auto maintenance (see :meth:`maintain`), no process; the
+        task's own check command is what judges the work.
         """
         who = identity or wt.identity
         full = f"{message.rstrip()}\n\nFormicary-Task: {wt.task_id}\nFormicary-Agent: {wt.agent_id}\n"
         await self.scrub(wt)
-        added = await git("add", "-A", "-v", cwd=wt.path, git_dir=wt.git_dir, background=True)
-        _note_changed(wt, added.out)
-        # core.abbrev=no: the summary line names the full commit id, so no rev-parse is needed.
-        res = await git(
-            *("-c", "maintenance.auto=false", "-c", "core.abbrev=no", "commit", "--no-verify", "-m", full),
-            cwd=wt.path,
-            git_dir=wt.git_dir,
-            env=who.env(),
-            check=False,
-            background=True,
-        )
-        if res.rc != 0:
-            status = await git("status", "--porcelain", cwd=wt.path, git_dir=wt.git_dir, background=True)
-            if not status.out.strip():
-                return None
-            raise GitError(f"git commit failed in {wt.path.name}: {(res.err or res.out).strip()[:200]}")
-        found = _SUMMARY_RE.match(res.out)
-        sha = (
-            found.group(1)
-            if found
-            else (await git("rev-parse", "HEAD", cwd=wt.path, git_dir=wt.git_dir)).out.strip()
-        )
-        wt.head, wt.message = sha, full
+        if wt.git_dir is None:
+            raise GitError(f"worktree {wt.path.name} has no known git dir")
+        made = await inproc.in_thread(inproc.commit_worktree, wt.git_dir, full, who.name, who.email)
+        if made is None:
+            return None
+        sha, paths = made
+        if wt.changed is not None:
+            wt.changed.update(paths)
+        wt.head, wt.message = sha, inproc.clean_message(full)
         return sha
 
     async def integrate(
@@ -440,18 +424,6 @@ class SessionRepo:
         return await integrate(
             self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds, **gate
         )
-
-
-def _note_changed(wt: Worktree, out: str) -> None:
-    """Add the paths ``git add -v`` reported to ``wt.changed``; a line it cannot read makes it unknown."""
-    if wt.changed is None:
-        return
-    for line in out.splitlines():
-        found = _ADDED_RE.match(line)
-        if found is None:
-            wt.changed = None
-            return
-        wt.changed.add(found.group(1))
 
 
 def _unneeded_at(wt: Worktree) -> str | None:
