@@ -111,7 +111,9 @@ async def test_merge_tree_falls_back_to_git_for_a_conflict(tmp_path: Path) -> No
 def test_commit_tree_and_compare_and_swap(tmp_path: Path) -> None:
     repo, base = _repo(tmp_path)
     tree = sh_git(repo, "rev-parse", f"{base}^{{tree}}")
-    sha = inproc.commit_tree(repo, tree, [base], "landed\n\nFormicary-Task: t1\n", "w one", "w1@formicary.local")
+    sha = inproc.commit_tree(
+        repo, tree, [base], "landed\n\nFormicary-Task: t1\n", "w one", "w1@formicary.local"
+    )
     shown = sh_git(repo, "log", "-1", "--format=%an <%ae>|%P|%B", sha)
     assert shown.startswith(f"w one <w1@formicary.local>|{base}|landed\n\nFormicary-Task: t1")
     sh_git(repo, "branch", "shared", base)

@@ -5,6 +5,10 @@ both build their command line with :func:`git_argv` and their environment with :
 written by agents, so host git must never run anything found there: hooks, fsmonitor, a nested repository's
 config, a rewritten ``.git`` file. See docs/reliability.md ("Threat model") for what each layer stops.
 
+The landing hot path (a worker's commit, the merge onto the tip, commit-tree, the compare-and-swap) runs in
+this process through libgit2 instead (:mod:`.inproc`), with the same trust boundary: no hooks, fsmonitor or
+filter programs, and the private empty config folder defined here.
+
 Why processes and not GitPython: GitPython is not thread-safe and ``IndexFile.add`` changes the process cwd.
 Every call here passes ``cwd=`` (nothing ever chdirs), never prompts, and reads C-locale output. A git process
 costs ~1.5 ms on an idle machine and far more on a busy one, so callers count them.
