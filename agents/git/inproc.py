@@ -20,6 +20,7 @@ file/folder clash is decided and described by git as before.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     import pygit2
 
 _TREE = 0o040000
-_GITLINK = 0o160000
+_LINK = 0o120000
 _configured = False
 _config_lock = threading.Lock()
 _pools: dict[str, list[Any]] = {}
@@ -263,6 +264,80 @@ def compare_and_swap(git_dir: Path | str, ref: str, new: str, old: str, log: str
         except (pygit2.GitError, OSError, ValueError):
             return False
         return True
+
+
+def _symlinks(top: str) -> list[str]:
+    """Relative paths of every symlink under ``top`` (the walk never follows one); the root's ``.git`` skipped."""
+    found: list[str] = []
+    stack = [(top, "")]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                if not rel and entry.name == ".git":
+                    continue
+                try:
+                    if entry.is_symlink():
+                        found.append(f"{rel}{entry.name}")
+                    elif entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, f"{rel}{entry.name}/"))
+                except OSError:
+                    continue
+    return found
+
+
+def _check_out(repo: Any, top: str, tree: Any) -> None:
+    """Make the work tree and index hold exactly ``tree``: ``checkout -f`` + ``clean -ffdx``.
+
+    Why the symlink pass first: libgit2 writes through a folder an agent replaced with a symlink (git does
+    not), so every symlink that ``tree`` does not hold as the same link is removed before the checkout, and no
+    path it writes or removes goes through one. The index is set to ``tree`` first, so whatever is not in it
+    counts as untracked and goes with the rest.
+    """
+    from pygit2.enums import CheckoutStrategy
+
+    for rel in _symlinks(top):
+        kept = _entry(tree, rel)
+        full = os.path.join(top, rel)
+        if kept is not None and kept[1] == _LINK and repo[kept[0]].data == os.fsencode(os.readlink(full)):
+            continue
+        os.unlink(full)
+    index = repo.index
+    index.read_tree(tree)
+    index.write()
+    strategy = CheckoutStrategy.FORCE | CheckoutStrategy.REMOVE_UNTRACKED | CheckoutStrategy.REMOVE_IGNORED
+    repo.checkout_tree(tree, strategy=strategy)
+
+
+def populate(git_dir: Path | str, path: Path | str) -> None:
+    """Check out HEAD into a worktree ``git worktree add --no-checkout`` just made (``reset --hard``)."""
+    with repository(git_dir, pooled=False) as repo:
+        _check_out(repo, os.fspath(path), repo.head.peel(_pygit2().Tree))
+
+
+def reset_worktree(git_dir: Path | str, path: Path | str, branch: str, base: str) -> bool:
+    """``git checkout -f -b BRANCH BASE`` + ``git clean -ffdx`` in a parked worktree; False if ``branch`` exists.
+
+    Only files that differ are rewritten. On a failure the new branch is deleted again and the error raised.
+    """
+    pygit2 = _pygit2()
+    with repository(git_dir, pooled=False) as repo:
+        commit = repo[pygit2.Oid(hex=base)]
+        ref = f"refs/heads/{branch}"
+        if ref in repo.references:
+            return False
+        made = repo.references.create(ref, commit.id)
+        try:
+            repo.set_head(ref)
+            _check_out(repo, os.fspath(path), commit.tree)
+        except BaseException:
+            made.delete()
+            raise
+    return True
 
 
 # -- the async calls the landing code makes (each replaces one git process on the hot path) -----------------

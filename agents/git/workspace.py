@@ -137,8 +137,9 @@ class SessionRepo:
         """A clean worktree for one task at the shared tip, on its own task branch, released on exit.
 
         Released whatever the outcome (success, exception, cancellation): removed, or with
-        ``reuse_worktrees`` parked for the next task (which gets ``checkout -f -b`` + ``clean -ffdx`` at the
-        new tip: only changed files are rewritten, where a fresh checkout writes them all). A task branch
+        ``reuse_worktrees`` parked for the next task (which gets the equivalent of ``checkout -f -b`` + ``clean
+        -ffdx`` at the new tip, in-process: only changed files are rewritten, where a fresh checkout writes them
+        all). A task branch
         that holds nothing unlanded (it still points at the integrated head or at its base) is deleted in the
         next batch of deletions (one process per :data:`BRANCH_BATCH`, and at :meth:`close`), by
         compare-and-swap, so work committed behind our back stays. A failed task keeps its branch.
@@ -185,7 +186,7 @@ class SessionRepo:
             wt.git_dir = self._own_git_dir(path)
             register_worktree(path, wt.git_dir)
             # The checkout itself runs outside the lock: it is the slow part and touches only this worktree.
-            await git("reset", "-q", "--hard", cwd=path, git_dir=wt.git_dir, background=True)
+            await inproc.in_thread(inproc.populate, wt.git_dir, path)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._drop_worktree(wt)
@@ -202,39 +203,24 @@ class SessionRepo:
             return None
         for n in range(1, 100):
             branch = self._names(task_id, n)[0]
-            # No lock: unlike add, and unlike checking out an existing branch, `checkout -b` reads no other
-            # worktree's metadata. Shielded, so a cancellation cannot strand the worktree half switched.
-            with anyio.CancelScope(shield=True):
-                res = await git(
-                    "checkout",
-                    "-q",
-                    "-f",
-                    "-b",
-                    branch,
-                    base,
-                    cwd=old.path,
-                    git_dir=old.git_dir,
-                    check=False,
-                    background=True,
-                )
-            if res.rc == 0:
-                break
-            if "already exists" not in res.err:
+            # No lock: unlike add, a new branch and a checkout read no other worktree's metadata. Shielded, so a
+            # cancellation cannot strand the worktree half switched. In-process: see inproc.reset_worktree.
+            try:
+                with anyio.CancelScope(shield=True):
+                    switched = await inproc.in_thread(
+                        inproc.reset_worktree, old.git_dir, old.path, branch, base
+                    )
+            except Exception:  # a folder the agent locked, a broken index: start afresh instead
                 await self._drop_worktree(old)
                 return None
+            if switched:
+                break
         else:
             raise GitError(f"no free branch name for task {task_id}")
         await self._doom(old)  # HEAD has left the last task's branch: it may go now
         wt = Worktree(
             path=old.path, branch=branch, base=base, task_id=task_id, agent_id=agent_id, git_dir=old.git_dir
         )
-        try:
-            await git(
-                "clean", "-ffdxq", cwd=wt.path, git_dir=wt.git_dir, background=True
-            )  # the last task's untracked and ignored files
-        except GitError:
-            await self._drop_worktree(wt)
-            return None
         return wt
 
     def _own_git_dir(self, path: Path) -> Path:
