@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -163,3 +164,21 @@ def test_libgit2_reads_no_global_config(tmp_path: Path, monkeypatch: pytest.Monk
     assert "core.fsmonitor" not in config
     assert config.get("user.name") == "Test Operator"  # the repository's own config is read
     assert os.listdir(inproc.private_home()) == []
+
+
+def test_commit_worktree_where_a_file_becomes_a_folder(tmp_path: Path) -> None:
+    repo, _ = _repo(tmp_path)
+    wt = tmp_path / "wt"
+    sh_git(repo, "worktree", "add", "-q", "-b", "task", str(wt), "main")
+    git_dir = repo / ".git" / "worktrees" / "wt"
+    (wt / "src" / "one.txt").unlink()
+    (wt / "src" / "one.txt").mkdir()
+    (wt / "src" / "one.txt" / "inner.txt").write_text("now a folder\n")
+    shutil.rmtree(wt / "src" / "deep")
+    (wt / "src" / "deep").write_text("now a file\n")
+    made = inproc.commit_worktree(git_dir, "reshape", "w", "w@x")
+    assert made is not None
+    assert sorted(made[1]) == ["src/deep", "src/deep/a/b.txt", "src/one.txt", "src/one.txt/inner.txt"]
+    listing = sh_git(repo, "ls-tree", "-r", "--name-only", made[0]).splitlines()
+    assert "src/one.txt/inner.txt" in listing and "src/deep" in listing and "src/one.txt" not in listing
+    assert sh_git(wt, "status", "--porcelain") == ""

@@ -11,15 +11,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 
 from .run import MergeTreeResult, cat_blobs, git
 from .worktree import Worktree
 
-if TYPE_CHECKING:
-    from .integration import LandingRepo
+
+class HandBackRepo(Protocol):
+    """What a hand-back needs of the session's repository (workspace's ``SessionRepo`` is one)."""
+
+    root: Path
+
+    async def scrub(self, wt: Worktree) -> list[str]: ...
 
 
 @dataclass
@@ -79,7 +84,7 @@ def _has_markers(text: str) -> bool:
 
 
 async def hand_back(
-    session: LandingRepo,
+    session: HandBackRepo,
     wt: Worktree,
     tip: str,
     merge: MergeTreeResult,

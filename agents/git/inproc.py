@@ -115,42 +115,43 @@ def signature(name: str, email: str) -> Any:
 def commit_worktree(git_dir: Path, message: str, name: str, email: str) -> tuple[str, list[str]] | None:
     """``git add -A`` + ``git commit`` in a worktree: the new commit and the paths it changed, None if none.
 
-    The index is refreshed from the work tree (stat first, hashing only what changed), written back, and the
-    commit moves the worktree's branch through HEAD. Gitlinks stay gitlinks (their folders are not added).
+    The index is refreshed from the work tree (stat first, hashing only what changed) and written back; the
+    new tree is HEAD's with the changed entries put in (only the trees on their paths are written: the cost
+    follows the change, not the repository), and the commit moves the worktree's branch through HEAD.
+    Gitlinks stay gitlinks (their folders are not added).
     """
     with repository(git_dir, pooled=False) as repo:
         index = repo.index
         index.read(False)
         index.add_all()
-        tree = index.write_tree()
         index.write()
         parent = repo.head.target
-        before = repo[parent].tree_id
-        if tree == before:
+        before = repo[parent].tree
+        changes = _changes(index.diff_to_tree(before))
+        if not changes:
+            return None
+        try:
+            tree = _apply(repo, before, changes) or repo.TreeBuilder().write()
+        except _NotTrivial:  # a file became a folder or the reverse: let libgit2 build every tree
+            tree = index.write_tree()
+        if tree == before.id:
             return None
         sig = signature(name, email)
         sha = repo.create_commit("HEAD", sig, sig, clean_message(message), tree, [parent])
-        return str(sha), changed_paths(repo, before, tree)
+        return str(sha), sorted(changes)
 
 
-def changed_paths(repo: Any, old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Paths whose entry differs between two trees, descending only into subtrees that differ."""
-    if old == new:
-        return []
-    a = {e.name: (e.id, e.filemode) for e in repo[old]} if old is not None else {}
-    b = {e.name: (e.id, e.filemode) for e in repo[new]} if new is not None else {}
-    found: list[str] = []
-    for name in sorted(a.keys() | b.keys()):
-        x, y = a.get(name), b.get(name)
-        if x == y:
-            continue
-        xt = x[0] if x is not None and x[1] == _TREE else None
-        yt = y[0] if y is not None and y[1] == _TREE else None
-        if xt is not None or yt is not None:
-            found.extend(changed_paths(repo, xt, yt, f"{prefix}{name}/"))
-        if (x is not None and x[1] != _TREE) or (y is not None and y[1] != _TREE):
-            found.append(f"{prefix}{name}")
-    return found
+def _changes(diff: Any) -> dict[str, tuple[Any, int] | None]:
+    """A diff's new side by path: (id, mode), or None where the path was deleted."""
+    from pygit2.enums import DeltaStatus
+
+    changes: dict[str, tuple[Any, int] | None] = {}
+    for delta in diff.deltas:
+        if delta.status == DeltaStatus.DELETED:
+            changes.setdefault(delta.old_file.path, None)
+        else:
+            changes[delta.new_file.path] = (delta.new_file.id, delta.new_file.mode)
+    return changes
 
 
 class _NotTrivial(Exception):
@@ -214,14 +215,9 @@ def merge_trees(git_dir: Path | str, tip: str, head: str) -> str | None:
             return str(ours.id)
         if ours.id == common.id:
             return str(theirs.id)
-        from pygit2.enums import DeltaStatus, DiffOption
+        from pygit2.enums import DiffOption
 
-        changes: dict[str, tuple[Any, int] | None] = {}
-        for delta in repo.diff(common, theirs, flags=DiffOption.SKIP_BINARY_CHECK).deltas:
-            if delta.status == DeltaStatus.DELETED:
-                changes.setdefault(delta.old_file.path, None)
-            else:
-                changes[delta.new_file.path] = (delta.new_file.id, delta.new_file.mode)
+        changes = _changes(repo.diff(common, theirs, flags=DiffOption.SKIP_BINARY_CHECK))
         for path, entry in changes.items():
             now = _entry(ours, path)
             if now != entry and now != _entry(common, path):

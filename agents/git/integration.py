@@ -54,6 +54,8 @@ class LandingRepo(Protocol):
     session_id: str
     shared: SharedBranch
 
+    async def scrub(self, wt: Worktree) -> list[str]: ...
+
 
 if TYPE_CHECKING:
     from .gate import Gate, GateToken, OnRefusal
