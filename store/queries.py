@@ -88,8 +88,22 @@ def events_since(db: Database, session_id: str, seq: int = 0, limit: int = 5000)
             [session_id, seq, limit],
         )
     )
+    return _event_data(db, rows)
+
+
+def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` of the ``events`` view with ``data`` as a dict; an ``agent_step`` whose action stored its
+    observation compressed (the view cannot cut a BLOB) gets the observation's start from its ``actions`` row."""
+    missing: dict[int, dict[str, Any]] = {}
     for row in rows:
         row["data"] = json.loads(row["data"]) if row["data"] else {}
+        if row["kind"] == "agent_step" and row["data"].get("observation") is None:
+            missing[row["seq"]] = row["data"]
+    for chunk in _chunks(list(missing)):
+        for found in db.execute(
+            f"SELECT seq, observation FROM actions WHERE seq IN ({_in_clause(chunk)})", chunk
+        ).fetchall():
+            missing[found[0]]["observation"] = (unpack(found[1]) or "")[:300]
     return rows
 
 
@@ -185,18 +199,24 @@ def pending_controls(db: Database, session_id: str) -> list[dict[str, Any]]:
 # -- reads for the TUI: how a session screen rebuilds its panes and follows the timeline ------------------
 
 
-def _in_clause(ids: list[str]) -> str:
+def _in_clause(ids: list[Any]) -> str:
     return ", ".join("?" * len(ids))
 
 
-def _chunks(ids: list[str], size: int = 500) -> list[list[str]]:
+def _chunks(ids: list[Any], size: int = 500) -> list[list[Any]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def max_event_seq(db: Database, session_id: str) -> int:
     """The newest event of a session: where a follower that has just read the tables resumes."""
-    row = next(db.query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events WHERE session_id = ?", [session_id]))
-    return int(row["seq"])
+    # The timeline is one sequence: the newest action or model call of any session is a valid resume point
+    # (everything before it is already written), and reading it costs no scan of the rows without an index.
+    row = db.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM event_log WHERE session_id = ?), 0),"
+        " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))",
+        [session_id],
+    ).fetchone()
+    return int(row[0])
 
 
 def tasks_by_ids(db: Database, ids: list[str]) -> list[dict[str, Any]]:
@@ -271,9 +291,7 @@ def agent_events(db: Database, session_id: str, agent_id: str, limit: int = 400)
         )
     )
     rows.reverse()
-    for row in rows:
-        row["data"] = json.loads(row["data"]) if row["data"] else {}
-    return rows
+    return _event_data(db, rows)
 
 
 def commit_times(db: Database, session_id: str) -> list[str]:

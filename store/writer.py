@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .db import connect, new_id, now
+from .db import connect, now
 from .packing import Zipped, pack
 from .redact import Redactor
 
@@ -35,10 +35,25 @@ class StoreError(RuntimeError):
     """A write the record refused; raised by :meth:`Writer.flush` so no failure goes unseen."""
 
 
+SEQUENCED = frozenset({"event_log", "actions", "llm_calls"})
+"""Tables whose rows are events: each new row takes the next ``seq`` of the one timeline (see ``events``)."""
+TABLE_FOR = {"events": "event_log"}
+"""``events`` is a view over the timeline's tables; a row written to it goes to ``event_log``."""
+
+
+LAST_SEQ = (
+    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'event_log'), 0),"
+    " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))"
+)
+"""The timeline's last ``seq`` (rows written without the writer took theirs from their own table)."""
+
+
 @dataclass
 class _Op:
     sql: str
     params: tuple[Any, ...]
+    sequenced: bool = False
+    """The last parameter is the row's ``seq``, assigned when it is written."""
 
 
 @dataclass
@@ -82,14 +97,16 @@ class Writer:
     # -- producers ---------------------------------------------------------------------------------
 
     def insert(self, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
-        cols = tuple(row)
+        table = TABLE_FOR.get(table, table)
+        sequenced = table in SEQUENCED and "seq" not in row
+        cols = (*row, "seq") if sequenced else tuple(row)
         key = (("R:" if replace else "I:") + table, cols)
         sql = self._sql_cache.get(key)
         if sql is None:
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             self._sql_cache[key] = sql
-        self._queue.put(_Op(sql, tuple(row.values())))
+        self._queue.put(_Op(sql, (*row.values(), None) if sequenced else tuple(row.values()), sequenced))
 
     def update(self, table: str, pk: str, changes: dict[str, Any], *, pk_column: str = "id") -> None:
         sets = ", ".join(f"{c} = ?" for c in changes)
@@ -111,9 +128,8 @@ class Writer:
     ) -> None:
         """Append to the timeline every UI follows."""
         self.insert(
-            "events",
+            "event_log",
             {
-                "id": new_id(),
                 "session_id": session_id,
                 "kind": kind,
                 "agent_id": agent_id,
@@ -193,12 +209,26 @@ class Writer:
     def _prepare(self, op: _Op) -> tuple[Any, ...]:
         return tuple(_to_db(v, self.redact) for v in op.params)
 
+    @staticmethod
+    def _execute(conn: sqlite3.Connection, ops: list[_Op], params: list[tuple[Any, ...]]) -> None:
+        """Execute ``ops`` in the open transaction, numbering the timeline's rows from its sequence (read and
+        advanced inside the transaction, so another process writing the same record cannot interleave)."""
+        seq = None
+        for op, p in zip(ops, params, strict=True):
+            if op.sequenced:
+                if seq is None:
+                    seq = conn.execute(LAST_SEQ).fetchone()[0]
+                seq += 1
+                p = (*p[:-1], seq)
+            conn.execute(op.sql, p)
+        if seq is not None:
+            conn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'event_log'", (seq,))
+
     def _write(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         params = [self._prepare(op) for op in batch]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op, p in zip(batch, params, strict=True):
-                conn.execute(op.sql, p)
+            self._execute(conn, batch, params)
             conn.execute("COMMIT")
             self.rows_written += len(batch)
             self.batches += 1
@@ -209,7 +239,7 @@ class Writer:
         for op, p in zip(batch, params, strict=True):
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(op.sql, p)
+                self._execute(conn, [op], [p])
                 conn.execute("COMMIT")
                 self.rows_written += 1
             except sqlite3.Error as exc:

@@ -39,22 +39,26 @@ class Record:
 
     # -- the timeline ------------------------------------------------------------------------------
 
-    def emit(self, event: ev.Event) -> None:
-        """Append ``event`` to the timeline and show it (redacted, like the row) to the listeners."""
+    def emit(self, event: ev.Event, *, stored: bool = False) -> None:
+        """Append ``event`` to the timeline and show it (redacted, like the row) to the listeners.
+
+        ``stored``: the event's own row (an ``actions`` or ``llm_calls`` row) is already its place in the
+        timeline (the ``events`` view), so only the listeners are told.
+        """
         event.session_id = self.session_id
         event.created_at = now()
-        self.writer.insert(
-            "events",
-            {
-                "id": new_id(),
-                "session_id": self.session_id,
-                "kind": event.kind,
-                "agent_id": event.agent_id,
-                "task_id": event.task_id,
-                "data": event.data() or None,
-                "created_at": event.created_at,
-            },
-        )
+        if not stored:
+            self.writer.insert(
+                "event_log",
+                {
+                    "session_id": self.session_id,
+                    "kind": event.kind,
+                    "agent_id": event.agent_id,
+                    "task_id": event.task_id,
+                    "data": event.data() or None,
+                    "created_at": event.created_at,
+                },
+            )
         if self.listeners:
             shown = event.redacted(self.writer.redact)
             for listener in list(self.listeners):
@@ -285,11 +289,10 @@ class Record:
         target: str,
         error: bool,
     ) -> None:
-        """One worker step: the full ``actions`` row and the short ``agent_step`` event."""
+        """One worker step: the ``actions`` row, which is also its ``agent_step`` event in the timeline."""
         self.writer.insert(
             "actions",
             {
-                "id": new_id(),
                 "session_id": self.session_id,
                 "agent_id": agent.id,
                 "task_id": task_id,
@@ -300,6 +303,8 @@ class Record:
                 "exit_code": exit_code,
                 "duration_ms": round(duration_ms, 2),
                 "created_at": now(),
+                "target": target[:200] or None,
+                "error": 1 if error else None,
             },
         )
         self.emit(
@@ -312,7 +317,8 @@ class Record:
                 observation=text[:300],
                 exit_code=exit_code,
                 error=error,
-            )
+            ),
+            stored=True,
         )
 
     def llm_call(self, row: dict[str, Any], prompt_tokens: int, completion_tokens: int) -> None:
@@ -326,7 +332,8 @@ class Record:
                 latency_ms=row.get("latency_ms"),
                 error=row.get("error"),
                 endpoint=row.get("endpoint"),
-            )
+            ),
+            stored=True,
         )
 
     def plan(
