@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 from typing import Any
 
 from sqlite_utils import Database
 
-from .packing import unpack
+from .packing import OBSERVATION, REPLY, context_dictionary, needs_dictionary, unpack
 
 SESSION_SUMMARY = """
 SELECT s.id, s.goal, s.repo, s.branch, s.status, s.stop_reason, s.started_at, s.ended_at, s.pid,
@@ -59,17 +60,84 @@ def agents(db: Database, session_id: str) -> list[dict[str, Any]]:
     return list(db.query("SELECT * FROM agents WHERE session_id = ? ORDER BY id", [session_id]))
 
 
-def _texts(row: dict[str, Any], *columns: str) -> dict[str, Any]:
-    """``row`` with its compressed text columns (see :mod:`.packing`) as text."""
+class Contexts:
+    """What an agent's texts were compressed against (see :mod:`.packing`): its replies and observations in
+    timeline order, read once, so the dictionary in effect before any row is a lookup."""
+
+    def __init__(self, db: Database, agent_id: str) -> None:
+        parts: list[tuple[int, str, str]] = [
+            (seq, REPLY, unpack(text) or "")
+            for seq, text in db.execute(
+                "SELECT seq, response FROM llm_calls WHERE agent_id = ? AND response IS NOT NULL "
+                "AND response != ''",
+                [agent_id],
+            ).fetchall()
+        ]
+        parts += [
+            (seq, OBSERVATION, unpack(text) or "")
+            for seq, text in db.execute(
+                "SELECT seq, observation FROM actions WHERE agent_id = ? AND observation IS NOT NULL",
+                [agent_id],
+            ).fetchall()
+        ]
+        parts.sort()
+        self.seqs = [p[0] for p in parts]
+        self.parts = parts
+
+    def before(self, seq: int) -> bytes | None:
+        """The dictionary of a row at ``seq``: the agent's latest reply and observation before it."""
+        reply = observation = None
+        i = bisect.bisect_left(self.seqs, seq) - 1
+        while i >= 0 and (reply is None or observation is None):
+            _, part, text = self.parts[i]
+            if part == REPLY and reply is None:
+                reply = text
+            elif part == OBSERVATION and observation is None:
+                observation = text
+            i -= 1
+        return context_dictionary(reply, observation)
+
+
+def _dictionary_before(db: Database, agent_id: str, seq: int) -> bytes | None:
+    """One row's dictionary, looked up alone (a row read without its agent's history)."""
+    reply = db.execute(
+        "SELECT response FROM llm_calls WHERE agent_id = ? AND seq < ? AND response IS NOT NULL "
+        "AND response != '' ORDER BY seq DESC LIMIT 1",
+        [agent_id, seq],
+    ).fetchone()
+    observation = db.execute(
+        "SELECT observation FROM actions WHERE agent_id = ? AND seq < ? AND observation IS NOT NULL "
+        "ORDER BY seq DESC LIMIT 1",
+        [agent_id, seq],
+    ).fetchone()
+    return context_dictionary(
+        unpack(reply[0]) if reply else None, unpack(observation[0]) if observation else None
+    )
+
+
+def _texts(
+    row: dict[str, Any], *columns: str, db: Database | None = None, contexts: Contexts | None = None
+) -> dict[str, Any]:
+    """``row`` with its compressed text columns (see :mod:`.packing`) as text; a text compressed against its
+    agent's context is read with it (from ``contexts``, else looked up in ``db``)."""
     for column in columns:
-        if isinstance(row.get(column), bytes):
-            row[column] = unpack(row[column])
+        value = row.get(column)
+        if not isinstance(value, bytes):
+            continue
+        dictionary = None
+        if needs_dictionary(value):
+            if contexts is not None:
+                dictionary = contexts.before(row["seq"])
+            elif db is not None:
+                dictionary = _dictionary_before(db, row["agent_id"], row["seq"])
+        row[column] = unpack(value, dictionary)
     return row
 
 
 def actions(db: Database, agent_id: str, after_step: int = -1) -> list[dict[str, Any]]:
+    contexts = Contexts(db, agent_id)
     return [
-        _texts(row, "arguments", "observation")
+        _texts(row, "arguments", "observation", contexts=contexts)
         for row in db.query(
             "SELECT * FROM actions WHERE agent_id = ? AND step > ? ORDER BY step", [agent_id, after_step]
         )
@@ -118,8 +186,14 @@ def token_totals(db: Database, session_id: str) -> tuple[int, int]:
     return int(row["p"]), int(row["c"])
 
 
-def _conversation(row: dict[str, Any], rebuilt: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    new = json.loads(unpack(row["request"]) or "[]")
+def _conversation(
+    row: dict[str, Any], rebuilt: dict[str, list[dict[str, Any]]], contexts: Contexts | None = None
+) -> list[dict[str, Any]]:
+    """The conversation ``row`` sent: what its parent sent, then the parent's reply, cut to ``kept``, then
+    what the row holds (``rebuilt`` maps a call id to what it sent followed by its reply)."""
+    request = row["request"]
+    dictionary = contexts.before(row["seq"]) if contexts is not None and needs_dictionary(request) else None
+    new = json.loads(unpack(request, dictionary) or "[]")
     if row.get("kept") is None:  # recorded before the lean record: the whole conversation
         return new
     if not row["kept"]:
@@ -127,7 +201,13 @@ def _conversation(row: dict[str, Any], rebuilt: dict[str, list[dict[str, Any]]])
     base = rebuilt.get(row["parent_id"])
     if base is None:
         raise LookupError(f"model call {row['id']}: its parent call {row['parent_id']} is not in the record")
+    if row["kept"] > len(base):
+        raise LookupError(f"model call {row['id']}: keeps more messages than its parent call sent")
     return base[: row["kept"]] + new
+
+
+def _with_reply(messages: list[dict[str, Any]], response: str | None) -> list[dict[str, Any]]:
+    return [*messages, {"role": "assistant", "content": response}] if response else messages
 
 
 def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
@@ -136,7 +216,9 @@ def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
     ``response`` as text."""
     rows = list(db.query("SELECT * FROM llm_calls WHERE agent_id = ? ORDER BY created_at, id", [agent_id]))
     by_id = {row["id"]: row for row in rows}
-    rebuilt: dict[str, list[dict[str, Any]]] = {}
+    contexts = Contexts(db, agent_id) if any(needs_dictionary(row["request"]) for row in rows) else None
+    rebuilt: dict[str, list[dict[str, Any]]] = {}  # what each call sent, then its reply
+    sent: dict[str, list[dict[str, Any]]] = {}
     ordered: list[dict[str, Any]] = []
 
     def build(row: dict[str, Any]) -> None:
@@ -149,16 +231,18 @@ def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
             chain.append(by_id[chain[-1]["parent_id"]])
         for link in reversed(chain):
             if link["id"] not in rebuilt:
-                rebuilt[link["id"]] = _conversation(link, rebuilt)
+                sent[link["id"]] = _conversation(link, rebuilt, contexts)
+                rebuilt[link["id"]] = _with_reply(sent[link["id"]], unpack(link["response"]))
 
     for row in rows:
         build(row)
+        request = row["request"]
         ordered.append(
             row
             | {
-                "messages": rebuilt[row["id"]],
+                "messages": sent[row["id"]],
                 "response": unpack(row["response"]),
-                "request": unpack(row["request"]),
+                "request": unpack(request, contexts.before(row["seq"]) if contexts else None),
             }
         )
     return ordered
@@ -169,7 +253,7 @@ def call_messages(db: Database, call_id: str) -> list[dict[str, Any]]:
     row = db.execute("SELECT agent_id FROM llm_calls WHERE id = ?", [call_id]).fetchone()
     if row is None:
         raise LookupError(f"no model call {call_id} in the record")
-    if row[0] is None:
+    if row[0] is None:  # no agent: the call holds its whole conversation
         found = next(db.query("SELECT * FROM llm_calls WHERE id = ?", [call_id]))
         return _conversation(found, {})
     for call in agent_calls(db, row[0]):
@@ -262,18 +346,19 @@ def agent_last_actions(db: Database, ids: list[str]) -> dict[str, dict[str, Any]
     out: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(ids):
         for row in db.query(
-            "SELECT agent_id, MAX(step) AS step, name, arguments, exit_code FROM actions "
+            "SELECT agent_id, MAX(step) AS step, name, arguments, exit_code, seq FROM actions "
             f"WHERE agent_id IN ({_in_clause(chunk)}) GROUP BY agent_id",
             chunk,
         ):
-            out[row["agent_id"]] = _texts(row, "arguments")
+            out[row["agent_id"]] = _texts(row, "arguments", db=db)
     return out
 
 
 def last_actions_of(db: Database, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
     """An agent's newest ``limit`` actions, oldest first: what a log pane shows when it is selected."""
+    contexts = Contexts(db, agent_id)
     rows = [
-        _texts(row, "arguments", "observation")
+        _texts(row, "arguments", "observation", contexts=contexts)
         for row in db.query(
             "SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit]
         )

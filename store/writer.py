@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .db import connect, now
-from .packing import Zipped, pack
+from .packing import REPLY, Zipped, context_dictionary, pack
 from .redact import Redactor
 
 MAX_BATCH = 2000
@@ -29,6 +29,8 @@ BUSY_BATCH = 16
 again, so the next rows wait in the queue instead of each ``put`` waking this thread (a GIL hand-off per row,
 ~8% of the engine's CPU with 256 workers) and batches grow."""
 BUSY_PAUSE = 0.02
+CONTEXTS_KEPT = 8192
+"""Agents whose latest reply and observation the writer keeps, to compress what they send next against them."""
 
 
 class StoreError(RuntimeError):
@@ -84,6 +86,8 @@ class Writer:
         self._failures: list[str] = []
         self._reported = 0
         self._sql_cache: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._contexts: dict[str, tuple[str | None, str | None]] = {}
+        """Per agent, its latest stored reply and observation (redacted): see :mod:`.packing`."""
         self.rows_written = 0
         self.batches = 0
         self._opened = threading.Event()
@@ -206,8 +210,33 @@ class Writer:
                 time.sleep(BUSY_PAUSE)
         conn.close()
 
-    def _prepare(self, op: _Op) -> tuple[Any, ...]:
-        return tuple(_to_db(v, self.redact) for v in op.params)
+    def _prepare(self, op: _Op, *, contexts: bool = True) -> tuple[Any, ...]:
+        """``op``'s parameters as stored. A text ``against`` an agent is compressed with that agent's context
+        as it is before this row; the texts this row ``remember``s update the context after it."""
+        params = []
+        learned: list[tuple[tuple[str, str], str]] = []
+        for value in op.params:
+            if isinstance(value, Zipped) and (value.against or value.remember):
+                text = self.redact(value.text)
+                dictionary = None
+                if value.against and contexts:
+                    context = self._contexts.get(value.against)
+                    dictionary = context_dictionary(*context) if context else None
+                if value.remember:
+                    learned.append((value.remember, text))
+                params.append(pack(text, dictionary))
+            else:
+                params.append(_to_db(value, self.redact))
+        for (agent, part), text in learned:
+            reply, observation = self._contexts.pop(agent, (None, None))
+            if part == REPLY:
+                reply = text
+            else:
+                observation = text
+            self._contexts[agent] = (reply, observation)
+            if len(self._contexts) > CONTEXTS_KEPT:
+                self._contexts.pop(next(iter(self._contexts)))
+        return tuple(params)
 
     @staticmethod
     def _execute(conn: sqlite3.Connection, ops: list[_Op], params: list[tuple[Any, ...]]) -> None:
@@ -235,7 +264,11 @@ class Writer:
             return
         except sqlite3.Error:
             conn.execute("ROLLBACK") if conn.in_transaction else None
-        # One bad row must not take its batch with it: write one by one and keep what fails.
+        # One bad row must not take its batch with it: write one by one and keep what fails. The contexts the
+        # batch's texts were compressed against may include a row that fails: forget them all, start afresh.
+        self._contexts.clear()
+        params = [self._prepare(op, contexts=False) for op in batch]
+        self._contexts.clear()
         for op, p in zip(batch, params, strict=True):
             try:
                 conn.execute("BEGIN IMMEDIATE")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...store.db import connect, new_id, now
-from ...store.packing import Zipped
+from ...store.packing import OBSERVATION, Zipped
 from ...store.writer import Writer
 from ..status import CycleReason, CycleStatus, SessionStatus, TaskKind, TaskStatus
 from . import events as ev
@@ -298,8 +298,9 @@ class Record:
                 "task_id": task_id,
                 "step": step,
                 "name": name,
-                "arguments": Zipped(json.dumps(args, ensure_ascii=False)),  # long ones compressed
-                "observation": Zipped(text),
+                # compressed against the reply that chose it; the observation is what the next request repeats
+                "arguments": Zipped(json.dumps(args, ensure_ascii=False), against=agent.id),
+                "observation": Zipped(text, remember=(agent.id, OBSERVATION)),
                 "exit_code": exit_code,
                 "duration_ms": round(duration_ms, 2),
                 "created_at": now(),
