@@ -327,6 +327,12 @@ SELECT seq, NULL, session_id, 'llm_call', agent_id, NULL,
        created_at
 FROM llm_calls WHERE seq > 0"""
 
+DICTIONARIES = """
+CREATE TABLE dictionaries (
+    id INTEGER PRIMARY KEY,         -- its Adler-32, as the zlib header of a text compressed against it names it
+    body BLOB NOT NULL              -- the first text of its kind the writer stored (a role's first request)
+)"""
+
 EVENTS_INSERT = """
 CREATE TRIGGER events_insert INSTEAD OF INSERT ON events BEGIN
     INSERT INTO event_log (seq, id, session_id, kind, agent_id, task_id, data, created_at)
@@ -341,7 +347,8 @@ def m007_events_from_rows(db: Database) -> None:
     the same sequence (the writer assigns it), instead of a second row repeating each one.
 
     Rows from before keep their events in ``event_log`` and get a negative ``seq`` (the view skips those).
-    ``events`` stays insertable (a trigger forwards to ``event_log``).
+    ``events`` stays insertable (a trigger forwards to ``event_log``). ``dictionaries`` holds the shared
+    dictionaries texts are compressed against (see ``store.packing``).
     """
     old_actions = [c.name for c in db["actions"].columns]
     old_calls = [c.name for c in db["llm_calls"].columns]
@@ -367,6 +374,7 @@ def m007_events_from_rows(db: Database) -> None:
         "CREATE INDEX idx_llm_calls_agent ON llm_calls(agent_id)",
         EVENTS_VIEW,
         EVENTS_INSERT,
+        DICTIONARIES,
     ]
     for sql in statements:
         db.execute(sql)

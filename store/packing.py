@@ -8,13 +8,16 @@ An agent's texts repeat what it saw a moment earlier (a request carries the last
 arguments the reply that chose it), so a text marked ``against`` an agent is compressed with a preset dictionary
 made of that agent's latest stored reply and observation (:func:`context_dictionary`): the newest ``llm_calls``
 reply and ``actions`` observation of the agent before the row, in timeline order. The zlib header names the
-dictionary (its Adler-32), so a reader that builds the wrong one fails loudly instead of guessing.
+dictionary (its Adler-32), so a reader that builds the wrong one fails loudly instead of guessing. A text
+marked ``shared`` is compressed against the first text of its key (every worker's first request starts with the
+same system prompt), stored once in the ``dictionaries`` table under its Adler-32.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 ZIP_MIN = 256
@@ -41,6 +44,9 @@ class Zipped:
     text: str
     against: str | None = None
     remember: tuple[str, str] | None = None
+    shared: str | None = None
+    """Instead of ``against``: compress against the first text of this key (a role's first request: its system
+    prompt) that the writer stored, kept once in the ``dictionaries`` table."""
 
 
 def context_dictionary(reply: str | None, observation: str | None) -> bytes | None:
@@ -77,13 +83,30 @@ def dictionary_id(value: bytes) -> int:
     return int.from_bytes(value[2:6], "big")
 
 
-def unpack(value: str | bytes | None, dictionary: bytes | None = None) -> str | None:
-    """The text a stored value holds (a BLOB is compressed text, a TEXT value is the text)."""
+def shared_dictionary(text: str) -> bytes:
+    """A text as the shared dictionary of the texts like it (its start: a prompt's fixed part comes first)."""
+    return text.encode("utf-8")[:WINDOW]
+
+
+Dictionaries = Callable[[int], bytes | None]
+"""Finds a shared dictionary by its Adler-32 (the ``dictionaries`` table)."""
+
+
+def unpack(
+    value: str | bytes | None, dictionary: bytes | None = None, shared: Dictionaries | None = None
+) -> str | None:
+    """The text a stored value holds (a BLOB is compressed text, a TEXT value is the text).
+
+    ``dictionary``: the agent's context before the row, when the text may be compressed against it;
+    ``shared``: where to find a shared dictionary otherwise."""
     if not isinstance(value, bytes):
         return value
     if needs_dictionary(value):
-        if dictionary is None or zlib.adler32(dictionary) != dictionary_id(value):
-            raise LookupError("a text compressed against its agent's context, and that context is not given")
+        wanted = dictionary_id(value)
+        if (dictionary is None or zlib.adler32(dictionary) != wanted) and shared is not None:
+            dictionary = shared(wanted)
+        if dictionary is None or zlib.adler32(dictionary) != wanted:
+            raise LookupError("a text compressed against a dictionary that is not in the record")
         unzipper = zlib.decompressobj(zdict=dictionary)
         return (unzipper.decompress(value) + unzipper.flush()).decode("utf-8")
     return zlib.decompress(value).decode("utf-8")

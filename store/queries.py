@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .packing import OBSERVATION, REPLY, context_dictionary, needs_dictionary, unpack
+from .packing import OBSERVATION, REPLY, Dictionaries, context_dictionary, needs_dictionary, unpack
 
 SESSION_SUMMARY = """
 SELECT s.id, s.goal, s.repo, s.branch, s.status, s.stop_reason, s.started_at, s.ended_at, s.pid,
@@ -60,13 +60,27 @@ def agents(db: Database, session_id: str) -> list[dict[str, Any]]:
     return list(db.query("SELECT * FROM agents WHERE session_id = ? ORDER BY id", [session_id]))
 
 
+def dictionaries(db: Database) -> Dictionaries:
+    """Finds the record's shared dictionaries by Adler-32 (see :mod:`.packing`): pass to ``unpack``."""
+    found: dict[int, bytes | None] = {}
+
+    def lookup(adler: int) -> bytes | None:
+        if adler not in found:
+            row = db.execute("SELECT body FROM dictionaries WHERE id = ?", [adler]).fetchone()
+            found[adler] = row[0] if row else None
+        return found[adler]
+
+    return lookup
+
+
 class Contexts:
     """What an agent's texts were compressed against (see :mod:`.packing`): its replies and observations in
     timeline order, read once, so the dictionary in effect before any row is a lookup."""
 
     def __init__(self, db: Database, agent_id: str) -> None:
+        self.shared = shared = dictionaries(db)
         parts: list[tuple[int, str, str]] = [
-            (seq, REPLY, unpack(text) or "")
+            (seq, REPLY, unpack(text, shared=shared) or "")
             for seq, text in db.execute(
                 "SELECT seq, response FROM llm_calls WHERE agent_id = ? AND response IS NOT NULL "
                 "AND response != ''",
@@ -111,7 +125,8 @@ def _dictionary_before(db: Database, agent_id: str, seq: int) -> bytes | None:
         [agent_id, seq],
     ).fetchone()
     return context_dictionary(
-        unpack(reply[0]) if reply else None, unpack(observation[0]) if observation else None
+        unpack(reply[0], shared=dictionaries(db)) if reply else None,
+        unpack(observation[0]) if observation else None,
     )
 
 
@@ -124,13 +139,14 @@ def _texts(
         value = row.get(column)
         if not isinstance(value, bytes):
             continue
-        dictionary = None
+        dictionary, shared = None, None
         if needs_dictionary(value):
             if contexts is not None:
-                dictionary = contexts.before(row["seq"])
+                dictionary, shared = contexts.before(row["seq"]), contexts.shared
             elif db is not None:
                 dictionary = _dictionary_before(db, row["agent_id"], row["seq"])
-        row[column] = unpack(value, dictionary)
+                shared = dictionaries(db)
+        row[column] = unpack(value, dictionary, shared)
     return row
 
 
@@ -187,13 +203,16 @@ def token_totals(db: Database, session_id: str) -> tuple[int, int]:
 
 
 def _conversation(
-    row: dict[str, Any], rebuilt: dict[str, list[dict[str, Any]]], contexts: Contexts | None = None
+    row: dict[str, Any],
+    rebuilt: dict[str, list[dict[str, Any]]],
+    contexts: Contexts | None = None,
+    shared: Dictionaries | None = None,
 ) -> list[dict[str, Any]]:
     """The conversation ``row`` sent: what its parent sent, then the parent's reply, cut to ``kept``, then
     what the row holds (``rebuilt`` maps a call id to what it sent followed by its reply)."""
     request = row["request"]
     dictionary = contexts.before(row["seq"]) if contexts is not None and needs_dictionary(request) else None
-    new = json.loads(unpack(request, dictionary) or "[]")
+    new = json.loads(unpack(request, dictionary, shared) or "[]")
     if row.get("kept") is None:  # recorded before the lean record: the whole conversation
         return new
     if not row["kept"]:
@@ -217,6 +236,7 @@ def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
     rows = list(db.query("SELECT * FROM llm_calls WHERE agent_id = ? ORDER BY created_at, id", [agent_id]))
     by_id = {row["id"]: row for row in rows}
     contexts = Contexts(db, agent_id) if any(needs_dictionary(row["request"]) for row in rows) else None
+    shared = dictionaries(db)
     rebuilt: dict[str, list[dict[str, Any]]] = {}  # what each call sent, then its reply
     sent: dict[str, list[dict[str, Any]]] = {}
     ordered: list[dict[str, Any]] = []
@@ -231,8 +251,8 @@ def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
             chain.append(by_id[chain[-1]["parent_id"]])
         for link in reversed(chain):
             if link["id"] not in rebuilt:
-                sent[link["id"]] = _conversation(link, rebuilt, contexts)
-                rebuilt[link["id"]] = _with_reply(sent[link["id"]], unpack(link["response"]))
+                sent[link["id"]] = _conversation(link, rebuilt, contexts, shared)
+                rebuilt[link["id"]] = _with_reply(sent[link["id"]], unpack(link["response"], shared=shared))
 
     for row in rows:
         build(row)
@@ -241,8 +261,8 @@ def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
             row
             | {
                 "messages": sent[row["id"]],
-                "response": unpack(row["response"]),
-                "request": unpack(request, contexts.before(row["seq"]) if contexts else None),
+                "response": unpack(row["response"], shared=shared),
+                "request": unpack(request, contexts.before(row["seq"]) if contexts else None, shared),
             }
         )
     return ordered
@@ -255,7 +275,7 @@ def call_messages(db: Database, call_id: str) -> list[dict[str, Any]]:
         raise LookupError(f"no model call {call_id} in the record")
     if row[0] is None:  # no agent: the call holds its whole conversation
         found = next(db.query("SELECT * FROM llm_calls WHERE id = ?", [call_id]))
-        return _conversation(found, {})
+        return _conversation(found, {}, shared=dictionaries(db))
     for call in agent_calls(db, row[0]):
         if call["id"] == call_id:
             return call["messages"]

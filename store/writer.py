@@ -15,12 +15,13 @@ import sqlite3
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .db import connect, now
-from .packing import REPLY, Zipped, context_dictionary, pack
+from .packing import REPLY, Zipped, context_dictionary, pack, shared_dictionary
 from .redact import Redactor
 
 MAX_BATCH = 2000
@@ -88,6 +89,10 @@ class Writer:
         self._sql_cache: dict[tuple[str, tuple[str, ...]], str] = {}
         self._contexts: dict[str, tuple[str | None, str | None]] = {}
         """Per agent, its latest stored reply and observation (redacted): see :mod:`.packing`."""
+        self._shared: dict[str, bytes] = {}
+        """Per key, the shared dictionary texts of that key are compressed against."""
+        self._new_shared: list[bytes] = []
+        """Shared dictionaries adopted since the last batch was written: written with it."""
         self.rows_written = 0
         self.batches = 0
         self._opened = threading.Event()
@@ -216,10 +221,15 @@ class Writer:
         params = []
         learned: list[tuple[tuple[str, str], str]] = []
         for value in op.params:
-            if isinstance(value, Zipped) and (value.against or value.remember):
+            if isinstance(value, Zipped) and (value.against or value.remember or value.shared):
                 text = self.redact(value.text)
                 dictionary = None
-                if value.against and contexts:
+                if value.shared and contexts:
+                    dictionary = self._shared.get(value.shared)
+                    if dictionary is None:  # this text becomes the key's dictionary, stored with its row
+                        self._shared[value.shared] = body = shared_dictionary(text)
+                        self._new_shared.append(body)
+                elif value.against and contexts:
                     context = self._contexts.get(value.against)
                     dictionary = context_dictionary(*context) if context else None
                 if value.remember:
@@ -239,10 +249,16 @@ class Writer:
         return tuple(params)
 
     @staticmethod
-    def _execute(conn: sqlite3.Connection, ops: list[_Op], params: list[tuple[Any, ...]]) -> None:
+    def _execute(
+        conn: sqlite3.Connection, ops: list[_Op], params: list[tuple[Any, ...]], new_shared: list[bytes]
+    ) -> None:
         """Execute ``ops`` in the open transaction, numbering the timeline's rows from its sequence (read and
         advanced inside the transaction, so another process writing the same record cannot interleave)."""
         seq = None
+        for body in new_shared:
+            conn.execute(
+                "INSERT OR IGNORE INTO dictionaries (id, body) VALUES (?, ?)", (zlib.adler32(body), body)
+            )
         for op, p in zip(ops, params, strict=True):
             if op.sequenced:
                 if seq is None:
@@ -255,9 +271,10 @@ class Writer:
 
     def _write(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         params = [self._prepare(op) for op in batch]
+        new_shared, self._new_shared = self._new_shared, []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            self._execute(conn, batch, params)
+            self._execute(conn, batch, params, new_shared)
             conn.execute("COMMIT")
             self.rows_written += len(batch)
             self.batches += 1
@@ -267,12 +284,14 @@ class Writer:
         # One bad row must not take its batch with it: write one by one and keep what fails. The contexts the
         # batch's texts were compressed against may include a row that fails: forget them all, start afresh.
         self._contexts.clear()
+        self._shared.clear()
         params = [self._prepare(op, contexts=False) for op in batch]
         self._contexts.clear()
+        self._new_shared.clear()
         for op, p in zip(batch, params, strict=True):
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                self._execute(conn, [op], [p])
+                self._execute(conn, [op], [p], [])
                 conn.execute("COMMIT")
                 self.rows_written += 1
             except sqlite3.Error as exc:

@@ -471,8 +471,15 @@ class ModelClient:
             "schema_name": schema_name,
             "parent_id": parent_id,
             "kept": kept,
-            "request": Zipped(json.dumps(messages[kept:], ensure_ascii=False), against=agent_id),
-            "response": Zipped(content, remember=(agent_id, REPLY) if agent_id else None)
+            # a first request is mostly its role's system prompt: compressed against the role's first request
+            "request": Zipped(
+                json.dumps(messages[kept:], ensure_ascii=False),
+                against=agent_id,
+                shared=None if kept else f"request:{role}",
+            ),
+            "response": Zipped(
+                content, remember=(agent_id, REPLY) if agent_id else None, shared=f"reply:{role}"
+            )
             if content
             else content,
             "prompt_tokens": usage[0],
