@@ -285,7 +285,7 @@ CREATE TABLE actions (
 LLM_CALLS = """
 CREATE TABLE llm_calls (
     seq INTEGER PRIMARY KEY,        -- its place in the timeline (its llm_call event); < 0: from before m007
-    id TEXT NOT NULL UNIQUE,
+    id TEXT NOT NULL,               -- a ULID; not indexed: calls are read by agent (parents resolved in memory)
     session_id TEXT,
     agent_id TEXT,
     role TEXT NOT NULL,

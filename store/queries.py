@@ -269,7 +269,7 @@ def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
 
 
 def call_messages(db: Database, call_id: str) -> list[dict[str, Any]]:
-    """The whole conversation one model call sent, rebuilt from the record."""
+    """The whole conversation one model call sent, rebuilt from the record (call ids are not indexed: a scan)."""
     row = db.execute("SELECT agent_id FROM llm_calls WHERE id = ?", [call_id]).fetchone()
     if row is None:
         raise LookupError(f"no model call {call_id} in the record")
