@@ -277,7 +277,7 @@ CREATE TABLE actions (
     observation TEXT,
     exit_code INTEGER,
     duration_ms REAL,
-    created_at TEXT NOT NULL,
+    created_at INTEGER NOT NULL,    -- ms since the epoch, UTC (ISO text in rows from before m007)
     target TEXT,                    -- the path or command it was about, as its event shows it
     error INTEGER                   -- 1: the action failed
 )"""
@@ -299,7 +299,7 @@ CREATE TABLE llm_calls (
     latency_ms REAL,
     attempts INTEGER NOT NULL DEFAULT 1,
     error TEXT,
-    created_at TEXT NOT NULL,
+    created_at INTEGER NOT NULL,    -- ms since the epoch, UTC (ISO text in rows from before m007)
     parent_id TEXT,                 -- the same agent's previous call, NULL for the first
     kept INTEGER,                   -- messages of the parent's conversation (+ its reply) that come first
     queue_ms REAL,
@@ -317,14 +317,16 @@ SELECT seq, NULL, session_id, 'agent_step', agent_id, task_id,
        json_object('step', step, 'action', name, 'target', COALESCE(target, ''),
                    'observation', CASE typeof(observation) WHEN 'text' THEN substr(observation, 1, 300) END,
                    'exit_code', exit_code, 'error', json(CASE WHEN error THEN 'true' ELSE 'false' END)),
-       created_at
+       CASE typeof(created_at) WHEN 'integer'
+           THEN strftime('%Y-%m-%dT%H:%M:%f+00:00', created_at / 1000.0, 'unixepoch') ELSE created_at END
 FROM actions WHERE seq > 0
 UNION ALL
 SELECT seq, NULL, session_id, 'llm_call', agent_id, NULL,
        json_object('role', role, 'prompt_tokens', COALESCE(prompt_tokens, 0),
                    'completion_tokens', COALESCE(completion_tokens, 0), 'latency_ms', latency_ms,
                    'error', error, 'endpoint', endpoint),
-       created_at
+       CASE typeof(created_at) WHEN 'integer'
+           THEN strftime('%Y-%m-%dT%H:%M:%f+00:00', created_at / 1000.0, 'unixepoch') ELSE created_at END
 FROM llm_calls WHERE seq > 0"""
 
 DICTIONARIES = """

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from .db import iso
 from .packing import OBSERVATION, REPLY, Dictionaries, context_dictionary, needs_dictionary, unpack
 
 SESSION_SUMMARY = """
@@ -134,7 +135,9 @@ def _texts(
     row: dict[str, Any], *columns: str, db: Database | None = None, contexts: Contexts | None = None
 ) -> dict[str, Any]:
     """``row`` with its compressed text columns (see :mod:`.packing`) as text; a text compressed against its
-    agent's context is read with it (from ``contexts``, else looked up in ``db``)."""
+    agent's context is read with it (from ``contexts``, else looked up in ``db``). Its time as ISO text."""
+    if "created_at" in row:
+        row["created_at"] = iso(row["created_at"])
     for column in columns:
         value = row.get(column)
         if not isinstance(value, bytes):
@@ -233,7 +236,7 @@ def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
     """An agent's model calls in the order they were made, each with ``messages``, the whole conversation it
     sent, rebuilt from the lean record (each row holds only what was new since the agent's previous call), and
     ``response`` as text."""
-    rows = list(db.query("SELECT * FROM llm_calls WHERE agent_id = ? ORDER BY created_at, id", [agent_id]))
+    rows = list(db.query("SELECT * FROM llm_calls WHERE agent_id = ? ORDER BY seq > 0, abs(seq)", [agent_id]))
     by_id = {row["id"]: row for row in rows}
     contexts = Contexts(db, agent_id) if any(needs_dictionary(row["request"]) for row in rows) else None
     shared = dictionaries(db)
@@ -260,6 +263,7 @@ def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
         ordered.append(
             row
             | {
+                "created_at": iso(row["created_at"]),
                 "messages": sent[row["id"]],
                 "response": unpack(row["response"], shared=shared),
                 "request": unpack(request, contexts.before(row["seq"]) if contexts else None, shared),

@@ -166,7 +166,7 @@ def _call(
         "kept": kept,
         "request": Zipped(json.dumps(messages[kept:], ensure_ascii=False), against=agent, shared=None),
         "response": Zipped(reply, remember=(agent, "reply"), shared="reply:worker"),
-        "created_at": "2026-01-01T00:00:00.000+00:00",
+        "created_at": store_db.now_ms(),
     }
 
 
@@ -258,3 +258,22 @@ def test_a_record_from_before_m007_keeps_its_timeline(tmp_path):
     assert queries.agent_calls(db, "A1")[0]["messages"] == [{"role": "system", "content": "s"}]
     assert [a["observation"] for a in queries.actions(db, "A1")] == ["old", "new"]
     assert queries.max_event_seq(db, "S1") == max(e["seq"] for e in queries.events_since(db, "S1"))
+
+
+def test_call_and_action_times_read_as_iso_text(tmp_path):
+    """Calls and actions store their time as milliseconds; every reader still gets :func:`now`'s ISO text."""
+    writer = Writer(tmp_path / "f.db")
+    at = store_db.now_ms()
+    writer.insert("actions", _action("A1", 1, "seen", created_at=at))
+    writer.insert(
+        "llm_calls", _call("A1", "C1", [{"role": "user", "content": "u"}], "r", parent=None, kept=0)
+    )
+    writer.flush()
+    writer.close()
+    db = store_db.connect(tmp_path / "f.db")
+    assert db.execute("SELECT typeof(created_at) FROM actions").fetchone()[0] == "integer"
+    text = store_db.iso(at)
+    assert text is not None and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", text)
+    [step, _call_event] = queries.events_since(db, "S1")
+    assert step["kind"] == "agent_step" and step["created_at"] == text
+    assert queries.actions(db, "A1")[0]["created_at"] == text

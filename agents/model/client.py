@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import BaseModel, ValidationError
 
-from ...store.db import new_id, now
+from ...store.db import new_id, now_ms
 from ...store.packing import REPLY, Zipped
 from ..jsontext import extract_json
 from .errors import EndpointError, Failure, Kind, ModelError, ReplyFormatError, classify, one_line
@@ -492,7 +492,7 @@ class ModelClient:
             "predicted_ms": timings.predicted_ms,
             "cached_tokens": timings.cached_tokens,
             "slot": timings.slot,
-            "created_at": now(),
+            "created_at": now_ms(),
         }
         if self.writer is not None:
             self.writer.insert("llm_calls", row)

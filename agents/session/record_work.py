@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from ...store.db import new_id, now
+from ...store.db import new_id, now, now_ms
 from ...store.packing import OBSERVATION, Zipped
 from . import events as ev
 
@@ -56,7 +56,7 @@ class WorkRecord:
                 "observation": Zipped(text, remember=(agent.id, OBSERVATION)),
                 "exit_code": exit_code,
                 "duration_ms": round(duration_ms, 2),
-                "created_at": now(),
+                "created_at": now_ms(),
                 "target": target[:200] or None,
                 "error": 1 if error else None,
             },
