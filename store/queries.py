@@ -415,11 +415,35 @@ def commit_times(db: Database, session_id: str) -> list[str]:
     ]
 
 
+def log_table(db: Database) -> str:
+    """Where the timeline's own kinds are (every kind but ``agent_step`` and ``llm_call``): reading them there
+    skips the ``events`` view's rows of every call and action (``events`` in a record from before m007)."""
+    return "event_log" if "event_log" in db.table_names() else "events"
+
+
+def last_activity(db: Database, session_id: str) -> str | None:
+    """When the session's newest timeline row was written (ISO text)."""
+    times = [
+        row[0]
+        for row in db.execute(
+            f"SELECT MAX(created_at) FROM {log_table(db)} WHERE session_id = ?", [session_id]
+        ).fetchall()
+    ]
+    if log_table(db) == "event_log":
+        for table in ("actions", "llm_calls"):
+            newest = db.execute(
+                f"SELECT created_at FROM {table} WHERE session_id = ? ORDER BY seq DESC LIMIT 1", [session_id]
+            ).fetchone()
+            times.append(iso(newest[0]) if newest else None)
+    known = [t for t in times if t]
+    return max(known) if known else None
+
+
 def session_flags(db: Database, session_id: str) -> dict[str, Any]:
     """What the status bar shows that only the timeline carries: workers, sandbox, paused, last warning."""
     flags: dict[str, Any] = {}
     for row in db.query(
-        "SELECT kind, data FROM events WHERE session_id = ? AND kind IN "
+        f"SELECT kind, data FROM {log_table(db)} WHERE session_id = ? AND kind IN "
         "('session_started', 'status', 'control', 'warning') ORDER BY seq",
         [session_id],
     ):
