@@ -7,8 +7,8 @@ tasks end with a commit and new tasks and workers start). The TUI follows that s
 
 Measured: the latency from a key press moving the worker selection (``down`` in the agents table) to the
 updated screen, where "updated" means the log pane has been filled with the newly selected worker's stored
-lines (the ``LogLoaded`` message applied) AND the screen has been refreshed after that (a
-``call_after_refresh`` callback ran). Keys are posted to the app directly, without Pilot's wait for an idle
+lines (``SessionScreen._show_log`` ran for it, from the tail read on selection or a thread's longer read)
+AND the screen has been refreshed after that (a ``call_after_refresh`` callback ran). Keys are posted to the app directly, without Pilot's wait for an idle
 CPU, so the number is what an operator would feel. Also reported: peak RSS of the process.
 
 Run from the repository root: ``python -m bench.tui`` or ``python bench/tui.py``
@@ -151,15 +151,15 @@ async def measure(db: Path, presses: int, warmup: float) -> dict[str, Any]:
     from formicary.widgets.workers_table import WorkersTable
 
     probes: dict[str, asyncio.Event] = {}
-    original = SessionScreen.on_session_screen_log_loaded
+    original = SessionScreen._show_log
 
-    def probed(self: SessionScreen, message: Any) -> None:
-        original(self, message)
-        probe = probes.get(message.agent_id)
-        if probe is not None and self.log_ready and self.log_agent == message.agent_id:
+    def probed(self: SessionScreen, agent_id: str, *args: Any) -> None:
+        original(self, agent_id, *args)
+        probe = probes.get(agent_id)
+        if probe is not None and self.log_ready and self.log_agent == agent_id:
             self.call_after_refresh(probe.set)
 
-    SessionScreen.on_session_screen_log_loaded = probed  # type: ignore[method-assign]
+    SessionScreen._show_log = probed  # type: ignore[method-assign]
     latencies: list[float] = []
     app = FormicaryApp(db, session_id=SID)
     async with app.run_test(size=(160, 48)) as pilot:

@@ -95,7 +95,7 @@ def test_litellm_with_a_bare_model_name_lands_its_tasks(tmp_path):
 
 
 def test_the_status_bar_shows_why_a_session_failed():
-    from formicary.view.follow import StatusView
+    from formicary.view.views import StatusView
     from formicary.widgets.status_bar import status_text
 
     reason = "the worker model endpoint http://127.0.0.1:1/v1 failed: HTTP 401, the endpoint refused the key"

@@ -166,6 +166,40 @@ async def test_moving_the_selection_switches_the_log(record: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_long_log_shows_its_newest_lines_at_once_and_its_history_when_read(record: Path) -> None:
+    """The tail is read on selection (the pane is full in the same frame); older steps follow from a thread,
+    and a step streamed meanwhile is shown once."""
+    from formicary.screens.session import LOG_TAIL
+
+    app = make_app(record, session_id=S1)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await loaded_session(app, pilot)
+        w = Writer(record)
+        r = Recorder(w, S1)
+        r.n = 1000
+        steps = [("read", {"path": f"src/part_{i}.py"}, f"seen {i}", None) for i in range(1, LOG_TAIL + 21)]
+        r.agent(600, "AG11", "C2" + "0" * 24, "T07", "worker", "worker-9", "running", steps)
+        w.flush()
+        await until(pilot, lambda: screen.query_one("WorkersTable").agent("AG11") is not None)
+        screen.select_agent("AG11")
+        assert screen.log_ready and f"src/part_{LOG_TAIL + 20}.py" in log_text(screen)
+        assert "src/part_1.py" not in log_text(screen)  # older than the tail: the thread brings it
+        last = LOG_TAIL + 21
+        r.w.insert("actions", {"id": f"AG11A{last:03d}", "session_id": S1, "agent_id": "AG11", "task_id": "T07",
+                               "step": last, "name": "write", "arguments": {"path": "src/late.py"},
+                               "observation": "wrote 1 line", "created_at": at(2000)})  # fmt: skip
+        r.event(2000, "agent_step", agent="AG11", task="T07", step=last, action="write", target="src/late.py",
+                observation="wrote 1 line", exit_code=None)  # fmt: skip
+        w.flush()
+        await until(pilot, lambda: "src/part_1.py" in log_text(screen) and "src/late.py" in log_text(screen))
+        await pilot.pause(0.3)
+        lines = screen.query_one("AgentLog").lines
+        heads = [line.split()[0] for line in lines if line[:3].strip().isdigit()]
+        assert heads == [str(i) for i in range(1, last + 1)]  # every step once, in order
+        w.close()
+
+
+@pytest.mark.anyio
 async def test_panes_follow_events_as_they_are_written(record: Path) -> None:
     from formicary.widgets.task_tree import TaskTree
     from formicary.widgets.verdict_log import VerdictLog
@@ -475,3 +509,46 @@ async def test_agent_log_follows_the_end_until_scrolled_up() -> None:
         log.append(["later"])
         await pilot.pause()
         assert log.scroll_offset.y == 0
+
+
+@pytest.mark.anyio
+async def test_task_tree_growing_past_its_pane_scrolls_without_a_screen_layout() -> None:
+    from textual.app import App, ComposeResult
+
+    from formicary.view.views import CycleView, TaskView
+    from formicary.widgets.task_tree import TaskTree
+
+    class TreeApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield TaskTree(id="tasks")
+
+    def work(i: int) -> TaskView:
+        return TaskView(f"T{i:03d}", "C1", "ROOT", "work", 1, f"Task number {i}", "running", 1)
+
+    app = TreeApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        tree = app.query_one(TaskTree)
+        tree.add_cycles([CycleView("C1", 1, "start", "running")])
+        tree.upsert([TaskView("ROOT", "C1", None, "planner", 0, "Plan", "running", 1)])
+        await pilot.pause()
+        layouts = 0
+        original = app.screen._refresh_layout
+
+        def counted(*args: Any, **kwargs: Any) -> None:
+            nonlocal layouts
+            layouts += 1
+            original(*args, **kwargs)
+
+        app.screen._refresh_layout = counted  # type: ignore[method-assign]
+        tree.upsert([work(i) for i in range(5)])
+        await pilot.pause(0.1)
+        assert layouts == 0 and tree.virtual_size.height == 7  # cycle, planner, five tasks: a repaint
+        tree.upsert([work(i) for i in range(5, 40)])
+        await pilot.pause(0.1)
+        assert (
+            tree.show_vertical_scrollbar and tree.max_scroll_y == 42 - tree.scrollable_content_region.height
+        )
+        tree.focus()
+        await pilot.press("end")
+        assert tree.cursor_node is not None and tree.cursor_node.data == "T039"
+        assert tree.scroll_offset.y == tree.max_scroll_y

@@ -14,11 +14,12 @@ from typing import ClassVar
 from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ..store.sanitize import safe_text
+from .lines import set_content_size
 
 MAX_LINES = 2000
 _PREFIX_STYLES = tuple(
@@ -44,6 +45,7 @@ class AgentLog(ScrollView, can_focus=True):
         self._width = 0
         self.agent_id: str | None = None
         """Whose lines these are."""
+        self._base = Style()
 
     def on_mount(self) -> None:
         self.anchor()
@@ -62,12 +64,17 @@ class AgentLog(ScrollView, can_focus=True):
         self._lines.clear()
         self._width = 0
         self._add(lines)
-        self.scroll_end(animate=False, x_axis=False)  # and stay anchored there
+        self.scroll_end(
+            animate=False, immediate=True, x_axis=False
+        )  # in this repaint, and stay anchored there
         self.refresh()
 
     def append(self, lines: Iterable[str]) -> None:
-        """Add lines; an anchored view (the default, until the operator scrolls up) follows them."""
+        """Add lines; a view at the end (the default, until the operator scrolls up) follows them."""
+        following = self.scroll_offset.y >= self.max_scroll_y
         self._add(lines)
+        if following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
 
     def write_line(self, line: str) -> None:
@@ -81,13 +88,15 @@ class AgentLog(ScrollView, can_focus=True):
             for part in safe_text(line).expandtabs(4).splitlines() or [""]:
                 self._lines.append(part)
                 self._width = max(self._width, cell_len(part))
-        size = Size(self._width, len(self._lines))
-        if size != self.virtual_size:
-            self.virtual_size = size
+        set_content_size(self, Size(self._width, len(self._lines)))
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._base = self.rich_style  # computed once per repaint, not once per line
+        return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
+        base = self._base
         index = self.scroll_offset.y + y
         if index >= len(self._lines):
             return Strip.blank(width, base)

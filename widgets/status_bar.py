@@ -12,7 +12,7 @@ from textual.widgets import Label, Sparkline, Static
 from ..view import formatting as fmt
 
 if TYPE_CHECKING:
-    from ..view.follow import StatusView
+    from ..view.views import StatusView
 
 BINS = 30
 """Columns of the throughput sparkline."""

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.text import Text
+from textual.geometry import Size
+from textual.reactive import Reactive
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from ..view import formatting as fmt
+from .lines import content_size_changed
 
 if TYPE_CHECKING:
-    from ..view.follow import CycleView, TaskView
+    from ..view.views import CycleView, TaskView
 
 KIND_MARK = {"planner": "◆ ", "subplanner": "◇ ", "work": ""}
 
@@ -46,9 +49,18 @@ def cycle_label(cycle: CycleView) -> Text:
 
 
 class TaskTree(Tree[str]):
-    """Nodes carry the task id as data (cycle nodes carry None); labels are rebuilt only when a task changes."""
+    """Nodes carry the task id as data (cycle nodes carry None); labels are rebuilt only when a task changes.
+
+    A node added changes the tree's content size; the pane's own size is set by the stylesheet, so that repaints
+    the tree instead of laying out the screen (which, every few seconds on a busy session, cost the frames a key
+    press waits for).
+    """
+
+    virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False, repaint=False)
 
     def __init__(self, *, id: str | None = None) -> None:
+        self._widths: dict[int, tuple[object, int]] = {}
+        """Label width per node id, with the label it was measured on."""
         super().__init__("session", id=id)
         self.show_root = False
         self.auto_expand = False
@@ -56,6 +68,25 @@ class TaskTree(Tree[str]):
         self._tasks: dict[str, TreeNode[str]] = {}
         self._cycles: dict[str, TreeNode[str]] = {}
         self._labels: dict[str, TaskView] = {}
+
+    def watch_virtual_size(self, size: Size) -> None:
+        content_size_changed(self, size)
+
+    def _invalidate(self) -> None:
+        """Tree's own, less its request for a layout of the screen."""
+        self._clear_line_cache()
+        self._updates += 1
+        self.root._reset()
+        self.refresh()
+
+    def get_label_width(self, node: TreeNode[str]) -> int:
+        """Measured once per label: adding a node rebuilds the tree's lines, which measures every label."""
+        cached = self._widths.get(node.id)
+        if cached is not None and cached[0] is node.label:
+            return cached[1]
+        width = super().get_label_width(node)
+        self._widths[node.id] = (node.label, width)
+        return width
 
     @property
     def task_count(self) -> int:
@@ -84,6 +115,7 @@ class TaskTree(Tree[str]):
         self._tasks.clear()
         self._cycles.clear()
         self._labels.clear()
+        self._widths.clear()
 
     def add_cycles(self, cycles: list[CycleView]) -> None:
         """Add or relabel cycle nodes; a new cycle folds the older ones away."""

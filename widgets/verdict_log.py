@@ -11,7 +11,7 @@ from ..store.sanitize import safe_text
 from ..view import formatting as fmt
 
 if TYPE_CHECKING:
-    from ..view.follow import VerdictView
+    from ..view.views import VerdictView
 
 EMPTY = "No verdict yet: the judge speaks at the end of each cycle."
 

@@ -15,15 +15,16 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ..view import formatting as fmt
+from .lines import set_content_size
 
 if TYPE_CHECKING:
-    from ..view.follow import AgentView
+    from ..view.views import AgentView
 
 WIDE = (("agent", 19), ("task", 0), ("step", 4), ("last action", 0), ("tokens", 11), ("time", 6))
 NARROW = (("agent", 15), ("step", 4), ("last action", 0))
@@ -86,6 +87,7 @@ class WorkersTable(ScrollView, can_focus=True):
         self._header: tuple[tuple[object, ...], Strip] | None = None
         self._columns = layout(100)
         self._now = 0.0
+        self._base = Style()
         self.cursor_row = 0
 
     # -- data --------------------------------------------------------------------------------------
@@ -123,16 +125,21 @@ class WorkersTable(ScrollView, can_focus=True):
         self.refresh()
 
     def upsert(self, agents: list[AgentView], now: float) -> None:
+        """Store every agent; repaint the lines of those in view (the rest are drawn when scrolled to)."""
         self._now = now
         first = not self._order
         added = False
+        top = self.scroll_offset.y
+        bottom = top + self.size.height
         for agent in agents:
-            if agent.id not in self._index:
-                self._index[agent.id] = len(self._order)
+            row = self._index.get(agent.id)
+            if row is None:
+                row = self._index[agent.id] = len(self._order)
                 self._order.append(agent.id)
                 added = True
             self._agents[agent.id] = agent
-            self._put(agent.id)
+            if top <= row < bottom:
+                self.refresh_line(row + 1)
         if added:
             self._resize()
         if first and self._order:
@@ -142,19 +149,12 @@ class WorkersTable(ScrollView, can_focus=True):
         """Advance the elapsed time of the running agents in view."""
         self._now = now
         top = self.scroll_offset.y
-        for agent_id in self._order[top : top + self.size.height]:
+        for row, agent_id in enumerate(self._order[top : top + self.size.height], top):
             if self._agents[agent_id].ended_at is None:
-                self._put(agent_id)
-
-    def _put(self, agent_id: str) -> None:
-        """Repaint the agent's line if it is in view; rows out of view are rendered when scrolled to."""
-        row = self._index[agent_id]
-        top = self.scroll_offset.y
-        if top <= row < top + self.size.height:
-            self.refresh_line(row + 1)
+                self.refresh_line(row + 1)
 
     def _resize(self) -> None:
-        self.virtual_size = Size(self.size.width, len(self._order) + 1)
+        set_content_size(self, Size(self.size.width, len(self._order) + 1))
 
     # -- cursor ------------------------------------------------------------------------------------
 
@@ -241,9 +241,13 @@ class WorkersTable(ScrollView, can_focus=True):
         segments = Segment.apply_style(line.render(self.app.console), style, post)
         return Strip(list(segments)).crop_extend(0, width, style)
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._base = self.rich_style  # computed once per repaint, not once per line
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
+        base = self._base
         if y == 0:
             key: tuple[object, ...] = (width, self._columns, base)
             if self._header is None or self._header[0] != key:

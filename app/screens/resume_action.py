@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 
 if TYPE_CHECKING:
-    from ..view.follow import StatusView
+    from ..view.views import StatusView
 
 
 class ResumeAction:

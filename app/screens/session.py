@@ -28,9 +28,11 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from ..agents.session.controls import Controls
 from ..store import queries as q
 from ..store.db import connect
-from ..view.follow import Delta, SessionModel, StatusView, read_agent_log
+from ..view.follow import SessionModel
 from ..view.loglines import LogChunk
 from ..view.shorten import shorten_at_word
+from ..view.stored_log import read_agent_log
+from ..view.views import Delta, StatusView
 from ..widgets.agent_log import AgentLog
 from ..widgets.status_bar import StatusBar
 from ..widgets.task_tree import TaskTree
@@ -43,6 +45,11 @@ from .session_controls import ControlActions
 POLL_SECONDS = 0.15
 IDLE_POLL_SECONDS = 1.0
 BATCH = 5000
+LOG_TAIL = 60
+"""Actions (or timeline rows) read on the UI thread when an agent is selected: more lines than a log pane shows,
+from an indexed query that takes about a millisecond, so the pane is filled in the same frame as the cursor
+move. Two thread hand-offs would cost more, each waiting for the scheduler on a loaded machine. A longer
+history is then read by a thread and completes the pane when it arrives."""
 MODE_LABEL = {"live": "● live", "attached": "⇄ attached", "read-only": "read-only"}
 
 
@@ -106,7 +113,11 @@ class SessionScreen(ControlActions, ResumeAction, Screen[None]):
         """The agent whose log is shown; ``log_ready`` once its stored lines are on screen."""
         self.log_ready = False
         self._log_step, self._log_seq = -1, 0
-        self._log_buffer: list[LogChunk] = []
+        self._log_since: list[LogChunk] = []
+        """What the follower streamed for ``log_agent`` while a read of its stored lines was outstanding."""
+        self._log_reading = False
+        self._reader: Any = None
+        """This screen's read-only connection on the UI thread (for the log tail)."""
 
     # -- layout ------------------------------------------------------------------------------------
 
@@ -150,6 +161,11 @@ class SessionScreen(ControlActions, ResumeAction, Screen[None]):
         self.query_one(AgentLog).write_line("Waiting for the session to start…")
         self._follow()
         self.set_interval(1.0, self._tick)
+
+    def on_unmount(self) -> None:
+        if self._reader is not None:
+            self._reader.conn.close()
+            self._reader = None
 
     # -- following the store -----------------------------------------------------------------------
 
@@ -292,45 +308,64 @@ class SessionScreen(ControlActions, ResumeAction, Screen[None]):
         self.select_agent(agent_id, self._title(agent_id))
 
     def select_agent(self, agent_id: str | None, title: str = "") -> None:
-        """Show an agent's log: load its stored lines in a thread, then stream what follows.
+        """Show an agent's log: its newest stored lines at once, a longer history from a thread, then what follows.
 
-        The old lines stay until the new ones arrive, so the pane is replaced in one repaint.
+        The old lines stay until the new ones are in, so the pane is replaced in one repaint.
         """
         if agent_id is not None and agent_id == self.log_agent:
             return
-        self.log_agent, self.log_ready, self._log_buffer = agent_id, False, []
+        self.log_agent, self.log_ready, self._log_since = agent_id, False, []
         log = self.query_one(AgentLog)
         log.border_title = f"Log · {title}" if title else "Log"
         if agent_id is None:
             log.show(None, ["No agent has worked on this yet."])
-        else:
+            return
+        self._log_reading = True
+        try:
+            tail = read_agent_log(self._read_connection(), self.session_id, agent_id, limit=LOG_TAIL)
+        except sqlite3.Error:
+            tail = None  # the record is not there yet: the thread reports it
+        if tail is not None:
+            self._show_log(agent_id, tail.chunks, tail.upto)
+            self._log_reading = not tail.complete
+        if self._log_reading:
             self._load_log(agent_id)
+
+    def _read_connection(self) -> Any:
+        if self._reader is None:
+            self._reader = connect(self.db_path, readonly=True, migrate=False)
+        return self._reader
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="log")
     def _load_log(self, agent_id: str) -> None:
         db = connect(self.db_path, readonly=True, migrate=False)
         try:
-            chunks, upto = read_agent_log(db, self.session_id, agent_id)
+            chunks, upto, _ = read_agent_log(db, self.session_id, agent_id)
         finally:
             db.conn.close()
         self.post_message(self.LogLoaded(agent_id, chunks, upto))
 
     def on_session_screen_log_loaded(self, message: LogLoaded) -> None:
-        if message.agent_id != self.log_agent:
-            return
-        steps = [c.step for c in message.chunks if c.step is not None]
-        self._log_step, self._log_seq = max(steps, default=-1), message.upto
-        lines = [line for chunk in message.chunks for line in chunk.lines]
-        buffered, self._log_buffer = self._log_buffer, []
-        lines += self._fresh_lines(buffered)
-        self.query_one(AgentLog).show(message.agent_id, lines)
+        if message.agent_id == self.log_agent:
+            self._log_reading = False
+            self._show_log(message.agent_id, message.chunks, message.upto)
+
+    def _show_log(self, agent_id: str, chunks: list[LogChunk], upto: int) -> None:
+        """Fill the pane with stored lines and what was streamed since that they do not hold yet."""
+        steps = [c.step for c in chunks if c.step is not None]
+        self._log_step, self._log_seq = max(steps, default=-1), upto
+        lines = [line for chunk in chunks for line in chunk.lines]
+        lines += self._fresh_lines(self._log_since)
+        if not self._log_reading:
+            self._log_since = []
+        self.query_one(AgentLog).show(agent_id, lines)
         self.log_ready = True
 
     def _stream(self, chunks: list[LogChunk]) -> None:
-        if not self.log_ready:
-            self._log_buffer.extend(chunks)
-            return
-        self.query_one(AgentLog).append(self._fresh_lines(chunks))
+        if self._log_reading:
+            self._log_since.extend(chunks)
+        if self.log_ready:
+            self.query_one(AgentLog).append(self._fresh_lines(chunks))
 
     def _fresh_lines(self, chunks: list[LogChunk]) -> list[str]:
         """Lines not already shown: steps after the last shown step, other lines after the loaded ``seq``."""

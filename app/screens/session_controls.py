@@ -19,7 +19,7 @@ from ..widgets.task_tree import TaskTree
 from ..widgets.workers_table import WorkersTable
 
 if TYPE_CHECKING:
-    from ..view.follow import StatusView
+    from ..view.views import StatusView
 
 CONTROL_ACTIONS = frozenset(
     {"pause", "resume", "fresh", "stop", "steer", "workers", "more_workers", "fewer_workers"}

@@ -1,130 +1,20 @@
 """Following a session through the store: the state a session screen shows, rebuilt from rows and events.
 
 :class:`SessionModel` lives on the follower thread. It loads the tables once, then digests each batch of events
-from ``events_since`` into a :class:`Delta` holding only what changed, as frozen views the UI can apply without
-touching the database. Nothing here imports Textual.
+from ``events_since`` into a :class:`Delta` holding only what changed, as frozen views (:mod:`.views`) the UI
+can apply without touching the database. Nothing here imports Textual.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import replace
 from typing import Any
 
 from ..agents.session import events as ev
-from ..agents.status import Control, Role, SessionStatus, TaskKind, TaskStatus
+from ..agents.status import Control, SessionStatus, TaskKind, TaskStatus
 from ..store import queries as q
-from .loglines import LogChunk, action_row_chunk, agent_header, ended_line, event_chunk, target_of
-
-ENDED = (SessionStatus.DONE, SessionStatus.STOPPED, SessionStatus.FAILED)
-
-
-def ts(value: str | None) -> float | None:
-    """An ISO timestamp from the store as epoch seconds."""
-    return datetime.fromisoformat(value).timestamp() if value else None
-
-
-@dataclass(frozen=True, slots=True)
-class CycleView:
-    id: str
-    number: int
-    reason: str
-    status: str
-
-
-@dataclass(frozen=True, slots=True)
-class TaskView:
-    id: str
-    cycle_id: str
-    parent_id: str | None
-    kind: str
-    depth: int
-    title: str
-    status: str
-    attempts: int
-    agent_id: str | None = None
-    """The agent that worked it last (its log is shown when the task is highlighted)."""
-    done: int = 0
-    """Work tasks finished in this subtree (itself included)."""
-    total: int = 0
-    gate: str = ""
-    """The landing gate's last verdict on this task's work (passed, refused), empty before it was gated."""
-    refusals: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class AgentView:
-    id: str
-    role: str
-    name: str
-    task_id: str | None
-    task_title: str
-    status: str
-    step: int
-    last_action: str
-    prompt_tokens: int
-    completion_tokens: int
-    started_at: float | None
-    ended_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class VerdictView:
-    cycle: int
-    decision: str
-    reason: str
-    notes: str
-
-
-@dataclass(frozen=True, slots=True)
-class StatusView:
-    goal: str = ""
-    repo: str = ""
-    session_status: str = SessionStatus.RUNNING
-    stop_reason: str | None = None
-    cycle: int = 0
-    paused: bool = False
-    workers: int | None = None
-    sandbox: str | None = None
-    check: str | None = None
-    """The landing gate's check, described."""
-    gate_refusals: int = 0
-    gate_seconds: float = 0.0
-    """Time spent deciding landings (check runs included), summed over tasks."""
-    warning: str | None = None
-    running: int = 0
-    pending: int = 0
-    done: int = 0
-    failed: int = 0
-    commits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    started_at: float | None = None
-    ended_at: float | None = None
-    endpoint_calls: tuple[tuple[str, int], ...] = ()
-    """(endpoint, model calls) per server the session's calls went to, in first-use order."""
-
-    @property
-    def ended(self) -> bool:
-        return self.session_status in ENDED
-
-
-@dataclass(slots=True)
-class Delta:
-    """What changed since the last delta; the first one (``initial``) holds everything."""
-
-    seq: int
-    status: StatusView
-    initial: bool = False
-    reset_agents: bool = False
-    cycles: list[CycleView] = field(default_factory=list)
-    tasks: list[TaskView] = field(default_factory=list)
-    agents: list[AgentView] = field(default_factory=list)
-    verdicts: list[VerdictView] = field(default_factory=list)
-    commit_times: list[float] = field(default_factory=list)
-    lines: dict[str, list[LogChunk]] = field(default_factory=dict)
-    notices: list[tuple[str, str]] = field(default_factory=list)
-    """(severity, message) pairs worth a toast: warnings, the end of the session."""
+from .loglines import event_chunk, target_of
+from .views import AgentView, CycleView, Delta, StatusView, TaskView, VerdictView, ts
 
 
 class SessionModel:
@@ -480,38 +370,6 @@ class SessionModel:
     def _cycle_number(self, cycle_id: str | None) -> int:
         cycle = self.cycles.get(cycle_id or "")
         return cycle.number if cycle else 0
-
-
-def read_agent_log(db: Any, session_id: str, agent_id: str) -> tuple[list[LogChunk], int]:
-    """What the log pane shows when an agent is selected, and the event ``seq`` it is current to.
-
-    Workers' stories are their ``actions`` rows (indexed by agent); planners and the judge keep theirs in the
-    timeline. Read in one transaction so the follower's later chunks can be told apart from these.
-    """
-    db.conn.execute("BEGIN")
-    try:
-        upto = q.max_event_seq(db, session_id)
-        rows = q.agents_by_ids(db, [agent_id])
-        if not rows:
-            return [LogChunk(upto, None, ("This agent is not in the record yet.",))], upto
-        agent = rows[0]
-        task = q.tasks_by_ids(db, [agent["task_id"]]) if agent["task_id"] else []
-        chunks = [LogChunk(0, None, agent_header(agent, task[0]["title"] if task else None))]
-        if agent["role"] == Role.WORKER:
-            chunks += [action_row_chunk(row) for row in q.last_actions_of(db, agent_id)]
-            if agent["ended_at"]:
-                line = ended_line(
-                    agent["status"], agent["steps"], agent["prompt_tokens"], agent["completion_tokens"]
-                )
-                chunks.append(LogChunk(upto, None, (line,)))
-        else:
-            for row in q.agent_events(db, session_id, agent_id):
-                chunk = event_chunk(ev.from_row(row), agent["role"])
-                if chunk is not None:
-                    chunks.append(chunk)
-        return chunks, upto
-    finally:
-        db.conn.execute("COMMIT")
 
 
 def _count_call(counts: tuple[tuple[str, int], ...], endpoint: str | None) -> tuple[tuple[str, int], ...]:
