@@ -231,6 +231,9 @@ class SandboxSettings(_Strict):
     """CPU seconds per process of a command (``RLIMIT_CPU``)."""
     tmp_mb: int = Field(512, ge=1)
     """Size of each writable tmpfs inside the sandbox (``/tmp``, ``/dev/shm``, the hidden home), MiB."""
+    nice: int = Field(5, ge=0, le=19)
+    """CPU niceness of commands and checks: a test run must not slow the engine and a local model server
+    sharing the machine (0: the engine's own priority)."""
 
 
 class GateSettings(_Strict):

@@ -47,6 +47,9 @@ def plan(
     return {"scratchpad": scratchpad, "tasks": tasks, "subplanners": subplanners or []}
 
 
+RESTARTED = "YOU ARE STARTING THIS TASK AGAIN"
+
+
 @dataclass
 class ScriptedTeam:
     """Replies for every role. ``root_plans[i]`` is the root plan of cycle i+1 (the last repeats)."""
@@ -57,6 +60,8 @@ class ScriptedTeam:
     """Task title → the actions its worker takes, in order (the last repeats)."""
     on_conflict: dict[str, list[Action]] = field(default_factory=dict)
     """Task title → the actions after a CONFLICT message."""
+    on_restart: dict[str, list[Action]] = field(default_factory=dict)
+    """Task title → the actions of its worker once it has started over (restart.py)."""
     on_refusal: dict[str, list[Action]] = field(default_factory=dict)
     """Task title → the actions after the landing gate's REFUSED message."""
     verdicts: list[dict[str, str]] = field(
@@ -109,6 +114,9 @@ class ScriptedTeam:
                 script = table[title]
                 return script[min(steps, len(script) - 1)]
         steps = sum(1 for m in messages if m["role"] == "assistant")
+        if title in self.on_restart and RESTARTED in message_text(messages[1]):
+            script = self.on_restart[title]
+            return script[min(steps, len(script) - 1)]
         if title in self.work:
             script = self.work[title]
             return script[min(steps, len(script) - 1)]

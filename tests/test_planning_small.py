@@ -133,7 +133,9 @@ def test_failing_tests_and_summary():
         "test_units.UnitsTest.test_e",
     ]
     assert check_summary(0, "ok") == "PASSED (every test passes)"
-    assert check_summary(1, pytest_out).startswith("FAILED (exit 1); failing: tests/test_a.py::test_x")
+    assert check_summary(1, pytest_out).startswith("FAILED (exit 1); 2 failing: tests/test_a.py::test_x")
+    many = "".join(f"FAILED t.py::test_p[{i}] - x\n" for i in range(200)) + "FAILED t.py::test_q - y\n"
+    assert check_summary(1, many) == "FAILED (exit 1); 201 failing: t.py::test_p (x200), t.py::test_q"
     assert dedupe_sentences("A b. A  b. C?\nC?") == "A b. C?"
 
 

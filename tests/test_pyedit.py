@@ -66,3 +66,65 @@ def test_excerpt_keeps_imports_and_what_mentions_the_names():
     assert part is not None and "import re" in part and "def helper(x):" in part
     assert "filler3" not in part and "not shown" in part
     assert excerpt(big, {"absent"}, 2000) is None
+
+
+STUB = 'class A:\n    def f(self, x):\n        """Doc.\n\n        More.\n        """\n        raise NotImplementedError\n'
+
+
+def test_a_definition_with_the_same_code_is_refused_whatever_its_docstring():
+    """Measured: the 1.5B model sent the stub back (docstring reflowed, body unchanged) on 3 of 5 first edits."""
+    with pytest.raises(confine.ActionFailed, match="same code .*raise NotImplementedError"):
+        replace_function(
+            STUB, "f", 'def f(self, x):\n    """Other words."""\n    raise NotImplementedError\n'
+        )
+
+
+def test_a_definition_without_a_docstring_keeps_the_old_one():
+    out, _ = replace_function(STUB, "A.f", "def f(self, x):\n    y = x + 1\n    return y\n")
+    assert out == (
+        'class A:\n    def f(self, x):\n        """Doc.\n\n        More.\n        """\n'
+        "        y = x + 1\n        return y\n"
+    )
+    out, _ = replace_function(STUB, "f", 'def f(self, x):\n    """New."""\n    return x\n')
+    assert '"""New."""' in out and "More." not in out  # a docstring sent is the new docstring
+
+
+def test_stub_bodies_of_the_tasks_functions_are_shown_as_a_todo_line():
+    from formicary.agents.tools.pyedit import mark_stubs
+
+    text = (
+        'def a():\n    """A."""\n    raise NotImplementedError\n\n'
+        'def b():\n    """B."""\n    return None\n\n'
+        "def c():\n    raise NotImplementedError\n"
+    )
+    marked = mark_stubs(text, {"a", "b", "c"})
+    assert (
+        marked.split("\n")[2] == "    # TODO: write this body (it is a stub now: raise NotImplementedError)"
+    )
+    assert "# TODO: write this body (it is a stub now: return None)" in marked
+    assert marked.count("\n") == text.count("\n")  # line numbers still match the file
+    assert marked.endswith(
+        "def c():\n    raise NotImplementedError\n"
+    )  # no docstring: a TODO would not parse
+    assert mark_stubs(text, {"x"}) == text
+
+
+def test_a_whole_file_write_that_guts_a_module_is_refused(tmp_path):
+    from formicary.agents.tools.pyedit import refuse_gutting
+
+    module = "".join(f"def f{i}():\n    return {i}\n\n\n" for i in range(6))
+    (tmp_path / "m.py").write_text(module)
+    with pytest.raises(confine.ActionFailed, match="would delete 5 of the 6 functions"):
+        refuse_gutting(str(tmp_path), "m.py", "def f0():\n    return 42\n")
+    refuse_gutting(str(tmp_path), "m.py", module.replace("return 3", "return 33"))  # an edit keeps them
+    refuse_gutting(str(tmp_path), "new.py", "def g():\n    pass\n")  # a new file loses nothing
+
+
+def test_a_stub_replaced_by_another_stub_or_no_body_is_refused():
+    src = 'def f(x):\n    """Doc."""\n    raise NotImplementedError\n'
+    with pytest.raises(confine.ActionFailed, match="no body yet"):
+        replace_function(src, "f", "def f(x):\n    pass\n")
+    with pytest.raises(confine.ActionFailed, match="has no body: after its def line"):
+        replace_function(src, "f", "def f(x):\n    # TODO: write this body\n")
+    out, _ = replace_function("def f(x):\n    return x\n", "f", "def f(x):\n    pass\n")  # not a stub before
+    assert out == "def f(x):\n    pass\n"

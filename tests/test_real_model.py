@@ -92,7 +92,9 @@ async def test_real_model_session_on_the_demo_project(tmp_path, real_cache):
     db = store_db.connect(db_path)
     calls = [c | {"response": unpack(c["response"])} for c in db.query("SELECT * FROM llm_calls")]
     plans = [c for c in calls if c["schema_name"] == "plan" and c["error"] is None]
-    assert plans, "no valid plan"
+    # the demo's goal names its three functions and their files: the plan comes from the goal, no model call
+    planned = list(db.query("SELECT data FROM events WHERE kind = 'plan'"))
+    assert plans or planned, "no plan"
     for c in plans:
         Plan.model_validate_json(c["response"])
     actions = [c for c in calls if c["schema_name"] == "action" and c["error"] is None]

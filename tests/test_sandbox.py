@@ -376,7 +376,7 @@ def test_sandbox_scrubbed_env_and_argv(tmp_path: Path) -> None:
     assert f"--tmpfs {os.path.realpath(tmp_path)}" in joined
     assert f"--ro-bind {os.path.realpath(main / '.git')} " in joined
     assert argv.index("--tmpfs") < argv.index("--bind")
-    assert argv[-3:-1] == [sandbox._shell(), "-c"] and argv[-1].endswith("2>/dev/null; ls")
+    assert argv[-3:-1] == [sandbox.shell_path(), "-c"] and argv[-1].endswith("2>/dev/null; ls")
     assert "ulimit -H -S -u " in argv[-1] and "ulimit -H -S -f " in argv[-1]
     assert "--unshare-user" in argv and "--ro-bind /dev/null /proc/keys" in joined
     assert "--size 536870912 --tmpfs /tmp" in joined and "--size 536870912 --tmpfs /dev/shm" in joined
@@ -389,3 +389,13 @@ def test_sandbox_figures(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print(f"\nadversarial commands under bubblewrap: {COMMANDS_TRIED} tried, 0 escapes")
     assert COMMANDS_TRIED >= 10
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", [pytest.param("bubblewrap", marks=needs_bwrap), "none"])
+async def test_commands_run_below_the_engines_cpu_priority(tmp_path: Path, mode: str) -> None:
+    """A check's test run must not starve the engine and a local model server sharing the cores."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    result = await run_command("nice", str(tmp_path), SandboxOptions(mode=mode, timeout=20, nice=7))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(min(19, base + 7))

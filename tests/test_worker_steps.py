@@ -49,14 +49,16 @@ class UnitsTest(unittest.TestCase):
 """
 
 
-def settings_for(server: ScriptedServer, *, check: str = "", llama_cpp: bool = False, **limits) -> Settings:
+def settings_for(
+    server: ScriptedServer, *, check: str = "", llama_cpp: bool = False, slots: int = 4, **limits
+) -> Settings:
     return Settings.model_validate(
         {
             "model": {
                 "base_url": server.base_url,
                 "retries": 1,
                 "timeout": 20,
-                "max_concurrency": 4,
+                "max_concurrency": slots,
                 "llama_cpp": llama_cpp,
             },
             "limits": {"workers": 1, "cycles": 1, "planner_depth": 0} | limits,
@@ -127,7 +129,7 @@ async def test_a_changed_file_is_read_again(tmp_path):
         work={
             title: [
                 {"thought": "", "action": {"name": "replace", "path": "units.py", "search": "return None",
-                                           "replace": "return c * 9 / 5 + 32"}},
+                                           "replace": "return c * 9 / 5"}},
                 read("units.py"),
                 finish(),
             ]
@@ -135,7 +137,7 @@ async def test_a_changed_file_is_read_again(tmp_path):
     )  # fmt: skip
     _, _, _, db, _ = await run(tmp_path, team)
     read_row = next(r for r in actions(db) if r["name"] == "read_file")
-    assert "return c * 9 / 5 + 32" in read_row["observation"]
+    assert "return c * 9 / 5" in read_row["observation"]
 
 
 async def test_reading_past_the_end_is_said_once(tmp_path):
@@ -229,3 +231,52 @@ async def test_an_action_repeated_with_nothing_edited_is_answered_from_the_conve
     again = [r["observation"] for r in rows[2:4]]
     assert all("You did exactly this at step" in o and "no step" in o for o in again)
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+async def test_the_worker_finishes_by_itself_when_its_failing_tests_pass(tmp_path):
+    """The task's tests run before the first call (their result is in the prompt); once an edit turns them from
+    failing to passing the worker finishes without another model call, and the gate lands the work."""
+    title = fix_task()["title"]
+    team = ScriptedTeam(
+        root_plans=[plan([fix_task()])],
+        work={title: [write("units.py", UNITS_FIXED), read("units.py"), finish("never asked")]},
+    )
+    engine, outcome, bodies, db, repo = await run(tmp_path, team, check="python3 -m unittest")
+    calls = worker_bodies(bodies)
+    assert len(calls) == 1  # the write; no read, no finish call
+    first = calls[0]["messages"][1]["content"]
+    assert "The task's tests now: `python3 -m unittest test_units`: FAILED (exit 1)" in first
+    rows = actions(db)
+    assert [r["name"] for r in rows] == ["write_file", "finish"]
+    assert '"auto": true' in rows[-1]["arguments"]
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+def write_fn(body: str) -> dict:
+    return {"thought": "", "action": {"name": "write_function", "path": "units.py", "function": "c_to_f",
+                                      "content": f"def c_to_f(c):\n    {body}\n"}}  # fmt: skip
+
+
+async def test_a_worker_that_repeats_a_failed_edit_starts_over_with_its_tries_listed(tmp_path):
+    """Measured: the 1.5B model sent the same failing definition five times. The second time, its edits are
+    undone and it starts from the first prompt plus its failed tries; the right body then lands."""
+    title = fix_task()["title"]
+    wrong = write_fn("return c * 2")
+    team = ScriptedTeam(
+        root_plans=[plan([fix_task()])],
+        work={title: [wrong, wrong]},
+        on_restart={title: [write_fn("return c * 9 / 5 + 32")]},
+    )
+    # one slot: no idle ones to draw candidate edits from (tests/test_slots.py covers those)
+    engine, outcome, bodies, db, repo = await run(tmp_path, team, check="python3 -m unittest", slots=1)
+    calls = worker_bodies(bodies)
+    assert len(calls) == 3
+    fresh = calls[2]["messages"]
+    assert len(fresh) == 2  # system + the first prompt, with the tries under it
+    assert fresh[1]["content"].startswith(calls[0]["messages"][1]["content"])
+    assert "YOU ARE STARTING THIS TASK AGAIN" in fresh[1]["content"]
+    assert "TRY 1: write_function c_to_f:\ndef c_to_f(c):\n    return c * 2" in fresh[1]["content"]
+    assert "FAILED" in fresh[1]["content"]
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+    status = [r["data"] for r in store_db.connect(db).query("SELECT data FROM events WHERE kind = 'status'")]
+    assert any("started its task again" in d for d in status)

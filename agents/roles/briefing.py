@@ -29,6 +29,8 @@ class Shown:
     path: str
     text: str
     whole: bool
+    file_text: str | None = None
+    """The file's own text when ``text`` shows it whole but with its stubs marked (what a re-read returns)."""
 
 
 @dataclass
@@ -59,11 +61,11 @@ def task_names(title: str, instructions: str, sources: list[str]) -> set[str]:
     return {w for w in words & defined if len(w) > 2}
 
 
-def _fit(path: str, text: str, names: set[str], budget: int) -> Shown | None:
+def _fit(path: str, text: str, names: set[str], budget: int, *, outline: bool = False) -> Shown | None:
     if len(text) <= budget:
         return Shown(path, text, whole=True)
     if path.endswith(".py"):
-        part = pyedit.excerpt(text, names, budget)
+        part = pyedit.excerpt(text, names, budget, outline=outline)
         if part is not None:
             return Shown(path, part, whole=False)
     return None
@@ -76,8 +78,10 @@ def prepare(root: str, title: str, instructions: str, files: list[str]) -> Brief
     brief.names = task_names(title, instructions, list(sources.values()))
     budget = SOURCE_BUDGET
     for path, text in sources.items():
-        shown = _fit(path, text, brief.names, budget)
+        marked = pyedit.mark_stubs(text, brief.names) if path.endswith(".py") else text
+        shown = _fit(path, marked, brief.names, budget, outline=True)
         if shown is not None:
+            shown.file_text = text if marked != text else None
             brief.files.append(shown)
             budget -= len(shown.text)
     brief.test_paths = targeted.related_tests(root, list(files), brief.names)

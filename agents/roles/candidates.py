@@ -9,17 +9,15 @@ was not. When no edit passes, the first candidate's edit is kept, as if only it 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from ..model.errors import EndpointError, ModelError
-from ..tools import confine
 from ..tools.actions import EDIT_ACTIONS, FormatError, execute, parse_action, reply_schema
+from .restart import restore, snapshot
 
 if TYPE_CHECKING:
     from .briefing import Seen
@@ -39,7 +37,11 @@ class WorkerLoop(Protocol):
     _previous: Any
     _repeats: int
 
+    attempts: Any
+
     async def act(self, content: str, action: Any, step: int) -> dict[str, Any] | None: ...
+    def tests_now_pass(self) -> bool: ...
+    def auto_finish(self, step: int) -> dict[str, Any]: ...
     async def after_edit(self, action: Any) -> str: ...
     def _observe(self, content: str, text: str, step: int, name: str, args: dict[str, Any],
                  exit_code: int | None, duration_ms: float, *, error: bool) -> None: ...  # fmt: skip
@@ -88,25 +90,6 @@ async def _draw(loop: WorkerLoop, settings: Any, n: int) -> list[tuple[str, Any]
     return [r for r in results if r is not None]
 
 
-def _snapshot(root: str, path: str) -> bytes | None:
-    try:
-        real, _ = confine.resolve(root, path)
-        with open(real, "rb") as fh:
-            return fh.read()
-    except (confine.ActionFailed, OSError):
-        return None
-
-
-def _restore(root: str, path: str, data: bytes | None) -> None:
-    real, _ = confine.resolve(root, path)
-    if data is None:
-        with contextlib.suppress(OSError):
-            os.unlink(real)
-    else:
-        with open(real, "wb") as fh:
-            fh.write(data)
-
-
 async def step(loop: WorkerLoop, settings: Any, step_no: int) -> dict[str, Any] | None:
     """One worker step drawn as several candidates; falls back to the first reply when it is not an edit."""
     n = min(MAX_CANDIDATES, loop.context.client.idle_slots(settings))
@@ -132,15 +115,16 @@ async def step(loop: WorkerLoop, settings: Any, step_no: int) -> dict[str, Any] 
     root = loop.ctx.real_root
     started = time.perf_counter()
     for index, (content, action) in enumerate(edits):
-        before = await anyio.to_thread.run_sync(_snapshot, root, action.path)
+        await anyio.to_thread.run_sync(loop.attempts.before_edit, root, action.path)
+        before = await anyio.to_thread.run_sync(snapshot, root, action.path)
         observation = await execute(action, loop.ctx)
         if not observation.error:
             extra = await loop.after_edit(action)
             if loop.last_check is not None and loop.last_check.passed:
                 note = f"\n(kept candidate {index + 1} of {len(edits)}: the first whose check passed)"
                 _finish(loop, content, action, observation.text + extra + note, step_no, started)
-                return None
-        await anyio.to_thread.run_sync(_restore, root, action.path, before)
+                return loop.auto_finish(step_no) if loop.tests_now_pass() else None
+        await anyio.to_thread.run_sync(restore, root, action.path, before)
     # none passed: keep the first candidate's edit, as if it had been the only reply
     content, action = edits[0]
     observation = await execute(action, loop.ctx)

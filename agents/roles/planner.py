@@ -14,6 +14,7 @@ import anyio
 
 from ..model.errors import EndpointError, ModelError
 from ..status import AgentStatus, Role, TaskKind, TaskStatus
+from . import targets
 from .ask import ask
 from .context import Handoff, Task, check_command
 from .progress import check_summary, repeats_landed
@@ -52,6 +53,7 @@ async def run_planner(ctx: RoleContext, task: Task, scope: str = "") -> list[Han
                     handoffs,
                     max_tasks,
                     _fanout(ctx) if (first and can_split) else 0,
+                    finished={h.title for h in collected if h.done},
                 )
             except EndpointError:
                 raise  # retrying cannot fix it: the session ends with one line
@@ -98,6 +100,30 @@ async def _plan(
     handoffs: list[Handoff],
     max_tasks: int,
     max_subplanners: int,
+    finished: set[str] = frozenset(),  # type: ignore[assignment]
+) -> Plan:
+    plan = await _named_targets(ctx, max_tasks, finished) if role == Role.PLANNER else None
+    if plan is None:
+        plan = await _ask_model(ctx, agent, role, task, scope, handoffs, max_tasks, max_subplanners)
+    ctx.recorder.plan(
+        agent.id,
+        task.id,
+        tasks=[t.title for t in plan.tasks],
+        subplanners=[s.title for s in plan.subplanners],
+        scratchpad=plan.scratchpad,
+    )
+    return plan
+
+
+async def _ask_model(
+    ctx: RoleContext,
+    agent,
+    role: str,
+    task: Task,
+    scope: str,
+    handoffs: list[Handoff],
+    max_tasks: int,
+    max_subplanners: int,
 ) -> Plan:
     repo_map = await ctx.repo_map()
     check = await ctx.tip_check()
@@ -137,14 +163,37 @@ async def _plan(
     plan = await ask(ctx, agent, role, messages, "plan", Plan)
     if role == Role.PLANNER and plan.scratchpad.strip():
         ctx.set_scratchpad(plan.scratchpad)
-    ctx.recorder.plan(
-        agent.id,
-        task.id,
-        tasks=[t.title for t in plan.tasks],
-        subplanners=[s.title for s in plan.subplanners],
-        scratchpad=plan.scratchpad,
-    )
     return plan
+
+
+async def _named_targets(ctx: RoleContext, max_tasks: int, finished: set[str]) -> Plan | None:
+    """The plan when the goal names its targets (see targets.py): those not landed nor finished yet, as many
+    as the round may queue; None to ask the model (no named targets, or none left).
+
+    A follow-up round plans the targets whose workers failed again, each for a fresh worker: with a small
+    model a second independent try is what most often succeeds, and it costs no planner call.
+    """
+    from ..git.run import cat_blobs, git
+
+    tip, root = ctx.git.shared.tip, ctx.git.root
+    listing = await git("ls-tree", "-r", "--name-only", tip, cwd=root, check=False)
+    if listing.rc != 0:
+        return None
+    files = listing.out.splitlines()
+    mentioned = [f for f in files if f in ctx.goal]
+    texts = await cat_blobs(root, [f"{tip}:{f}" for f in mentioned])
+    found = targets.find_targets(ctx.goal, files, lambda path: texts.get(f"{tip}:{path}"))
+    tasks = [
+        t
+        for t in targets.planned_tasks(ctx.goal, found)
+        if t.title not in finished and not repeats_landed(t.title, list(t.files), ctx.landed)
+    ]
+    if not tasks or max_tasks <= 0:
+        return None
+    left = f" ({len(tasks) - max_tasks} left for the next round)" if len(tasks) > max_tasks else ""
+    tasks = tasks[:max_tasks]
+    ctx.recorder.status(f"planned {len(tasks)} targets the goal names, without a model call{left}")
+    return Plan(tasks=tasks, subplanners=[], scratchpad=ctx.scratchpad)
 
 
 def _fanout(ctx: RoleContext) -> int:

@@ -73,7 +73,9 @@ class WriteFunction(_Action):
     name: Literal["write_function"]
     path: str = Field(description="Python file relative to the repository root")
     function: str = Field(description="name of the function to replace (Class.method for a method)")
-    content: str = Field(description="the complete new definition: def line, docstring and body")
+    content: str = Field(
+        description="the complete new definition: def line and body (leave out the docstring: the old one is kept)"
+    )
 
 
 class Replace(_Action):
@@ -140,10 +142,17 @@ def _variant_schema(name: str, model: type[_Action]) -> dict[str, Any]:
     }
 
 
+THOUGHT_CHARS = 160
+"""Cap on the reply's reasoning (the grammar enforces it): every token of it is generated before the action."""
+
 ACTION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "thought": {"type": "string", "description": "brief reasoning: what you know and why this action"},
+        "thought": {
+            "type": "string",
+            "description": "brief reasoning: what you know and why this action",
+            "maxLength": THOUGHT_CHARS,
+        },
         "action": {"anyOf": [_variant_schema(n, m) for n, m in ACTIONS.items()]},
     },
     "required": ["thought", "action"],
@@ -297,6 +306,7 @@ def _file_action(action: _Action, ctx: ActionContext) -> str:
         case ReadFile():
             return confine.read_text(root, action.path, action.start, action.end, ctx.output_cap)
         case WriteFile():
+            pyedit.refuse_gutting(root, action.path, action.content)
             return confine.write_text(root, action.path, action.content)
         case WriteFunction():
             return pyedit.write_function(root, action.path, action.function, action.content)

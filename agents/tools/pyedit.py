@@ -65,10 +65,17 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
     if len(matches) > 1:
         raise confine.ActionFailed(f"error: {name!r} is defined {len(matches)} times; use Class.method")
     node = matches[0]
-    body = textwrap.dedent(new_def.replace("\t", "    ")).strip("\n")
+    marks = re.compile("^\\s*" + re.escape(STUB_MARK.split("{", 1)[0]))
+    body = "\n".join(line for line in new_def.split("\n") if not marks.match(line))  # a copied TODO line
+    body = textwrap.dedent(body.replace("\t", "    ")).strip("\n")
     try:
         new_tree = ast.parse(body)
     except SyntaxError as exc:
+        if "expected an indented block" in str(exc.msg):
+            raise confine.ActionFailed(
+                f"error: your {node.name} has no body: after its def line, write the statements that compute"
+                " its result"
+            ) from None
         raise confine.ActionFailed(
             f"error: your content does not parse (line {exc.lineno}: {exc.msg}); send the complete function, "
             "from its def line to its last line"
@@ -78,6 +85,20 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
         raise confine.ActionFailed(
             f"error: content must be the complete definition `def {node.name}(...):` with its body"
         )
+    code = [stmt for stmt in defs[0].body if stmt is not _docstring(defs[0])]
+    old_code = [stmt for stmt in node.body if stmt is not _docstring(node)]
+    was_stub = len(old_code) == 1 and _is_stub(old_code[0])
+    if was_stub and len(code) == 1 and _is_stub(code[0]) and _code(defs[0]) != _code(node):
+        raise confine.ActionFailed(
+            f"error: your {node.name} has no body yet (only a stub): write the statements that compute its result"
+        )
+    if _code(defs[0]) == _code(node):
+        raise confine.ActionFailed(
+            f"error: your {node.name} has the same code as the one in the file ({_first_code_line(source, node)}),"
+            " so nothing changed. Write a new body that does what its docstring and tests ask"
+        )
+    if _docstring(node) is not None and _docstring(defs[0]) is None:
+        body = _with_docstring(body, defs[0], source, node)
     lines = source.split("\n")
     first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
     last = node.end_lineno or node.lineno
@@ -85,6 +106,88 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
     replaced = [indent + line if line.strip() else "" for line in body.split("\n")]
     out = lines[:first] + replaced + lines[last:]
     return "\n".join(out), first + 1
+
+
+def _docstring(node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Expr | None:
+    first = node.body[0] if node.body else None
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
+        return first
+    return None
+
+
+def _code(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    """The function's statements without its docstring, as comparable text."""
+    doc = _docstring(node)
+    return [ast.dump(stmt) for stmt in node.body if stmt is not doc]
+
+
+def _first_code_line(source: str, node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    doc = _docstring(node)
+    stmts = [stmt for stmt in node.body if stmt is not doc]
+    return source.split("\n")[stmts[0].lineno - 1].strip()[:80] if stmts else "an empty body"
+
+
+def _with_docstring(
+    body: str,
+    new: ast.FunctionDef | ast.AsyncFunctionDef,
+    source: str,
+    old: ast.FunctionDef | ast.AsyncFunctionDef,
+) -> str:
+    """``body`` (a definition sent without a docstring) with the old definition's docstring put back: the model
+    need not copy it (fewer tokens, and no habit of copying the stub's body after it)."""
+    doc = _docstring(old)
+    old_lines = source.split("\n")
+    doc_text = old_lines[doc.lineno - 1 : doc.end_lineno]
+    old_indent = len(old_lines[doc.lineno - 1]) - len(old_lines[doc.lineno - 1].lstrip())
+    lines = body.split("\n")
+    first_stmt = new.body[0].lineno - 1
+    new_indent = len(lines[first_stmt]) - len(lines[first_stmt].lstrip())
+    shifted = [(" " * new_indent + line[old_indent:]) if line.strip() else "" for line in doc_text]
+    return "\n".join(lines[:first_stmt] + shifted + lines[first_stmt:])
+
+
+STUB_MARK = "# TODO: write this body (it is a stub now: {stub})"
+
+
+def mark_stubs(text: str, names: set[str]) -> str:
+    """``text`` with the stub body of each function in ``names`` shown as a TODO line instead.
+
+    A stub is a documented function whose only statement is ``raise NotImplementedError``, ``pass``, ``...``
+    or ``return None``. Measured: shown the stub, the 1.5B model sent it back unchanged as its first edit on 4
+    of 6 tasks (the docstring, then the stub's own line); the line count is kept, so line numbers still match.
+    """
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return text
+    lines = text.split("\n")
+    for qual, node in _functions(tree):
+        if qual.rsplit(".", 1)[-1] not in names or _docstring(node) is None or len(node.body) != 2:
+            continue
+        stmt = node.body[1]
+        if not _is_stub(stmt) or stmt.lineno != stmt.end_lineno:
+            continue
+        line = lines[stmt.lineno - 1]
+        indent = line[: len(line) - len(line.lstrip())]
+        lines[stmt.lineno - 1] = indent + STUB_MARK.format(stub=line.strip())
+    return "\n".join(lines)
+
+
+def _is_stub(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, ast.Pass):
+        return True
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and stmt.value.value is Ellipsis:
+        return True
+    if isinstance(stmt, ast.Return):
+        return stmt.value is None or (isinstance(stmt.value, ast.Constant) and stmt.value.value is None)
+    if isinstance(stmt, ast.Raise) and stmt.exc is not None:
+        exc = stmt.exc.func if isinstance(stmt.exc, ast.Call) else stmt.exc
+        return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+    return False
 
 
 def _blocks(text: str) -> list[tuple[int, int, ast.stmt]] | None:
@@ -99,17 +202,22 @@ def _blocks(text: str) -> list[tuple[int, int, ast.stmt]] | None:
     return blocks
 
 
-def excerpt(text: str, names: set[str], budget: int) -> str | None:
+def excerpt(text: str, names: set[str], budget: int, *, outline: bool = False) -> str | None:
     """The parts of a Python file that mention ``names``, within ``budget`` characters; None if nothing fits.
 
-    Imports and module constants are kept (a test needs its imports); of a class, only the methods that
-    mention a name (with the class line). Elided stretches are marked ``# ... (lines a-b not shown)``.
+    Imports and module constants are kept (a test needs its imports), and so are the module-level values the
+    kept parts use (a parametrized test's table of expected results is the specification); of a class, only
+    the methods that mention a name (with the class line). With ``outline``, every other top-level function
+    shows its signature with its body elided: a small model writing one function of a large module uses the
+    helpers it can see (measured: ``tableize`` must call ``pluralize`` and ``underscore``). Elided stretches are
+    marked ``# ... (lines a-b not shown)``.
     """
     blocks = _blocks(text)
     if blocks is None or not names:
         return None
     lines = text.split("\n")
     keep: set[int] = set()
+    bodies: dict[int, tuple[int, str]] = {}  # first elided line -> (last elided line, what stands for it)
     matched = False
 
     def mentions(a: int, b: int) -> bool:
@@ -132,20 +240,96 @@ def excerpt(text: str, names: set[str], budget: int) -> str | None:
             keep.update(range(start, end + 1))
     if not matched:
         return None
+    used = set(IDENT.findall("\n".join(lines[n - 1] for n in keep)))
+    for start, end, node in blocks:
+        if start in keep:
+            continue
+        if isinstance(node, ast.Assign | ast.AnnAssign) and _assigned(node) & used:
+            keep.update(range(start, min(end, start + VALUE_LINES - 1) + 1))
+        elif (
+            outline and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.body
+        ):
+            first_body = node.body[0].lineno
+            keep.update(range(node.lineno, first_body))
+            indent = re.match(r"[ \t]*", lines[first_body - 1]).group(0)
+            bodies[first_body] = (end, f"{indent}...")
     out: list[str] = []
     gap_start = None
-    for number, line in enumerate(lines, 1):
+    number = 1
+
+    def gap(first: int, last: int) -> str:
+        blank = not any(line.strip() for line in lines[first - 1 : last])
+        return "" if blank else f"# ... (lines {first}-{last} not shown)"
+
+    while number <= len(lines):
+        if number in bodies:
+            last, stand_in = bodies[number]
+            if gap_start is not None:
+                out.append(gap(gap_start, number - 1))
+                gap_start = None
+            out.append(stand_in)
+            number = last + 1
+            continue
         if number in keep:
             if gap_start is not None:
-                out.append(f"# ... (lines {gap_start}-{number - 1} not shown)")
+                out.append(gap(gap_start, number - 1))
                 gap_start = None
-            out.append(line)
+            out.append(lines[number - 1])
         elif gap_start is None:
             gap_start = number
+        number += 1
     if gap_start is not None and gap_start <= len(lines) and any(s.strip() for s in lines[gap_start - 1 :]):
         out.append(f"# ... (lines {gap_start}-{len(lines)} not shown)")
     shown = "\n".join(out)
     return shown if len(shown) <= budget else None
+
+
+VALUE_LINES = 40
+"""Lines of one module-level value an excerpt shows (a long table is cut, its gap marked)."""
+
+
+def _assigned(node: ast.Assign | ast.AnnAssign) -> set[str]:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+KEEP_AT_LEAST = 0.5
+"""Share of an existing module's top-level functions and classes a whole-file write must keep."""
+
+
+def refuse_gutting(root: str, path: object, content: str) -> None:
+    """Refuse a ``write_file`` that would drop most of an existing Python module's definitions.
+
+    Measured: a worker asked to write one function of a 400-line module sent only that function as the whole
+    file (the 1.5B model, and again with write_file after write_function was refused); every other function of
+    the module was gone and its tests could not import it.
+    """
+    if not str(path).endswith(".py"):
+        return
+    try:
+        real, shown = confine.resolve(root, path)
+        with open(real, "rb") as fh:
+            old = fh.read(2_000_000).decode("utf-8", "replace")
+    except (confine.ActionFailed, OSError):
+        return  # a new file: nothing to lose
+    before = _top_level_names(old)
+    if len(before) < 3:
+        return
+    kept = before & _top_level_names(content)
+    if len(kept) < KEEP_AT_LEAST * len(before):
+        lost = ", ".join(sorted(before - kept)[:12])
+        raise confine.ActionFailed(
+            f"error: this would delete {len(before) - len(kept)} of the {len(before)} functions and classes in"
+            f" {shown} ({lost}...). To change one function, use write_function with its new definition"
+        )
+
+
+def _top_level_names(text: str) -> set[str]:
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return set(re.findall(r"^(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", text, re.M))
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
 
 
 def write_function(root: str, path: object, name: str, content: str) -> str:

@@ -24,7 +24,7 @@ from .sandbox import run_command
 MAX_TEST_FILES = 4
 OUTPUT_TAIL = 2500
 NO_TESTS_RAN = 5  # pytest's and (3.12+) unittest's exit status when the selection is empty
-_TEST_FILE = re.compile(r"^(test_.*|.*_test)\.py$")
+TEST_FILE = re.compile(r"^(test_.*|.*_test)\.py$")
 
 
 def module_name(path: str) -> str:
@@ -39,7 +39,7 @@ def test_files(root: str) -> list[str]:
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in NOT_EXPANDED and not d.startswith("."))
         for name in sorted(files):
-            if _TEST_FILE.match(name):
+            if TEST_FILE.match(name):
                 found.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
         if len(found) > 2000:
             break
@@ -53,7 +53,7 @@ def related_tests(root: str, files: list[str], names: set[str]) -> list[str]:
     :data:`MAX_TEST_FILES`. Test files in ``files`` themselves count as related.
     """
     modules = {
-        module_name(f) for f in files if f.endswith(".py") and not _TEST_FILE.match(PurePosixPath(f).name)
+        module_name(f) for f in files if f.endswith(".py") and not TEST_FILE.match(PurePosixPath(f).name)
     }
     scored: list[tuple[int, str]] = []
     for rel in test_files(root):
@@ -85,7 +85,7 @@ def targeted_command(check: str, tests: list[str], names: set[str]) -> str | Non
     if "pytest" in check:
         base = check.split("pytest", 1)[0] + "pytest"
         selector = f" -k {shlex.quote(' or '.join(sorted(names)))}" if names else ""
-        return f"{base} -q -x -p no:cacheprovider --no-header -rN {quoted}{selector}"
+        return f"{base} -q -x -p no:cacheprovider --no-header -rN --tb=short {quoted}{selector}"
     if "unittest" in check:
         base = check.split("unittest", 1)[0] + "unittest"
         dotted = " ".join(shlex.quote(t.removesuffix(".py").replace("/", ".")) for t in tests)
@@ -103,6 +103,18 @@ class CheckRun:
     @property
     def passed(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
+
+    def summary(self) -> str:
+        """One short line for a prompt: passed, or the failing tests and the first error."""
+        if self.passed:
+            return f"`{self.command}`: PASSED"
+        if self.exit_code is None:
+            return f"`{self.command}`: {'TIMED OUT' if self.timed_out else 'could not run'}"
+        failing = re.findall(r"^(?:FAILED|ERROR) (\S+)", self.output, re.M)
+        errors = re.findall(r"^E\s+(.+)$", self.output, re.M)
+        said = f"; failing: {', '.join(failing[:5])}" if failing else ""
+        said += f"; first error: {errors[0].strip()[:200]}" if errors else ""
+        return f"`{self.command}`: FAILED (exit {self.exit_code}){said}"
 
     def observation(self) -> str:
         """What the worker is shown after its edit."""

@@ -1,0 +1,133 @@
+"""Named targets: a goal that names the functions to write and the files they live in is already a plan.
+
+Measured (bench/effectiveness.py, the embedded 1.5B model): given a goal listing six stubbed functions, each with
+its file and its tests, the root planner's one call (1,200 prompt tokens, 90 s on a busy 2-core machine) planned
+ONE task, for a test file whose failures merely called those functions; the demo's planner did the same with its
+three stubs. When the operator has already split the work — each target a function the goal names together with
+the file that defines it — those targets become the tasks directly, one per function, with no model call. The
+model planner still plans everything else: goals that name no such targets, follow-ups, and later rounds once
+every named target has landed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from ..tools import pyedit
+from ..tools.targeted import TEST_FILE
+from .replies import PlannedTask
+
+_FUNCTION = re.compile(r"`?\b([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\(\)`?")
+_PATH = re.compile(r"`?([A-Za-z0-9_./-]+\.[A-Za-z0-9]+)`?")
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+")
+_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+_BULLET_START = re.compile(r"\n\s*(?:[-*+]|\d+[.)])\s+")
+_ASIDE = re.compile(r"\([^)]*\)|\b(in|and|the|tests?|of|for)\b|[`,;.:]")
+CONTEXT_CHARS = 400
+MIN_TARGETS = 2
+"""One named function is not a split the operator made: a single task is as well planned by the model."""
+
+
+@dataclass(frozen=True)
+class Target:
+    function: str
+    path: str
+    tests: str
+    said: str  # the goal's own words about this target
+
+    @property
+    def title(self) -> str:
+        return f"{self.function}() in {self.path}"[:100]
+
+
+def is_test_path(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return bool(TEST_FILE.match(parts[-1])) or any(p in ("tests", "test") for p in parts[:-1])
+
+
+def _mentions(text: str, files: set[str]) -> list[tuple[int, str, str]]:
+    """(position, kind, value) of each function and existing-file mention in ``text``, in order."""
+    found: list[tuple[int, str, str]] = []
+    for m in _FUNCTION.finditer(text):
+        found.append((m.start(), "function", m.group(1)))
+    for m in _PATH.finditer(text):
+        path = m.group(1).removeprefix("./")
+        if path in files:
+            found.append((m.start(), "path", path))
+    return sorted(found)
+
+
+def find_targets(goal: str, files: list[str], read) -> list[Target]:
+    """The (function, file) pairs ``goal`` names, each function defined in its file; ``read(path)`` gives a
+    file's text (None when unreadable). Empty when the goal names fewer than :data:`MIN_TARGETS`."""
+    fileset = set(files)
+    mentions = _mentions(goal, fileset)
+    targets: list[Target] = []
+    seen: set[tuple[str, str]] = set()
+    for i, (pos, kind, value) in enumerate(mentions):
+        if kind != "function":
+            continue
+        source = tests = ""
+        end = len(goal)
+        for later_pos, later_kind, later in mentions[i + 1 :]:
+            if later_kind == "function":
+                end = later_pos
+                break
+            if is_test_path(later):
+                tests = tests or later
+            elif not source:
+                source = later
+        name = value.rsplit(".", 1)[-1]
+        if not source or (value, source) in seen:
+            continue
+        text = read(source)
+        if text is None or not _defines(source, text, name):
+            continue
+        seen.add((value, source))
+        said = re.split(r"(?<=[.!?])\s", " ".join(_BULLET_START.split(goal[pos:end])[0].split()))[0]
+        said = re.sub(r"(?:[\s,;.]+(?:and|or))?[\s,;.]*$", "", said)
+        targets.append(Target(value, source, tests, said))
+    return targets if len(targets) >= MIN_TARGETS else []
+
+
+def _says_more(target: Target) -> bool:
+    """The goal's words about a target say more than its name, file and tests (e.g. what it must return)."""
+    rest = target.said.replace(target.function + "()", " ").replace(target.path, " ")
+    return len(_ASIDE.sub(" ", rest).split()) >= 3
+
+
+def _defines(path: str, text: str, name: str) -> bool:
+    if path.endswith(".py"):
+        return name in pyedit.defined_names(text)
+    return re.search(rf"\b{re.escape(name)}\b", text) is not None
+
+
+def context_of(goal: str) -> str:
+    """The goal's sentences and lines that name no function: what applies to every target (the check to pass,
+    what not to touch)."""
+    kept: list[str] = []
+    for line in goal.splitlines():
+        if _BULLET.match(line) and _FUNCTION.search(line):
+            continue
+        for piece in _SENTENCE.split(line):
+            if piece.strip() and not _FUNCTION.search(piece):
+                kept.append(piece.strip())
+    return " ".join(kept)
+
+
+def planned_tasks(goal: str, targets: list[Target]) -> list[PlannedTask]:
+    """One task per target, in the goal's order."""
+    context = context_of(goal)[:CONTEXT_CHARS]
+    tasks = []
+    for t in targets:
+        where = f" (tests in {t.tests})" if t.tests else ""
+        instructions = f"Write `{t.function}()` in {t.path} as its docstring and its tests specify{where}."
+        if _says_more(t):
+            instructions += f" The goal says: {t.said}."
+        instructions += " Change only that function."
+        if context:
+            instructions += f" From the goal: {context}"
+        tasks.append(PlannedTask(title=t.title, instructions=instructions[:800], files=[t.path], check=""))
+    return tasks

@@ -1,0 +1,487 @@
+"""One worker's step loop: ask for an action, run it confined to the worktree, observe, repeat.
+
+The model answers under the ``action`` schema with one action per turn; a malformed reply becomes an error
+observation and the loop goes on. What keeps a small model productive lives here: reads of what the prompt
+already holds are answered from it, each edit runs the task's tests by itself, the worker finishes by itself when
+its failing tests pass, idle slots draw candidate edits (candidates.py), and a looping worker starts over
+(restart.py). Step and token limits end a runaway worker with :class:`WorkerLimit`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..model.errors import ReplyFormatError
+from ..status import Role
+from ..tools.actions import (
+    EDIT_ACTIONS,
+    SCHEMA_NAME,
+    ActionContext,
+    FormatError,
+    action_target,
+    execute,
+    parse_action,
+    reply_schema,
+)
+from ..tools.targeted import CheckRun, check_after_edit, related_tests
+from . import candidates
+from .ask import ask_once
+from .briefing import (
+    PAST_END,
+    Briefing,
+    Seen,
+    already_shown_nudge,
+    done_before_nudge,
+    past_end_nudge,
+    prepare,
+)
+from .context import Agent, Task, check_command
+from .render import render
+from .restart import Attempts
+
+if TYPE_CHECKING:
+    from ..git.gate import Refusal
+    from ..git.integration import Conflict
+    from ..git.workspace import Worktree
+    from .context import RoleContext
+
+CHARS_PER_TOKEN = 3.5
+MAP_MAX_AGE = 5.0  # seconds the repository map a worker starts with may lag the shared tip (Engine.repo_map)
+REPEAT_HEAT = 0.3  # temperature added per identical action in a row
+REPEAT_NUDGE = (
+    "\nNOTE: this action is exactly the same as your previous one, so it changed nothing. Do the next thing:"
+    " write the file, run the check, or finish."
+)
+CHECK_TIMEOUT = 120.0
+REPEATABLE = frozenset({"read_file", "list_files", "search", "replace"})
+"""Actions whose result cannot change while nothing is edited (a failed replace included)."""
+REGEX_ESCAPE = re.compile(r"\\[()\[\].*+?|{}]")
+REGEX_HINT = (
+    "\nNOTE: `search` is exact text, not a regular expression: copy the lines as they are, without"
+    " backslashes. To change a whole function, write_function is simpler."
+)
+PROSE = (".md", ".txt", ".rst")
+PASSED_HINT = "\nThe tests for your task pass now: finish, unless something in the task is still missing."
+
+
+class WorkerLimit(Exception):
+    """A budget ended the worker; the message says which."""
+
+
+class WorkerLoop:
+    def __init__(self, ctx: RoleContext, agent: Agent, task: Task, wt: Worktree) -> None:
+        self.context = ctx
+        self.agent = agent
+        self.task = task
+        self.wt = wt
+        self.settings = ctx.settings.role("worker")
+        self.limits = ctx.settings.limits
+        self.ctx = ActionContext(
+            root=wt.path,
+            sandbox=ctx.settings.sandbox,
+            secret_env_names=frozenset(ctx.settings.secret_env_names()),
+        )
+        self.messages: list[dict[str, str]] = []
+        self.finish_args: dict[str, Any] = {}
+        self._previous: tuple[str, str] | None = None
+        self._repeats = 0
+        self.brief = Briefing()
+        self.seen = Seen()
+        # the session's check (the one the gate lands by), not the planner's guess at one
+        self.check = (check_command(ctx) or task.check or "").strip()
+        self.last_check: CheckRun | None = None
+        self.first_check: CheckRun | None = None
+        self.attempts = Attempts()
+        self.first_prompt = ""
+        self.edits = 0
+        self._history: dict[
+            tuple[str, str], tuple[int, str, int]
+        ] = {}  # action -> (step, observation, edits)
+
+    async def start(self) -> None:
+        root = self.ctx.real_root
+        task = self.task
+        self.brief = await anyio.to_thread.run_sync(
+            lambda: prepare(root, task.title, task.instructions, list(task.files))
+        )
+        self.first_check = await self._starting_check()
+        self.messages = render(
+            "worker",
+            self.context.settings.prompt_override("worker"),
+            title=task.title,
+            instructions=task.instructions,
+            files=task.files,
+            check=self.check,
+            names=sorted(self.brief.names),
+            file_contents=[{"path": f.path, "text": f.text, "whole": f.whole} for f in self.brief.files],
+            test_contents=[{"path": f.path, "text": f.text, "whole": f.whole} for f in self.brief.tests],
+            test_paths=self.brief.test_paths,
+            first_check=self.first_check.summary() if self.first_check is not None else "",
+            repo_map=await self.context.repo_map(max_age=MAP_MAX_AGE),
+            max_steps=self.limits.steps_per_worker,
+        )
+        self.first_prompt = self.messages[1]["content"]
+        self._remember_shown()
+
+    def _remember_shown(self) -> None:
+        for shown in [*self.brief.files, *self.brief.tests]:
+            if shown.whole:
+                self.seen.remember(shown.path, shown.file_text or shown.text, self.messages[1])
+
+    async def until_finish(self) -> dict[str, Any]:
+        """Step until the model finishes; raise :class:`WorkerLimit` when a budget runs out."""
+        while True:
+            if self.agent.steps >= self.limits.steps_per_worker:
+                raise WorkerLimit(f"step limit reached ({self.limits.steps_per_worker} steps)")
+            if self.agent.prompt_tokens + self.agent.completion_tokens >= self.limits.tokens_per_worker:
+                raise WorkerLimit(f"token limit reached ({self.limits.tokens_per_worker} tokens)")
+            done = await self.step()
+            if done is not None:
+                return done
+
+    def _sampling(self) -> Any:
+        settings = self.settings
+        heat = self._repeats + self.attempts.restarts
+        if heat:  # shake a looping model loose: a little more randomness per repeat and per fresh start
+            settings = settings.model_copy(
+                update={"temperature": min(1.0, settings.temperature + REPEAT_HEAT * heat)}
+            )
+        return settings
+
+    async def step(self) -> dict[str, Any] | None:
+        self.agent.steps += 1
+        step = self.agent.steps
+        self._trim()
+        settings = self._sampling()
+        if candidates.wanted(self, settings):
+            return await candidates.step(self, settings, step)
+        try:
+            reply = await ask_once(
+                self.context, self.agent, Role.WORKER, self.messages, SCHEMA_NAME, reply_schema(), settings
+            )
+            content = reply.content
+            action = reply.data.action
+        except ReplyFormatError as exc:
+            content = exc.content
+            try:  # the action parser says more precisely what to fix than the schema check
+                parse_action(content)
+                detail = exc.reason
+            except FormatError as format_error:
+                detail = format_error.observation
+            self._observe(content, f"ERROR: {detail}", step, "invalid", {}, None, 0.0, error=True)
+            return None
+        return await self.act(content, action, step)
+
+    async def act(self, content: str, action: Any, step: int) -> dict[str, Any] | None:
+        """Do one parsed action and observe it; the finish arguments when it is ``finish``."""
+        if action.name == "finish":
+            self.finish_args = action.arguments()
+            self._record(step, "finish", self.finish_args, "finished", None, 0.0, error=False)
+            self.messages.append({"role": "assistant", "content": content})
+            return self.finish_args
+        signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
+        if action.name in EDIT_ACTIONS and signature == self._previous and self.attempts.can_restart():
+            self._record(step, action.name, action.arguments(), "the same edit again: starting over", None, 0.0,
+                         error=True)  # fmt: skip
+            await self.restart()
+            return None
+        free = await anyio.to_thread.run_sync(self._from_context, action)
+        if free is None:
+            free = self._done_before(action)
+        if free is not None:  # answered from the conversation: no step spent
+            self.agent.steps -= 1
+            self._observe(content, free, step, action.name, action.arguments(), None, 0.0, error=False)
+            return None
+        started = time.perf_counter()
+        if action.name in EDIT_ACTIONS:
+            await anyio.to_thread.run_sync(self.attempts.before_edit, self.ctx.real_root, action.path)
+        observation = await execute(action, self.ctx)
+        elapsed = (time.perf_counter() - started) * 1000
+        # Redacted before it goes anywhere: the next prompt, the record, the operator's screen (`cat .env`).
+        text = self.context.recorder.redact(observation.text)
+        if action.name == "read_file" and observation.error and PAST_END.search(text):
+            self.seen.past_end_again(action.path)
+        if action.name in EDIT_ACTIONS and not observation.error:
+            text += await self.after_edit(action)
+            if self.tests_now_pass():
+                self._observe(content, text, step, action.name, action.arguments(),
+                              observation.exit_code, elapsed, error=False)  # fmt: skip
+                return self.auto_finish(step)
+        if action.name == "replace" and observation.error and REGEX_ESCAPE.search(action.search):
+            text += REGEX_HINT
+        looping = action.name in EDIT_ACTIONS and _unchanged(observation)
+        if action.name in EDIT_ACTIONS and observation.error:
+            self.attempts.failed_try(action, text.strip().split("\n")[0][:200])
+        if looping and self.attempts.can_restart():
+            self._record(step, action.name, action.arguments(), text, observation.exit_code, elapsed,
+                         error=observation.error)  # fmt: skip
+            await self.restart()
+            return None
+        if signature == self._previous:  # small models loop; say so instead of letting it spin
+            text += REPEAT_NUDGE
+            self._repeats += 1
+        else:
+            self._repeats = 0
+        self._previous = signature
+        if action.name in REPEATABLE:
+            self._history.setdefault(signature, (step, text, self.edits))
+        self._observe(
+            content,
+            text,
+            step,
+            action.name,
+            action.arguments(),
+            observation.exit_code,
+            elapsed,
+            error=observation.error,
+        )
+        if action.name == "write_file" and not observation.error:
+            self.seen.remember(action.path, action.content, self.messages[-2])
+        elif action.name == "read_file" and _whole_read(action, observation.error, text):
+            current = await anyio.to_thread.run_sync(_read_whole, self.ctx.real_root, action.path)
+            if current is not None:
+                self.seen.remember(action.path, current, self.messages[-1])
+        return None
+
+    async def _starting_check(self) -> CheckRun | None:
+        """The task's own tests before any edit (targeted to its functions), when it has them: shown in the
+        first prompt, and what lets the worker finish by itself once they pass."""
+        if not self.check or not self.brief.test_paths or not self.brief.names:
+            return None
+        return await self._task_check()
+
+    async def _task_check(self) -> CheckRun | None:
+        """The check narrowed to the task's tests and functions (targeted.py)."""
+        return await check_after_edit(
+            self.check,
+            self.ctx.real_root,
+            self.brief.test_paths,
+            self.brief.names,
+            self.ctx.options,
+            CHECK_TIMEOUT,
+            self.ctx.secret_env_names,
+        )
+
+    def tests_now_pass(self) -> bool:
+        """The task's targeted tests failed before this worker's edits and pass now."""
+        first, last = self.first_check, self.last_check
+        return (
+            first is not None
+            and not first.passed
+            and first.exit_code is not None
+            and last is not None
+            and last.passed
+            and last.command == first.command
+        )
+
+    def auto_finish(self, step: int) -> dict[str, Any]:
+        """Finish without a model call: the task's tests went from failing to passing (the landing gate still
+        runs the whole check). Measured: the finish call was a third of a one-function task's model calls."""
+        self.finish_args = {
+            "summary": f"the task's tests went from failing to passing (`{self.last_check.command}`)",
+            "notes": "",
+        }
+        self._record(step, "finish", {**self.finish_args, "auto": True}, "finished by itself", None, 0.0,
+                     error=False)  # fmt: skip
+        return self.finish_args
+
+    def _done_before(self, action: Any) -> str | None:
+        """The answer to an action already taken with nothing edited since (None: do it).
+
+        Measured: a worker alternated a failing ``replace`` and the same ``read_file`` of lines 13-20 until its
+        step limit; nothing had changed between them, so each answer was already in the conversation.
+        """
+        if action.name not in REPEATABLE or self.seen.free_left <= 0:
+            return None
+        signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
+        before = self._history.get(signature)
+        if before is None or before[2] != self.edits:
+            return None
+        self.seen.free_left -= 1
+        step, text, _ = before
+        return done_before_nudge(step, text)
+
+    def _from_context(self, action: Any) -> str | None:
+        """The nudge for a read of what the conversation already holds (None: do the read)."""
+        if action.name != "read_file" or self.seen.free_left <= 0:
+            return None
+        root = self.ctx.real_root
+        if self.seen.in_context(root, action.path, self.messages):
+            where = "shown in your task" if self.messages[1] is self._holder(action.path) else "above"
+            self.seen.free_left -= 1
+            return already_shown_nudge(action.path, where)
+        lines = _line_count(root, action.path)
+        if lines is not None and action.start > lines and self.seen.past_end_again(action.path):
+            self.seen.free_left -= 1
+            return past_end_nudge(action.path)
+        return None
+
+    def _holder(self, path: str) -> dict[str, str] | None:
+        held = self.seen._whole.get(os.path.normpath(path))
+        return held[1] if held else None
+
+    async def after_edit(self, action: Any) -> str:
+        """Run the check after an edit (targeted to the task's tests); the text added to the observation."""
+        self.edits += 1
+        if action.name != "write_file":
+            self.seen.forget(action.path)
+        if not self.check:
+            return ""
+        if not self.brief.test_paths and action.path.lower().endswith(PROSE):
+            return ""  # no test reads prose: the whole check would only cost time
+        if not self.brief.test_paths:  # the planner named no files: find the tests of what was edited
+            if action.name == "write_function":
+                self.brief.names.add(action.function.rsplit(".", 1)[-1])
+            root, names = self.ctx.real_root, set(self.brief.names)
+            self.brief.test_paths = await anyio.to_thread.run_sync(
+                lambda: related_tests(root, [action.path], names)
+            )
+        run = await self._task_check()
+        if run is None:
+            return ""
+        self.last_check = run
+        if not run.passed:
+            self.attempts.failed_try(action, run.summary())
+        return "\n\n" + run.observation() + (PASSED_HINT if run.passed else "")
+
+    async def restart(self) -> None:
+        """Start the task over: edits undone, the first prompt plus what failed (see restart.py)."""
+        await anyio.to_thread.run_sync(self.attempts.undo, self.ctx.real_root)
+        self.attempts.restarts += 1
+        self.messages = [
+            self.messages[0],
+            {"role": "user", "content": self.first_prompt + self.attempts.note()},
+        ]
+        self.seen = Seen()
+        self._remember_shown()
+        self._history.clear()
+        self._previous, self._repeats = None, 0
+        self.last_check = None
+        self.edits += 1  # what was read before the restart may have changed
+        self.context.recorder.status(
+            f"{self.agent.name} started its task again after repeating itself"
+            f" ({len(self.attempts.failed)} failed tries)"
+        )
+
+    async def resolve_conflict(self, conflict: Conflict) -> bool:
+        """Integration found a conflict with work that landed meanwhile: this worker resolves it."""
+        self.context.recorder.conflict(
+            self.agent.id, self.task.id, list(conflict.paths), getattr(conflict, "round", None)
+        )
+        message = self.context.recorder.redact(conflict_message(conflict))
+        self.messages.append({"role": "user", "content": message})
+        try:
+            await self.until_finish()
+        except WorkerLimit:
+            return False
+        return True
+
+    async def fix_refusal(self, refusal: Refusal) -> bool:
+        """The landing gate refused this worker's work (merged with the shared branch): it fixes it here."""
+        self.messages.append({"role": "user", "content": refusal.message()})
+        try:
+            await self.until_finish()
+        except WorkerLimit:
+            return False
+        return True
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _observe(
+        self,
+        content: str,
+        text: str,
+        step: int,
+        name: str,
+        args: dict[str, Any],
+        exit_code: int | None,
+        duration_ms: float,
+        *,
+        error: bool,
+    ) -> None:
+        self._record(step, name, args, text, exit_code, duration_ms, error=error)
+        self.messages.append({"role": "assistant", "content": content})
+        self.messages.append({"role": "user", "content": f"OBSERVATION (step {step}, {name}):\n{text}"})
+
+    def _record(
+        self,
+        step: int,
+        name: str,
+        args: dict[str, Any],
+        text: str,
+        exit_code: int | None,
+        duration_ms: float,
+        *,
+        error: bool,
+    ) -> None:
+        target = action_target(args)
+        self.agent.last_action = f"{name} {target[:60]}".strip()
+        self.context.recorder.action(
+            self.agent,
+            self.task.id,
+            step,
+            name,
+            args,
+            text,
+            exit_code,
+            duration_ms,
+            target=target,
+            error=error,
+        )
+
+    def _trim(self) -> None:
+        """Keep the conversation inside the context window: drop the oldest steps, keep the task."""
+        budget = (self.settings.context_length - self.settings.max_tokens) * CHARS_PER_TOKEN
+        total = sum(len(m["content"]) for m in self.messages)
+        dropped = 0
+        while total > budget and len(self.messages) > 4:
+            removed = self.messages.pop(2)
+            total -= len(removed["content"])
+            dropped += 1
+        if dropped:
+            note = "[older steps omitted to fit the context window]"
+            if not self.messages[2]["content"].startswith(note):
+                self.messages.insert(2, {"role": "user", "content": note})
+
+
+def _unchanged(observation: Any) -> bool:
+    return observation.error and "has the same code as the one in the file" in observation.text
+
+
+def _whole_read(action: Any, error: bool, text: str) -> bool:
+    return not error and action.start <= 1 and action.end <= 0 and "[... cut at" not in text
+
+
+def _read_whole(root: str, path: str) -> str | None:
+    from .briefing import _read
+
+    return _read(root, path)
+
+
+def _line_count(root: str, path: str) -> int | None:
+    from .briefing import _read
+
+    text = _read(root, path)
+    if text is None:
+        return None
+    return len(text.split("\n")) - (1 if text.endswith("\n") else 0)
+
+
+def conflict_message(conflict: Conflict) -> str:
+    parts = [
+        "CONFLICT: your change conflicts with work other agents landed meanwhile on the shared branch.",
+        "The files below now hold both sides with conflict markers (<<<<<<< ======= >>>>>>>).",
+        "Rewrite each file so it keeps both intentions and has no markers left, then finish again.",
+    ]
+    for path in conflict.paths:
+        parts.append(f"- {path}")
+    for file in conflict.files[:3]:
+        shown = file.merged if file.merged is not None else "(deleted on one side)"
+        parts.append(f"\n{file.path} now reads:\n{shown[:3000]}")
+    return "\n".join(parts)

@@ -1,0 +1,157 @@
+"""Named targets: a goal naming its functions and their files is planned without a model call, one task each,
+and only the named targets that have not landed (scripted server, real repositories)."""
+
+from __future__ import annotations
+
+import pytest
+
+from formicary.agents.roles import targets
+from formicary.agents.session.engine import Engine
+from formicary.agents.settings import Settings
+from formicary.agents.tools import pyedit
+from formicary.store import db as store_db
+from tests.gitrepo import make_repo
+from tests.scripted_server import ScriptedServer, schema_name
+from tests.scripted_team import ScriptedTeam, finish, plan, task
+
+pytestmark = pytest.mark.anyio
+
+FILES = {
+    "text.py": 'def slugify(s):\n    """Lowercase words joined by dashes."""\n    return None\n',
+    "units.py": 'def c_to_f(c):\n    """Celsius to Fahrenheit."""\n    return None\n',
+    "test_text.py": "from text import slugify\n\ndef test_slugify():\n    assert slugify('A b') == 'a-b'\n",
+    "test_units.py": "from units import c_to_f\n\ndef test_c_to_f():\n    assert c_to_f(100) == 212\n",
+}
+PROSE = (
+    "Make every test pass. Two functions are stubs: implement `slugify()` in `text.py` (tests in "
+    "`test_text.py`), and c_to_f() in units.py (tests in test_units.py). Do not edit the tests."
+)
+BULLETS = "Make every test pass:\n- `slugify()` in `text.py`\n- `c_to_f()` in `units.py`, returning a float\n"
+
+
+def found(goal: str) -> list[targets.Target]:
+    return targets.find_targets(goal, list(FILES), FILES.get)
+
+
+def test_targets_in_prose_and_bullets():
+    prose = found(PROSE)
+    assert [(t.function, t.path, t.tests) for t in prose] == [
+        ("slugify", "text.py", "test_text.py"),
+        ("c_to_f", "units.py", "test_units.py"),
+    ]
+    bullets = found(BULLETS)
+    assert [(t.function, t.path) for t in bullets] == [("slugify", "text.py"), ("c_to_f", "units.py")]
+    tasks = targets.planned_tasks(BULLETS, bullets)
+    assert [t.title for t in tasks] == ["slugify() in text.py", "c_to_f() in units.py"]
+    assert all(t.files == [t.title.split(" in ")[1]] for t in tasks)
+    assert "returning a float" in tasks[1].instructions  # what the goal says beyond the name is passed on
+    assert "returning a float" not in tasks[0].instructions
+    assert "Make every test pass" in tasks[0].instructions  # the goal's general lines apply to every target
+    prose_tasks = targets.planned_tasks(PROSE, prose)
+    assert "Do not edit the tests." in prose_tasks[0].instructions
+    assert "The goal says" not in prose_tasks[0].instructions  # nothing beyond name, file and tests
+
+
+def test_no_plan_from_vague_or_unverifiable_goals():
+    assert found("Make the tests pass in text.py and units.py.") == []  # no function named
+    assert found("Implement `slugify()` in `text.py`.") == []  # one target: the model plans it
+    assert (
+        found("Implement `slugify()` in `units.py` and `c_to_f()` in `text.py`.") == []
+    )  # not defined there
+    assert found("Implement `slugify()` in `nowhere.py` and `c_to_f()` in `units.py`.") == []  # one left
+
+
+def test_outline_shows_other_functions_and_the_tables_tests_use():
+    source = "import re\n\n" + "".join(
+        f'def f{i}(x):\n    """Doc {i}."""\n    return x + {i}\n\n\n' for i in range(40)
+    )
+    shown = pyedit.excerpt(source, {"f7"}, 4000, outline=True)
+    assert 'def f7(x):\n    """Doc 7."""\n    return x + 7' in shown
+    assert "def f8(x):\n    ...\n" in shown and "return x + 8" not in shown
+    tests = "import pytest\nCASES = [(1, 2)]\nOTHER = [3]\n\n" + "".join(
+        f"def test_f{i}():\n    assert f{i}(1)\n\n" for i in range(40)
+    )
+    tests += "@pytest.mark.parametrize('a,b', CASES)\ndef test_f7_cases(a, b):\n    assert f7(a) == b\n"
+    shown = pyedit.excerpt(tests, {"f7"}, 4000)
+    assert "CASES = [(1, 2)]" in shown and "OTHER" not in shown and "def test_f8" not in shown
+
+
+async def test_named_targets_need_no_planner_call(tmp_path):
+    repo = make_repo(tmp_path / "repo", FILES)
+    fixes = {
+        "slugify() in text.py": "def slugify(s):\n    return '-'.join(s.lower().split())\n",
+        "c_to_f() in units.py": "def c_to_f(c):\n    return c * 9 / 5 + 32\n",
+    }
+    work = {
+        title: [
+            {"thought": "w", "action": {"name": "write_function", "path": title.split(" in ")[1],
+                                        "function": title.split("(")[0], "content": body}},
+            finish(),
+        ]
+        for title, body in fixes.items()
+    }  # fmt: skip
+    team = ScriptedTeam(
+        root_plans=[plan([task("should not be asked for")])],
+        work=work,
+        verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
+    )
+    db = tmp_path / "f.db"
+    settings = Settings.model_validate(
+        {
+            "model": {"base_url": "", "retries": 1, "timeout": 20},
+            "limits": {"workers": 2, "cycles": 1},
+            "sandbox": {"mode": "none"},
+            "check_command": "python3 -m pytest -q -p no:cacheprovider",
+        }
+    )
+    with ScriptedServer(responder=team) as server:
+        settings.model.base_url = server.base_url
+        outcome = await Engine.create(settings, repo, PROSE, db_path=db).run()
+        asked = [schema_name(b) for b in server.requests]
+    assert outcome.status == "done"
+    assert "plan" not in asked  # the first round's plan came from the goal
+    conn = store_db.connect(db)
+    tasks = {
+        r["title"]: r["status"] for r in conn.query("SELECT title, status FROM tasks WHERE kind = 'work'")
+    }
+    assert tasks == {"slugify() in text.py": "done", "c_to_f() in units.py": "done"}
+
+
+async def test_a_failed_target_is_tried_again_by_a_fresh_worker_without_a_planner_call(tmp_path):
+    repo = make_repo(tmp_path / "repo", FILES)
+    first_tries: dict[str, int] = {}
+
+    def work(title: str, step: int) -> dict:
+        path, function = title.split(" in ")[1], title.split("(")[0]
+        if step == 0:
+            first_tries[title] = first_tries.get(title, 0) + 1
+        if title.startswith("c_to_f") and first_tries[title] == 1:
+            return {"thought": "", "action": {"name": "read_file", "path": "README.md", "start": 0, "end": 0}}
+        body = {"slugify": "return '-'.join(s.lower().split())", "c_to_f": "return c * 9 / 5 + 32"}[function]
+        arg = "s" if function == "slugify" else "c"
+        return {"thought": "", "action": {"name": "write_function", "path": path, "function": function,
+                                          "content": f"def {function}({arg}):\n    {body}\n"}}  # fmt: skip
+
+    team = ScriptedTeam(root_plans=[plan([task("should not be asked for")])], default_work=work)
+    settings = Settings.model_validate(
+        {
+            "model": {"base_url": "", "retries": 1, "timeout": 20},
+            "limits": {"workers": 2, "cycles": 1, "steps_per_worker": 1},
+            "sandbox": {"mode": "none"},
+            "check_command": "python3 -m pytest -q -p no:cacheprovider",
+        }
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        settings.model.base_url = server.base_url
+        await Engine.create(settings, repo, BULLETS, db_path=db).run()
+        asked = [schema_name(b) for b in server.requests]
+    assert "plan" not in asked
+    rows = list(
+        store_db.connect(db).query("SELECT title, status FROM tasks WHERE kind = 'work' ORDER BY created_at")
+    )
+    assert [(r["title"], r["status"]) for r in rows] == [
+        ("slugify() in text.py", "done"),
+        ("c_to_f() in units.py", "failed"),  # its first worker only read, then hit its step limit
+        ("c_to_f() in units.py", "done"),  # planned again from the goal, for a fresh worker
+    ]
