@@ -257,6 +257,8 @@ def replace_text(root: str, path: object, search: str, replacement: str) -> str:
     real, shown = resolve(root, path)
     if not search:
         raise ActionFailed("error: search is empty; give the exact text to replace")
+    if search == replacement:
+        raise ActionFailed("error: search and replace are the same text, so nothing would change")
     data = _read_bytes(real, shown)
     if _is_binary(data):
         raise ActionFailed(f"error: {shown} is a binary file")
