@@ -60,7 +60,7 @@ from bench.efficiency_probe import (  # noqa: E402
     quantiles,
     thread_cpu,
 )
-from formicary.agents.roles import worker as worker_module  # noqa: E402
+from formicary.agents.roles import worker_loop as worker_module  # noqa: E402
 from formicary.agents.session.engine import Engine  # noqa: E402
 from formicary.config import Settings  # noqa: E402
 from formicary.store.db import connect  # noqa: E402

@@ -16,7 +16,7 @@ from formicary.agents.settings import Settings
 from formicary.store import db as store_db
 from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer
-from tests.scripted_team import ScriptedTeam, finish, plan, read, task, write
+from tests.scripted_team import ScriptedTeam, finish, plan, read, run, task, write
 
 pytestmark = pytest.mark.anyio
 
@@ -279,8 +279,10 @@ async def test_worker_prompt_shows_the_expected_files_current_text(tmp_path):
 
 
 async def test_a_repeating_worker_is_told_and_its_temperature_rises(tmp_path):
+    """A repeated command is answered with a nudge and hotter sampling (a repeated edit starts the task over
+    instead: tests/test_worker_steps.py)."""
     repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
-    same = write("a.txt", "same\n")
+    same = run("echo same")
     looping = ScriptedTeam(root_plans=[plan([task("loops")])], work={"loops": [same, same, same, finish()]})
     with ScriptedServer(responder=looping) as server:
         engine = Engine.create(settings_for(server, cycles=1), repo, "goal", db_path=tmp_path / "f.db")

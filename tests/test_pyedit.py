@@ -95,13 +95,17 @@ def test_stub_bodies_of_the_tasks_functions_are_shown_as_a_todo_line():
     text = (
         'def a():\n    """A."""\n    raise NotImplementedError\n\n'
         'def b():\n    """B."""\n    return None\n\n'
-        'def c():\n    raise NotImplementedError\n'
+        "def c():\n    raise NotImplementedError\n"
     )
     marked = mark_stubs(text, {"a", "b", "c"})
-    assert marked.split("\n")[2] == "    # TODO: write this body (it is a stub now: raise NotImplementedError)"
+    assert (
+        marked.split("\n")[2] == "    # TODO: write this body (it is a stub now: raise NotImplementedError)"
+    )
     assert "# TODO: write this body (it is a stub now: return None)" in marked
     assert marked.count("\n") == text.count("\n")  # line numbers still match the file
-    assert marked.endswith("def c():\n    raise NotImplementedError\n")  # no docstring: a TODO would not parse
+    assert marked.endswith(
+        "def c():\n    raise NotImplementedError\n"
+    )  # no docstring: a TODO would not parse
     assert mark_stubs(text, {"x"}) == text
 
 

@@ -376,7 +376,7 @@ def test_sandbox_scrubbed_env_and_argv(tmp_path: Path) -> None:
     assert f"--tmpfs {os.path.realpath(tmp_path)}" in joined
     assert f"--ro-bind {os.path.realpath(main / '.git')} " in joined
     assert argv.index("--tmpfs") < argv.index("--bind")
-    assert argv[-3:-1] == [sandbox._shell(), "-c"] and argv[-1].endswith("2>/dev/null; ls")
+    assert argv[-3:-1] == [sandbox.shell_path(), "-c"] and argv[-1].endswith("2>/dev/null; ls")
     assert "ulimit -H -S -u " in argv[-1] and "ulimit -H -S -f " in argv[-1]
     assert "--unshare-user" in argv and "--ro-bind /dev/null /proc/keys" in joined
     assert "--size 536870912 --tmpfs /tmp" in joined and "--size 536870912 --tmpfs /dev/shm" in joined

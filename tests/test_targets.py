@@ -115,3 +115,43 @@ async def test_named_targets_need_no_planner_call(tmp_path):
         r["title"]: r["status"] for r in conn.query("SELECT title, status FROM tasks WHERE kind = 'work'")
     }
     assert tasks == {"slugify() in text.py": "done", "c_to_f() in units.py": "done"}
+
+
+async def test_a_failed_target_is_tried_again_by_a_fresh_worker_without_a_planner_call(tmp_path):
+    repo = make_repo(tmp_path / "repo", FILES)
+    first_tries: dict[str, int] = {}
+
+    def work(title: str, step: int) -> dict:
+        path, function = title.split(" in ")[1], title.split("(")[0]
+        if step == 0:
+            first_tries[title] = first_tries.get(title, 0) + 1
+        if title.startswith("c_to_f") and first_tries[title] == 1:
+            return {"thought": "", "action": {"name": "read_file", "path": "README.md", "start": 0, "end": 0}}
+        body = {"slugify": "return '-'.join(s.lower().split())", "c_to_f": "return c * 9 / 5 + 32"}[function]
+        arg = "s" if function == "slugify" else "c"
+        return {"thought": "", "action": {"name": "write_function", "path": path, "function": function,
+                                          "content": f"def {function}({arg}):\n    {body}\n"}}  # fmt: skip
+
+    team = ScriptedTeam(root_plans=[plan([task("should not be asked for")])], default_work=work)
+    settings = Settings.model_validate(
+        {
+            "model": {"base_url": "", "retries": 1, "timeout": 20},
+            "limits": {"workers": 2, "cycles": 1, "steps_per_worker": 1},
+            "sandbox": {"mode": "none"},
+            "check_command": "python3 -m pytest -q -p no:cacheprovider",
+        }
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        settings.model.base_url = server.base_url
+        await Engine.create(settings, repo, BULLETS, db_path=db).run()
+        asked = [schema_name(b) for b in server.requests]
+    assert "plan" not in asked
+    rows = list(
+        store_db.connect(db).query("SELECT title, status FROM tasks WHERE kind = 'work' ORDER BY created_at")
+    )
+    assert [(r["title"], r["status"]) for r in rows] == [
+        ("slugify() in text.py", "done"),
+        ("c_to_f() in units.py", "failed"),  # its first worker only read, then hit its step limit
+        ("c_to_f() in units.py", "done"),  # planned again from the goal, for a fresh worker
+    ]

@@ -8,6 +8,7 @@ appear if any planted program ran on the host.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -192,3 +193,37 @@ def test_nested_git_scan_finds_any_depth_any_case_and_skips_links(tmp_path: Path
     assert remove_nested_git(root) == ["a/b/.git", "c/.GIT", "d/.git", "e/.git"]
     assert find_nested_git(root) == []
     assert (root / ".git").is_file() and (outside / ".git").is_dir()
+
+
+@pytest.mark.anyio
+async def test_reusing_a_worktree_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
+    """A parked worktree whose tracked folder an agent replaced with a symlink to a folder outside: the next
+    task's checkout restores the folder inside the worktree and writes nothing outside."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "hi\n", "src/a.txt": "a\n", "src/deep/b.txt": "b\n"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    session = await SessionRepo.open(repo, "s1", worktrees_dir=tmp_path / "wts", reuse_worktrees=True)
+    async with session.worktree("t1", "a1") as wt:
+        for sub in ("src", "README.md"):
+            target = wt.path / sub
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+        (wt.path / "src").symlink_to(outside)
+        (wt.path / "README.md").symlink_to(outside / "readme-outside")
+        (wt.path / "untracked-link").symlink_to(outside)
+        (wt.path / "junk.pyc").write_text("x\n")
+        first = wt.path
+    async with session.worktree("t2", "a2") as wt2:
+        assert wt2.path == first  # the same slot, reused
+        assert (
+            not (wt2.path / "src").is_symlink() and (wt2.path / "src" / "deep" / "b.txt").read_text() == "b\n"
+        )
+        assert not (wt2.path / "README.md").is_symlink() and (wt2.path / "README.md").read_text() == "hi\n"
+        assert not os.path.lexists(wt2.path / "untracked-link") and not (wt2.path / "junk.pyc").exists()
+        assert git_sync("status", "--porcelain", "--ignored", cwd=wt2.path, git_dir=wt2.git_dir).out == ""
+        (wt2.path / "t2.txt").write_text("t2\n")
+        assert await session.commit(wt2, "task two")
+    await session.close()
+    assert list(outside.iterdir()) == []

@@ -32,8 +32,9 @@ import anyio
 
 from ..tools.check import CheckResult, CheckSpec, detect, python_has_pytest, run_check, spec_for
 from ..tools.parse_gate import parse_problems, parseable
+from . import inproc
 from .gate_queue import LandingQueue
-from .run import GitError, cat_blobs, git, parse_merge_tree
+from .run import GitError, cat_blobs, git
 from .verdict import GateToken, GateVerdict, compare
 
 __all__ = ["Gate", "GateToken", "GateVerdict", "Refusal", "admit", "choose_check", "compare", "hand_back"]
@@ -174,10 +175,7 @@ class Gate:
                 paths = {p for p in diff.out.split("\0") if p}
             if not any(parseable(p) for p in paths):
                 return GateVerdict(True, tip, tip_tree, any_tip=True, reason="nothing to parse")
-        res = await git("merge-tree", "--write-tree", "-z", tip, head, cwd=root, check=False)
-        if res.rc not in (0, 1):
-            raise GitError(f"git merge-tree failed: {res.err.strip()[:200]}")
-        merge = parse_merge_tree(res.out, clean=res.rc == 0)
+        merge = await inproc.merge_tree(root, tip, head)
         if not merge.clean:
             return GateVerdict(False, tip, tip_tree, merge.tree, "conflict", conflict=True)
         verdict = GateVerdict(True, tip, tip_tree, merge.tree)

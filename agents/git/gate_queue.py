@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from ..tools.check import CheckResult
-from .run import GitError, MergeTreeResult, git, parse_merge_tree
+from . import inproc
+from .run import MergeTreeResult
 from .verdict import GateVerdict, compare
 
 if TYPE_CHECKING:
@@ -153,10 +154,7 @@ class LandingQueue:
         stack: list[_Stacked] = []
         cur, cur_tree = tip, tip_tree
         for item in [i for i in self.items if i.outcome is None and not i.gone][: self.batch]:
-            res = await git("merge-tree", "--write-tree", "-z", cur, item.head, cwd=root, check=False)
-            if res.rc not in (0, 1):
-                raise GitError(f"git merge-tree failed: {res.err.strip()[:200]}")
-            merge = parse_merge_tree(res.out, clean=res.rc == 0)
+            merge = await inproc.merge_tree(root, cur, item.head)
             if not merge.clean or merge.tree == cur_tree:
                 if cur == tip:  # against the real tip: decided now
                     kind = "landed" if merge.clean else "conflict"
@@ -170,9 +168,7 @@ class LandingQueue:
                     verdict.reason = f"{len(errors)} changed file(s) no longer parse: {names}"
                     item.outcome = Decision("refused", cur, verdict=gate.decided(verdict, item.wt))
                 continue
-            commit = (
-                await git("commit-tree", merge.tree, "-p", cur, "-m", item.message, cwd=root, env=item.env)
-            ).out.strip()
+            commit = await inproc.new_commit(root, merge.tree, [cur], item.message, item.env)
             stack.append(_Stacked(item, cur, cur_tree, commit, merge.tree))
             cur, cur_tree = commit, merge.tree
         if not stack:
@@ -218,19 +214,10 @@ class LandingQueue:
         last = accepted[-1]
         with anyio.CancelScope(shield=True):
             async with shared.section(urgent=True):
-                cas = await git(
-                    "update-ref",
-                    "-m",
-                    "formicary: integrate",
-                    shared.ref,
-                    last.commit,
-                    tip,
-                    cwd=root,
-                    check=False,
-                )
-                if cas.rc == 0:
+                moved = await inproc.update_ref(root, shared.ref, last.commit, tip)
+                if moved:
                     shared.tip, shared.tip_tree = last.commit, last.tree
-        if cas.rc != 0:  # another process moved the branch: nothing landed, every decision is void
+        if not moved:  # another process moved the branch: nothing landed, every decision is void
             await shared.read_tip(root)
             for s in stack:
                 s.item.outcome = None

@@ -1,24 +1,24 @@
 """Landing a worker's commit on the shared session branch without a lock any agent waits on.
 
-One attempt is mechanical and takes three git processes: ``merge-tree --write-tree`` (the merged tree and its
-conflicts in one call), ``commit-tree`` and an atomic compare-and-swap ``update-ref B NEW OLD``. The shared
-branch stays linear: each task lands as ONE commit whose sole parent is the tip it was merged onto, whose tree
-is the merge and whose author is the worker, so review reads one commit per task. The worker's own history
-stays on its task branch.
+One attempt is mechanical: a merge of trees, a commit object and an atomic compare-and-swap of the branch, done
+in-process (:mod:`.inproc`, no git process) unless the merge needs git's judgement (``merge-tree --write-tree``
+then names the conflicts). The shared branch stays linear: each task lands as ONE commit whose sole parent is
+the tip it was merged onto, whose tree is the merge and whose author is the worker, so review reads one commit
+per task. The worker's own history stays on its task branch.
 
 Why a short critical section: racers looping merge + CAS with nothing between them redo each other's work
 (50 racers: 1.3-6 commits/s, ~800 retries); the same attempts serialized by an in-process lock around the
-mechanical part only run ~20x faster with no retries. The lock is held for those processes and nothing else;
+mechanical part only run ~20x faster with no retries. The lock is held for that work and nothing else;
 the CAS stays under it because another process (a second formicary, the operator) may move the branch.
 Because the lock holder is the only in-process writer, the tip it wrote is remembered and no ``rev-parse``
 is needed per attempt. Whoever gets the lock lands every request queued by then (merge + commit each onto the
 advancing tip, one CAS for the batch), so under load the ``update-ref`` and the lock hand-off are shared.
 A retry after a resolved conflict skips the queue of first attempts (``SharedBranch.section``).
 
-A conflict is handed back to the SAME worker outside the lock: its worktree gets the merged tree with conflict
-markers (``read-tree -u --reset``), the callback edits files and says whether it resolved them, and a merge
-commit of (worker head, tip) is made on the task branch; the next attempt merges from that tip, so only what
-landed since can conflict again. Past ``max_conflict_rounds`` the task fails and its branch keeps the work.
+A conflict is handed back to the SAME worker outside the lock (:mod:`.handback`): its worktree gets the merged
+tree with conflict markers (``read-tree -u --reset``), the callback edits files and says whether it resolved
+them, and a merge commit of (worker head, tip) is made on the task branch; the next attempt merges from that
+tip, so only what landed since can conflict again. Past ``max_conflict_rounds`` the task fails and its branch keeps the work.
 A task that lost a round gets the next turn on the paths it conflicted on (:mod:`.hotpaths`): other landings
 that would change them are held until it lands (bounded), so a hot file does not starve it.
 
@@ -29,7 +29,7 @@ earlier tip of the shared branch (or merges one in), so the merge base git compu
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +37,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 
+from . import inproc
 from .gate import admit
+from .handback import Conflict, ConflictFile, OnConflict, hand_back
 from .hotpaths import HotPaths
-from .run import GitError, MergeTreeResult, cat_blobs, git, parse_merge_tree
+from .run import GitError, MergeTreeResult, git
 from .worktree import Worktree
+
+__all__ = ["Conflict", "ConflictFile", "IntegrationResult", "LandingRepo", "SharedBranch", "integrate"]
 
 
 class LandingRepo(Protocol):
@@ -50,48 +54,14 @@ class LandingRepo(Protocol):
     session_id: str
     shared: SharedBranch
 
+    async def scrub(self, wt: Worktree) -> list[str]: ...
+
 
 if TYPE_CHECKING:
     from .gate import Gate, GateToken, OnRefusal
 
 MAX_BATCH = 8  # requests landed per critical section: bounds how long the others in it wait
 MAX_MOVES = 200  # tip moved under us this many times in one integration: something else is hammering the ref
-
-
-@dataclass
-class ConflictFile:
-    """One conflicted path. ``ours`` is the shared branch's version, ``theirs`` the worker's."""
-
-    path: str
-    base: str | None
-    ours: str | None
-    theirs: str | None
-    merged: str | None  # what the worktree holds now: the merge with conflict markers (None: deleted)
-
-
-@dataclass
-class Conflict:
-    """What a worker gets back when its change conflicts with what landed meanwhile.
-
-    The files under ``worktree`` already hold the merged text with markers (``<<<<<<< shared`` …
-    ``>>>>>>> task``). Edit them (do not commit) and return True once resolved.
-    """
-
-    task_id: str
-    agent_id: str
-    worktree: Path
-    tip: str  # the shared-branch commit merged in
-    head: str  # the worker's commit
-    round: int
-    files: list[ConflictFile]
-    messages: list[str] = field(default_factory=list)
-
-    @property
-    def paths(self) -> list[str]:
-        return [f.path for f in self.files]
-
-
-OnConflict = Callable[[Conflict], Awaitable[bool]]
 
 
 @dataclass
@@ -218,10 +188,7 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
     assert tip is not None
     for req in batch:
         try:
-            res = await git("merge-tree", "--write-tree", "-z", tip, req.head, cwd=root, check=False)
-            if res.rc not in (0, 1):
-                raise GitError(f"git merge-tree failed: {res.err.strip()[:200]}")
-            merge = parse_merge_tree(res.out, clean=res.rc == 0)
+            merge = await inproc.merge_tree(root, tip, req.head)
             if shared.hot:  # some task has the turn on paths: hold a landing that would change them
                 touched = await _touched(root, tree, merge)
                 if shared.hot.blocked_until(req.task_id, touched) is not None:
@@ -235,16 +202,14 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
                 continue
             onto = tip
             if merge.tree != tree:  # else everything the task changed is already on the branch
-                args = ("commit-tree", merge.tree, "-p", tip, "-m", req.message)
-                tip = (await git(*args, cwd=root, env=req.env)).out.strip()
+                tip = await inproc.new_commit(root, merge.tree, [tip], req.message, req.env)
                 tree = merge.tree
             req.outcome = _Attempt("landed", onto, tip, merge)
         except GitError as exc:
             req.outcome = exc
     if tip == start:
         return
-    cas = await git("update-ref", "-m", "formicary: integrate", shared.ref, tip, start, cwd=root, check=False)
-    if cas.rc == 0:
+    if await inproc.update_ref(root, shared.ref, tip, start):
         shared.tip, shared.tip_tree = tip, tree
         return
     # The branch moved under us (another process): nothing of this batch landed, and conflicts found against
@@ -262,90 +227,6 @@ async def _touched(root: Path, tree: str | None, merge: MergeTreeResult) -> list
 
 def _passed(token: GateToken | None, tree: str) -> bool:
     return token is not None and (token.any_tip or token.tree == tree)
-
-
-def _relabel_file(target: Path, tip: str, head: str) -> str | None:
-    """Name the marker sides for a reader (merge-tree labels them with commit ids); the merged text, or None
-    for a deleted, binary or symlinked path (left as merge-tree wrote it)."""
-    if target.is_symlink() or not target.is_file():
-        return None
-    raw = target.read_bytes()
-    if b"\0" in raw[:8000]:
-        return None
-    text = raw.decode("utf-8", "surrogateescape")
-    named = text.replace(f"<<<<<<< {tip}", f"<<<<<<< shared ({tip[:10]})")
-    named = named.replace(f">>>>>>> {head}", f">>>>>>> task ({head[:10]})")
-    if named != text:
-        target.write_bytes(named.encode("utf-8", "surrogateescape"))
-    return named.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _has_markers(text: str) -> bool:
-    return any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in text.splitlines())
-
-
-async def _hand_back(
-    session: LandingRepo,
-    wt: Worktree,
-    att: _Attempt,
-    head: str,
-    round_no: int,
-    on_conflict: OnConflict | None,
-) -> str | None:
-    """Put the conflicted merge in the worker's worktree, let it resolve, commit the merge; new head or None.
-
-    Its git processes run at normal priority (not ``background``): the time they take is a window in which
-    what lands next can conflict again.
-    """
-    tip, merge = att.old_tip, att.merge
-    await session.scrub(wt)
-    await git("read-tree", "-u", "--reset", merge.tree, cwd=wt.path, git_dir=wt.git_dir)
-    blobs = await cat_blobs(session.root, [e.oid for e in merge.entries])
-    files: list[ConflictFile] = []
-    for path in merge.paths:
-        stages = {e.stage: blobs.get(e.oid) for e in merge.entries if e.path == path}
-        merged = _relabel_file(wt.path / path, tip, head)
-        files.append(ConflictFile(path, stages.get(1), stages.get(2), stages.get(3), merged))
-    conflict = Conflict(wt.task_id, wt.agent_id, wt.path, tip, head, round_no, files, merge.messages)
-    resolved = bool(on_conflict) and await on_conflict(conflict)  # type: ignore[misc]
-    if resolved:
-        for f in files:
-            target = wt.path / f.path
-            if (
-                not target.is_symlink()
-                and target.is_file()
-                and _has_markers(target.read_text(errors="replace"))
-            ):
-                resolved = False
-    with anyio.CancelScope(shield=True):
-        if not resolved:
-            await git(
-                "read-tree", "-u", "--reset", head, cwd=wt.path, git_dir=wt.git_dir
-            )  # back to the worker's own commit
-            return None
-        await session.scrub(wt)
-        await git("add", "-A", cwd=wt.path, git_dir=wt.git_dir)
-        wt.changed = None  # a merge of the tip: what the task changed is git's to say now
-        tree = (await git("write-tree", cwd=wt.path, git_dir=wt.git_dir)).out.strip()
-        msg = f"Merge shared branch into task {wt.task_id} (conflict round {round_no})"
-        env = wt.identity.env()
-        new = (
-            await git(
-                "commit-tree",
-                tree,
-                "-p",
-                head,
-                "-p",
-                tip,
-                "-m",
-                msg,
-                cwd=wt.path,
-                git_dir=wt.git_dir,
-                env=env,
-            )
-        ).out.strip()
-        await git("update-ref", "HEAD", new, head, cwd=wt.path, git_dir=wt.git_dir)
-    return new
 
 
 async def integrate(
@@ -468,7 +349,9 @@ async def integrate(
             result.conflicts += 1
             shared.hot.claim(wt.task_id, paths)  # the next landing on these paths is this task's
             try:
-                new_head = await _hand_back(session, wt, att, head, result.conflicts, on_conflict)
+                new_head = await hand_back(
+                    session, wt, att.old_tip, att.merge, head, result.conflicts, on_conflict
+                )
             except GitError:
                 raise
             except Exception as exc:  # the worker broke while resolving: the task fails, the work stays

@@ -5,6 +5,10 @@ both build their command line with :func:`git_argv` and their environment with :
 written by agents, so host git must never run anything found there: hooks, fsmonitor, a nested repository's
 config, a rewritten ``.git`` file. See docs/reliability.md ("Threat model") for what each layer stops.
 
+The landing hot path (a worker's commit, the merge onto the tip, commit-tree, the compare-and-swap) runs in
+this process through libgit2 instead (:mod:`.inproc`), with the same trust boundary: no hooks, fsmonitor or
+filter programs, and the private empty config folder defined here.
+
 Why processes and not GitPython: GitPython is not thread-safe and ``IndexFile.add`` changes the process cwd.
 Every call here passes ``cwd=`` (nothing ever chdirs), never prompts, and reads C-locale output. A git process
 costs ~1.5 ms on an idle machine and far more on a busy one, so callers count them.
@@ -107,6 +111,11 @@ def _private_dir() -> _Private:
             os.chmod(config, 0o400)
             _private = _Private(home, hooks, config)
         return _private
+
+
+def private_home() -> str:
+    """The empty private ``HOME`` git runs with (libgit2's config search paths point there too)."""
+    return _private_dir().home
 
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -252,7 +261,7 @@ async def _run(
             finished.set()
 
     try:
-        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=_thread_limiter())
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=git_thread_limiter())
     except BaseException:  # cancelled: do not leave a git process behind
         with lock:
             state["cancelled"] = True
@@ -269,7 +278,7 @@ async def _run(
 _threads: RunVar[anyio.CapacityLimiter] = RunVar("formicary_git_threads")
 
 
-def _thread_limiter() -> anyio.CapacityLimiter:
+def git_thread_limiter() -> anyio.CapacityLimiter:
     """Git's own threads, per event loop: git never waits for threads busy with file actions, or vice versa."""
     try:
         return _threads.get()

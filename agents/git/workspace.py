@@ -10,7 +10,6 @@ so those commands, and only those, take one lock per repository. Landing work on
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from typing import Any
 import anyio
 
 from ..tools.nested import remove_nested_git
+from . import inproc
 from .integration import Conflict, IntegrationResult, SharedBranch, integrate
 from .run import GitError, Identity, check_name, forget_worktree, git, register_worktree
 from .worktree import Worktree
@@ -28,8 +28,6 @@ __all__ = ["SessionRepo", "WorkspaceError", "Worktree"]
 
 TASK_BRANCH_PREFIX = "formicary-tasks"
 BRANCH_BATCH = 32  # task branches deleted per update-ref process
-_ADDED_RE = re.compile(r"^(?:add|remove) '(.*)'$")
-_SUMMARY_RE = re.compile(r"^\[[^\n]* ([0-9a-f]{40}|[0-9a-f]{64})\] ")
 
 
 class WorkspaceError(GitError):
@@ -139,8 +137,9 @@ class SessionRepo:
         """A clean worktree for one task at the shared tip, on its own task branch, released on exit.
 
         Released whatever the outcome (success, exception, cancellation): removed, or with
-        ``reuse_worktrees`` parked for the next task (which gets ``checkout -f -b`` + ``clean -ffdx`` at the
-        new tip: only changed files are rewritten, where a fresh checkout writes them all). A task branch
+        ``reuse_worktrees`` parked for the next task (which gets the equivalent of ``checkout -f -b`` + ``clean
+        -ffdx`` at the new tip, in-process: only changed files are rewritten, where a fresh checkout writes them
+        all). A task branch
         that holds nothing unlanded (it still points at the integrated head or at its base) is deleted in the
         next batch of deletions (one process per :data:`BRANCH_BATCH`, and at :meth:`close`), by
         compare-and-swap, so work committed behind our back stays. A failed task keeps its branch.
@@ -187,7 +186,7 @@ class SessionRepo:
             wt.git_dir = self._own_git_dir(path)
             register_worktree(path, wt.git_dir)
             # The checkout itself runs outside the lock: it is the slow part and touches only this worktree.
-            await git("reset", "-q", "--hard", cwd=path, git_dir=wt.git_dir, background=True)
+            await inproc.in_thread(inproc.populate, wt.git_dir, path)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._drop_worktree(wt)
@@ -204,39 +203,24 @@ class SessionRepo:
             return None
         for n in range(1, 100):
             branch = self._names(task_id, n)[0]
-            # No lock: unlike add, and unlike checking out an existing branch, `checkout -b` reads no other
-            # worktree's metadata. Shielded, so a cancellation cannot strand the worktree half switched.
-            with anyio.CancelScope(shield=True):
-                res = await git(
-                    "checkout",
-                    "-q",
-                    "-f",
-                    "-b",
-                    branch,
-                    base,
-                    cwd=old.path,
-                    git_dir=old.git_dir,
-                    check=False,
-                    background=True,
-                )
-            if res.rc == 0:
-                break
-            if "already exists" not in res.err:
+            # No lock: unlike add, a new branch and a checkout read no other worktree's metadata. Shielded, so a
+            # cancellation cannot strand the worktree half switched. In-process: see inproc.reset_worktree.
+            try:
+                with anyio.CancelScope(shield=True):
+                    switched = await inproc.in_thread(
+                        inproc.reset_worktree, old.git_dir, old.path, branch, base
+                    )
+            except Exception:  # a folder the agent locked, a broken index: start afresh instead
                 await self._drop_worktree(old)
                 return None
+            if switched:
+                break
         else:
             raise GitError(f"no free branch name for task {task_id}")
         await self._doom(old)  # HEAD has left the last task's branch: it may go now
         wt = Worktree(
             path=old.path, branch=branch, base=base, task_id=task_id, agent_id=agent_id, git_dir=old.git_dir
         )
-        try:
-            await git(
-                "clean", "-ffdxq", cwd=wt.path, git_dir=wt.git_dir, background=True
-            )  # the last task's untracked and ignored files
-        except GitError:
-            await self._drop_worktree(wt)
-            return None
         return wt
 
     def _own_git_dir(self, path: Path) -> Path:
@@ -394,36 +378,22 @@ class SessionRepo:
     async def commit(self, wt: Worktree, message: str, identity: Identity | None = None) -> str | None:
         """Commit everything the worker changed (``add -A``) as the worker; None when nothing changed.
 
-        The message gets ``Formicary-Task``/``Formicary-Agent`` trailers. Hooks are skipped (``--no-verify``):
-        the task's own check command is what judges the work, and a commit must not block on the operator's
-        hooks. Auto maintenance is skipped too (it spawns a process per commit): see :meth:`maintain`.
+        The message gets ``Formicary-Task``/``Formicary-Agent`` trailers. In-process (:mod:`.inproc`): no
+        hook, no fsmonitor, no filter program, no auto maintenance (see :meth:`maintain`), no process; the
+        task's own check command is what judges the work.
         """
         who = identity or wt.identity
         full = f"{message.rstrip()}\n\nFormicary-Task: {wt.task_id}\nFormicary-Agent: {wt.agent_id}\n"
         await self.scrub(wt)
-        added = await git("add", "-A", "-v", cwd=wt.path, git_dir=wt.git_dir, background=True)
-        _note_changed(wt, added.out)
-        # core.abbrev=no: the summary line names the full commit id, so no rev-parse is needed.
-        res = await git(
-            *("-c", "maintenance.auto=false", "-c", "core.abbrev=no", "commit", "--no-verify", "-m", full),
-            cwd=wt.path,
-            git_dir=wt.git_dir,
-            env=who.env(),
-            check=False,
-            background=True,
-        )
-        if res.rc != 0:
-            status = await git("status", "--porcelain", cwd=wt.path, git_dir=wt.git_dir, background=True)
-            if not status.out.strip():
-                return None
-            raise GitError(f"git commit failed in {wt.path.name}: {(res.err or res.out).strip()[:200]}")
-        found = _SUMMARY_RE.match(res.out)
-        sha = (
-            found.group(1)
-            if found
-            else (await git("rev-parse", "HEAD", cwd=wt.path, git_dir=wt.git_dir)).out.strip()
-        )
-        wt.head, wt.message = sha, full
+        if wt.git_dir is None:
+            raise GitError(f"worktree {wt.path.name} has no known git dir")
+        made = await inproc.in_thread(inproc.commit_worktree, wt.git_dir, full, who.name, who.email)
+        if made is None:
+            return None
+        sha, paths = made
+        if wt.changed is not None:
+            wt.changed.update(paths)
+        wt.head, wt.message = sha, inproc.clean_message(full)
         return sha
 
     async def integrate(
@@ -440,18 +410,6 @@ class SessionRepo:
         return await integrate(
             self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds, **gate
         )
-
-
-def _note_changed(wt: Worktree, out: str) -> None:
-    """Add the paths ``git add -v`` reported to ``wt.changed``; a line it cannot read makes it unknown."""
-    if wt.changed is None:
-        return
-    for line in out.splitlines():
-        found = _ADDED_RE.match(line)
-        if found is None:
-            wt.changed = None
-            return
-        wt.changed.add(found.group(1))
 
 
 def _unneeded_at(wt: Worktree) -> str | None:

@@ -53,6 +53,7 @@ async def run_planner(ctx: RoleContext, task: Task, scope: str = "") -> list[Han
                     handoffs,
                     max_tasks,
                     _fanout(ctx) if (first and can_split) else 0,
+                    finished={h.title for h in collected if h.done},
                 )
             except EndpointError:
                 raise  # retrying cannot fix it: the session ends with one line
@@ -99,8 +100,9 @@ async def _plan(
     handoffs: list[Handoff],
     max_tasks: int,
     max_subplanners: int,
+    finished: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> Plan:
-    plan = await _named_targets(ctx, max_tasks) if role == Role.PLANNER and not handoffs else None
+    plan = await _named_targets(ctx, max_tasks, finished) if role == Role.PLANNER else None
     if plan is None:
         plan = await _ask_model(ctx, agent, role, task, scope, handoffs, max_tasks, max_subplanners)
     ctx.recorder.plan(
@@ -164,9 +166,13 @@ async def _ask_model(
     return plan
 
 
-async def _named_targets(ctx: RoleContext, max_tasks: int) -> Plan | None:
-    """The plan when the goal names its targets (see targets.py): those not landed yet, as many as the round
-    may queue; None to ask the model (no named targets, or all of them landed)."""
+async def _named_targets(ctx: RoleContext, max_tasks: int, finished: set[str]) -> Plan | None:
+    """The plan when the goal names its targets (see targets.py): those not landed nor finished yet, as many
+    as the round may queue; None to ask the model (no named targets, or none left).
+
+    A follow-up round plans the targets whose workers failed again, each for a fresh worker: with a small
+    model a second independent try is what most often succeeds, and it costs no planner call.
+    """
     from ..git.run import cat_blobs, git
 
     tip, root = ctx.git.shared.tip, ctx.git.root
@@ -180,7 +186,7 @@ async def _named_targets(ctx: RoleContext, max_tasks: int) -> Plan | None:
     tasks = [
         t
         for t in targets.planned_tasks(ctx.goal, found)
-        if not repeats_landed(t.title, list(t.files), ctx.landed)
+        if t.title not in finished and not repeats_landed(t.title, list(t.files), ctx.landed)
     ]
     if not tasks or max_tasks <= 0:
         return None

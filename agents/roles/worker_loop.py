@@ -185,6 +185,12 @@ class WorkerLoop:
             self._record(step, "finish", self.finish_args, "finished", None, 0.0, error=False)
             self.messages.append({"role": "assistant", "content": content})
             return self.finish_args
+        signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
+        if action.name in EDIT_ACTIONS and signature == self._previous and self.attempts.can_restart():
+            self._record(step, action.name, action.arguments(), "the same edit again: starting over", None, 0.0,
+                         error=True)  # fmt: skip
+            await self.restart()
+            return None
         free = await anyio.to_thread.run_sync(self._from_context, action)
         if free is None:
             free = self._done_before(action)
@@ -209,8 +215,7 @@ class WorkerLoop:
                 return self.auto_finish(step)
         if action.name == "replace" and observation.error and REGEX_ESCAPE.search(action.search):
             text += REGEX_HINT
-        signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
-        looping = action.name in EDIT_ACTIONS and (signature == self._previous or _unchanged(observation))
+        looping = action.name in EDIT_ACTIONS and _unchanged(observation)
         if action.name in EDIT_ACTIONS and observation.error:
             self.attempts.failed_try(action, text.strip().split("\n")[0][:200])
         if looping and self.attempts.can_restart():

@@ -86,6 +86,8 @@ def resolve(root: str, path: object) -> tuple[str, str]:
     ``root`` must itself be a real path (no symlinks). Raises :class:`PathRefused`.
     """
     rel = clean_relative(path)
+    if rel and not _through_link(root, rel):  # the common case, without realpath's walk from "/"
+        return os.path.join(root, rel), rel
     real = os.path.realpath(os.path.join(root, rel)) if rel else root
     if real != root and not real.startswith(root + os.sep):
         raise PathRefused(f"{REFUSED_ESCAPE} (through a symlink)")
@@ -95,6 +97,26 @@ def resolve(root: str, path: object) -> tuple[str, str]:
     if inner and _in_symlink_loop(root, inner):
         raise PathRefused(f"refused: {rel} goes through a symlink loop")
     return real, rel or "."
+
+
+def _through_link(root: str, rel: str) -> bool:
+    """Whether any existing part of ``root/rel`` below ``root`` is a symlink (or cannot be told).
+
+    When none is, ``realpath`` would return ``root/rel`` unchanged: ``root`` is real, and a cleaned ``rel`` has
+    no ``.``, ``..`` or empty parts. Below the first missing part nothing exists, so the walk stops there.
+    """
+    path = root
+    for part in rel.split("/"):
+        path = f"{path}{os.sep}{part}"
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # not a folder on the way, no permission: let the full resolution decide
+        if stat.S_ISLNK(mode):
+            return True
+    return False
 
 
 def _in_symlink_loop(root: str, inner: str) -> bool:
@@ -235,6 +257,8 @@ def replace_text(root: str, path: object, search: str, replacement: str) -> str:
     real, shown = resolve(root, path)
     if not search:
         raise ActionFailed("error: search is empty; give the exact text to replace")
+    if search == replacement:
+        raise ActionFailed("error: search and replace are the same text, so nothing would change")
     data = _read_bytes(real, shown)
     if _is_binary(data):
         raise ActionFailed(f"error: {shown} is a binary file")

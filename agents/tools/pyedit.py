@@ -65,7 +65,9 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
     if len(matches) > 1:
         raise confine.ActionFailed(f"error: {name!r} is defined {len(matches)} times; use Class.method")
     node = matches[0]
-    body = textwrap.dedent(new_def.replace("\t", "    ")).strip("\n")
+    marks = re.compile("^\\s*" + re.escape(STUB_MARK.split("{", 1)[0]))
+    body = "\n".join(line for line in new_def.split("\n") if not marks.match(line))  # a copied TODO line
+    body = textwrap.dedent(body.replace("\t", "    ")).strip("\n")
     try:
         new_tree = ast.parse(body)
     except SyntaxError as exc:

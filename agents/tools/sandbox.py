@@ -25,7 +25,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -36,6 +35,16 @@ import anyio
 import anyio.abc
 
 from ...store.redact import secret_env_names
+from .bwrap import (
+    BASE_BINDS,
+    PROBE_LOCK,
+    bwrap_argv,
+    bwrap_features,
+    lockdown_args,
+    proc_covers,
+    shell_path,
+    tmpfs_args,
+)
 from .limits import Limits, PidsCgroup, keyring_filter, limit_note, pids_base, seccomp_fd, ulimit_prefix
 from .proctree import DRAIN_SECONDS, CappedOutput, end_tree, init_pidfd, pump
 
@@ -50,28 +59,6 @@ _FIXED_ENV = {
     "NO_COLOR": "1",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
-_HOME_SECRETS = (".cargo/credentials", ".cargo/credentials.toml", ".local/share/keyrings")
-"""Credential files inside tool folders that are bound back from a hidden $HOME; masked again."""
-_HOST_SECRETS = ("/etc/shadow", "/etc/gshadow")
-_HOST_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock", "/run/podman/podman.sock")
-"""Sockets that are root on the host, masked when the network is allowed (otherwise all of /run is hidden)."""
-_BASE = ("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc")
-# fmt: off
-_LOCKDOWN = (
-    "--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-    "--unshare-cgroup-try", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
-)
-"""Private user (a fresh user keyring; no nested user namespaces), PID, IPC and UTS namespaces, no capabilities,
-killed with its parent, no access to our terminal."""
-_PROC_HIDDEN = ("/proc/keys", "/proc/key-users")
-"""Listings of the host's keys (descriptions only, but still): covered with an empty file."""
-_PROC_COVERED = (
-    "/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/mtrr", "/proc/pressure", "/proc/acpi",
-    "/proc/scsi", "/proc/fs",
-)
-"""Writable corners of a fresh /proc, bound read-only over themselves."""
-# fmt: on
-_PROBE_LOCK = threading.RLock()  # the probe asks for the features under it
 _PROBED: dict[str, str | None] = {}
 
 
@@ -167,14 +154,14 @@ def _which_bwrap() -> str | None:
 
 def _probe(bwrap: str) -> str | None:
     """None when bwrap can build the sandbox here; else why not (containers often forbid user namespaces)."""
-    features = _features(bwrap)
+    features = bwrap_features(bwrap)
     argv = [
         bwrap,
-        *_BASE,
-        *_proc_covers(),
-        *_tmpfs(features, "/tmp", 1),
+        *BASE_BINDS,
+        *proc_covers(),
+        *tmpfs_args(features, "/tmp", 1),
         "--unshare-net",
-        *_lockdown(features),
+        *lockdown_args(features),
     ]
     argv += ["--", "true"]
     try:
@@ -199,7 +186,7 @@ def sandbox_problem(settings: SandboxLike = None) -> str | None:
     bwrap = _which_bwrap()
     if bwrap is None:
         return "bubblewrap (bwrap) is not installed"
-    with _PROBE_LOCK:
+    with PROBE_LOCK:
         if bwrap not in _PROBED:
             _PROBED[bwrap] = _probe(bwrap)
         return _PROBED[bwrap]
@@ -232,162 +219,6 @@ def scrubbed_env(
     for name in secret_env_names(env) | set(extra_secret_names):
         env.pop(name, None)
     return env
-
-
-def _proc_covers() -> list[str]:
-    """Read-only binds over the writable corners of the sandbox's /proc (bwrap leaves /proc/sys writable when
-    run as root, and root without capabilities may still write ``kernel/core_pattern``: code on the host)."""
-    argv: list[str] = []
-    for entry in _PROC_COVERED:
-        if os.path.lexists(entry):
-            argv += ["--ro-bind", entry, entry]
-    for entry in _PROC_HIDDEN:
-        if os.path.lexists(entry):
-            argv += ["--ro-bind", "/dev/null", entry]
-    return argv
-
-
-_FEATURES: dict[str, frozenset[str]] = {}
-
-
-def _features(bwrap: str) -> frozenset[str]:
-    """Options this bwrap knows among the optional ones (``--size`` and ``--disable-userns`` came in 0.7-0.8)."""
-    with _PROBE_LOCK:
-        if bwrap not in _FEATURES:
-            try:
-                done = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=20)
-                text = done.stdout + done.stderr
-            except (OSError, subprocess.SubprocessError):
-                text = ""
-            _FEATURES[bwrap] = frozenset(o for o in ("--size", "--disable-userns", "--seccomp") if o in text)
-        return _FEATURES[bwrap]
-
-
-def _lockdown(features: frozenset[str]) -> list[str]:
-    return [a for a in _LOCKDOWN if a != "--disable-userns" or "--disable-userns" in features]
-
-
-def _tmpfs(features: frozenset[str], folder: str, mb: int) -> list[str]:
-    """A writable tmpfs, sized when this bwrap can (an unsized one is backed by host memory without bound)."""
-    sized = ["--size", str(mb * 1024 * 1024)] if "--size" in features else []
-    return [*sized, "--tmpfs", folder]
-
-
-def _under(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _git_dirs(worktree: str) -> tuple[str | None, str | None]:
-    """``(dot_git, common_dir)``: the worktree's .git (file or dir) and the repository's shared git dir."""
-    dot_git = os.path.join(worktree, ".git")
-    if os.path.isdir(dot_git) and not os.path.islink(dot_git):
-        return dot_git, None
-    try:
-        text = Path(dot_git).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None, None
-    if not text.startswith("gitdir:"):
-        return None, None
-    gitdir = os.path.realpath(os.path.join(worktree, text[len("gitdir:") :].strip()))
-    try:
-        common = (Path(gitdir) / "commondir").read_text(encoding="utf-8").strip()
-        common_dir = os.path.realpath(os.path.join(gitdir, common))
-    except OSError:
-        common_dir = gitdir
-    return dot_git, common_dir if os.path.isdir(common_dir) else None
-
-
-def _hidden_dirs(environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """``(homes, app_dirs)``: folders replaced by an empty tmpfs inside the sandbox."""
-    from .. import paths
-
-    homes: list[str] = []
-    for home in (environ.get("HOME", ""), os.path.expanduser("~")):
-        if home and os.path.isdir(home):
-            home = os.path.realpath(home)
-            if home != "/" and home not in homes:
-                homes.append(home)
-    app_dirs = []
-    for folder in (paths.config_dir(), paths.data_dir(), paths.cache_dir()):
-        real = os.path.realpath(folder)
-        if os.path.isdir(real) and real != "/" and real not in app_dirs:
-            app_dirs.append(real)
-    return homes, app_dirs
-
-
-def _tool_roots(path_value: str, homes: list[str]) -> list[str]:
-    """Top folders of PATH entries inside a hidden home (``~/.cargo``, ``~/.pyenv``), bound back read-only."""
-    roots: list[str] = []
-    for entry in path_value.split(":"):
-        if not entry or not os.path.isdir(entry):
-            continue
-        entry = os.path.realpath(entry)
-        for home in homes:
-            if entry != home and _under(entry, home):
-                top = os.path.join(home, os.path.relpath(entry, home).split("/")[0])
-                if top not in roots:
-                    roots.append(top)
-    return roots
-
-
-def bwrap_argv(
-    bwrap: str,
-    worktree: str,
-    command: str,
-    *,
-    network: bool = False,
-    environ: Mapping[str, str] | None = None,
-    info_fd: int | None = None,
-    limits: Limits | None = None,
-    seccomp: int | None = None,
-) -> list[str]:
-    """The bubblewrap command line for ``command`` in ``worktree`` (a real path). Mount order matters: later
-    mounts cover earlier ones, so hiding comes first and the writable worktree last. ``info_fd`` receives
-    bwrap's JSON with the host PID of the namespace's init; ``seccomp`` an fd holding the keyring filter."""
-    environ = os.environ if environ is None else environ
-    limits = limits or Limits()
-    features = _features(bwrap)
-    homes, app_dirs = _hidden_dirs(environ)
-    argv = [bwrap, *_BASE, *_tmpfs(features, "/dev/shm", limits.tmp_mb), *_proc_covers()]
-    for home in homes:
-        argv += _tmpfs(features, home, limits.tmp_mb)
-    for root in _tool_roots(environ.get("PATH", ""), homes):
-        argv += ["--ro-bind", root, root]
-        for secret in _HOME_SECRETS:
-            full = os.path.join(os.path.dirname(root), secret)
-            if _under(full, root) and os.path.lexists(full):
-                argv += ["--tmpfs", full] if os.path.isdir(full) else ["--ro-bind", "/dev/null", full]
-    for folder in app_dirs:
-        argv += _tmpfs(features, folder, 1)
-    for secret in _HOST_SECRETS:
-        if os.path.isfile(secret):
-            argv += ["--ro-bind", "/dev/null", secret]
-    argv += _tmpfs(features, "/tmp", limits.tmp_mb)
-    if not network and os.path.isdir("/run"):
-        argv += _tmpfs(features, "/run", 1)
-    else:
-        if os.path.isdir("/run/user"):
-            argv += ["--tmpfs", "/run/user"]
-        for sock in sorted({os.path.realpath(p) for p in _HOST_SOCKETS if os.path.exists(p)}):
-            argv += ["--ro-bind", "/dev/null", sock]
-    dot_git, common_dir = _git_dirs(worktree)
-    if common_dir and not _under(common_dir, worktree):
-        argv += ["--ro-bind", common_dir, common_dir]
-    argv += ["--bind", worktree, worktree]
-    if dot_git:
-        argv += ["--ro-bind", dot_git, dot_git]
-    if not network:
-        argv.append("--unshare-net")
-    if info_fd is not None:
-        argv += ["--info-fd", str(info_fd)]
-    if seccomp is not None and "--seccomp" in features:
-        argv += ["--seccomp", str(seccomp)]
-    shell = [_shell(), "-c", ulimit_prefix(limits) + command]
-    return [*argv, *_lockdown(features), "--chdir", worktree, "--", *shell]
-
-
-def _shell() -> str:
-    return shutil.which("bash") or "/bin/sh"
 
 
 async def run_command(
@@ -470,7 +301,7 @@ async def _spawn(
             cgroup = PidsCgroup(base, limits.processes)
         if opts.mode == "none":
             private_home = tempfile.mkdtemp(prefix="formicary-home-")
-            argv = [_shell(), "-c", ulimit_prefix(limits) + command]
+            argv = [shell_path(), "-c", ulimit_prefix(limits) + command]
             env = scrubbed_env(private_home, extra_secret_names=extra_secret_names)
         else:
             info_r, info_w = os.pipe()

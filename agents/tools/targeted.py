@@ -22,7 +22,8 @@ from .confine import NOT_EXPANDED
 from .sandbox import run_command
 
 MAX_TEST_FILES = 4
-OUTPUT_TAIL = 2500
+OUTPUT_TAIL = 1500
+"""Characters of a check's output in an observation (its tail: pytest ends with the failure and summary)."""
 NO_TESTS_RAN = 5  # pytest's and (3.12+) unittest's exit status when the selection is empty
 TEST_FILE = re.compile(r"^(test_.*|.*_test)\.py$")
 

@@ -1,0 +1,366 @@
+"""In-process git (libgit2 through pygit2) for the hot path: a worker's commit, a landing's merge, its commit
+and the compare-and-swap on the shared branch.
+
+Why: at 1,024 workers ~51 tasks land per second, and each git process costs 3-15 ms of CPU on a busy 2-core
+machine (exec, reading the index and config), while the same object-level work done in-process costs well under
+a millisecond. Everything else (worktree add/remove, checkout and clean of a parked worktree, conflict hand-back,
+the repository map) stays on git processes through :mod:`.run`: they are not hot, or git does them more safely.
+
+The trust boundary holds (rule 7): libgit2 runs no hooks, has no fsmonitor and runs no external filter or merge
+drivers; its global, XDG and system config search paths point at formicary's private empty folder (the same one
+git processes get as ``HOME``), so the operator's own config is never read; a worktree's repository is opened by
+its git dir under the repository's ``worktrees/`` (never through the worktree's ``.git`` file, which an agent can
+rewrite). Checkout is NOT done here: libgit2 writes through a directory an agent replaced with a symlink, git
+does not.
+
+The merge is a plain three-way merge of trees (no rename detection): it lands what touches disjoint paths and
+hands anything else to ``git merge-tree`` (:func:`merge_trees` returns None), so every conflict, rename or
+file/folder clash is decided and described by git as before.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .run import GitError, MergeTreeResult, git, git_thread_limiter, parse_merge_tree, private_home
+
+if TYPE_CHECKING:
+    import pygit2
+
+_TREE = 0o040000
+_LINK = 0o120000
+_configured = False
+_config_lock = threading.Lock()
+_pools: dict[str, list[Any]] = {}
+_pools_lock = threading.Lock()
+POOL_MAX = 4
+"""Repository handles kept per repository (a handle is used by one thread at a time)."""
+
+
+def _pygit2() -> Any:
+    """Import pygit2 (~90 ms) on first use, and point libgit2's config search paths at the private folder."""
+    global _configured
+    import pygit2
+
+    if not _configured:
+        with _config_lock:
+            if not _configured:
+                from pygit2.enums import ConfigLevel
+
+                home = private_home()
+                for level in (
+                    ConfigLevel.GLOBAL,
+                    ConfigLevel.XDG,
+                    ConfigLevel.SYSTEM,
+                    ConfigLevel.PROGRAMDATA,
+                ):
+                    pygit2.settings.search_path[level] = home
+                _configured = True
+    return pygit2
+
+
+@contextmanager
+def repository(path: Path | str, pooled: bool = True) -> Iterator[pygit2.Repository]:
+    """A handle on the repository at ``path`` (a git dir), for this thread only; returned to a small pool
+    unless ``pooled`` is False (a worktree's: opening one costs ~0.1 ms, keeping one per worker ~100 KB)."""
+    pygit2 = _pygit2()
+    key = str(path)
+    repo = None
+    if pooled:
+        with _pools_lock:
+            free = _pools.get(key)
+            repo = free.pop() if free else None
+    if repo is None:
+        from pygit2.enums import RepositoryOpenFlag
+
+        repo = pygit2.Repository(key, RepositoryOpenFlag.NO_SEARCH)
+    try:
+        yield repo
+    finally:
+        if pooled:
+            with _pools_lock:
+                free = _pools.setdefault(key, [])
+                if len(free) < POOL_MAX:
+                    free.append(repo)
+
+
+async def in_thread(fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` on one of git's threads (file and object I/O never blocks the event loop)."""
+    return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=git_thread_limiter())
+
+
+def clean_message(text: str) -> str:
+    """What ``git commit -m`` stores: trailing spaces and surrounding blank lines gone, blank runs collapsed."""
+    out: list[str] = []
+    for line in text.splitlines():
+        line = line.rstrip()
+        if line or (out and out[-1]):
+            out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return "\n".join(out) + "\n" if out else ""
+
+
+def signature(name: str, email: str) -> Any:
+    return _pygit2().Signature(name, email)
+
+
+def commit_worktree(git_dir: Path, message: str, name: str, email: str) -> tuple[str, list[str]] | None:
+    """``git add -A`` + ``git commit`` in a worktree: the new commit and the paths it changed, None if none.
+
+    The index is refreshed from the work tree (stat first, hashing only what changed) and written back; the
+    new tree is HEAD's with the changed entries put in (only the trees on their paths are written: the cost
+    follows the change, not the repository), and the commit moves the worktree's branch through HEAD.
+    Gitlinks stay gitlinks (their folders are not added).
+    """
+    with repository(git_dir, pooled=False) as repo:
+        index = repo.index
+        index.read(False)
+        index.add_all()
+        index.write()
+        parent = repo.head.target
+        before = repo[parent].tree
+        changes = _changes(index.diff_to_tree(before))
+        if not changes:
+            return None
+        try:
+            tree = _apply(repo, before, changes) or repo.TreeBuilder().write()
+        except _NotTrivial:  # a file became a folder or the reverse: let libgit2 build every tree
+            tree = index.write_tree()
+        if tree == before.id:
+            return None
+        sig = signature(name, email)
+        sha = repo.create_commit("HEAD", sig, sig, clean_message(message), tree, [parent])
+        return str(sha), sorted(changes)
+
+
+def _changes(diff: Any) -> dict[str, tuple[Any, int] | None]:
+    """A diff's new side by path: (id, mode), or None where the path was deleted."""
+    from pygit2.enums import DeltaStatus
+
+    changes: dict[str, tuple[Any, int] | None] = {}
+    for delta in diff.deltas:
+        if delta.status == DeltaStatus.DELETED:
+            changes.setdefault(delta.old_file.path, None)
+        else:
+            changes[delta.new_file.path] = (delta.new_file.id, delta.new_file.mode)
+    return changes
+
+
+class _NotTrivial(Exception):
+    """Both sides changed one path, or a file meets a folder: git decides (conflict, rename, clash)."""
+
+
+def _entry(tree: Any, path: str) -> tuple[Any, int] | None:
+    try:
+        found = tree[path]
+    except (KeyError, ValueError):
+        return None
+    return found.id, found.filemode
+
+
+def _apply(repo: Any, tree: Any, changes: dict[str, tuple[Any, int] | None]) -> Any:
+    """``tree`` (or an empty one) with ``changes`` (path → (id, mode), None: deleted) applied; None if empty."""
+    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    below: dict[str, dict[str, tuple[Any, int] | None]] = {}
+    here: list[tuple[str, tuple[Any, int] | None]] = []
+    for path, entry in changes.items():
+        name, sep, rest = path.partition("/")
+        if sep:
+            below.setdefault(name, {})[rest] = entry
+        else:
+            here.append((name, entry))
+    for name, sub in below.items():
+        current = builder.get(name)
+        if current is not None and current.filemode != _TREE:
+            raise _NotTrivial  # a file where the change needs a folder
+        new = _apply(repo, repo[current.id] if current is not None else None, sub)
+        if new is not None:
+            builder.insert(name, new, _TREE)
+        elif current is not None:
+            builder.remove(name)
+    for name, entry in here:
+        current = builder.get(name)
+        if current is not None and current.filemode == _TREE:
+            raise _NotTrivial  # a folder where the change puts a file
+        if entry is not None:
+            builder.insert(name, entry[0], entry[1])
+        elif current is not None:
+            builder.remove(name)
+    return builder.write() if len(builder) else None
+
+
+def merge_trees(git_dir: Path | str, tip: str, head: str) -> str | None:
+    """The merged tree of ``head`` onto ``tip`` when no path ``head`` changed since their merge base changed
+    on ``tip`` too (or changed the same way); None otherwise: ask ``git merge-tree``.
+
+    Only the paths ``head`` changed are looked at (a tree diff in libgit2, no blob read), so the cost does not
+    grow with the repository or with what landed meanwhile.
+    """
+    with repository(git_dir) as repo:
+        pygit2 = _pygit2()
+        tip_id, head_id = pygit2.Oid(hex=tip), pygit2.Oid(hex=head)
+        base = repo.merge_base(tip_id, head_id)
+        if base is None:
+            return None
+        ours, theirs, common = repo[tip_id].tree, repo[head_id].tree, repo[base].tree
+        if theirs.id == common.id or theirs.id == ours.id:
+            return str(ours.id)
+        if ours.id == common.id:
+            return str(theirs.id)
+        from pygit2.enums import DiffOption
+
+        changes = _changes(repo.diff(common, theirs, flags=DiffOption.SKIP_BINARY_CHECK))
+        for path, entry in changes.items():
+            now = _entry(ours, path)
+            if now != entry and now != _entry(common, path):
+                return None
+        try:
+            merged = _apply(repo, ours, changes)
+        except _NotTrivial:
+            return None
+        return str(merged if merged is not None else repo.TreeBuilder().write())
+
+
+def commit_tree(
+    git_dir: Path | str, tree: str, parents: list[str], message: str, name: str, email: str
+) -> str:
+    """``git commit-tree``: a commit object of ``tree`` with ``parents``, by ``name``/``email``, now."""
+    with repository(git_dir) as repo:
+        pygit2 = _pygit2()
+        sig = signature(name, email)
+        ids = [pygit2.Oid(hex=p) for p in parents]
+        text = message if message.endswith("\n") else f"{message}\n"
+        return str(repo.create_commit(None, sig, sig, text, pygit2.Oid(hex=tree), ids))
+
+
+def compare_and_swap(git_dir: Path | str, ref: str, new: str, old: str, log: str) -> bool:
+    """``git update-ref -m LOG REF NEW OLD``: move ``ref`` to ``new`` only if it still points at ``old``.
+
+    libgit2 takes the ref's lock file like git does and re-checks the old value under it, so a concurrent git
+    process (another formicary, the operator) and this one never both win.
+    """
+    with repository(git_dir) as repo:
+        pygit2 = _pygit2()
+        try:
+            current = repo.lookup_reference(ref)
+        except (KeyError, pygit2.GitError):
+            return False
+        if current.type != pygit2.enums.ReferenceType.DIRECT or str(current.target) != old:
+            return False
+        try:
+            current.set_target(pygit2.Oid(hex=new), log)
+        except (pygit2.GitError, OSError, ValueError):
+            return False
+        return True
+
+
+def _symlinks(top: str) -> list[str]:
+    """Relative paths of every symlink under ``top`` (the walk never follows one); the root's ``.git`` skipped."""
+    found: list[str] = []
+    stack = [(top, "")]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                if not rel and entry.name == ".git":
+                    continue
+                try:
+                    if entry.is_symlink():
+                        found.append(f"{rel}{entry.name}")
+                    elif entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, f"{rel}{entry.name}/"))
+                except OSError:
+                    continue
+    return found
+
+
+def _check_out(repo: Any, top: str, tree: Any) -> None:
+    """Make the work tree and index hold exactly ``tree``: ``checkout -f`` + ``clean -ffdx``.
+
+    Why the symlink pass first: libgit2 writes through a folder an agent replaced with a symlink (git does
+    not), so every symlink that ``tree`` does not hold as the same link is removed before the checkout, and no
+    path it writes or removes goes through one. The index is set to ``tree`` first, so whatever is not in it
+    counts as untracked and goes with the rest.
+    """
+    from pygit2.enums import CheckoutStrategy
+
+    for rel in _symlinks(top):
+        kept = _entry(tree, rel)
+        full = os.path.join(top, rel)
+        if kept is not None and kept[1] == _LINK and repo[kept[0]].data == os.fsencode(os.readlink(full)):
+            continue
+        os.unlink(full)
+    index = repo.index
+    index.read_tree(tree)
+    index.write()
+    strategy = CheckoutStrategy.FORCE | CheckoutStrategy.REMOVE_UNTRACKED | CheckoutStrategy.REMOVE_IGNORED
+    repo.checkout_tree(tree, strategy=strategy)
+
+
+def populate(git_dir: Path | str, path: Path | str) -> None:
+    """Check out HEAD into a worktree ``git worktree add --no-checkout`` just made (``reset --hard``)."""
+    with repository(git_dir, pooled=False) as repo:
+        _check_out(repo, os.fspath(path), repo.head.peel(_pygit2().Tree))
+
+
+def reset_worktree(git_dir: Path | str, path: Path | str, branch: str, base: str) -> bool:
+    """``git checkout -f -b BRANCH BASE`` + ``git clean -ffdx`` in a parked worktree; False if ``branch`` exists.
+
+    Only files that differ are rewritten. On a failure the new branch is deleted again and the error raised.
+    """
+    pygit2 = _pygit2()
+    with repository(git_dir, pooled=False) as repo:
+        commit = repo[pygit2.Oid(hex=base)]
+        ref = f"refs/heads/{branch}"
+        if ref in repo.references:
+            return False
+        made = repo.references.create(ref, commit.id)
+        try:
+            repo.set_head(ref)
+            _check_out(repo, os.fspath(path), commit.tree)
+        except BaseException:
+            made.delete()
+            raise
+    return True
+
+
+# -- the async calls the landing code makes (each replaces one git process on the hot path) -----------------
+
+
+async def merge_tree(root: Path | str, tip: str, head: str) -> MergeTreeResult:
+    """``git merge-tree --write-tree -z tip head``: in-process when no path changed on both sides, else git
+    (which writes the conflicted files with markers and names every conflict)."""
+    tree = await in_thread(merge_trees, root, tip, head)
+    if tree is not None:
+        return MergeTreeResult(tree=tree, clean=True)
+    res = await git("merge-tree", "--write-tree", "-z", tip, head, cwd=root, check=False)
+    if res.rc not in (0, 1):
+        raise GitError(f"git merge-tree failed: {res.err.strip()[:200]}")
+    return parse_merge_tree(res.out, clean=res.rc == 0)
+
+
+async def new_commit(
+    root: Path | str, tree: str, parents: list[str], message: str, env: Mapping[str, str]
+) -> str:
+    """``git commit-tree TREE -p … -m MESSAGE`` with the author of ``env`` (an :meth:`Identity.env`)."""
+    name, email = env["GIT_AUTHOR_NAME"], env["GIT_AUTHOR_EMAIL"]
+    return await in_thread(commit_tree, root, tree, parents, message, name, email)
+
+
+async def update_ref(
+    root: Path | str, ref: str, new: str, old: str, log: str = "formicary: integrate"
+) -> bool:
+    """``git update-ref -m LOG REF NEW OLD``; True when the branch moved."""
+    return await in_thread(compare_and_swap, root, ref, new, old, log)

@@ -1,0 +1,184 @@
+"""In-process git (agents/git/inproc.py) agrees with git: merged trees, commits, the compare-and-swap."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from formicary.agents.git import inproc
+from tests.gitrepo import git as sh_git
+from tests.gitrepo import make_repo
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _commit(repo: Path, base: str, branch: str, files: dict[str, str | None]) -> str:
+    """A commit on ``branch`` from ``base`` writing (or, for None, deleting) ``files``."""
+    sh_git(repo, "checkout", "-q", "-B", branch, base)
+    for rel, text in files.items():
+        target = repo / rel
+        if text is None:
+            if target.is_dir():
+                sh_git(repo, "rm", "-rq", rel)
+            else:
+                target.unlink()
+        else:
+            if target.exists() and target.is_dir():
+                sh_git(repo, "rm", "-rq", rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    sh_git(repo, "add", "-A")
+    sh_git(repo, "commit", "-q", "--allow-empty", "-m", branch)
+    sha = sh_git(repo, "rev-parse", "HEAD")
+    sh_git(repo, "checkout", "-q", "main")
+    return sha
+
+
+def _git_merge(repo: Path, tip: str, head: str) -> tuple[bool, str]:
+    res = subprocess.run(
+        ["git", "merge-tree", "--write-tree", "-z", tip, head], cwd=repo, capture_output=True, text=True
+    )
+    return res.returncode == 0, res.stdout.split("\0")[0].strip()
+
+
+CASES: dict[str, tuple[dict[str, str | None], dict[str, str | None]]] = {
+    "disjoint files": ({"a.txt": "A\n"}, {"b.txt": "B\n"}),
+    "both add to one new folder": ({"new/x.txt": "x\n"}, {"new/y.txt": "y\n"}),
+    "both change one file the same way": ({"src/one.txt": "same\n"}, {"src/one.txt": "same\n"}),
+    "deep disjoint edits": ({"src/deep/a/b.txt": "1\n"}, {"src/deep/c/d.txt": "2\n"}),
+    "head deletes a folder the tip left alone": ({"other.txt": "o\n"}, {"src/deep": None}),
+    "head deletes a file, tip adds beside it": ({"src/two.txt": "2b\n"}, {"src/one.txt": None}),
+    "head empties the only file of a folder": ({"x.txt": "x\n"}, {"lonely/only.txt": None}),
+}
+GIT_DECIDES: dict[str, tuple[dict[str, str | None], dict[str, str | None]]] = {
+    "both change one file": ({"src/one.txt": "tip\n"}, {"src/one.txt": "head\n"}),
+    "tip deletes what head changes": ({"src/one.txt": None}, {"src/one.txt": "head\n"}),
+    "file meets folder": ({"clash": "file\n"}, {"clash/inner.txt": "dir\n"}),
+    "folder meets file": ({"clash/inner.txt": "dir\n"}, {"clash": "file\n"}),
+}
+
+
+def _repo(tmp_path: Path) -> tuple[Path, str]:
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "README.md": "hi\n",
+            "src/one.txt": "one\n",
+            "src/two.txt": "two\n",
+            "src/deep/a/b.txt": "b\n",
+            "lonely/only.txt": "only\n",
+        },
+    )
+    return repo, sh_git(repo, "rev-parse", "HEAD")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_clean_merge_gives_the_tree_git_gives(tmp_path: Path, case: str) -> None:
+    repo, base = _repo(tmp_path)
+    tip_files, head_files = CASES[case]
+    tip = _commit(repo, base, "tip", tip_files)
+    head = _commit(repo, base, "head", head_files)
+    clean, tree = _git_merge(repo, tip, head)
+    assert clean
+    assert inproc.merge_trees(repo, tip, head) == tree
+    assert inproc.merge_trees(repo, head, tip) == _git_merge(repo, head, tip)[1]
+
+
+@pytest.mark.parametrize("case", sorted(GIT_DECIDES))
+def test_what_both_sides_changed_is_left_to_git(tmp_path: Path, case: str) -> None:
+    repo, base = _repo(tmp_path)
+    tip_files, head_files = GIT_DECIDES[case]
+    tip = _commit(repo, base, "tip", tip_files)
+    head = _commit(repo, base, "head", head_files)
+    assert inproc.merge_trees(repo, tip, head) is None
+
+
+@pytest.mark.anyio
+async def test_merge_tree_falls_back_to_git_for_a_conflict(tmp_path: Path) -> None:
+    repo, base = _repo(tmp_path)
+    tip = _commit(repo, base, "tip", {"src/one.txt": "tip\n"})
+    head = _commit(repo, base, "head", {"src/one.txt": "head\n"})
+    merge = await inproc.merge_tree(repo, tip, head)
+    assert not merge.clean and merge.paths == ["src/one.txt"]
+
+
+def test_commit_tree_and_compare_and_swap(tmp_path: Path) -> None:
+    repo, base = _repo(tmp_path)
+    tree = sh_git(repo, "rev-parse", f"{base}^{{tree}}")
+    sha = inproc.commit_tree(
+        repo, tree, [base], "landed\n\nFormicary-Task: t1\n", "w one", "w1@formicary.local"
+    )
+    shown = sh_git(repo, "log", "-1", "--format=%an <%ae>|%P|%B", sha)
+    assert shown.startswith(f"w one <w1@formicary.local>|{base}|landed\n\nFormicary-Task: t1")
+    sh_git(repo, "branch", "shared", base)
+    assert inproc.compare_and_swap(repo, "refs/heads/shared", sha, base, "formicary: integrate")
+    assert sh_git(repo, "rev-parse", "shared") == sha
+    other = inproc.commit_tree(repo, tree, [sha], "second", "w", "w@x")
+    assert not inproc.compare_and_swap(repo, "refs/heads/shared", other, base, "stale old value")
+    assert sh_git(repo, "rev-parse", "shared") == sha
+    (repo / ".git" / "refs" / "heads" / "shared.lock").write_text("")  # another process holds the ref
+    assert not inproc.compare_and_swap(repo, "refs/heads/shared", other, sha, "locked")
+    assert "formicary: integrate" in sh_git(repo, "reflog", "-1", "--format=%gs", "shared")
+
+
+def test_commit_worktree_adds_everything_and_keeps_gitlinks(tmp_path: Path) -> None:
+    repo, base = _repo(tmp_path)
+    sh_git(repo, "update-index", "--add", "--cacheinfo", f"160000,{base},lib")
+    sh_git(repo, "commit", "-q", "-m", "gitlink")
+    wt = tmp_path / "wt"
+    sh_git(repo, "worktree", "add", "-q", "-b", "task", str(wt), "main")
+    git_dir = repo / ".git" / "worktrees" / "wt"
+    assert inproc.commit_worktree(git_dir, "nothing", "w", "w@x") is None
+    (wt / "lib").mkdir(exist_ok=True)
+    (wt / "lib" / "planted.txt").write_text("not part of the gitlink\n")
+    (wt / "src" / "one.txt").write_text("changed\n")
+    (wt / "src" / "two.txt").unlink()
+    (wt / "added" / "deep").mkdir(parents=True)
+    (wt / "added" / "deep" / "f.txt").write_text("new\n")
+    made = inproc.commit_worktree(git_dir, "  work  \n\n\n\nbody  \n\n", "w one", "w1@x")
+    assert made is not None
+    sha, paths = made
+    assert sorted(paths) == ["added/deep/f.txt", "src/one.txt", "src/two.txt"]
+    assert sh_git(repo, "rev-parse", "task") == sha
+    assert sh_git(repo, "ls-tree", sha, "lib").startswith("160000 commit " + base)
+    assert sh_git(repo, "cat-file", "commit", sha).endswith("\n\n  work\n\nbody")  # as `commit -m` cleans it
+    assert sh_git(wt, "status", "--porcelain", "--untracked-files=no") == ""  # the index was written
+
+
+def test_libgit2_reads_no_global_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator's ~/.gitconfig (here a planted fsmonitor and identity) is not what libgit2 reads."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[core]\n\tfsmonitor = /bin/false\n[user]\n\tname = Operator Global\n")
+    monkeypatch.setenv("HOME", str(home))
+    repo, _ = _repo(tmp_path)
+    with inproc.repository(repo) as handle:
+        config = {entry.name: entry.value for entry in handle.config}
+    assert "core.fsmonitor" not in config
+    assert config.get("user.name") == "Test Operator"  # the repository's own config is read
+    assert os.listdir(inproc.private_home()) == []
+
+
+def test_commit_worktree_where_a_file_becomes_a_folder(tmp_path: Path) -> None:
+    repo, _ = _repo(tmp_path)
+    wt = tmp_path / "wt"
+    sh_git(repo, "worktree", "add", "-q", "-b", "task", str(wt), "main")
+    git_dir = repo / ".git" / "worktrees" / "wt"
+    (wt / "src" / "one.txt").unlink()
+    (wt / "src" / "one.txt").mkdir()
+    (wt / "src" / "one.txt" / "inner.txt").write_text("now a folder\n")
+    shutil.rmtree(wt / "src" / "deep")
+    (wt / "src" / "deep").write_text("now a file\n")
+    made = inproc.commit_worktree(git_dir, "reshape", "w", "w@x")
+    assert made is not None
+    assert sorted(made[1]) == ["src/deep", "src/deep/a/b.txt", "src/one.txt", "src/one.txt/inner.txt"]
+    listing = sh_git(repo, "ls-tree", "-r", "--name-only", made[0]).splitlines()
+    assert "src/one.txt/inner.txt" in listing and "src/deep" in listing and "src/one.txt" not in listing
+    assert sh_git(wt, "status", "--porcelain") == ""
