@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from sqlite_utils import Database
 
+from .store.queries import last_activity
 from .summary import Summary, clean, load_summary
 
 MAX_POINTS = 300
@@ -110,8 +111,7 @@ def load_report(db: Database, session_id: str, now: datetime | None = None) -> R
 
 def _last_row(db: Database, session_id: str) -> datetime | None:
     """A session without an end (running, or killed): its timeline ends at its newest row, not at now."""
-    row = next(db.query("SELECT MAX(created_at) t FROM events WHERE session_id = ?", [session_id]))
-    return _parse(row["t"])
+    return _parse(last_activity(db, session_id))
 
 
 def _tasks(db: Database, session_id: str, data: ReportData, minute, cycle_number: dict[str, int]) -> None:

@@ -143,7 +143,7 @@ def check_results(
     with_output = [v for v in verdicts if v.get("check_output")]
     last_exit = None
     for row in db.query(
-        "SELECT data FROM events WHERE session_id = ? AND kind = 'verdict' ORDER BY seq DESC LIMIT 1",
+        f"SELECT data FROM {q.log_table(db)} WHERE session_id = ? AND kind = 'verdict' ORDER BY seq DESC LIMIT 1",
         [session_id],
     ):
         data = json.loads(row["data"] or "{}")

@@ -60,7 +60,7 @@ from bench.efficiency_probe import (  # noqa: E402
     quantiles,
     thread_cpu,
 )
-from formicary.agents.roles import worker as worker_module  # noqa: E402
+from formicary.agents.roles import worker_loop as worker_module  # noqa: E402
 from formicary.agents.session.engine import Engine  # noqa: E402
 from formicary.config import Settings  # noqa: E402
 from formicary.store.db import connect  # noqa: E402
@@ -84,6 +84,20 @@ def record_bytes(db_path: Path) -> int:
         conn.close()
 
 
+def table_bytes(db_path: Path) -> dict[str, int]:
+    """Bytes in pages of each table and index of the record (``dbstat``), to break its growth down."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return {
+            name: int(size)
+            for name, size in conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name")
+        }
+    finally:
+        conn.close()
+
+
 def rss_bytes() -> int:
     """This process's resident memory now (VmRSS)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -97,6 +111,7 @@ def snapshot(engine: Engine, server_pid: int) -> dict[str, float]:
     writer = engine.writer
     return {
         "record_bytes": record_bytes(engine.db_path),
+        "tables": table_bytes(engine.db_path),  # type: ignore[dict-item]
         "rss": rss_bytes(),
         "at": time.monotonic(),
         "utc": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -297,6 +312,10 @@ def report(
     # The record's growth in the window: every table (calls, actions, events, commits...) in pages as stored,
     # per model call, and per hour (the plan and task rows written at the start are not in it).
     per_call = (b["record_bytes"] - a["record_bytes"]) / max(1, ncalls)
+    grown = {k: v - a["tables"].get(k, 0) for k, v in b["tables"].items()}  # type: ignore[union-attr]
+    grown_by_table = {
+        k: round(v / max(1, ncalls)) for k, v in sorted(grown.items(), key=lambda kv: -kv[1]) if v
+    }
     return {
         "bench": "efficiency",
         "workers": args.workers,
@@ -307,6 +326,7 @@ def report(
         "rss_mb": round(b["rss"] / 2**20, 1),
         "rss_kb_per_worker": round((b["rss"] - b["rss_before"]) / 1024 / args.workers, 1),
         "record_gb_per_hour": round(per_call * ncalls / window * 3600 / 1e9, 3),
+        "record_bytes_by_table": grown_by_table,
         "efficiency_by_duration": round(little / ideal, 3),
         "tasks_per_s": round(rate, 3),
         "ideal_tasks_per_s": round(ideal, 3),
@@ -419,6 +439,7 @@ def main() -> None:
         help='the landing gate\'s check, run unsandboxed on every merged tree ("none": the parse gate only, '
         'which the benchmark\'s text files pass without a merge; try "true" for a trivial check)',
     )
+    parser.add_argument("--keep-record", type=Path, help="copy the record here afterwards, to inspect it")
     args = parser.parse_args()
     if args.actions < 2:
         parser.error("--actions must be at least 2 (some work, then finish)")
@@ -433,6 +454,8 @@ def main() -> None:
         )
         try:
             result = anyio.run(measure, args, base, base_url, proc.pid)
+            if args.keep_record:
+                shutil.copy(base / "f.db", args.keep_record)
         finally:
             stop_server_process(proc)
             shutil.rmtree(home, ignore_errors=True)

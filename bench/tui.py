@@ -1,7 +1,7 @@
 """Benchmark the operator's terminal under load; prints ONE JSON line.
 
-A thread plays 256 workers streaming actions into the store through the one ``Writer`` (an ``actions`` row, an
-``agent_step`` event, an ``llm_calls`` row and an ``llm_call`` event per step; every couple of seconds some
+A thread plays 256 workers streaming actions into the store through the one ``Writer`` (an ``llm_calls`` row and
+an ``actions`` row per step, each its own event in the timeline; every couple of seconds some
 tasks end with a commit and new tasks and workers start). The TUI follows that store headless
 (``App.run_test``) exactly as it follows a real session.
 
@@ -97,16 +97,12 @@ class Streamer(threading.Thread):
                                "model": "scripted-model", "endpoint": "bench", "request": "[]",
                                "prompt_tokens": 900 + step, "completion_tokens": 120, "latency_ms": 40.0,
                                "created_at": now()})  # fmt: skip
-        w.event(SID, "llm_call", agent_id=agent, role="worker", prompt_tokens=900 + step, completion_tokens=120,
-                latency_ms=40.0)  # fmt: skip
-        w.insert("actions", {"id": f"{agent}A{step:06d}", "session_id": SID, "agent_id": agent, "task_id": task,
-                             "step": step, "name": name, "arguments": args, "observation": observation,
-                             "exit_code": 0 if name == "run" else None, "duration_ms": 12.0,
-                             "created_at": now()})  # fmt: skip
-        w.event(SID, "agent_step", agent_id=agent, task_id=task, step=step, action=name,
-                target=args.get("path") or args["command"], observation=observation[:300],
-                exit_code=0 if name == "run" else None)  # fmt: skip
-        self.rows += 4
+        # the llm_calls and actions rows are their own llm_call and agent_step events in the timeline
+        w.insert("actions", {"session_id": SID, "agent_id": agent, "task_id": task, "step": step, "name": name,
+                             "arguments": args, "observation": observation, "exit_code": 0 if name == "run" else None,
+                             "duration_ms": 12.0, "created_at": now(),
+                             "target": args.get("path") or args["command"]})  # fmt: skip
+        self.rows += 2
 
     def _turnover(self, rng: random.Random) -> None:
         """A few workers finish (commit landed) and new ones start on new tasks, as in a real cycle."""

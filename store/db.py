@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,19 @@ def new_id() -> str:
 def now() -> str:
     """UTC timestamp with milliseconds, ISO 8601, sortable as text."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def now_ms() -> int:
+    """UTC milliseconds since the epoch: the compact timestamp of the rows written most (calls, actions), which
+    readers show as :func:`now`'s text (see :func:`iso`)."""
+    return time.time_ns() // 1_000_000
+
+
+def iso(value: int | str | None) -> str | None:
+    """A stored timestamp as :func:`now`'s ISO text (milliseconds since the epoch, or already text)."""
+    if isinstance(value, int):
+        return datetime.fromtimestamp(value / 1000, UTC).isoformat(timespec="milliseconds")
+    return value
 
 
 def connect(path: Path | str, *, migrate: bool = True, readonly: bool = False) -> Database:

@@ -252,6 +252,136 @@ def m006_llm_call_timings(db: Database) -> None:
     )
 
 
+EVENT_LOG = """
+CREATE TABLE event_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order every UI follows, shared with actions and llm_calls
+    id TEXT,                                -- unused since m007 (NULL)
+    session_id TEXT,
+    kind TEXT NOT NULL,
+    agent_id TEXT,
+    task_id TEXT,
+    data TEXT,                              -- JSON
+    created_at TEXT NOT NULL
+)"""
+
+ACTIONS = """
+CREATE TABLE actions (
+    seq INTEGER PRIMARY KEY,        -- its place in the timeline (its agent_step event); < 0: from before m007
+    id TEXT,                        -- unused since m007 (NULL)
+    session_id TEXT,
+    agent_id TEXT NOT NULL,
+    task_id TEXT,
+    step INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    arguments TEXT,                 -- JSON
+    observation TEXT,
+    exit_code INTEGER,
+    duration_ms REAL,
+    created_at INTEGER NOT NULL,    -- ms since the epoch, UTC (ISO text in rows from before m007)
+    target TEXT,                    -- the path or command it was about, as its event shows it
+    error INTEGER                   -- 1: the action failed
+)"""
+
+LLM_CALLS = """
+CREATE TABLE llm_calls (
+    seq INTEGER PRIMARY KEY,        -- its place in the timeline (its llm_call event); < 0: from before m007
+    id TEXT NOT NULL,               -- a ULID; not indexed: calls are read by agent (parents resolved in memory)
+    session_id TEXT,
+    agent_id TEXT,
+    role TEXT NOT NULL,
+    model TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    schema_name TEXT,
+    request TEXT NOT NULL,          -- JSON messages new since parent_id's, redacted (see store.conversation)
+    response TEXT,                  -- raw reply text
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    latency_ms REAL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    error TEXT,
+    created_at INTEGER NOT NULL,    -- ms since the epoch, UTC (ISO text in rows from before m007)
+    parent_id TEXT,                 -- the same agent's previous call, NULL for the first
+    kept INTEGER,                   -- messages of the parent's conversation (+ its reply) that come first
+    queue_ms REAL,
+    prompt_ms REAL,
+    predicted_ms REAL,
+    cached_tokens INTEGER,
+    slot INTEGER
+)"""
+
+EVENTS_VIEW = """
+CREATE VIEW events AS
+SELECT seq, id, session_id, kind, agent_id, task_id, data, created_at FROM event_log
+UNION ALL
+SELECT seq, NULL, session_id, 'agent_step', agent_id, task_id,
+       json_object('step', step, 'action', name, 'target', COALESCE(target, ''),
+                   'observation', CASE typeof(observation) WHEN 'text' THEN substr(observation, 1, 300) END,
+                   'exit_code', exit_code, 'error', json(CASE WHEN error THEN 'true' ELSE 'false' END)),
+       CASE typeof(created_at) WHEN 'integer'
+           THEN strftime('%Y-%m-%dT%H:%M:%f+00:00', created_at / 1000.0, 'unixepoch') ELSE created_at END
+FROM actions WHERE seq > 0
+UNION ALL
+SELECT seq, NULL, session_id, 'llm_call', agent_id, NULL,
+       json_object('role', role, 'prompt_tokens', COALESCE(prompt_tokens, 0),
+                   'completion_tokens', COALESCE(completion_tokens, 0), 'latency_ms', latency_ms,
+                   'error', error, 'endpoint', endpoint),
+       CASE typeof(created_at) WHEN 'integer'
+           THEN strftime('%Y-%m-%dT%H:%M:%f+00:00', created_at / 1000.0, 'unixepoch') ELSE created_at END
+FROM llm_calls WHERE seq > 0"""
+
+DICTIONARIES = """
+CREATE TABLE dictionaries (
+    id INTEGER PRIMARY KEY,         -- its Adler-32, as the zlib header of a text compressed against it names it
+    body BLOB NOT NULL              -- the first text of its kind the writer stored (a role's first request)
+)"""
+
+EVENTS_INSERT = """
+CREATE TRIGGER events_insert INSTEAD OF INSERT ON events BEGIN
+    INSERT INTO event_log (seq, id, session_id, kind, agent_id, task_id, data, created_at)
+    VALUES (NEW.seq, NEW.id, NEW.session_id, NEW.kind, NEW.agent_id, NEW.task_id, NEW.data, NEW.created_at);
+END"""
+
+
+@migrations(name="m007_events_from_rows")
+def m007_events_from_rows(db: Database) -> None:
+    """A model call and a worker's action are their own events: the ``events`` timeline becomes a view over
+    ``event_log`` (every other kind) and the ``llm_calls`` and ``actions`` rows, which take their ``seq`` from
+    the same sequence (the writer assigns it), instead of a second row repeating each one.
+
+    Rows from before keep their events in ``event_log`` and get a negative ``seq`` (the view skips those).
+    ``events`` stays insertable (a trigger forwards to ``event_log``). ``dictionaries`` holds the shared
+    dictionaries texts are compressed against (see ``store.packing``).
+    """
+    old_actions = [c.name for c in db["actions"].columns]
+    old_calls = [c.name for c in db["llm_calls"].columns]
+    statements = [
+        EVENT_LOG,
+        "INSERT INTO event_log (seq, id, session_id, kind, agent_id, task_id, data, created_at) "
+        "SELECT seq, id, session_id, kind, agent_id, task_id, data, created_at FROM events ORDER BY seq",
+        "DROP TABLE events",
+        "CREATE INDEX idx_event_log_session ON event_log(session_id, seq)",
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'event_log', 0 "
+        "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'event_log')",
+        "ALTER TABLE actions RENAME TO actions_m006",
+        ACTIONS,
+        f"INSERT INTO actions (seq, {', '.join(old_actions)}) "
+        f"SELECT -rowid, {', '.join(old_actions)} FROM actions_m006",
+        "DROP TABLE actions_m006",
+        "CREATE INDEX idx_actions_agent ON actions(agent_id, step)",
+        "ALTER TABLE llm_calls RENAME TO llm_calls_m006",
+        LLM_CALLS,
+        f"INSERT INTO llm_calls (seq, {', '.join(old_calls)}) "
+        f"SELECT -rowid, {', '.join(old_calls)} FROM llm_calls_m006",
+        "DROP TABLE llm_calls_m006",
+        "CREATE INDEX idx_llm_calls_agent ON llm_calls(agent_id)",
+        EVENTS_VIEW,
+        EVENTS_INSERT,
+        DICTIONARIES,
+    ]
+    for sql in statements:
+        db.execute(sql)
+
+
 def apply(db: Database) -> None:
     """Bring ``db`` up to the newest schema."""
     migrations.apply(db)

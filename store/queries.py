@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 from typing import Any
 
 from sqlite_utils import Database
 
-from .packing import unpack
+from .db import iso
+from .packing import OBSERVATION, REPLY, Dictionaries, context_dictionary, needs_dictionary, unpack
 
 SESSION_SUMMARY = """
 SELECT s.id, s.goal, s.repo, s.branch, s.status, s.stop_reason, s.started_at, s.ended_at, s.pid,
@@ -59,17 +61,102 @@ def agents(db: Database, session_id: str) -> list[dict[str, Any]]:
     return list(db.query("SELECT * FROM agents WHERE session_id = ? ORDER BY id", [session_id]))
 
 
-def _texts(row: dict[str, Any], *columns: str) -> dict[str, Any]:
-    """``row`` with its compressed text columns (see :mod:`.packing`) as text."""
+def dictionaries(db: Database) -> Dictionaries:
+    """Finds the record's shared dictionaries by Adler-32 (see :mod:`.packing`): pass to ``unpack``."""
+    found: dict[int, bytes | None] = {}
+
+    def lookup(adler: int) -> bytes | None:
+        if adler not in found:
+            row = db.execute("SELECT body FROM dictionaries WHERE id = ?", [adler]).fetchone()
+            found[adler] = row[0] if row else None
+        return found[adler]
+
+    return lookup
+
+
+class Contexts:
+    """What an agent's texts were compressed against (see :mod:`.packing`): its replies and observations in
+    timeline order, read once, so the dictionary in effect before any row is a lookup."""
+
+    def __init__(self, db: Database, agent_id: str) -> None:
+        self.shared = shared = dictionaries(db)
+        parts: list[tuple[int, str, str]] = [
+            (seq, REPLY, unpack(text, shared=shared) or "")
+            for seq, text in db.execute(
+                "SELECT seq, response FROM llm_calls WHERE agent_id = ? AND response IS NOT NULL "
+                "AND response != ''",
+                [agent_id],
+            ).fetchall()
+        ]
+        parts += [
+            (seq, OBSERVATION, unpack(text) or "")
+            for seq, text in db.execute(
+                "SELECT seq, observation FROM actions WHERE agent_id = ? AND observation IS NOT NULL",
+                [agent_id],
+            ).fetchall()
+        ]
+        parts.sort()
+        self.seqs = [p[0] for p in parts]
+        self.parts = parts
+
+    def before(self, seq: int) -> bytes | None:
+        """The dictionary of a row at ``seq``: the agent's latest reply and observation before it."""
+        reply = observation = None
+        i = bisect.bisect_left(self.seqs, seq) - 1
+        while i >= 0 and (reply is None or observation is None):
+            _, part, text = self.parts[i]
+            if part == REPLY and reply is None:
+                reply = text
+            elif part == OBSERVATION and observation is None:
+                observation = text
+            i -= 1
+        return context_dictionary(reply, observation)
+
+
+def _dictionary_before(db: Database, agent_id: str, seq: int) -> bytes | None:
+    """One row's dictionary, looked up alone (a row read without its agent's history)."""
+    reply = db.execute(
+        "SELECT response FROM llm_calls WHERE agent_id = ? AND seq < ? AND response IS NOT NULL "
+        "AND response != '' ORDER BY seq DESC LIMIT 1",
+        [agent_id, seq],
+    ).fetchone()
+    observation = db.execute(
+        "SELECT observation FROM actions WHERE agent_id = ? AND seq < ? AND observation IS NOT NULL "
+        "ORDER BY seq DESC LIMIT 1",
+        [agent_id, seq],
+    ).fetchone()
+    return context_dictionary(
+        unpack(reply[0], shared=dictionaries(db)) if reply else None,
+        unpack(observation[0]) if observation else None,
+    )
+
+
+def _texts(
+    row: dict[str, Any], *columns: str, db: Database | None = None, contexts: Contexts | None = None
+) -> dict[str, Any]:
+    """``row`` with its compressed text columns (see :mod:`.packing`) as text; a text compressed against its
+    agent's context is read with it (from ``contexts``, else looked up in ``db``). Its time as ISO text."""
+    if "created_at" in row:
+        row["created_at"] = iso(row["created_at"])
     for column in columns:
-        if isinstance(row.get(column), bytes):
-            row[column] = unpack(row[column])
+        value = row.get(column)
+        if not isinstance(value, bytes):
+            continue
+        dictionary, shared = None, None
+        if needs_dictionary(value):
+            if contexts is not None:
+                dictionary, shared = contexts.before(row["seq"]), contexts.shared
+            elif db is not None:
+                dictionary = _dictionary_before(db, row["agent_id"], row["seq"])
+                shared = dictionaries(db)
+        row[column] = unpack(value, dictionary, shared)
     return row
 
 
 def actions(db: Database, agent_id: str, after_step: int = -1) -> list[dict[str, Any]]:
+    contexts = Contexts(db, agent_id)
     return [
-        _texts(row, "arguments", "observation")
+        _texts(row, "arguments", "observation", contexts=contexts)
         for row in db.query(
             "SELECT * FROM actions WHERE agent_id = ? AND step > ? ORDER BY step", [agent_id, after_step]
         )
@@ -88,8 +175,22 @@ def events_since(db: Database, session_id: str, seq: int = 0, limit: int = 5000)
             [session_id, seq, limit],
         )
     )
+    return _event_data(db, rows)
+
+
+def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` of the ``events`` view with ``data`` as a dict; an ``agent_step`` whose action stored its
+    observation compressed (the view cannot cut a BLOB) gets the observation's start from its ``actions`` row."""
+    missing: dict[int, dict[str, Any]] = {}
     for row in rows:
         row["data"] = json.loads(row["data"]) if row["data"] else {}
+        if row["kind"] == "agent_step" and row["data"].get("observation") is None:
+            missing[row["seq"]] = row["data"]
+    for chunk in _chunks(list(missing)):
+        for found in db.execute(
+            f"SELECT seq, observation FROM actions WHERE seq IN ({_in_clause(chunk)})", chunk
+        ).fetchall():
+            missing[found[0]]["observation"] = (unpack(found[1]) or "")[:300]
     return rows
 
 
@@ -104,8 +205,17 @@ def token_totals(db: Database, session_id: str) -> tuple[int, int]:
     return int(row["p"]), int(row["c"])
 
 
-def _conversation(row: dict[str, Any], rebuilt: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    new = json.loads(unpack(row["request"]) or "[]")
+def _conversation(
+    row: dict[str, Any],
+    rebuilt: dict[str, list[dict[str, Any]]],
+    contexts: Contexts | None = None,
+    shared: Dictionaries | None = None,
+) -> list[dict[str, Any]]:
+    """The conversation ``row`` sent: what its parent sent, then the parent's reply, cut to ``kept``, then
+    what the row holds (``rebuilt`` maps a call id to what it sent followed by its reply)."""
+    request = row["request"]
+    dictionary = contexts.before(row["seq"]) if contexts is not None and needs_dictionary(request) else None
+    new = json.loads(unpack(request, dictionary, shared) or "[]")
     if row.get("kept") is None:  # recorded before the lean record: the whole conversation
         return new
     if not row["kept"]:
@@ -113,16 +223,25 @@ def _conversation(row: dict[str, Any], rebuilt: dict[str, list[dict[str, Any]]])
     base = rebuilt.get(row["parent_id"])
     if base is None:
         raise LookupError(f"model call {row['id']}: its parent call {row['parent_id']} is not in the record")
+    if row["kept"] > len(base):
+        raise LookupError(f"model call {row['id']}: keeps more messages than its parent call sent")
     return base[: row["kept"]] + new
+
+
+def _with_reply(messages: list[dict[str, Any]], response: str | None) -> list[dict[str, Any]]:
+    return [*messages, {"role": "assistant", "content": response}] if response else messages
 
 
 def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
     """An agent's model calls in the order they were made, each with ``messages``, the whole conversation it
     sent, rebuilt from the lean record (each row holds only what was new since the agent's previous call), and
     ``response`` as text."""
-    rows = list(db.query("SELECT * FROM llm_calls WHERE agent_id = ? ORDER BY created_at, id", [agent_id]))
+    rows = list(db.query("SELECT * FROM llm_calls WHERE agent_id = ? ORDER BY seq > 0, abs(seq)", [agent_id]))
     by_id = {row["id"]: row for row in rows}
-    rebuilt: dict[str, list[dict[str, Any]]] = {}
+    contexts = Contexts(db, agent_id) if any(needs_dictionary(row["request"]) for row in rows) else None
+    shared = dictionaries(db)
+    rebuilt: dict[str, list[dict[str, Any]]] = {}  # what each call sent, then its reply
+    sent: dict[str, list[dict[str, Any]]] = {}
     ordered: list[dict[str, Any]] = []
 
     def build(row: dict[str, Any]) -> None:
@@ -135,29 +254,32 @@ def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
             chain.append(by_id[chain[-1]["parent_id"]])
         for link in reversed(chain):
             if link["id"] not in rebuilt:
-                rebuilt[link["id"]] = _conversation(link, rebuilt)
+                sent[link["id"]] = _conversation(link, rebuilt, contexts, shared)
+                rebuilt[link["id"]] = _with_reply(sent[link["id"]], unpack(link["response"], shared=shared))
 
     for row in rows:
         build(row)
+        request = row["request"]
         ordered.append(
             row
             | {
-                "messages": rebuilt[row["id"]],
-                "response": unpack(row["response"]),
-                "request": unpack(row["request"]),
+                "created_at": iso(row["created_at"]),
+                "messages": sent[row["id"]],
+                "response": unpack(row["response"], shared=shared),
+                "request": unpack(request, contexts.before(row["seq"]) if contexts else None, shared),
             }
         )
     return ordered
 
 
 def call_messages(db: Database, call_id: str) -> list[dict[str, Any]]:
-    """The whole conversation one model call sent, rebuilt from the record."""
+    """The whole conversation one model call sent, rebuilt from the record (call ids are not indexed: a scan)."""
     row = db.execute("SELECT agent_id FROM llm_calls WHERE id = ?", [call_id]).fetchone()
     if row is None:
         raise LookupError(f"no model call {call_id} in the record")
-    if row[0] is None:
+    if row[0] is None:  # no agent: the call holds its whole conversation
         found = next(db.query("SELECT * FROM llm_calls WHERE id = ?", [call_id]))
-        return _conversation(found, {})
+        return _conversation(found, {}, shared=dictionaries(db))
     for call in agent_calls(db, row[0]):
         if call["id"] == call_id:
             return call["messages"]
@@ -185,18 +307,24 @@ def pending_controls(db: Database, session_id: str) -> list[dict[str, Any]]:
 # -- reads for the TUI: how a session screen rebuilds its panes and follows the timeline ------------------
 
 
-def _in_clause(ids: list[str]) -> str:
+def _in_clause(ids: list[Any]) -> str:
     return ", ".join("?" * len(ids))
 
 
-def _chunks(ids: list[str], size: int = 500) -> list[list[str]]:
+def _chunks(ids: list[Any], size: int = 500) -> list[list[Any]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def max_event_seq(db: Database, session_id: str) -> int:
     """The newest event of a session: where a follower that has just read the tables resumes."""
-    row = next(db.query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events WHERE session_id = ?", [session_id]))
-    return int(row["seq"])
+    # The timeline is one sequence: the newest action or model call of any session is a valid resume point
+    # (everything before it is already written), and reading it costs no scan of the rows without an index.
+    row = db.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM event_log WHERE session_id = ?), 0),"
+        " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))",
+        [session_id],
+    ).fetchone()
+    return int(row[0])
 
 
 def tasks_by_ids(db: Database, ids: list[str]) -> list[dict[str, Any]]:
@@ -242,18 +370,19 @@ def agent_last_actions(db: Database, ids: list[str]) -> dict[str, dict[str, Any]
     out: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(ids):
         for row in db.query(
-            "SELECT agent_id, MAX(step) AS step, name, arguments, exit_code FROM actions "
+            "SELECT agent_id, MAX(step) AS step, name, arguments, exit_code, seq FROM actions "
             f"WHERE agent_id IN ({_in_clause(chunk)}) GROUP BY agent_id",
             chunk,
         ):
-            out[row["agent_id"]] = _texts(row, "arguments")
+            out[row["agent_id"]] = _texts(row, "arguments", db=db)
     return out
 
 
 def last_actions_of(db: Database, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
     """An agent's newest ``limit`` actions, oldest first: what a log pane shows when it is selected."""
+    contexts = Contexts(db, agent_id)
     rows = [
-        _texts(row, "arguments", "observation")
+        _texts(row, "arguments", "observation", contexts=contexts)
         for row in db.query(
             "SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit]
         )
@@ -271,9 +400,7 @@ def agent_events(db: Database, session_id: str, agent_id: str, limit: int = 400)
         )
     )
     rows.reverse()
-    for row in rows:
-        row["data"] = json.loads(row["data"]) if row["data"] else {}
-    return rows
+    return _event_data(db, rows)
 
 
 def commit_times(db: Database, session_id: str) -> list[str]:
@@ -288,11 +415,35 @@ def commit_times(db: Database, session_id: str) -> list[str]:
     ]
 
 
+def log_table(db: Database) -> str:
+    """Where the timeline's own kinds are (every kind but ``agent_step`` and ``llm_call``): reading them there
+    skips the ``events`` view's rows of every call and action (``events`` in a record from before m007)."""
+    return "event_log" if "event_log" in db.table_names() else "events"
+
+
+def last_activity(db: Database, session_id: str) -> str | None:
+    """When the session's newest timeline row was written (ISO text)."""
+    times = [
+        row[0]
+        for row in db.execute(
+            f"SELECT MAX(created_at) FROM {log_table(db)} WHERE session_id = ?", [session_id]
+        ).fetchall()
+    ]
+    if log_table(db) == "event_log":
+        for table in ("actions", "llm_calls"):
+            newest = db.execute(
+                f"SELECT created_at FROM {table} WHERE session_id = ? ORDER BY seq DESC LIMIT 1", [session_id]
+            ).fetchone()
+            times.append(iso(newest[0]) if newest else None)
+    known = [t for t in times if t]
+    return max(known) if known else None
+
+
 def session_flags(db: Database, session_id: str) -> dict[str, Any]:
     """What the status bar shows that only the timeline carries: workers, sandbox, paused, last warning."""
     flags: dict[str, Any] = {}
     for row in db.query(
-        "SELECT kind, data FROM events WHERE session_id = ? AND kind IN "
+        f"SELECT kind, data FROM {log_table(db)} WHERE session_id = ? AND kind IN "
         "('session_started', 'status', 'control', 'warning') ORDER BY seq",
         [session_id],
     ):

@@ -28,6 +28,9 @@ def render() -> str:
             continue
         sql = db[table].schema
         parts.append(f"\n## {table}\n\n```sql\n{sql.strip()}\n```\n")
+    for view in sorted(db.view_names()):
+        sql = db[view].schema
+        parts.append(f"\n## {view} (a view)\n\n```sql\n{sql.strip()}\n```\n")
     return "".join(parts)
 
 

@@ -15,12 +15,13 @@ import sqlite3
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .db import connect, new_id, now
-from .packing import Zipped, pack
+from .db import connect, now
+from .packing import REPLY, Zipped, context_dictionary, pack, shared_dictionary
 from .redact import Redactor
 
 MAX_BATCH = 2000
@@ -29,16 +30,33 @@ BUSY_BATCH = 16
 again, so the next rows wait in the queue instead of each ``put`` waking this thread (a GIL hand-off per row,
 ~8% of the engine's CPU with 256 workers) and batches grow."""
 BUSY_PAUSE = 0.02
+CONTEXTS_KEPT = 8192
+"""Agents whose latest reply and observation the writer keeps, to compress what they send next against them."""
 
 
 class StoreError(RuntimeError):
     """A write the record refused; raised by :meth:`Writer.flush` so no failure goes unseen."""
 
 
+SEQUENCED = frozenset({"event_log", "actions", "llm_calls"})
+"""Tables whose rows are events: each new row takes the next ``seq`` of the one timeline (see ``events``)."""
+TABLE_FOR = {"events": "event_log"}
+"""``events`` is a view over the timeline's tables; a row written to it goes to ``event_log``."""
+
+
+LAST_SEQ = (
+    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'event_log'), 0),"
+    " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))"
+)
+"""The timeline's last ``seq`` (rows written without the writer took theirs from their own table)."""
+
+
 @dataclass
 class _Op:
     sql: str
     params: tuple[Any, ...]
+    sequenced: bool = False
+    """The last parameter is the row's ``seq``, assigned when it is written."""
 
 
 @dataclass
@@ -69,6 +87,12 @@ class Writer:
         self._failures: list[str] = []
         self._reported = 0
         self._sql_cache: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._contexts: dict[str, tuple[str | None, str | None]] = {}
+        """Per agent, its latest stored reply and observation (redacted): see :mod:`.packing`."""
+        self._shared: dict[str, bytes] = {}
+        """Per key, the shared dictionary texts of that key are compressed against."""
+        self._new_shared: list[bytes] = []
+        """Shared dictionaries adopted since the last batch was written: written with it."""
         self.rows_written = 0
         self.batches = 0
         self._opened = threading.Event()
@@ -82,14 +106,16 @@ class Writer:
     # -- producers ---------------------------------------------------------------------------------
 
     def insert(self, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
-        cols = tuple(row)
+        table = TABLE_FOR.get(table, table)
+        sequenced = table in SEQUENCED and "seq" not in row
+        cols = (*row, "seq") if sequenced else tuple(row)
         key = (("R:" if replace else "I:") + table, cols)
         sql = self._sql_cache.get(key)
         if sql is None:
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             self._sql_cache[key] = sql
-        self._queue.put(_Op(sql, tuple(row.values())))
+        self._queue.put(_Op(sql, (*row.values(), None) if sequenced else tuple(row.values()), sequenced))
 
     def update(self, table: str, pk: str, changes: dict[str, Any], *, pk_column: str = "id") -> None:
         sets = ", ".join(f"{c} = ?" for c in changes)
@@ -111,9 +137,8 @@ class Writer:
     ) -> None:
         """Append to the timeline every UI follows."""
         self.insert(
-            "events",
+            "event_log",
             {
-                "id": new_id(),
                 "session_id": session_id,
                 "kind": kind,
                 "agent_id": agent_id,
@@ -190,26 +215,83 @@ class Writer:
                 time.sleep(BUSY_PAUSE)
         conn.close()
 
-    def _prepare(self, op: _Op) -> tuple[Any, ...]:
-        return tuple(_to_db(v, self.redact) for v in op.params)
+    def _prepare(self, op: _Op, *, contexts: bool = True) -> tuple[Any, ...]:
+        """``op``'s parameters as stored. A text ``against`` an agent is compressed with that agent's context
+        as it is before this row; the texts this row ``remember``s update the context after it."""
+        params = []
+        learned: list[tuple[tuple[str, str], str]] = []
+        for value in op.params:
+            if isinstance(value, Zipped) and (value.against or value.remember or value.shared):
+                text = self.redact(value.text)
+                dictionary = None
+                if value.shared and contexts:
+                    dictionary = self._shared.get(value.shared)
+                    if dictionary is None:  # this text becomes the key's dictionary, stored with its row
+                        self._shared[value.shared] = body = shared_dictionary(text)
+                        self._new_shared.append(body)
+                elif value.against and contexts:
+                    context = self._contexts.get(value.against)
+                    dictionary = context_dictionary(*context) if context else None
+                if value.remember:
+                    learned.append((value.remember, text))
+                params.append(pack(text, dictionary))
+            else:
+                params.append(_to_db(value, self.redact))
+        for (agent, part), text in learned:
+            reply, observation = self._contexts.pop(agent, (None, None))
+            if part == REPLY:
+                reply = text
+            else:
+                observation = text
+            self._contexts[agent] = (reply, observation)
+            if len(self._contexts) > CONTEXTS_KEPT:
+                self._contexts.pop(next(iter(self._contexts)))
+        return tuple(params)
+
+    @staticmethod
+    def _execute(
+        conn: sqlite3.Connection, ops: list[_Op], params: list[tuple[Any, ...]], new_shared: list[bytes]
+    ) -> None:
+        """Execute ``ops`` in the open transaction, numbering the timeline's rows from its sequence (read and
+        advanced inside the transaction, so another process writing the same record cannot interleave)."""
+        seq = None
+        for body in new_shared:
+            conn.execute(
+                "INSERT OR IGNORE INTO dictionaries (id, body) VALUES (?, ?)", (zlib.adler32(body), body)
+            )
+        for op, p in zip(ops, params, strict=True):
+            if op.sequenced:
+                if seq is None:
+                    seq = conn.execute(LAST_SEQ).fetchone()[0]
+                seq += 1
+                p = (*p[:-1], seq)
+            conn.execute(op.sql, p)
+        if seq is not None:
+            conn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'event_log'", (seq,))
 
     def _write(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         params = [self._prepare(op) for op in batch]
+        new_shared, self._new_shared = self._new_shared, []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op, p in zip(batch, params, strict=True):
-                conn.execute(op.sql, p)
+            self._execute(conn, batch, params, new_shared)
             conn.execute("COMMIT")
             self.rows_written += len(batch)
             self.batches += 1
             return
         except sqlite3.Error:
             conn.execute("ROLLBACK") if conn.in_transaction else None
-        # One bad row must not take its batch with it: write one by one and keep what fails.
+        # One bad row must not take its batch with it: write one by one and keep what fails. The contexts the
+        # batch's texts were compressed against may include a row that fails: forget them all, start afresh.
+        self._contexts.clear()
+        self._shared.clear()
+        params = [self._prepare(op, contexts=False) for op in batch]
+        self._contexts.clear()
+        self._new_shared.clear()
         for op, p in zip(batch, params, strict=True):
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(op.sql, p)
+                self._execute(conn, [op], [p], [])
                 conn.execute("COMMIT")
                 self.rows_written += 1
             except sqlite3.Error as exc:

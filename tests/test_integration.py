@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from formicary.agents.git.hotpaths import HotPaths
 from formicary.agents.git.integration import Conflict
 from formicary.agents.git.run import parse_merge_tree
 from formicary.agents.git.workspace import SessionRepo, Worktree
@@ -162,6 +163,9 @@ async def test_conflict_limit_fails_and_keeps_the_work(repo: Path, tmp_path: Pat
     db = tmp_path / "f.db"
     writer = Writer(db)
     session = await open_session(repo, tmp_path)
+    # The loser owns the shared file after its first lost round, so each rival is held until that turn ends:
+    # a short turn keeps the rounds (and the outcome) the same without waiting the default two minutes each.
+    session.shared.hot = HotPaths(hold_s=0.5)
     rounds = 0
 
     async def land_rival(n: int) -> None:

@@ -7,17 +7,25 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_wheel_holds_only_formicary_and_its_data(tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, built once for this module's tests (a build takes most of a minute)."""
+    folder = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(folder), str(ROOT)],
         check=True,
         capture_output=True,
         timeout=300,
     )
-    wheel = next(tmp_path.glob("formicary-*.whl"))
+    return next(folder.glob("formicary-*.whl"))
+
+
+def test_wheel_holds_only_formicary_and_its_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"formicary", wheel.name.split("-py")[0] + ".dist-info"}
     for expected in (
@@ -40,19 +48,13 @@ def test_wheel_holds_only_formicary_and_its_data(tmp_path):
     assert "formicary = formicary.cli:main" in entry
 
 
-def test_installed_cli_answers_help_without_the_dev_environment(tmp_path):
+def test_installed_cli_answers_help_without_the_dev_environment(wheel, tmp_path):
     """Run ``--help`` from the built wheel with ``python -S``: no editable finder, no .pth files, so nothing
     the development install happens to import can hide a missing import."""
     import site
 
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
     unpacked = tmp_path / "unpacked"
-    zipfile.ZipFile(next(tmp_path.glob("formicary-*.whl"))).extractall(unpacked)
+    zipfile.ZipFile(wheel).extractall(unpacked)
     paths = [str(unpacked), *site.getsitepackages()]
     code = (
         f"import sys; sys.path[:0] = {paths!r}; sys.argv = ['formicary', '--help']\n"

@@ -17,6 +17,7 @@ import pytest
 from formicary.agents.roles.replies import Plan, Verdict
 from formicary.agents.tools.actions import parse_reply
 from formicary.store import db as store_db
+from formicary.store import queries
 from formicary.store.packing import unpack
 from tests.history import check_history, regressions
 
@@ -90,7 +91,10 @@ async def test_real_model_session_on_the_demo_project(tmp_path, real_cache):
     assert outcome.status in ("done", "stopped"), outcome.reason
 
     db = store_db.connect(db_path)
-    calls = [c | {"response": unpack(c["response"])} for c in db.query("SELECT * FROM llm_calls")]
+    shared = queries.dictionaries(db)
+    calls = [
+        c | {"response": unpack(c["response"], shared=shared)} for c in db.query("SELECT * FROM llm_calls")
+    ]
     plans = [c for c in calls if c["schema_name"] == "plan" and c["error"] is None]
     # the demo's goal names its three functions and their files: the plan comes from the goal, no model call
     planned = list(db.query("SELECT data FROM events WHERE kind = 'plan'"))

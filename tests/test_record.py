@@ -3,9 +3,11 @@ and every request the server received is rebuilt from the record byte for byte."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
+import zlib
 
 import pytest
 from click.testing import CliRunner
@@ -18,7 +20,7 @@ from formicary.store import queries
 from formicary.store.migrations import migrations
 from formicary.store.packing import Zipped, unpack
 from formicary.store.redact import REDACTED, Redactor
-from formicary.store.writer import Writer
+from formicary.store.writer import StoreError, Writer
 from tests.gitrepo import make_repo
 from tests.scripted_server import ScriptedServer, message_text
 from tests.scripted_team import finish, read, task
@@ -147,3 +149,131 @@ def test_redaction_sees_compressed_text(tmp_path, monkeypatch):
     assert secret.encode() not in stored
     back = unpack(stored)
     assert back is not None and secret not in back and REDACTED in back and back.startswith(BIG)
+
+
+def _call(
+    agent: str, call_id: str, messages: list[dict], reply: str, *, parent: str | None, kept: int
+) -> dict:
+    """An ``llm_calls`` row as the model client writes it (compressed against the agent's context)."""
+    return {
+        "id": call_id,
+        "session_id": "S1",
+        "agent_id": agent,
+        "role": "worker",
+        "model": "m",
+        "endpoint": "e",
+        "parent_id": parent,
+        "kept": kept,
+        "request": Zipped(json.dumps(messages[kept:], ensure_ascii=False), against=agent, shared=None),
+        "response": Zipped(reply, remember=(agent, "reply"), shared="reply:worker"),
+        "created_at": store_db.now_ms(),
+    }
+
+
+def _action(agent: str, step: int, observation: str, **extra) -> dict:
+    return {
+        "session_id": "S1",
+        "agent_id": agent,
+        "task_id": "T1",
+        "step": step,
+        "name": "read_file",
+        "arguments": Zipped(json.dumps({"path": "big.txt"}), against=agent),
+        "observation": Zipped(observation, remember=(agent, "observation")),
+        "created_at": "2026-01-01T00:00:00.000+00:00",
+        "target": "big.txt",
+    } | extra
+
+
+def test_texts_compressed_against_context_read_back_even_after_a_failed_batch(tmp_path):
+    """A request repeats the observation before it, so it is stored as a few bytes against it; when a row of a
+    batch fails, what was compressed against it is rewritten without, so nothing becomes unreadable."""
+    writer = Writer(tmp_path / "f.db")
+    system = [{"role": "system", "content": "s"}, {"role": "user", "content": "task"}]
+    reply1 = '{"action": "read big.txt"}'
+    writer.insert("llm_calls", _call("A1", "C1", system, reply1, parent=None, kept=0))
+    seen = "".join(hashlib.sha1(str(i).encode()).hexdigest() + "\n" for i in range(100))  # compresses badly
+    writer.insert("actions", _action("A1", 1, seen))
+    convo2 = [
+        *system,
+        {"role": "assistant", "content": reply1},
+        {"role": "user", "content": "OBSERVATION\n" + seen},
+    ]
+    writer.insert("llm_calls", _call("A1", "C2", convo2, '{"action": "again"}', parent="C1", kept=3))
+    writer.flush()
+    # one batch: an action that fails (no such column), then a call compressed against the context it would set
+    other = BIG.replace("again", "once more")
+    writer.insert("actions", _action("A1", 2, other, nope=1))
+    convo3 = [
+        *convo2,
+        {"role": "assistant", "content": '{"action": "again"}'},
+        {"role": "user", "content": other},
+    ]
+    writer.insert("llm_calls", _call("A1", "C3", convo3, '{"action": "done"}', parent="C2", kept=5))
+    with pytest.raises(StoreError, match="nope"):
+        writer.flush()
+    writer.close()
+
+    db = store_db.connect(tmp_path / "f.db")
+    raw = {r["id"]: r["request"] for r in db.query("SELECT id, request FROM llm_calls")}
+    alone = len(zlib.compress(json.dumps(convo2[3:], ensure_ascii=False).encode()))
+    assert isinstance(raw["C2"], bytes) and len(raw["C2"]) * 3 < alone, (
+        "the repeated observation costs little"
+    )
+    assert [c["messages"] for c in queries.agent_calls(db, "A1")] == [system, convo2, convo3]
+    assert [a["observation"] for a in queries.actions(db, "A1")] == [seen]
+
+
+def test_a_record_from_before_m007_keeps_its_timeline(tmp_path):
+    """Upgrading: the old events stay (once each), old calls and actions read as before, new rows follow them."""
+    path = tmp_path / "old.db"
+    old = Database(sqlite3.connect(path))
+    migrations.apply(old, stop_before="m007_events_from_rows")
+    old["events"].insert_all(
+        [
+            {"id": "E1", "session_id": "S1", "kind": "llm_call", "agent_id": "A1", "data": '{"role": "worker"}',
+             "created_at": "t1"},
+            {"id": "E2", "session_id": "S1", "kind": "agent_step", "agent_id": "A1", "task_id": "T1",
+             "data": '{"step": 1, "action": "read_file", "observation": "old"}', "created_at": "t2"},
+        ]
+    )  # fmt: skip
+    old["llm_calls"].insert(
+        {"id": "C1", "session_id": "S1", "agent_id": "A1", "role": "worker", "model": "m", "endpoint": "e",
+         "request": '[{"role": "system", "content": "s"}]', "response": "r", "kept": 0, "created_at": "t1"}
+    )  # fmt: skip
+    old["actions"].insert(
+        {"id": "X1", "session_id": "S1", "agent_id": "A1", "task_id": "T1", "step": 1, "name": "read_file",
+         "arguments": '{"path": "a"}', "observation": "old", "created_at": "t2"}
+    )  # fmt: skip
+    old.conn.commit()
+    old.conn.close()
+
+    writer = Writer(path)  # migrates
+    writer.insert("actions", _action("A1", 2, "new"))
+    writer.event("S1", "warning", message="after the upgrade")
+    writer.flush()
+    writer.close()
+    db = store_db.connect(path)
+    kinds = [(e["kind"], e["data"].get("observation")) for e in queries.events_since(db, "S1")]
+    assert kinds == [("llm_call", None), ("agent_step", "old"), ("agent_step", "new"), ("warning", None)]
+    assert queries.agent_calls(db, "A1")[0]["messages"] == [{"role": "system", "content": "s"}]
+    assert [a["observation"] for a in queries.actions(db, "A1")] == ["old", "new"]
+    assert queries.max_event_seq(db, "S1") == max(e["seq"] for e in queries.events_since(db, "S1"))
+
+
+def test_call_and_action_times_read_as_iso_text(tmp_path):
+    """Calls and actions store their time as milliseconds; every reader still gets :func:`now`'s ISO text."""
+    writer = Writer(tmp_path / "f.db")
+    at = store_db.now_ms()
+    writer.insert("actions", _action("A1", 1, "seen", created_at=at))
+    writer.insert(
+        "llm_calls", _call("A1", "C1", [{"role": "user", "content": "u"}], "r", parent=None, kept=0)
+    )
+    writer.flush()
+    writer.close()
+    db = store_db.connect(tmp_path / "f.db")
+    assert db.execute("SELECT typeof(created_at) FROM actions").fetchone()[0] == "integer"
+    text = store_db.iso(at)
+    assert text is not None and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", text)
+    [step, _call_event] = queries.events_since(db, "S1")
+    assert step["kind"] == "agent_step" and step["created_at"] == text
+    assert queries.actions(db, "A1")[0]["created_at"] == text

@@ -185,11 +185,9 @@ async def test_a_long_log_shows_its_newest_lines_at_once_and_its_history_when_re
         assert screen.log_ready and f"src/part_{LOG_TAIL + 20}.py" in log_text(screen)
         assert "src/part_1.py" not in log_text(screen)  # older than the tail: the thread brings it
         last = LOG_TAIL + 21
-        r.w.insert("actions", {"id": f"AG11A{last:03d}", "session_id": S1, "agent_id": "AG11", "task_id": "T07",
-                               "step": last, "name": "write", "arguments": {"path": "src/late.py"},
-                               "observation": "wrote 1 line", "created_at": at(2000)})  # fmt: skip
-        r.event(2000, "agent_step", agent="AG11", task="T07", step=last, action="write", target="src/late.py",
-                observation="wrote 1 line", exit_code=None)  # fmt: skip
+        r.w.insert("actions", {"session_id": S1, "agent_id": "AG11", "task_id": "T07", "step": last,
+                               "name": "write", "arguments": {"path": "src/late.py"}, "observation": "wrote 1 line",
+                               "created_at": at(2000), "target": "src/late.py"})  # its own agent_step event  # fmt: skip
         w.flush()
         await until(pilot, lambda: "src/part_1.py" in log_text(screen) and "src/late.py" in log_text(screen))
         await pilot.pause(0.3)
@@ -225,11 +223,9 @@ async def test_panes_follow_events_as_they_are_written(record: Path) -> None:
         table.move_cursor(table.get_row_index("AG10"))
         await until(pilot, lambda: screen.log_agent == "AG10" and screen.log_ready)
         assert "read    CHANGES.md" in log_text(screen)
-        r.w.insert("actions", {"id": "AG10A002", "session_id": S1, "agent_id": "AG10", "task_id": "T13", "step": 2,
-                               "name": "write", "arguments": {"path": "CHANGES.md"}, "observation": "wrote 3 lines",
-                               "created_at": at(520)})  # fmt: skip
-        r.event(520, "agent_step", agent="AG10", task="T13", step=2, action="write", target="CHANGES.md",
-                observation="wrote 3 lines", exit_code=None)  # fmt: skip
+        r.w.insert("actions", {"session_id": S1, "agent_id": "AG10", "task_id": "T13", "step": 2, "name": "write",
+                               "arguments": {"path": "CHANGES.md"}, "observation": "wrote 3 lines",
+                               "created_at": at(520), "target": "CHANGES.md"})  # its own agent_step event  # fmt: skip
         r.event(
             530,
             "agent_ended",

@@ -15,7 +15,7 @@ import pytest
 from formicary.agents.session.engine import Engine
 from formicary.agents.settings import Settings
 from formicary.store import db as store_db
-from formicary.store.packing import unpack
+from formicary.store import queries
 from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer, schema_name
 from tests.scripted_team import ScriptedTeam, finish, plan, read, task, write
@@ -73,10 +73,14 @@ def units_repo(tmp_path):
 
 
 def actions(db_path, title=None):
-    """The worker's action rows, observations unpacked (large ones are stored compressed)."""
+    """The worker's action rows, texts read through the record's queries (stored compressed, arguments against
+    the reply that chose them)."""
     db = store_db.connect(db_path)
-    rows = list(db.query("SELECT a.* FROM actions a ORDER BY a.created_at, a.step"))
-    return [r | {"observation": unpack(r["observation"])} for r in rows]
+    rows = list(db.query("SELECT a.seq, a.agent_id FROM actions a ORDER BY a.created_at, a.step"))
+    read = {
+        agent: {r["seq"]: r for r in queries.actions(db, agent)} for agent in {r["agent_id"] for r in rows}
+    }
+    return [read[r["agent_id"]][r["seq"]] for r in rows]
 
 
 def fix_task() -> dict:

@@ -92,17 +92,13 @@ class Recorder:
                  "prompt_tokens": tokens, "completion_tokens": tokens // 4, "latency_ms": 2100.0,
                  "created_at": at(ts - 1)},
             )  # fmt: skip
-            self.event(ts - 1, "llm_call", agent=aid, role=role, prompt_tokens=tokens,
-                       completion_tokens=tokens // 4, latency_ms=2100.0)  # fmt: skip
+            # a model call's and an action's rows are their own llm_call and agent_step events
             self.w.insert(
                 "actions",
-                {"id": f"{aid}A{i:03d}", "session_id": self.sid, "agent_id": aid, "task_id": tid, "step": i,
-                 "name": action, "arguments": args, "observation": observation, "exit_code": code,
-                 "duration_ms": 40.0, "created_at": at(ts)},
+                {"session_id": self.sid, "agent_id": aid, "task_id": tid, "step": i, "name": action,
+                 "arguments": args, "observation": observation, "exit_code": code, "duration_ms": 40.0,
+                 "created_at": at(ts), "target": next(iter(args.values()), "")},
             )  # fmt: skip
-            target = next(iter(args.values()), "")
-            self.event(ts, "agent_step", agent=aid, task=tid, step=i, action=action, target=target,
-                       observation=observation[:300], exit_code=code)  # fmt: skip
         if ended:
             n = max(1, len(steps))
             self.event(t + 5 * len(steps) + 5, "agent_ended", agent=aid, task=tid, status=status, steps=len(steps),

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import BaseModel, ValidationError
 
-from ...store.db import new_id, now
-from ...store.packing import Zipped
+from ...store.db import new_id, now_ms
+from ...store.packing import REPLY, Zipped
 from ..jsontext import extract_json
 from .errors import EndpointError, Failure, Kind, ModelError, ReplyFormatError, classify, one_line
 from .http import ChatEndpoint
@@ -460,7 +460,7 @@ class ModelClient:
     ) -> None:
         timings = timings or CallTimings()
         call_id = new_id()
-        parent_id, kept = self._lean(agent_id, call_id, messages)
+        parent_id, kept = self._lean(agent_id, call_id, messages, content)
         row = {
             "id": call_id,
             "session_id": self.session_id,
@@ -471,8 +471,17 @@ class ModelClient:
             "schema_name": schema_name,
             "parent_id": parent_id,
             "kept": kept,
-            "request": Zipped(json.dumps(messages[kept:], ensure_ascii=False)),
-            "response": Zipped(content) if content else content,
+            # a first request is mostly its role's system prompt: compressed against the role's first request
+            "request": Zipped(
+                json.dumps(messages[kept:], ensure_ascii=False),
+                against=agent_id,
+                shared=None if kept else f"request:{role}",
+            ),
+            "response": Zipped(
+                content, remember=(agent_id, REPLY) if agent_id else None, shared=f"reply:{role}"
+            )
+            if content
+            else content,
             "prompt_tokens": usage[0],
             "completion_tokens": usage[1],
             "latency_ms": round(latency, 2),
@@ -483,7 +492,7 @@ class ModelClient:
             "predicted_ms": timings.predicted_ms,
             "cached_tokens": timings.cached_tokens,
             "slot": timings.slot,
-            "created_at": now(),
+            "created_at": now_ms(),
         }
         if self.writer is not None:
             self.writer.insert("llm_calls", row)
@@ -491,19 +500,24 @@ class ModelClient:
             listener(row)
 
     def _lean(
-        self, agent_id: str | None, call_id: str, messages: list[dict[str, str]]
+        self, agent_id: str | None, call_id: str, messages: list[dict[str, str]], content: str | None
     ) -> tuple[str | None, int]:
         """(the agent's previous call, how many of its messages this call's conversation starts with).
 
         Only the rest is recorded: a worker's conversation grows by two messages a step, so a call stores those
-        two instead of all twenty. A trimmed conversation shares a shorter prefix and records more; the first
-        call of an agent, or one the client has forgotten, records everything (``kept`` 0, no parent).
+        two instead of all twenty. The previous call's reply, as the assistant message that follows its
+        conversation, counts as one more message of it (``kept`` may exceed that conversation by one). A
+        trimmed conversation shares a shorter prefix and records more; the first call of an agent, or one the
+        client has forgotten, records everything (``kept`` 0, no parent).
         """
         if self.writer is None or agent_id is None:
             return None, 0
         conversations = self._conversations
         previous = conversations.pop(agent_id, None)
-        conversations[agent_id] = (call_id, list(messages))
+        sent = list(messages)
+        if content:
+            sent.append({"role": "assistant", "content": content})
+        conversations[agent_id] = (call_id, sent)
         if len(conversations) > CONVERSATIONS_KEPT:
             conversations.popitem(last=False)
         if previous is None:

@@ -1,8 +1,9 @@
 """The session's writes to the record: each row together with the event that announces it.
 
-The ONLY place in the session that calls the writer (and the only one that writes a control row from another
-process). "Insert a row, then emit the same fields as an event" is written once per kind here, so the record
-and the in-process listeners always see the same thing. The layers below the session write only their own
+The ONLY place in the session that calls the writer, with :mod:`.record_work` (the agents' work: steps, calls,
+landings, verdicts), and the only one that writes a control row from another process. "Insert a row, then emit
+the same fields as an event" is written once per kind here, so the record and the in-process listeners always
+see the same thing. The layers below the session write only their own
 rows (the model client its ``llm_calls``, integration its ``commits``) through the writer handed to them.
 """
 
@@ -14,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...store.db import connect, new_id, now
-from ...store.packing import Zipped
+from ...store.db import connect, now
 from ...store.writer import Writer
 from ..status import CycleReason, CycleStatus, SessionStatus, TaskKind, TaskStatus
 from . import events as ev
+from .record_work import WorkRecord
 
 if TYPE_CHECKING:
     from ..roles.context import Agent, Handoff, Task
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
 Listener = Callable[[ev.Event], None]
 
 
-class Record:
-    """Writes one session's rows and events through the one writer and publishes each event in-process."""
+class Record(WorkRecord):
+    """Writes one session's rows and events through the one writer and publishes each event in-process (the
+    agents' work is recorded by the methods of :class:`~.record_work.WorkRecord`)."""
 
     def __init__(self, writer: Writer, session_id: str) -> None:
         self.writer = writer
@@ -39,22 +41,26 @@ class Record:
 
     # -- the timeline ------------------------------------------------------------------------------
 
-    def emit(self, event: ev.Event) -> None:
-        """Append ``event`` to the timeline and show it (redacted, like the row) to the listeners."""
+    def emit(self, event: ev.Event, *, stored: bool = False) -> None:
+        """Append ``event`` to the timeline and show it (redacted, like the row) to the listeners.
+
+        ``stored``: the event's own row (an ``actions`` or ``llm_calls`` row) is already its place in the
+        timeline (the ``events`` view), so only the listeners are told.
+        """
         event.session_id = self.session_id
         event.created_at = now()
-        self.writer.insert(
-            "events",
-            {
-                "id": new_id(),
-                "session_id": self.session_id,
-                "kind": event.kind,
-                "agent_id": event.agent_id,
-                "task_id": event.task_id,
-                "data": event.data() or None,
-                "created_at": event.created_at,
-            },
-        )
+        if not stored:
+            self.writer.insert(
+                "event_log",
+                {
+                    "session_id": self.session_id,
+                    "kind": event.kind,
+                    "agent_id": event.agent_id,
+                    "task_id": event.task_id,
+                    "data": event.data() or None,
+                    "created_at": event.created_at,
+                },
+            )
         if self.listeners:
             shown = event.redacted(self.writer.redact)
             for listener in list(self.listeners):
@@ -268,186 +274,6 @@ class Record:
                 steps=agent.steps,
                 prompt_tokens=agent.prompt_tokens,
                 completion_tokens=agent.completion_tokens,
-            )
-        )
-
-    def action(
-        self,
-        agent: Agent,
-        task_id: str,
-        step: int,
-        name: str,
-        args: dict[str, Any],
-        text: str,
-        exit_code: int | None,
-        duration_ms: float,
-        *,
-        target: str,
-        error: bool,
-    ) -> None:
-        """One worker step: the full ``actions`` row and the short ``agent_step`` event."""
-        self.writer.insert(
-            "actions",
-            {
-                "id": new_id(),
-                "session_id": self.session_id,
-                "agent_id": agent.id,
-                "task_id": task_id,
-                "step": step,
-                "name": name,
-                "arguments": Zipped(json.dumps(args, ensure_ascii=False)),  # long ones compressed
-                "observation": Zipped(text),
-                "exit_code": exit_code,
-                "duration_ms": round(duration_ms, 2),
-                "created_at": now(),
-            },
-        )
-        self.emit(
-            ev.AgentStep(
-                agent_id=agent.id,
-                task_id=task_id,
-                step=step,
-                action=name,
-                target=target[:200],
-                observation=text[:300],
-                exit_code=exit_code,
-                error=error,
-            )
-        )
-
-    def llm_call(self, row: dict[str, Any], prompt_tokens: int, completion_tokens: int) -> None:
-        """The event for a model call whose row the client wrote."""
-        self.emit(
-            ev.LlmCall(
-                agent_id=row.get("agent_id"),
-                role=row["role"],
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                latency_ms=row.get("latency_ms"),
-                error=row.get("error"),
-                endpoint=row.get("endpoint"),
-            )
-        )
-
-    def plan(
-        self, agent_id: str, task_id: str, *, tasks: list[str], subplanners: list[str], scratchpad: str
-    ) -> None:
-        self.emit(
-            ev.PlanMade(
-                agent_id=agent_id,
-                task_id=task_id,
-                tasks=tasks,
-                subplanners=subplanners,
-                scratchpad=scratchpad[:500],
-            )
-        )
-
-    def conflict(self, agent_id: str, task_id: str, paths: list[str], round: int | None) -> None:
-        self.emit(ev.ConflictFound(agent_id=agent_id, task_id=task_id, paths=paths, round=round))
-
-    def commit_landed(
-        self,
-        agent_id: str,
-        task_id: str,
-        *,
-        sha: str,
-        integrated_sha: str | None,
-        retries: int,
-        conflicts: int,
-        title: str,
-        refusals: int = 0,
-        gate_ms: float = 0.0,
-    ) -> None:
-        """The event for a commit on the shared branch (integration wrote its ``commits`` row)."""
-        self.emit(
-            ev.CommitLanded(
-                agent_id=agent_id,
-                task_id=task_id,
-                sha=sha,
-                integrated_sha=integrated_sha,
-                retries=retries,
-                conflicts=conflicts,
-                refusals=refusals,
-                gate_ms=gate_ms,
-                title=title,
-            )
-        )
-
-    def gate(self, verdict: Any, agent_id: str, task_id: str) -> None:
-        """One landing-gate decision (a :class:`~formicary.agents.git.gate.GateVerdict`): its row and event."""
-        kind = "passed" if verdict.ok else "refused"
-        check, tip_check = verdict.check, verdict.tip_check
-        self.writer.insert(
-            "gates",
-            {
-                "id": new_id(),
-                "session_id": self.session_id,
-                "task_id": task_id,
-                "agent_id": agent_id,
-                "verdict": kind,
-                "reason": verdict.reason,
-                "tip": verdict.tip,
-                "tree": verdict.tree,
-                "new_failures": verdict.new_failures or None,
-                "parse_errors": verdict.parse_errors or None,
-                "check_exit": check.exit_code if check else None,
-                "tip_exit": tip_check.exit_code if tip_check else None,
-                "check_ms": round(check.duration_ms, 1) if check else None,
-                "tip_check_ms": round(tip_check.duration_ms, 1)
-                if verdict.tip_check_ran and tip_check
-                else None,
-                "duration_ms": round(verdict.duration_ms, 1),
-                "output": check.output[-2000:] if check and not check.ok else None,
-                "created_at": now(),
-            },
-        )
-        self.emit(
-            ev.GateDecided(
-                agent_id=agent_id,
-                task_id=task_id,
-                verdict=kind,
-                reason=verdict.reason[:300],
-                new_failures=verdict.new_failures[:20],
-                parse_errors=dict(list(verdict.parse_errors.items())[:10]),
-                check_ms=round(check.duration_ms, 1) if check else None,
-                duration_ms=round(verdict.duration_ms, 1),
-            )
-        )
-
-    def verdict(
-        self,
-        agent_id: str,
-        cycle_id: str,
-        number: int,
-        *,
-        decision: str,
-        reason: str,
-        notes: str,
-        check_output: str,
-        check_exit: int | None,
-    ) -> None:
-        self.writer.insert(
-            "verdicts",
-            {
-                "id": new_id(),
-                "session_id": self.session_id,
-                "cycle_id": cycle_id,
-                "decision": decision,
-                "reason": reason,
-                "notes": notes,
-                "check_output": check_output or None,
-                "created_at": now(),
-            },
-        )
-        self.emit(
-            ev.VerdictGiven(
-                agent_id=agent_id,
-                cycle_id=cycle_id,
-                number=number,
-                decision=decision,
-                reason=reason,
-                notes=notes[:1000],
-                check_exit=check_exit,
             )
         )
 
