@@ -124,6 +124,8 @@ def test_a_stub_replaced_by_another_stub_or_no_body_is_refused():
     src = 'def f(x):\n    """Doc."""\n    raise NotImplementedError\n'
     with pytest.raises(confine.ActionFailed, match="no body yet"):
         replace_function(src, "f", "def f(x):\n    pass\n")
+    with pytest.raises(confine.ActionFailed, match="no body yet"):  # a docstring and a comment are no body
+        replace_function(src, "f", 'def f(x):\n    """Doc."""\n    # the implementation goes here\n')
     with pytest.raises(confine.ActionFailed, match="has no body: after its def line"):
         replace_function(src, "f", "def f(x):\n    # TODO: write this body\n")
     out, _ = replace_function("def f(x):\n    return x\n", "f", "def f(x):\n    pass\n")  # not a stub before

@@ -88,7 +88,9 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
     code = [stmt for stmt in defs[0].body if stmt is not _docstring(defs[0])]
     old_code = [stmt for stmt in node.body if stmt is not _docstring(node)]
     was_stub = len(old_code) == 1 and _is_stub(old_code[0])
-    if was_stub and len(code) == 1 and _is_stub(code[0]) and _code(defs[0]) != _code(node):
+    if (not code and old_code) or (
+        was_stub and len(code) == 1 and _is_stub(code[0]) and _code(defs[0]) != _code(node)
+    ):
         raise confine.ActionFailed(
             f"error: your {node.name} has no body yet (only a stub): write the statements that compute its result"
         )
