@@ -56,8 +56,9 @@ def context_dictionary(reply: str | None, observation: str | None) -> bytes | No
     the reply last, as itself (an action's arguments repeat it)."""
     if not reply and not observation:
         return None
-    obs = observation or ""
-    text = json.dumps(obs, ensure_ascii=False)[1:-1] + obs + (reply or "")
+    # only the end counts, so only the end of each text is needed (the writer keeps no more)
+    obs, reply = (observation or "")[-WINDOW:], (reply or "")[-WINDOW:]
+    text = json.dumps(obs, ensure_ascii=False)[1:-1] + obs + reply
     return text.encode("utf-8")[-WINDOW:]
 
 

@@ -153,14 +153,21 @@ def _texts(
     return row
 
 
+def _action_texts(db: Database, agent_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An agent's ``actions`` rows with their texts read (its context loaded only when a text needs it)."""
+    columns = ("arguments", "observation")
+    needed = any(needs_dictionary(row.get(c)) for row in rows for c in columns)
+    contexts = Contexts(db, agent_id) if needed else None
+    return [_texts(row, *columns, contexts=contexts) for row in rows]
+
+
 def actions(db: Database, agent_id: str, after_step: int = -1) -> list[dict[str, Any]]:
-    contexts = Contexts(db, agent_id)
-    return [
-        _texts(row, "arguments", "observation", contexts=contexts)
-        for row in db.query(
+    rows = list(
+        db.query(
             "SELECT * FROM actions WHERE agent_id = ? AND step > ? ORDER BY step", [agent_id, after_step]
         )
-    ]
+    )
+    return _action_texts(db, agent_id, rows)
 
 
 def commits(db: Database, session_id: str) -> list[dict[str, Any]]:
@@ -236,7 +243,8 @@ def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
     """An agent's model calls in the order they were made, each with ``messages``, the whole conversation it
     sent, rebuilt from the lean record (each row holds only what was new since the agent's previous call), and
     ``response`` as text."""
-    rows = list(db.query("SELECT * FROM llm_calls WHERE agent_id = ? ORDER BY seq > 0, abs(seq)", [agent_id]))
+    order = "seq > 0, abs(seq)" if log_table(db) == "event_log" else "created_at, id"  # (before m007: no seq)
+    rows = list(db.query(f"SELECT * FROM llm_calls WHERE agent_id = ? ORDER BY {order}", [agent_id]))
     by_id = {row["id"]: row for row in rows}
     contexts = Contexts(db, agent_id) if any(needs_dictionary(row["request"]) for row in rows) else None
     shared = dictionaries(db)
@@ -317,6 +325,12 @@ def _chunks(ids: list[Any], size: int = 500) -> list[list[Any]]:
 
 def max_event_seq(db: Database, session_id: str) -> int:
     """The newest event of a session: where a follower that has just read the tables resumes."""
+    if log_table(db) == "events":  # a record from before m007, read without migrating it
+        return int(
+            db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?", [session_id]
+            ).fetchone()[0]
+        )
     # The timeline is one sequence: the newest action or model call of any session is a valid resume point
     # (everything before it is already written), and reading it costs no scan of the rows without an index.
     row = db.execute(
@@ -380,15 +394,11 @@ def agent_last_actions(db: Database, ids: list[str]) -> dict[str, dict[str, Any]
 
 def last_actions_of(db: Database, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
     """An agent's newest ``limit`` actions, oldest first: what a log pane shows when it is selected."""
-    contexts = Contexts(db, agent_id)
-    rows = [
-        _texts(row, "arguments", "observation", contexts=contexts)
-        for row in db.query(
-            "SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit]
-        )
-    ]
+    rows = list(
+        db.query("SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit])
+    )
     rows.reverse()
-    return rows
+    return _action_texts(db, agent_id, rows)
 
 
 def agent_events(db: Database, session_id: str, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:

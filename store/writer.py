@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .db import connect, now
-from .packing import REPLY, Zipped, context_dictionary, pack, shared_dictionary
+from .packing import REPLY, WINDOW, Zipped, context_dictionary, pack, shared_dictionary
 from .redact import Redactor
 
 MAX_BATCH = 2000
@@ -30,8 +30,9 @@ BUSY_BATCH = 16
 again, so the next rows wait in the queue instead of each ``put`` waking this thread (a GIL hand-off per row,
 ~8% of the engine's CPU with 256 workers) and batches grow."""
 BUSY_PAUSE = 0.02
-CONTEXTS_KEPT = 8192
-"""Agents whose latest reply and observation the writer keeps, to compress what they send next against them."""
+CONTEXTS_KEPT = 4096
+"""Agents whose latest reply and observation (their last 32 K characters) the writer keeps, to compress what
+they send next against them (the model client keeps as many conversations)."""
 
 
 class StoreError(RuntimeError):
@@ -238,6 +239,7 @@ class Writer:
             else:
                 params.append(_to_db(value, self.redact))
         for (agent, part), text in learned:
+            text = text[-WINDOW:]
             reply, observation = self._contexts.pop(agent, (None, None))
             if part == REPLY:
                 reply = text

@@ -282,3 +282,26 @@ def test_call_and_action_times_read_as_iso_text(tmp_path):
     [step, _call_event] = queries.events_since(db, "S1")
     assert step["kind"] == "agent_step" and step["created_at"] == text
     assert queries.actions(db, "A1")[0]["created_at"] == text
+
+
+def test_a_record_from_before_m007_reads_without_migrating(tmp_path):
+    """The TUI and the CLI open a record read-only without migrating it: an older one still reads."""
+    path = tmp_path / "old.db"
+    old = Database(sqlite3.connect(path))
+    migrations.apply(old, stop_before="m007_events_from_rows")
+    old["events"].insert({"id": "E1", "session_id": "S1", "kind": "warning", "data": "{}", "created_at": "t"})
+    old["llm_calls"].insert(
+        {"id": "C1", "session_id": "S1", "agent_id": "A1", "role": "worker", "model": "m", "endpoint": "e",
+         "request": '[{"role": "system", "content": "s"}]', "response": "r", "kept": 0, "created_at": "t1"}
+    )  # fmt: skip
+    old["actions"].insert(
+        {"id": "X1", "session_id": "S1", "agent_id": "A1", "task_id": "T1", "step": 1, "name": "read_file",
+         "arguments": '{"path": "a"}', "observation": "old", "created_at": "t2"}
+    )  # fmt: skip
+    old.conn.commit()
+    old.conn.close()
+    db = store_db.connect(path, readonly=True, migrate=False)
+    assert queries.max_event_seq(db, "S1") == 1
+    assert [e["kind"] for e in queries.events_since(db, "S1")] == ["warning"]
+    assert [a["observation"] for a in queries.last_actions_of(db, "A1")] == ["old"]
+    assert queries.agent_calls(db, "A1")[0]["messages"] == [{"role": "system", "content": "s"}]
