@@ -100,7 +100,7 @@ async def _plan(
     handoffs: list[Handoff],
     max_tasks: int,
     max_subplanners: int,
-    finished: set[str] = frozenset(),  # type: ignore[assignment]
+    finished: frozenset[str] | set[str] = frozenset(),
 ) -> Plan:
     plan = await _named_targets(ctx, max_tasks, finished) if role == Role.PLANNER else None
     if plan is None:
@@ -166,7 +166,9 @@ async def _ask_model(
     return plan
 
 
-async def _named_targets(ctx: RoleContext, max_tasks: int, finished: set[str]) -> Plan | None:
+async def _named_targets(
+    ctx: RoleContext, max_tasks: int, finished: frozenset[str] | set[str]
+) -> Plan | None:
     """The plan when the goal names its targets (see targets.py): those not landed nor finished yet, as many
     as the round may queue; None to ask the model (no named targets, or none left).
 

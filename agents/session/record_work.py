@@ -8,6 +8,7 @@ agents). A worker's ``actions`` row and a model call's ``llm_calls`` row are the
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from ...store.db import new_id, now, now_ms
@@ -19,14 +20,15 @@ if TYPE_CHECKING:
     from ..roles.context import Agent
 
 
-class WorkRecord:
+class WorkRecord(ABC):
     """Records what agents do; :class:`~.record.Record` provides the writer, the session and ``emit``."""
 
     writer: Writer
     session_id: str
 
+    @abstractmethod
     def emit(self, event: ev.Event, *, stored: bool = False) -> None:
-        raise NotImplementedError
+        """Put ``event`` on the timeline (``stored``: its row is already written)."""
 
     def action(
         self,
