@@ -201,10 +201,8 @@ async def measure(args: argparse.Namespace, base: Path, base_url: str, server_pi
         tg.start_soon(go)
         tg.start_soon(probe.sample_lag)
         began = time.monotonic()
-        while (
-            len(probe.phases["worktree_setup"]) < args.workers and time.monotonic() - began < FIRST_WAVE_MAX
-        ):
-            await anyio.sleep(0.5)  # the first wave: every worker has its worktree (made one by one)
+        while probe.first_wave(args.workers) and time.monotonic() - began < FIRST_WAVE_MAX:
+            await anyio.sleep(0.5)  # every worker has had a worktree (they are made one at a time)
         first_wave = time.monotonic() - began
         await anyio.sleep(args.warmup)
         a = snapshot(engine, server_pid)
