@@ -108,6 +108,13 @@ def test_stub_bodies_of_the_tasks_functions_are_shown_as_a_todo_line():
     )  # no docstring: a TODO would not parse
     assert mark_stubs(text, {"x"}) == text
 
+    # in an excerpt of a marked module, the TODO line is shown, not elided as if the body were hidden code
+    module = text + "".join(f"\n\ndef other{i}():\n    return {i}\n" for i in range(3))
+    shown = excerpt(mark_stubs(module, {"a"}), {"a"}, 10_000, outline=True)
+    assert shown is not None
+    assert '"""A."""\n    # TODO: write this body (it is a stub now: raise NotImplementedError)' in shown
+    assert "def other0():\n    ..." in shown
+
 
 def test_a_whole_file_write_that_guts_a_module_is_refused(tmp_path):
     from formicary.agents.tools.pyedit import refuse_gutting

@@ -197,11 +197,33 @@ def _blocks(text: str) -> list[tuple[int, int, ast.stmt]] | None:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return None
+    lines = text.split("\n")
     blocks = []
     for node in tree.body:
         start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
-        blocks.append((start, node.end_lineno or node.lineno, node))
+        blocks.append((start, _trailing_comments(lines, node), node))
     return blocks
+
+
+def _trailing_comments(lines: list[str], node: ast.stmt) -> int:
+    """The last line of ``node``, counting the comment lines indented under it that follow its last statement.
+
+    A stub marked by :func:`mark_stubs` has a comment for a body: without this an excerpt would show the
+    docstring and then "lines not shown" where the TODO line is, and the model took the body for hidden code.
+    """
+    end = node.end_lineno or node.lineno
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return end
+    last = end
+    while last < len(lines):
+        line = lines[last]
+        stripped = line.lstrip()
+        if stripped and not (stripped.startswith("#") and len(line) - len(stripped) > node.col_offset):
+            break
+        last += 1
+        if stripped:
+            end = last
+    return end
 
 
 def excerpt(text: str, names: set[str], budget: int, *, outline: bool = False) -> str | None:
