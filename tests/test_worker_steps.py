@@ -335,4 +335,8 @@ async def test_when_every_redraw_fails_the_last_try_stays_in_the_conversation(tm
     assert sum(1 for m in conversation if m["role"] == "assistant") == 1
     assert "return c * 4" in conversation[2]["content"]
     assert conversation[3]["content"].endswith("(2 other tries at this edit failed too.)")
+    # the record rebuilds every request, redraws (the same messages as their parent call) included
+    record = store_db.connect(db)
+    worker = next(r["id"] for r in record.query("SELECT id FROM agents WHERE role = 'worker'"))
+    assert [c["messages"] for c in queries.agent_calls(record, worker)] == [c["messages"] for c in calls]
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
