@@ -229,7 +229,8 @@ def _conversation(
         return new
     base = rebuilt.get(row["parent_id"])
     if base is None:
-        raise LookupError(f"model call {row['id']}: its parent call {row['parent_id']} is not in the record")
+        parent = f" {row['parent_id']}" if row["parent_id"] is not None else ""
+        raise LookupError(f"model call {row['id']}: its parent call{parent} is not in the record")
     if row["kept"] > len(base):
         raise LookupError(f"model call {row['id']}: keeps more messages than its parent call sent")
     return base[: row["kept"]] + new
@@ -333,6 +334,14 @@ def max_event_seq(db: Database, session_id: str) -> int:
         )
     # The timeline is one sequence: the newest action or model call of any session is a valid resume point
     # (everything before it is already written), and reading it costs no scan of the rows without an index.
+    if "log" in db.table_names():  # m008: read the tables under the views (a view's MAX is a scan)
+        row = db.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM log WHERE session = "
+            "(SELECT id FROM names WHERE name = ?)), 0),"
+            " COALESCE((SELECT MAX(seq) FROM steps), 0), COALESCE((SELECT MAX(seq) FROM calls), 0))",
+            [session_id],
+        ).fetchone()
+        return int(row[0])
     row = db.execute(
         "SELECT MAX(COALESCE((SELECT MAX(seq) FROM event_log WHERE session_id = ?), 0),"
         " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))",
@@ -428,7 +437,8 @@ def commit_times(db: Database, session_id: str) -> list[str]:
 def log_table(db: Database) -> str:
     """Where the timeline's own kinds are (every kind but ``agent_step`` and ``llm_call``): reading them there
     skips the ``events`` view's rows of every call and action (``events`` in a record from before m007)."""
-    return "event_log" if "event_log" in db.table_names() else "events"
+    names = db.table_names()
+    return "event_log" if "event_log" in names or "log" in names else "events"
 
 
 def last_activity(db: Database, session_id: str) -> str | None:

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .db import connect, now
+from .db import connect, now_ms
 from .packing import REPLY, WINDOW, Zipped, context_dictionary, pack, shared_dictionary
 from .redact import Redactor
+from .schema_m008 import LAST_SEQ
 
 MAX_BATCH = 2000
 BUSY_BATCH = 16
@@ -43,13 +44,6 @@ SEQUENCED = frozenset({"event_log", "actions", "llm_calls"})
 """Tables whose rows are events: each new row takes the next ``seq`` of the one timeline (see ``events``)."""
 TABLE_FOR = {"events": "event_log"}
 """``events`` is a view over the timeline's tables; a row written to it goes to ``event_log``."""
-
-
-LAST_SEQ = (
-    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'event_log'), 0),"
-    " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))"
-)
-"""The timeline's last ``seq`` (rows written without the writer took theirs from their own table)."""
 
 
 @dataclass
@@ -145,7 +139,7 @@ class Writer:
                 "agent_id": agent_id,
                 "task_id": task_id,
                 "data": data or None,
-                "created_at": now(),
+                "created_at": now_ms(),
             },
         )
 
@@ -268,8 +262,6 @@ class Writer:
                 seq += 1
                 p = (*p[:-1], seq)
             conn.execute(op.sql, p)
-        if seq is not None:
-            conn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'event_log'", (seq,))
 
     def _write(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         params = [self._prepare(op) for op in batch]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...store.db import connect, now
+from ...store.db import connect, iso, now, now_ms
 from ...store.writer import Writer
 from ..status import CycleReason, CycleStatus, SessionStatus, TaskKind, TaskStatus
 from . import events as ev
@@ -48,7 +48,8 @@ class Record(WorkRecord):
         timeline (the ``events`` view), so only the listeners are told.
         """
         event.session_id = self.session_id
-        event.created_at = now()
+        at = now_ms()
+        event.created_at = iso(at)
         if not stored:
             self.writer.insert(
                 "event_log",
@@ -58,7 +59,7 @@ class Record(WorkRecord):
                     "agent_id": event.agent_id,
                     "task_id": event.task_id,
                     "data": event.data() or None,
-                    "created_at": event.created_at,
+                    "created_at": at,
                 },
             )
         if self.listeners:
