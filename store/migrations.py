@@ -10,6 +10,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from .schema_m008 import upgrade_statements
+from .schema_m009 import upgrade_statements as landings_upgrade
 
 migrations = Migrations("formicary")
 
@@ -391,6 +392,15 @@ def m008_compact_timeline(db: Database) -> None:
     ``llm_calls``, ``actions``, ``event_log`` and ``events`` become views with the same columns as before; a
     model call's id becomes its ``seq``, its ``parent_id`` its parent's ``seq``."""
     for sql in upgrade_statements():
+        db.execute(sql)
+
+
+@migrations(name="m009_compact_landings")
+def m009_compact_landings(db: Database) -> None:
+    """``commits`` and ``integrations`` (a row or two per landed task) store their ids and labels in ``names``,
+    times as milliseconds, and no ULID key or default branch name (see ``store.schema_m009``); they become views
+    with the same columns (an id is the row's number)."""
+    for sql in landings_upgrade():
         db.execute(sql)
 
 

@@ -89,7 +89,7 @@ class Contexts:
             ).fetchall()
         ]
         parts += [
-            (seq, OBSERVATION, unpack(text) or "")
+            (seq, OBSERVATION, unpack(text, shared=shared) or "")
             for seq, text in db.execute(
                 "SELECT seq, observation FROM actions WHERE agent_id = ? AND observation IS NOT NULL",
                 [agent_id],
@@ -125,9 +125,10 @@ def _dictionary_before(db: Database, agent_id: str, seq: int) -> bytes | None:
         "ORDER BY seq DESC LIMIT 1",
         [agent_id, seq],
     ).fetchone()
+    shared = dictionaries(db)
     return context_dictionary(
-        unpack(reply[0], shared=dictionaries(db)) if reply else None,
-        unpack(observation[0]) if observation else None,
+        unpack(reply[0], shared=shared) if reply else None,
+        unpack(observation[0], shared=shared) if observation else None,
     )
 
 
@@ -193,11 +194,12 @@ def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]
         row["data"] = json.loads(row["data"]) if row["data"] else {}
         if row["kind"] == "agent_step" and row["data"].get("observation") is None:
             missing[row["seq"]] = row["data"]
+    shared = dictionaries(db) if missing else None
     for chunk in _chunks(list(missing)):
         for found in db.execute(
             f"SELECT seq, observation FROM actions WHERE seq IN ({_in_clause(chunk)})", chunk
         ).fetchall():
-            missing[found[0]]["observation"] = (unpack(found[1]) or "")[:300]
+            missing[found[0]]["observation"] = (unpack(found[1], shared=shared) or "")[:300]
     return rows
 
 

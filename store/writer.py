@@ -229,7 +229,7 @@ class Writer:
                     dictionary = context_dictionary(*context) if context else None
                 if value.remember:
                     learned.append((value.remember, text))
-                params.append(pack(text, dictionary))
+                params.append(pack(text, dictionary, shared=bool(value.shared and contexts)))
             else:
                 params.append(_to_db(value, self.redact))
         for (agent, part), text in learned:

@@ -1,5 +1,5 @@
-"""m008 (the compact timeline): a record written by the schema before it reads the same after the upgrade, and
-rows written since take a fraction of the space."""
+"""m008 and m009 (the compact timeline and landings): a record written by the schema before them reads the same
+after the upgrade, and rows written since continue it."""
 
 from __future__ import annotations
 
@@ -45,8 +45,35 @@ def _m007_record(path) -> None:
                                    "error": None, "created_at": 1767225600400})  # fmt: skip
     old["event_log"].insert({"seq": 6, "session_id": "S1", "kind": "warning", "data": '{"message": "w"}',
                              "created_at": "2026-01-01T00:00:00.500+00:00"})  # fmt: skip
+    branch = "formicary-tasks/S1/T1"
+    old["commits"].insert({"id": "01COMMIT", "session_id": "S1", "task_id": "T1", "agent_id": "A1", "sha": "a" * 40,
+                           "integrated_sha": "b" * 40, "branch": branch, "status": "integrated", "retries": 1,
+                           "conflicts": 0, "duration_ms": 4395.95, "created_at": "2026-01-01T00:00:01.000+00:00",
+                           "integrated_at": "2026-01-01T00:00:02.250+00:00"})  # fmt: skip
+    old["commits"].insert({"id": "01COMMIT2", "session_id": "S1", "task_id": "T2", "sha": "c" * 40,
+                           "branch": "kept/elsewhere", "status": "failed", "error": "conflict", "created_at": "t"})  # fmt: skip
+    for attempt, result in ((1, "moved"), (2, "landed")):
+        old["integrations"].insert({"id": f"01I{attempt}", "session_id": "S1", "task_id": "T1", "agent_id": "A1",
+                                    "attempt": attempt, "result": result, "old_tip": "d" * 40, "new_tip": "e" * 40,
+                                    "conflict_paths": '["a.txt"]' if attempt == 1 else None, "duration_ms": 12.5,
+                                    "created_at": f"2026-01-01T00:00:0{attempt}.000+00:00"})  # fmt: skip
     old.conn.commit()
     old.conn.close()
+
+
+def _landings(db: Database) -> dict:
+    integrations = db.execute(
+        "SELECT session_id, task_id, agent_id, attempt, result, old_tip, new_tip, conflict_paths, duration_ms, "
+        "created_at FROM integrations ORDER BY created_at"
+    ).fetchall()
+    commits = [{k: v for k, v in c.items() if k != "id"} for c in queries.commits(db, "S1")]
+    return {
+        "commits": commits,
+        "task_commits": [c["sha"] for c in queries.task_commits(db, "S1", "T1")],
+        "commit_times": queries.commit_times(db, "S1"),
+        "session": queries.get_session(db, "S1"),
+        "integrations": integrations,
+    }
 
 
 def _reads(db: Database) -> dict:
@@ -62,6 +89,7 @@ def _reads(db: Database) -> dict:
         "last_activity": queries.last_activity(db, "S1"),
         "flags": queries.session_flags(db, "S1"),
         "tokens": queries.token_totals(db, "S1"),
+        "landings": _landings(db),
     }
 
 
@@ -71,8 +99,13 @@ def test_a_record_from_before_m008_reads_the_same_after_it(tmp_path):
     before = _reads(store_db.connect(path, readonly=True))
     assert before["messages"][1] == [*SYSTEM, {"role": "assistant", "content": REPLY1},
                                      {"role": "user", "content": "OBSERVATION\n" + OBSERVATION}]  # fmt: skip
+    assert before["landings"]["commits"][0]["branch"] == "formicary-tasks/S1/T1"
     db = store_db.connect(path)  # migrates
-    assert "m008_compact_timeline" in store_db.schema_version(db)
+    assert {"m008_compact_timeline", "m009_compact_landings"} <= set(store_db.schema_version(db))
+    assert db.execute("SELECT branch, typeof(created_at) FROM commit_rows ORDER BY id").fetchall() == [
+        (None, "integer"),
+        ("kept/elsewhere", "text"),
+    ]
     assert _reads(db) == before
     calls = queries.agent_calls(db, "A1")
     assert (
