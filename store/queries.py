@@ -190,11 +190,11 @@ def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     """``rows`` of the ``events`` view with ``data`` as a dict; an ``agent_step`` whose action stored its
     observation compressed (the view cannot cut a BLOB) gets the observation's start from its ``actions`` row."""
     missing: dict[int, dict[str, Any]] = {}
+    shared = dictionaries(db)  # the data of the kinds written for every task is compressed (agents.session.record)
     for row in rows:
-        row["data"] = json.loads(row["data"]) if row["data"] else {}
+        row["data"] = json.loads(unpack(row["data"], shared=shared) or "{}") if row["data"] else {}
         if row["kind"] == "agent_step" and row["data"].get("observation") is None:
             missing[row["seq"]] = row["data"]
-    shared = dictionaries(db) if missing else None
     for chunk in _chunks(list(missing)):
         for found in db.execute(
             f"SELECT seq, observation FROM actions WHERE seq IN ({_in_clause(chunk)})", chunk
@@ -380,10 +380,17 @@ def agent_task_links(db: Database, session_id: str) -> list[dict[str, Any]]:
 def agent_token_sums(db: Database, ids: list[str]) -> dict[str, tuple[int, int]]:
     """Prompt and completion tokens per agent, summed over its model calls."""
     out: dict[str, tuple[int, int]] = {}
+    # since m008 the agent is a number under the view, whose outer join an IN list cannot search by: join here
+    sql = (
+        "SELECT a.name AS agent_id, COALESCE(SUM(l.prompt_tokens),0) p, COALESCE(SUM(l.completion_tokens),0) c "
+        "FROM names a JOIN calls l ON l.agent = a.id WHERE a.name IN ({}) GROUP BY a.name"
+        if "calls" in db.table_names()
+        else "SELECT agent_id, COALESCE(SUM(prompt_tokens),0) p, COALESCE(SUM(completion_tokens),0) c "
+        "FROM llm_calls WHERE agent_id IN ({}) GROUP BY agent_id"
+    )
     for chunk in _chunks(ids):
         for row in db.query(
-            "SELECT agent_id, COALESCE(SUM(prompt_tokens),0) p, COALESCE(SUM(completion_tokens),0) c "
-            f"FROM llm_calls WHERE agent_id IN ({_in_clause(chunk)}) GROUP BY agent_id",
+            sql.format(_in_clause(chunk)),
             chunk,
         ):
             out[row["agent_id"]] = (int(row["p"]), int(row["c"]))

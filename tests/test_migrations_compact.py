@@ -136,3 +136,29 @@ def test_rows_written_after_m008_continue_the_timeline(tmp_path):
     assert events[-1]["created_at"].endswith("+00:00") and events[-1]["agent_id"] == "A1"
     assert [a["duration_ms"] for a in queries.actions(db, "A1")] == [12.34, 0.5]
     assert queries.max_event_seq(db, "S1") == 8
+
+
+def test_events_written_for_every_task_are_stored_compressed_and_read_back(tmp_path):
+    from formicary.agents.session import events as ev
+    from formicary.agents.session.record import Record
+
+    writer = Writer(tmp_path / "f.db")
+    record = Record(writer, "S1")
+    for i in range(3):
+        record.emit(
+            ev.TaskStarted(
+                task_id=f"T{i}", title=f"task number {i} of the bench", task_kind="work", attempt=1
+            )
+        )
+    record.warning("plain")
+    writer.flush()
+    writer.close()
+    db = store_db.connect(tmp_path / "f.db")
+    events = queries.events_since(db, "S1")
+    assert [e["data"].get("title") for e in events] == [f"task number {i} of the bench" for i in range(3)] + [
+        None
+    ]
+    assert events[-1]["data"] == {"message": "plain"}
+    stored = [r[0] for r in db.execute("SELECT data FROM log ORDER BY seq")]
+    assert [type(v) for v in stored] == [str, bytes, bytes, str], "the first of a kind is the dictionary"
+    assert all(len(v) < 40 for v in stored[1:3])
