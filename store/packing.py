@@ -126,9 +126,12 @@ def dictionary_id(value: bytes) -> int:
     return int.from_bytes(value[1:5] if value[0] == SHARED else value[2:6], "big")
 
 
-def shared_dictionary(text: str) -> bytes:
-    """A text as the shared dictionary of the texts like it (its start: a prompt's fixed part comes first)."""
-    return text.encode("utf-8")[:WINDOW]
+def shared_dictionary(texts: list[str]) -> bytes:
+    """The shared dictionary learned from the first ``texts`` of a kind: the first text counts most (its start: a
+    prompt's fixed part comes first) and lies last, nearest to what is compressed; each later one adds its start
+    (32 K, 16 K, 8 K, 4 K, then 2 K each), newest farthest."""
+    parts = [text.encode("utf-8")[: WINDOW >> min(i, 4)] for i, text in enumerate(texts)]
+    return b"".join(reversed(parts))[-WINDOW:]
 
 
 Dictionaries = Callable[[int], bytes | None]

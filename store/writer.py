@@ -31,6 +31,8 @@ BUSY_BATCH = 16
 again, so the next rows wait in the queue instead of each ``put`` waking this thread (a GIL hand-off per row,
 ~8% of the engine's CPU with 256 workers) and batches grow."""
 BUSY_PAUSE = 0.02
+SAMPLES = 32
+"""Texts of each shared key its dictionary is learned from (see :meth:`Writer._sample`)."""
 CONTEXTS_KEPT = 4096
 """Agents whose latest reply and observation (their last 32 K characters) the writer keeps, to compress what
 they send next against them (the model client keeps as many conversations)."""
@@ -87,6 +89,8 @@ class Writer:
         self._shared: dict[str, bytes] = {}
         """Per key, the shared dictionary texts of that key are compressed against."""
         self._new_shared: list[bytes] = []
+        self._samples: dict[str, list[str]] = {}
+        """Per key, the first texts of that key (:meth:`_sample`)."""
         """Shared dictionaries adopted since the last batch was written: written with it."""
         self.rows_written = 0
         self.batches = 0
@@ -221,9 +225,7 @@ class Writer:
                 dictionary = None
                 if value.shared and contexts:
                     dictionary = self._shared.get(value.shared)
-                    if dictionary is None:  # this text becomes the key's dictionary, stored with its row
-                        self._shared[value.shared] = body = shared_dictionary(text)
-                        self._new_shared.append(body)
+                    self._sample(value.shared, text)
                 elif value.against and contexts:
                     context = self._contexts.get(value.against)
                     dictionary = context_dictionary(*context) if context else None
@@ -243,6 +245,19 @@ class Writer:
             if len(self._contexts) > CONTEXTS_KEPT:
                 self._contexts.pop(next(iter(self._contexts)))
         return tuple(params)
+
+    def _sample(self, key: str, text: str) -> None:
+        """Keep ``text`` as a sample of its key's texts; at the 1st, 2nd, 4th... 32nd sample the key gets a new
+        shared dictionary made of them all, written with this batch (the texts compressed before keep theirs:
+        each names its dictionary). A few texts of each kind teach the dictionary the kind's usual shapes (a
+        worker's read, write and finish replies), where the first text alone knows one."""
+        texts = self._samples.setdefault(key, [])
+        if len(texts) >= SAMPLES:
+            return
+        texts.append(text)
+        if len(texts) & (len(texts) - 1) == 0:
+            self._shared[key] = body = shared_dictionary(texts)
+            self._new_shared.append(body)
 
     @staticmethod
     def _execute(
@@ -279,6 +294,7 @@ class Writer:
         # batch's texts were compressed against may include a row that fails: forget them all, start afresh.
         self._contexts.clear()
         self._shared.clear()
+        self._samples.clear()
         params = [self._prepare(op, contexts=False) for op in batch]
         self._contexts.clear()
         self._new_shared.clear()
