@@ -190,7 +190,8 @@ def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     """``rows`` of the ``events`` view with ``data`` as a dict; an ``agent_step`` whose action stored its
     observation compressed (the view cannot cut a BLOB) gets the observation's start from its ``actions`` row."""
     missing: dict[int, dict[str, Any]] = {}
-    shared = dictionaries(db)  # the data of the kinds written for every task is compressed (agents.session.record)
+    # the data of the kinds written for every task is compressed (see agents.session.record)
+    shared = dictionaries(db)
     for row in rows:
         row["data"] = json.loads(unpack(row["data"], shared=shared) or "{}") if row["data"] else {}
         if row["kind"] == "agent_step" and row["data"].get("observation") is None:
