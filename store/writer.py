@@ -32,7 +32,10 @@ again, so the next rows wait in the queue instead of each ``put`` waking this th
 ~8% of the engine's CPU with 256 workers) and batches grow."""
 BUSY_PAUSE = 0.02
 SAMPLES = 32
-"""Texts of each shared key its dictionary is learned from (see :meth:`Writer._sample`)."""
+"""Texts of each shared key its dictionary is learned from (see :meth:`Writer._sample`): the first
+:data:`FIRST_SAMPLES`, then those that compress to more than :data:`NOVEL` of their size."""
+FIRST_SAMPLES = 4
+NOVEL = 0.4
 CONTEXTS_KEPT = 4096
 """Agents whose latest reply and observation (their last 32 K characters) the writer keeps, to compress what
 they send next against them (the model client keeps as many conversations)."""
@@ -225,13 +228,15 @@ class Writer:
                 dictionary = None
                 if value.shared and contexts:
                     dictionary = self._shared.get(value.shared)
-                    self._sample(value.shared, text)
                 elif value.against and contexts:
                     context = self._contexts.get(value.against)
                     dictionary = context_dictionary(*context) if context else None
                 if value.remember:
                     learned.append((value.remember, text))
-                params.append(pack(text, dictionary, shared=bool(value.shared and contexts)))
+                packed = pack(text, dictionary, shared=bool(value.shared and contexts))
+                if value.shared and contexts:
+                    self._sample(value.shared, text, len(packed) / max(1, len(text)))
+                params.append(packed)
             else:
                 params.append(_to_db(value, self.redact))
         for (agent, part), text in learned:
@@ -246,13 +251,14 @@ class Writer:
                 self._contexts.pop(next(iter(self._contexts)))
         return tuple(params)
 
-    def _sample(self, key: str, text: str) -> None:
-        """Keep ``text`` as a sample of its key's texts; at the 1st, 2nd, 4th... 32nd sample the key gets a new
-        shared dictionary made of them all, written with this batch (the texts compressed before keep theirs:
-        each names its dictionary). A few texts of each kind teach the dictionary the kind's usual shapes (a
-        worker's read, write and finish replies), where the first text alone knows one."""
+    def _sample(self, key: str, text: str, ratio: float) -> None:
+        """Keep ``text`` as a sample of its key's texts when it is one of the first or compressed poorly against
+        the key's dictionary (``ratio``: stored over raw size), a shape the dictionary does not know yet (a
+        worker's finish reply, where its first replies were all reads). At the 1st, 2nd, 4th ... 32nd sample the
+        key gets a new dictionary made of them all, written with this batch (the texts compressed before keep
+        theirs: each names its own)."""
         texts = self._samples.setdefault(key, [])
-        if len(texts) >= SAMPLES:
+        if len(texts) >= SAMPLES or (len(texts) >= FIRST_SAMPLES and ratio < NOVEL):
             return
         texts.append(text)
         if len(texts) & (len(texts) - 1) == 0:
