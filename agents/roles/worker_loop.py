@@ -100,7 +100,7 @@ class WorkerLoop:
         self.attempts = Attempts()
         self.first_prompt = ""
         self.edits = 0
-        self.edit_failed = False  # the last action was an edit that was refused or failed the task's tests
+        self.edit_failed = False  # the last action was an edit refused for its code or failing the task's tests
         self.redraws_left = self.limits.redraws_per_worker
         self._history: dict[
             tuple[str, str], tuple[int, str, int]
@@ -222,7 +222,8 @@ class WorkerLoop:
             text += REGEX_HINT
         looping = action.name in EDIT_ACTIONS and _unchanged(observation)
         self.edit_failed = action.name in EDIT_ACTIONS and (
-            observation.error or (self.last_check is not None and not self.last_check.passed)
+            (observation.error and action.name != "replace")  # a replace's search needs feedback, not luck
+            or (not observation.error and self.last_check is not None and not self.last_check.passed)
         )
         if action.name in EDIT_ACTIONS and observation.error:
             self.attempts.failed_try(action, text.strip().split("\n")[0][:200])
