@@ -100,7 +100,7 @@ class WorkerLoop:
         self.attempts = Attempts()
         self.first_prompt = ""
         self.edits = 0
-        self.edit_failed = False  # the last action was an edit refused for its code or failing the task's tests
+        self.edit_failed = False  # the last edit was refused for its code or failed the task's tests
         self.redraws_left = self.limits.redraws_per_worker
         self._history: dict[
             tuple[str, str], tuple[int, str, int]
