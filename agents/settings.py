@@ -183,6 +183,8 @@ class Limits(_Strict):
     """Workers running at once (changeable live)."""
     steps_per_worker: int = Field(30, ge=1)
     """Actions one worker may take before it is stopped."""
+    redraws_per_worker: int = Field(6, ge=0)
+    """Failed edits a worker may draw again from the same prompt (each a model call and a step; 0: off)."""
     tokens_per_worker: int = Field(200_000, ge=1)
     """Prompt + completion tokens one worker may spend."""
     tasks_per_cycle: int = Field(24, ge=1)

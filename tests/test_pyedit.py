@@ -86,27 +86,46 @@ def test_a_definition_without_a_docstring_keeps_the_old_one():
         "        y = x + 1\n        return y\n"
     )
     out, _ = replace_function(STUB, "f", 'def f(self, x):\n    """New."""\n    return x\n')
-    assert '"""New."""' in out and "More." not in out  # a docstring sent is the new docstring
+    assert '"""New."""' not in out and "More." in out  # a stub's docstring is its spec: kept
 
 
-def test_stub_bodies_of_the_tasks_functions_are_shown_as_a_todo_line():
-    from formicary.agents.tools.pyedit import mark_stubs
+def test_a_tasks_stubs_are_shown_as_their_spec_above_a_bare_def_line():
+    """Measured: the 1.5B model copies a shown stub (with a TODO line, it copied that too); shown as its
+    docstring above a bare def line, it writes a body."""
+    from formicary.agents.tools.pyedit import show_stubs_as_specs
 
     text = (
-        'def a():\n    """A."""\n    raise NotImplementedError\n\n'
-        'def b():\n    """B."""\n    return None\n\n'
-        "def c():\n    raise NotImplementedError\n"
+        'def a(x):\n    """Double ``x``.\n\n    >>> a(2)\n    4\n    """\n    raise NotImplementedError\n\n'
+        '@cache\ndef b():\n    """B."""\n    return None\n\n'
+        "def c():\n    raise NotImplementedError\n\n"
+        'def d():\n    """D."""\n    return 4\n'
     )
-    marked = mark_stubs(text, {"a", "b", "c"})
+    shown = show_stubs_as_specs(text, {"a", "b", "c", "d"})
+    assert shown.count("\n") == text.count("\n")  # line numbers still match the file
     assert (
-        marked.split("\n")[2] == "    # TODO: write this body (it is a stub now: raise NotImplementedError)"
+        "# a() is a stub: write its body. Its docstring, kept as it is (do not repeat it):\n"
+        "#     Double ``x``.\n#\n#     >>> a(2)\n#     4\ndef a(x):\n\n"
+    ) in shown
+    assert (
+        "# b() is a stub: write its body. Its docstring, kept as it is (do not repeat it):\n#     B.\n@cache\ndef b():\n"
+        in shown
     )
-    assert "# TODO: write this body (it is a stub now: return None)" in marked
-    assert marked.count("\n") == text.count("\n")  # line numbers still match the file
-    assert marked.endswith(
-        "def c():\n    raise NotImplementedError\n"
-    )  # no docstring: a TODO would not parse
-    assert mark_stubs(text, {"x"}) == text
+    assert "NotImplementedError\n\ndef d" in shown  # no docstring: not a specified stub
+    assert 'def d():\n    """D."""\n    return 4\n' in shown  # not a stub
+    assert show_stubs_as_specs(text, {"x"}) == text
+
+    # an excerpt of a large module shows it the same way, with the other functions as outlines
+    module = text + "".join(f"\n\ndef other{i}():\n    return {i}\n" for i in range(3))
+    part = excerpt(module, {"a"}, 10_000, outline=True)
+    assert part is not None
+    assert "#     Double ``x``." in show_stubs_as_specs(part, {"a"})
+
+    # a definition sent back with the spec lines copied into it keeps only its code
+    source = "def a(x):\n    return 0\n"
+    copied = "# a() is a stub: write its body. Its docstring, kept as it is (do not repeat it):\n" + (
+        "#     Double ``x``.\ndef a(x):\n    return 2 * x\n"
+    )
+    assert replace_function(source, "a", copied)[0] == "def a(x):\n    return 2 * x\n"
 
 
 def test_a_whole_file_write_that_guts_a_module_is_refused(tmp_path):
@@ -118,6 +137,16 @@ def test_a_whole_file_write_that_guts_a_module_is_refused(tmp_path):
         refuse_gutting(str(tmp_path), "m.py", "def f0():\n    return 42\n")
     refuse_gutting(str(tmp_path), "m.py", module.replace("return 3", "return 33"))  # an edit keeps them
     refuse_gutting(str(tmp_path), "new.py", "def g():\n    pass\n")  # a new file loses nothing
+
+
+def test_a_stubs_docstring_is_its_spec_and_stays_as_written():
+    src = 'def f(x):\n    """Double it.\n\n    >>> f(2)\n    4\n    """\n    raise NotImplementedError\n'
+    out, _ = replace_function(src, "f", 'def f(x):\n    """Double it."""\n    return 2 * x\n')
+    assert out == 'def f(x):\n    """Double it.\n\n    >>> f(2)\n    4\n    """\n    return 2 * x\n'
+    done = 'def f(x):\n    """Double it."""\n    return 2 * x\n'  # not a stub: its docstring may change
+    assert replace_function(done, "f", 'def f(x):\n    """Twice x."""\n    return x + x\n')[0] == (
+        'def f(x):\n    """Twice x."""\n    return x + x\n'
+    )
 
 
 def test_a_stub_replaced_by_another_stub_or_no_body_is_refused():

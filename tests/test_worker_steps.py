@@ -3,7 +3,8 @@
 Each test scripts what the 1.5B model was measured doing (re-reading files it was shown, reading past their
 ends, never running the tests) and checks the worker turns it into progress: the task's files and tests in the
 first prompt, re-reads answered from context without a step, the check run by itself after each edit, and
-several candidate edits drawn from idle slots with the passing one kept.
+several candidate edits drawn from idle slots with the passing one kept, a failed edit drawn again from the
+same prompt.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ async def test_an_action_repeated_with_nothing_edited_is_answered_from_the_conve
     fix = {"thought": "", "action": {"name": "write_function", "path": "units.py", "function": "c_to_f",
                                      "content": new}}  # fmt: skip
     team = ScriptedTeam(root_plans=[plan([fix_task()])], work={title: [bad, part, bad, part, fix, finish()]})
-    engine, _, _, db, repo = await run(tmp_path, team, steps_per_worker=4)
+    engine, _, _, db, repo = await run(tmp_path, team, steps_per_worker=4)  # a bad replace is not redrawn
     rows = actions(db)
     assert "not a regular expression" in rows[0]["observation"]
     again = [r["observation"] for r in rows[2:4]]
@@ -272,7 +273,9 @@ async def test_a_worker_that_repeats_a_failed_edit_starts_over_with_its_tries_li
         on_restart={title: [write_fn("return c * 9 / 5 + 32")]},
     )
     # one slot: no idle ones to draw candidate edits from (tests/test_slots.py covers those)
-    engine, outcome, bodies, db, repo = await run(tmp_path, team, check="python3 -m unittest", slots=1)
+    engine, outcome, bodies, db, repo = await run(
+        tmp_path, team, check="python3 -m unittest", slots=1, redraws_per_worker=0
+    )
     calls = worker_bodies(bodies)
     assert len(calls) == 3
     fresh = calls[2]["messages"]
@@ -284,3 +287,56 @@ async def test_a_worker_that_repeats_a_failed_edit_starts_over_with_its_tries_li
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
     status = [r["data"] for r in store_db.connect(db).query("SELECT data FROM events WHERE kind = 'status'")]
     assert any("started its task again" in d for d in status)
+
+
+def by_temperature(bodies_by_heat: list[str], then: str):
+    """A worker that writes ``bodies_by_heat[i]`` at the i-th temperature of its first step, ``then`` after."""
+
+    def responder(body):
+        name = schema_name(body)
+        if name == "plan":
+            return json.dumps(plan([fix_task()]))
+        if name == "verdict":
+            return json.dumps({"decision": "done", "reason": "ok", "notes": ""})
+        if any(m["role"] == "assistant" for m in body["messages"]):
+            return json.dumps(write_fn(then))
+        heat = min(len(bodies_by_heat) - 1, round((body["temperature"] - 0.2) / 0.35))
+        return json.dumps(write_fn(bodies_by_heat[heat]))
+
+    return responder
+
+
+async def test_a_failed_edit_is_drawn_again_from_the_same_prompt(tmp_path):
+    """The cold draw fails the task's tests; it is undone and the step drawn again, hotter, from the very same
+    messages (so llama-server serves the prompt from its cache); the passing redraw lands, and the failed try
+    never entered the conversation."""
+    responder = by_temperature(["return c * 2", "return c * 9 / 5 + 32"], then="return None")
+    engine, outcome, bodies, db, repo = await run(
+        tmp_path, responder, check="python3 -m unittest", llama_cpp=True, slots=1
+    )
+    calls = worker_bodies(bodies)
+    assert len(calls) == 2
+    assert calls[1]["messages"] == calls[0]["messages"]
+    assert calls[1]["temperature"] > calls[0]["temperature"]
+    assert calls[1]["id_slot"] == calls[0]["id_slot"]
+    rows = actions(db)
+    assert [r["name"] for r in rows] == ["write_function", "write_function", "finish"]
+    assert "FAILED" in rows[0]["observation"] and "PASSED" in rows[1]["observation"]
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+async def test_when_every_redraw_fails_the_last_try_stays_in_the_conversation(tmp_path):
+    responder = by_temperature(["return c * 2", "return c * 3", "return c * 4"], then="return c * 9 / 5 + 32")
+    engine, outcome, bodies, db, repo = await run(tmp_path, responder, check="python3 -m unittest", slots=1)
+    calls = worker_bodies(bodies)
+    assert len(calls) == 4  # the first draw, two redraws, then the next step
+    assert all(c["messages"] == calls[0]["messages"] for c in calls[:3])
+    conversation = calls[3]["messages"]
+    assert sum(1 for m in conversation if m["role"] == "assistant") == 1
+    assert "return c * 4" in conversation[2]["content"]
+    assert conversation[3]["content"].endswith("(2 other tries at this edit failed too.)")
+    # the record rebuilds every request, redraws (the same messages as their parent call) included
+    record = store_db.connect(db)
+    worker = next(r["id"] for r in record.query("SELECT id FROM agents WHERE role = 'worker'"))
+    assert [c["messages"] for c in queries.agent_calls(record, worker)] == [c["messages"] for c in calls]
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED

@@ -84,10 +84,11 @@ def prepare(root: str, title: str, instructions: str, files: list[str]) -> Brief
     brief.names = task_names(title, instructions, list(sources.values()))
     budget = SOURCE_BUDGET
     for path, text in sources.items():
-        marked = pyedit.mark_stubs(text, brief.names) if path.endswith(".py") else text
-        shown = _fit(path, marked, brief.names, budget, outline=True)
+        shown = _fit(path, text, brief.names, budget, outline=True)
         if shown is not None:
-            shown.file_text = text if marked != text else None
+            if path.endswith(".py"):
+                marked = pyedit.show_stubs_as_specs(shown.text, brief.names)
+                shown.text, shown.file_text = marked, (text if marked != shown.text else None)
             brief.files.append(shown)
             budget -= len(shown.text)
     brief.test_paths = targeted.related_tests(root, list(files), brief.names)

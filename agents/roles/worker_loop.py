@@ -30,7 +30,7 @@ from ..tools.actions import (
     reply_schema,
 )
 from ..tools.targeted import CheckRun, check_after_edit, related_tests
-from . import candidates
+from . import candidates, resample
 from .ask import ask_once
 from .briefing import (
     PAST_END,
@@ -100,6 +100,8 @@ class WorkerLoop:
         self.attempts = Attempts()
         self.first_prompt = ""
         self.edits = 0
+        self.edit_failed = False  # the last edit was refused for its code or failed the task's tests
+        self.redraws_left = self.limits.redraws_per_worker
         self._history: dict[
             tuple[str, str], tuple[int, str, int]
         ] = {}  # action -> (step, observation, edits)
@@ -176,10 +178,13 @@ class WorkerLoop:
                 detail = format_error.observation
             self._observe(content, f"ERROR: {detail}", step, "invalid", {}, None, 0.0, error=True)
             return None
+        if resample.wanted(self, action):
+            return await resample.edit(self, settings, content, action, step)
         return await self.act(content, action, step)
 
     async def act(self, content: str, action: Any, step: int) -> dict[str, Any] | None:
         """Do one parsed action and observe it; the finish arguments when it is ``finish``."""
+        self.edit_failed = False
         if action.name == "finish":
             self.finish_args = action.arguments()
             self._record(step, "finish", self.finish_args, "finished", None, 0.0, error=False)
@@ -216,6 +221,10 @@ class WorkerLoop:
         if action.name == "replace" and observation.error and REGEX_ESCAPE.search(action.search):
             text += REGEX_HINT
         looping = action.name in EDIT_ACTIONS and _unchanged(observation)
+        self.edit_failed = action.name in EDIT_ACTIONS and (
+            (observation.error and action.name != "replace")  # a replace's search needs feedback, not luck
+            or (not observation.error and self.last_check is not None and not self.last_check.passed)
+        )
         if action.name in EDIT_ACTIONS and observation.error:
             self.attempts.failed_try(action, text.strip().split("\n")[0][:200])
         if looping and self.attempts.can_restart():

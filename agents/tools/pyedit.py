@@ -65,8 +65,7 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
     if len(matches) > 1:
         raise confine.ActionFailed(f"error: {name!r} is defined {len(matches)} times; use Class.method")
     node = matches[0]
-    marks = re.compile("^\\s*" + re.escape(STUB_MARK.split("{", 1)[0]))
-    body = "\n".join(line for line in new_def.split("\n") if not marks.match(line))  # a copied TODO line
+    body = "\n".join(line for line in new_def.split("\n") if not SPEC_LINE.match(line))  # copied spec lines
     body = textwrap.dedent(body.replace("\t", "    ")).strip("\n")
     try:
         new_tree = ast.parse(body)
@@ -99,7 +98,16 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
             f"error: your {node.name} has the same code as the one in the file ({_first_code_line(source, node)}),"
             " so nothing changed. Write a new body that does what its docstring and tests ask"
         )
-    if _docstring(node) is not None and _docstring(defs[0]) is None:
+    new_doc = _docstring(defs[0])
+    if was_stub and _docstring(node) is not None and new_doc is not None and new_doc.lineno > defs[0].lineno:
+        # a stub's docstring is its specification: it stays as written (measured: the 1.5B model rewrote it
+        # without its doctest examples, and the next worker lost the spec)
+        body_lines = body.split("\n")
+        del body_lines[new_doc.lineno - 1 : new_doc.end_lineno]
+        body = "\n".join(body_lines)
+        defs = [n for n in ast.parse(body).body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        new_doc = None
+    if _docstring(node) is not None and new_doc is None:
         body = _with_docstring(body, defs[0], source, node)
     lines = source.split("\n")
     first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
@@ -152,30 +160,41 @@ def _with_docstring(
     return "\n".join(lines[:first_stmt] + shifted + lines[first_stmt:])
 
 
-STUB_MARK = "# TODO: write this body (it is a stub now: {stub})"
+SPEC_HEAD = "# {name}() is a stub: write its body. Its docstring, kept as it is (do not repeat it):"
+SPEC_LINE = re.compile(r"^\s*# (\S+\(\) is a stub: write its body|    )")
+"""Lines of the shown spec a model may copy into its reply; dropped from a definition it sends."""
 
 
-def mark_stubs(text: str, names: set[str]) -> str:
-    """``text`` with the stub body of each function in ``names`` shown as a TODO line instead.
+def show_stubs_as_specs(text: str, names: set[str]) -> str:
+    """``text`` as shown to a worker: each stub in ``names`` as its docstring in comments above a bare def line.
 
-    A stub is a documented function whose only statement is ``raise NotImplementedError``, ``pass``, ``...``
-    or ``return None``. Measured: shown the stub, the 1.5B model sent it back unchanged as its first edit on 4
-    of 6 tasks (the docstring, then the stub's own line); the line count is kept, so line numbers still match.
+    A stub is a documented function whose only statement is ``raise NotImplementedError``, ``pass``, ``...`` or
+    ``return None``. Measured with the 1.5B model, a shown stub is copied, not written: shown as it is, it sent
+    the stub back unchanged on 4 of 6 tasks; shown with a "TODO: write this body" line, it copied the docstring
+    and the TODO line on 5 of 6. Copying stops where the shown function does, so the function is shown as
+    nothing but its def line, with the specification above it. The line count is kept (line numbers still
+    match the file); text that does not parse (an excerpt's gaps do) is returned as it is.
     """
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return text
     lines = text.split("\n")
-    for qual, node in _functions(tree):
-        if qual.rsplit(".", 1)[-1] not in names or _docstring(node) is None or len(node.body) != 2:
+    for qual, node in reversed(_functions(tree)):
+        doc = _docstring(node)
+        if qual.rsplit(".", 1)[-1] not in names or doc is None or len(node.body) != 2:
             continue
-        stmt = node.body[1]
-        if not _is_stub(stmt) or stmt.lineno != stmt.end_lineno:
+        stub = node.body[1]
+        if not _is_stub(stub) or stub.lineno != stub.end_lineno:
             continue
-        line = lines[stmt.lineno - 1]
-        indent = line[: len(line) - len(line.lstrip())]
-        lines[stmt.lineno - 1] = indent + STUB_MARK.format(stub=line.strip())
+        top = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        indent = " " * node.col_offset
+        doc_lines = (ast.get_docstring(node) or "").split("\n")
+        spec = [""] * max(0, stub.end_lineno - doc.lineno - len(doc_lines))  # keeps the line count
+        spec += [indent + SPEC_HEAD.format(name=node.name)]
+        spec += [f"{indent}#     {line}".rstrip() for line in doc_lines]
+        heading = lines[top - 1 : doc.lineno - 1]  # decorators and the def line(s)
+        lines[top - 1 : stub.end_lineno] = spec + heading
     return "\n".join(lines)
 
 

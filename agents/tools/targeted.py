@@ -86,7 +86,7 @@ def targeted_command(check: str, tests: list[str], names: set[str]) -> str | Non
     if "pytest" in check:
         base = check.split("pytest", 1)[0] + "pytest"
         selector = f" -k {shlex.quote(' or '.join(sorted(names)))}" if names else ""
-        return f"{base} -q -x -p no:cacheprovider --no-header -rN --tb=short {quoted}{selector}"
+        return f"{base} -q -x -p no:cacheprovider --no-header -rN --tb=short -l {quoted}{selector}"
     if "unittest" in check:
         base = check.split("unittest", 1)[0] + "unittest"
         dotted = " ".join(shlex.quote(t.removesuffix(".py").replace("/", ".")) for t in tests)
