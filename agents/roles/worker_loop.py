@@ -212,6 +212,7 @@ class WorkerLoop:
         text = self.context.recorder.redact(observation.text)
         if action.name == "read_file" and observation.error and PAST_END.search(text):
             self.seen.past_end_again(action.path)
+        before = self.last_check or self.first_check
         if action.name in EDIT_ACTIONS and not observation.error:
             text += await self.after_edit(action)
             if self.tests_now_pass():
@@ -223,7 +224,11 @@ class WorkerLoop:
         looping = action.name in EDIT_ACTIONS and _unchanged(observation)
         self.edit_failed = action.name in EDIT_ACTIONS and (
             (observation.error and action.name != "replace")  # a replace's search needs feedback, not luck
-            or (not observation.error and self.last_check is not None and not self.last_check.passed)
+            or (
+                not observation.error
+                and self.last_check is not None
+                and not self.last_check.better_than(before)
+            )
         )
         if action.name in EDIT_ACTIONS and observation.error:
             self.attempts.failed_try(action, text.strip().split("\n")[0][:200])
