@@ -11,8 +11,8 @@ slot (the client keeps an agent on one slot), so the redraw pays for generation 
 6-14 s against 20-40 s for the first draw), and the failed try never enters the conversation. A ``replace``
 whose search text is wrong needs the feedback, not another sample, and goes on as before. After
 :data:`PER_EDIT` redraws the last failed edit is kept and the conversation goes on, with a line saying how many
-other tries failed. Each redraw is a step and a recorded
-model call; a worker has ``limits.redraws_per_worker`` of them in all (0 turns them off).
+other tries failed. Each redraw is a step and a recorded model call; a worker has ``limits.redraws_per_worker``
+of them in all (0 turns them off).
 
 :mod:`.candidates` is the parallel form (several replies at once on idle slots); this is the sequential one,
 for when every slot is busy — the usual case when workers outnumber slots.
