@@ -9,6 +9,9 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from .schema_m008 import upgrade_statements
+from .schema_m009 import upgrade_statements as landings_upgrade
+
 migrations = Migrations("formicary")
 
 
@@ -379,6 +382,25 @@ def m007_events_from_rows(db: Database) -> None:
         DICTIONARIES,
     ]
     for sql in statements:
+        db.execute(sql)
+
+
+@migrations(name="m008_compact_timeline")
+def m008_compact_timeline(db: Database) -> None:
+    """The rows written for every model call hold integers where they held repeated text: ids and labels are
+    stored once in ``names``, times as milliseconds, durations as integers (see ``store.schema_m008``).
+    ``llm_calls``, ``actions``, ``event_log`` and ``events`` become views with the same columns as before; a
+    model call's id becomes its ``seq``, its ``parent_id`` its parent's ``seq``."""
+    for sql in upgrade_statements():
+        db.execute(sql)
+
+
+@migrations(name="m009_compact_landings")
+def m009_compact_landings(db: Database) -> None:
+    """``commits`` and ``integrations`` (a row or two per landed task) store their ids and labels in ``names``,
+    times as milliseconds, and no ULID key or default branch name (see ``store.schema_m009``); they become views
+    with the same columns (an id is the row's number)."""
+    for sql in landings_upgrade():
         db.execute(sql)
 
 

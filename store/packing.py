@@ -11,6 +11,13 @@ reply and ``actions`` observation of the agent before the row, in timeline order
 dictionary (its Adler-32), so a reader that builds the wrong one fails loudly instead of guessing. A text
 marked ``shared`` is compressed against the first text of its key (every worker's first request starts with the
 same system prompt), stored once in the ``dictionaries`` table under its Adler-32.
+
+Since m008 a BLOB is written in a leaner frame than zlib's (whose 2-byte header, 4-byte dictionary id and
+4-byte checksum cost more than the few bytes a text repeating its context compresses to): a first byte that no
+zlib stream starts with (:data:`RAW`, :data:`CONTEXT`, :data:`SHARED`), then for :data:`CONTEXT` the low 16 bits
+of the dictionary's Adler-32 and for :data:`SHARED` its whole Adler-32 (the ``dictionaries`` id), then raw
+deflate. A context dictionary starts with :data:`CONTEXT_START`, the usual start of the messages a request
+adds. zlib BLOBs from before still read.
 """
 
 from __future__ import annotations
@@ -20,15 +27,22 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-ZIP_MIN = 256
-"""Shorter texts stay text: zlib's header and a short text's little redundancy would save next to nothing
-(against a dictionary they are tried at any length)."""
-LEVEL = 6
+ZIP_MIN = 128
+"""Shorter texts stay text: a short text's little redundancy would save next to nothing (against a dictionary
+they are tried at any length)."""
+LEVEL = 9
 WINDOW = 32768
 """zlib only looks back this far: a longer dictionary keeps its end."""
 
 REPLY = "reply"
 OBSERVATION = "observation"
+
+RAW, CONTEXT, SHARED = 1, 2, 3
+"""The first byte of a BLOB written since m008 (a zlib stream's first byte has 8 in its low 4 bits)."""
+CONTEXT_START = (
+    b'[{"role": "assistant", "content": "{\\"thought\\": \\"[{"role": "user", "content": "OBSERVATION (step '
+)
+"""Put before an agent's context in its dictionary: the words a worker's request adds around the observation."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,35 +76,74 @@ def context_dictionary(reply: str | None, observation: str | None) -> bytes | No
     return text.encode("utf-8")[-WINDOW:]
 
 
-def pack(text: str, dictionary: bytes | None = None) -> str | bytes:
-    """``text`` as stored: itself when short, else its compressed UTF-8 (only when that is smaller)."""
+def _zipper(size: int, dictionary: bytes | None) -> zlib._Compress:
+    """A raw deflate compressor whose window just holds ``size`` bytes (the text and its dictionary): zlib's
+    default state (a 32 K window, 8-level hash memory) costs ~50 us to set up and clear per text, the record's
+    texts are a few hundred bytes, and a small state finds the same matches in ~8 us."""
+    bits = min(15, max(9, size.bit_length()))
+    memory = min(8, max(1, bits - 9))
     if dictionary:
-        data = text.encode("utf-8")
-        zipper = zlib.compressobj(LEVEL, zdict=dictionary)
-        packed = zipper.compress(data) + zipper.flush()
-        return packed if len(packed) < len(data) else text
-    if len(text) < ZIP_MIN:
+        return zlib.compressobj(LEVEL, zlib.DEFLATED, -bits, memory, zlib.Z_DEFAULT_STRATEGY, dictionary)
+    return zlib.compressobj(LEVEL, zlib.DEFLATED, -bits, memory)
+
+
+def _context(dictionary: bytes) -> bytes:
+    """The dictionary a :data:`CONTEXT` text is compressed against, from its agent's :func:`context_dictionary`."""
+    return (CONTEXT_START + dictionary)[-WINDOW:]
+
+
+def pack(text: str, dictionary: bytes | None = None, *, shared: bool = False) -> str | bytes:
+    """``text`` as stored: itself when short, else its compressed UTF-8 (only when that is smaller).
+
+    ``dictionary``: the agent's context (:func:`context_dictionary`), or with ``shared`` a shared dictionary."""
+    if not dictionary and len(text) < ZIP_MIN:
         return text
-    packed = zlib.compress(text.encode("utf-8"), LEVEL)
-    return packed if len(packed) < len(text) else text
+    data = text.encode("utf-8")
+    if dictionary and shared:
+        frame = bytes([SHARED]) + zlib.adler32(dictionary).to_bytes(4, "big")
+    elif dictionary:
+        dictionary = _context(dictionary)
+        frame = bytes([CONTEXT]) + (zlib.adler32(dictionary) & 0xFFFF).to_bytes(2, "big")
+    else:
+        frame = bytes([RAW])
+    # the window covers the text and the part of the dictionary it can reach (zlib keeps the dictionary's end)
+    zipper = _zipper(len(data) + (len(dictionary) if dictionary else 0) + 262, dictionary)
+    packed = frame + zipper.compress(data) + zipper.flush()
+    return packed if len(packed) < len(data) else text
 
 
 def needs_dictionary(value: object) -> bool:
-    """Whether a stored value was compressed against a dictionary (the zlib header's FDICT bit)."""
-    return isinstance(value, bytes) and len(value) > 6 and bool(value[1] & 0x20)
+    """Whether a stored value was compressed against a dictionary (a zlib header's FDICT bit, or its frame)."""
+    if not isinstance(value, bytes) or len(value) < 2:
+        return False
+    if value[0] in (CONTEXT, SHARED):
+        return True
+    return value[0] != RAW and len(value) > 6 and bool(value[1] & 0x20)
 
 
 def dictionary_id(value: bytes) -> int:
-    return int.from_bytes(value[2:6], "big")
+    """The Adler-32 of the dictionary a zlib or :data:`SHARED` value needs."""
+    return int.from_bytes(value[1:5] if value[0] == SHARED else value[2:6], "big")
 
 
-def shared_dictionary(text: str) -> bytes:
-    """A text as the shared dictionary of the texts like it (its start: a prompt's fixed part comes first)."""
-    return text.encode("utf-8")[:WINDOW]
+def shared_dictionary(texts: list[str]) -> bytes:
+    """The shared dictionary learned from the first ``texts`` of a kind: the first text counts most (its start: a
+    prompt's fixed part comes first) and lies last, nearest to what is compressed; each later one adds its start
+    (32 K, 16 K, 8 K, 4 K, then 2 K each), newest farthest."""
+    parts = [text.encode("utf-8")[: WINDOW >> min(i, 4)] for i, text in enumerate(texts)]
+    return b"".join(reversed(parts))[-WINDOW:]
 
 
 Dictionaries = Callable[[int], bytes | None]
 """Finds a shared dictionary by its Adler-32 (the ``dictionaries`` table)."""
+
+
+def _inflate(data: bytes, dictionary: bytes | None) -> str:
+    unzipper = zlib.decompressobj(-15, zdict=dictionary) if dictionary else zlib.decompressobj(-15)
+    text = unzipper.decompress(data) + unzipper.flush()
+    if not unzipper.eof or unzipper.unused_data:
+        raise ValueError("a stored text is not a whole deflate stream")
+    return text.decode("utf-8")
 
 
 def unpack(
@@ -98,16 +151,27 @@ def unpack(
 ) -> str | None:
     """The text a stored value holds (a BLOB is compressed text, a TEXT value is the text).
 
-    ``dictionary``: the agent's context before the row, when the text may be compressed against it;
-    ``shared``: where to find a shared dictionary otherwise."""
+    ``dictionary``: the agent's context before the row (:func:`context_dictionary`), when the text may be
+    compressed against it; ``shared``: where to find a shared dictionary otherwise."""
     if not isinstance(value, bytes):
         return value
+    kind = value[0] if value else 0
+    if kind == RAW:
+        return _inflate(value[1:], None)
+    if kind == CONTEXT:
+        wanted = int.from_bytes(value[1:3], "big")
+        context = _context(dictionary) if dictionary else None
+        if context is None or zlib.adler32(context) & 0xFFFF != wanted:
+            raise LookupError("a text compressed against a context that is not in the record")
+        return _inflate(value[3:], context)
     if needs_dictionary(value):
         wanted = dictionary_id(value)
         if (dictionary is None or zlib.adler32(dictionary) != wanted) and shared is not None:
             dictionary = shared(wanted)
         if dictionary is None or zlib.adler32(dictionary) != wanted:
             raise LookupError("a text compressed against a dictionary that is not in the record")
+        if kind == SHARED:
+            return _inflate(value[5:], dictionary)
         unzipper = zlib.decompressobj(zdict=dictionary)
         return (unzipper.decompress(value) + unzipper.flush()).decode("utf-8")
     return zlib.decompress(value).decode("utf-8")

@@ -89,7 +89,7 @@ class Contexts:
             ).fetchall()
         ]
         parts += [
-            (seq, OBSERVATION, unpack(text) or "")
+            (seq, OBSERVATION, unpack(text, shared=shared) or "")
             for seq, text in db.execute(
                 "SELECT seq, observation FROM actions WHERE agent_id = ? AND observation IS NOT NULL",
                 [agent_id],
@@ -125,9 +125,10 @@ def _dictionary_before(db: Database, agent_id: str, seq: int) -> bytes | None:
         "ORDER BY seq DESC LIMIT 1",
         [agent_id, seq],
     ).fetchone()
+    shared = dictionaries(db)
     return context_dictionary(
-        unpack(reply[0], shared=dictionaries(db)) if reply else None,
-        unpack(observation[0]) if observation else None,
+        unpack(reply[0], shared=shared) if reply else None,
+        unpack(observation[0], shared=shared) if observation else None,
     )
 
 
@@ -189,15 +190,17 @@ def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     """``rows`` of the ``events`` view with ``data`` as a dict; an ``agent_step`` whose action stored its
     observation compressed (the view cannot cut a BLOB) gets the observation's start from its ``actions`` row."""
     missing: dict[int, dict[str, Any]] = {}
+    # the data of the kinds written for every task is compressed (see agents.session.record)
+    shared = dictionaries(db)
     for row in rows:
-        row["data"] = json.loads(row["data"]) if row["data"] else {}
+        row["data"] = json.loads(unpack(row["data"], shared=shared) or "{}") if row["data"] else {}
         if row["kind"] == "agent_step" and row["data"].get("observation") is None:
             missing[row["seq"]] = row["data"]
     for chunk in _chunks(list(missing)):
         for found in db.execute(
             f"SELECT seq, observation FROM actions WHERE seq IN ({_in_clause(chunk)})", chunk
         ).fetchall():
-            missing[found[0]]["observation"] = (unpack(found[1]) or "")[:300]
+            missing[found[0]]["observation"] = (unpack(found[1], shared=shared) or "")[:300]
     return rows
 
 
@@ -229,7 +232,8 @@ def _conversation(
         return new
     base = rebuilt.get(row["parent_id"])
     if base is None:
-        raise LookupError(f"model call {row['id']}: its parent call {row['parent_id']} is not in the record")
+        parent = f" {row['parent_id']}" if row["parent_id"] is not None else ""
+        raise LookupError(f"model call {row['id']}: its parent call{parent} is not in the record")
     if row["kept"] > len(base):
         raise LookupError(f"model call {row['id']}: keeps more messages than its parent call sent")
     return base[: row["kept"]] + new
@@ -333,6 +337,14 @@ def max_event_seq(db: Database, session_id: str) -> int:
         )
     # The timeline is one sequence: the newest action or model call of any session is a valid resume point
     # (everything before it is already written), and reading it costs no scan of the rows without an index.
+    if "log" in db.table_names():  # m008: read the tables under the views (a view's MAX is a scan)
+        row = db.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM log WHERE session = "
+            "(SELECT id FROM names WHERE name = ?)), 0),"
+            " COALESCE((SELECT MAX(seq) FROM steps), 0), COALESCE((SELECT MAX(seq) FROM calls), 0))",
+            [session_id],
+        ).fetchone()
+        return int(row[0])
     row = db.execute(
         "SELECT MAX(COALESCE((SELECT MAX(seq) FROM event_log WHERE session_id = ?), 0),"
         " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))",
@@ -369,10 +381,17 @@ def agent_task_links(db: Database, session_id: str) -> list[dict[str, Any]]:
 def agent_token_sums(db: Database, ids: list[str]) -> dict[str, tuple[int, int]]:
     """Prompt and completion tokens per agent, summed over its model calls."""
     out: dict[str, tuple[int, int]] = {}
+    # since m008 the agent is a number under the view, whose outer join an IN list cannot search by: join here
+    sql = (
+        "SELECT a.name AS agent_id, COALESCE(SUM(l.prompt_tokens),0) p, COALESCE(SUM(l.completion_tokens),0) c "
+        "FROM names a JOIN calls l ON l.agent = a.id WHERE a.name IN ({}) GROUP BY a.name"
+        if "calls" in db.table_names()
+        else "SELECT agent_id, COALESCE(SUM(prompt_tokens),0) p, COALESCE(SUM(completion_tokens),0) c "
+        "FROM llm_calls WHERE agent_id IN ({}) GROUP BY agent_id"
+    )
     for chunk in _chunks(ids):
         for row in db.query(
-            "SELECT agent_id, COALESCE(SUM(prompt_tokens),0) p, COALESCE(SUM(completion_tokens),0) c "
-            f"FROM llm_calls WHERE agent_id IN ({_in_clause(chunk)}) GROUP BY agent_id",
+            sql.format(_in_clause(chunk)),
             chunk,
         ):
             out[row["agent_id"]] = (int(row["p"]), int(row["c"]))
@@ -428,7 +447,8 @@ def commit_times(db: Database, session_id: str) -> list[str]:
 def log_table(db: Database) -> str:
     """Where the timeline's own kinds are (every kind but ``agent_step`` and ``llm_call``): reading them there
     skips the ``events`` view's rows of every call and action (``events`` in a record from before m007)."""
-    return "event_log" if "event_log" in db.table_names() else "events"
+    names = db.table_names()
+    return "event_log" if "event_log" in names or "log" in names else "events"
 
 
 def last_activity(db: Database, session_id: str) -> str | None:

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .db import connect, now
+from .db import connect, now_ms
 from .packing import REPLY, WINDOW, Zipped, context_dictionary, pack, shared_dictionary
 from .redact import Redactor
+from .schema_m008 import LAST_SEQ
 
 MAX_BATCH = 2000
 BUSY_BATCH = 16
@@ -30,6 +31,11 @@ BUSY_BATCH = 16
 again, so the next rows wait in the queue instead of each ``put`` waking this thread (a GIL hand-off per row,
 ~8% of the engine's CPU with 256 workers) and batches grow."""
 BUSY_PAUSE = 0.02
+SAMPLES = 32
+"""Texts of each shared key its dictionary is learned from (see :meth:`Writer._sample`): the first
+:data:`FIRST_SAMPLES`, then those that compress to more than :data:`NOVEL` of their size."""
+FIRST_SAMPLES = 4
+NOVEL = 0.4
 CONTEXTS_KEPT = 4096
 """Agents whose latest reply and observation (their last 32 K characters) the writer keeps, to compress what
 they send next against them (the model client keeps as many conversations)."""
@@ -43,13 +49,6 @@ SEQUENCED = frozenset({"event_log", "actions", "llm_calls"})
 """Tables whose rows are events: each new row takes the next ``seq`` of the one timeline (see ``events``)."""
 TABLE_FOR = {"events": "event_log"}
 """``events`` is a view over the timeline's tables; a row written to it goes to ``event_log``."""
-
-
-LAST_SEQ = (
-    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'event_log'), 0),"
-    " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))"
-)
-"""The timeline's last ``seq`` (rows written without the writer took theirs from their own table)."""
 
 
 @dataclass
@@ -93,6 +92,8 @@ class Writer:
         self._shared: dict[str, bytes] = {}
         """Per key, the shared dictionary texts of that key are compressed against."""
         self._new_shared: list[bytes] = []
+        self._samples: dict[str, list[str]] = {}
+        """Per key, the first texts of that key (:meth:`_sample`)."""
         """Shared dictionaries adopted since the last batch was written: written with it."""
         self.rows_written = 0
         self.batches = 0
@@ -145,7 +146,7 @@ class Writer:
                 "agent_id": agent_id,
                 "task_id": task_id,
                 "data": data or None,
-                "created_at": now(),
+                "created_at": now_ms(),
             },
         )
 
@@ -227,15 +228,15 @@ class Writer:
                 dictionary = None
                 if value.shared and contexts:
                     dictionary = self._shared.get(value.shared)
-                    if dictionary is None:  # this text becomes the key's dictionary, stored with its row
-                        self._shared[value.shared] = body = shared_dictionary(text)
-                        self._new_shared.append(body)
                 elif value.against and contexts:
                     context = self._contexts.get(value.against)
                     dictionary = context_dictionary(*context) if context else None
                 if value.remember:
                     learned.append((value.remember, text))
-                params.append(pack(text, dictionary))
+                packed = pack(text, dictionary, shared=bool(value.shared and contexts))
+                if value.shared and contexts:
+                    self._sample(value.shared, text, len(packed) / max(1, len(text)))
+                params.append(packed)
             else:
                 params.append(_to_db(value, self.redact))
         for (agent, part), text in learned:
@@ -249,6 +250,20 @@ class Writer:
             if len(self._contexts) > CONTEXTS_KEPT:
                 self._contexts.pop(next(iter(self._contexts)))
         return tuple(params)
+
+    def _sample(self, key: str, text: str, ratio: float) -> None:
+        """Keep ``text`` as a sample of its key's texts when it is one of the first or compressed poorly against
+        the key's dictionary (``ratio``: stored over raw size), a shape the dictionary does not know yet (a
+        worker's finish reply, where its first replies were all reads). At the 1st, 2nd, 4th ... 32nd sample the
+        key gets a new dictionary made of them all, written with this batch (the texts compressed before keep
+        theirs: each names its own)."""
+        texts = self._samples.setdefault(key, [])
+        if len(texts) >= SAMPLES or (len(texts) >= FIRST_SAMPLES and ratio < NOVEL):
+            return
+        texts.append(text)
+        if len(texts) & (len(texts) - 1) == 0:
+            self._shared[key] = body = shared_dictionary(texts)
+            self._new_shared.append(body)
 
     @staticmethod
     def _execute(
@@ -268,8 +283,6 @@ class Writer:
                 seq += 1
                 p = (*p[:-1], seq)
             conn.execute(op.sql, p)
-        if seq is not None:
-            conn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'event_log'", (seq,))
 
     def _write(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         params = [self._prepare(op) for op in batch]
@@ -287,6 +300,7 @@ class Writer:
         # batch's texts were compressed against may include a row that fails: forget them all, start afresh.
         self._contexts.clear()
         self._shared.clear()
+        self._samples.clear()
         params = [self._prepare(op, contexts=False) for op in batch]
         self._contexts.clear()
         self._new_shared.clear()

@@ -91,6 +91,21 @@ def test_failing_ids_from_runner_output():
     assert parse_junit(xml) == (frozenset({"m::b", "m2"}), 1)
 
 
+def test_an_edit_that_made_progress_is_known_from_the_runners_counts():
+    """A worker's failed edit is drawn again unless it made progress (agents/roles/resample.py)."""
+    from formicary.agents.tools.targeted import CheckRun
+
+    one = CheckRun("pytest -x t.py", 1, "F\n1 failed, 1 passed in 0.1s")
+    three = CheckRun("pytest -x t.py", 1, "F\n1 failed, 3 passed in 0.1s")
+    assert three.better_than(one) and not one.better_than(three) and not one.better_than(one)
+    assert not three.better_than(CheckRun("other", 1, "1 failed"))  # another command says nothing
+    assert not three.better_than(None)
+    worse = CheckRun("python3 -m unittest", 1, "Ran 14 tests in 0.01s\n\nFAILED (failures=3, errors=1)")
+    better = CheckRun("python3 -m unittest", 1, "Ran 14 tests in 0.01s\n\nFAILED (failures=2)")
+    assert better.better_than(worse) and not worse.better_than(better)
+    assert CheckRun("python3 -m unittest", 0, "OK").better_than(worse)
+
+
 async def test_pytest_run_names_failures_through_junit_and_removes_the_file(tmp_path):
     root = project(tmp_path, CODE.replace("a - b", "a + b"))
     spec = spec_for("python3 -m pytest -q -p no:cacheprovider", "config")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 
 import pytest
 
@@ -13,6 +14,7 @@ from formicary.agents.session.events import LlmCall
 from formicary.agents.settings import Settings
 from formicary.store import db as store_db
 from formicary.store.packing import unpack
+from formicary.store.queries import dictionaries
 from tests.gitrepo import make_repo
 from tests.scripted_server import ScriptedServer
 from tests.scripted_team import ScriptedTeam, finish, plan, task, write
@@ -110,7 +112,10 @@ async def test_fault_bad_replies_become_observations_then_the_task_fails(tmp_pat
     assert stubborn["status"] == "failed" and "step limit" in stubborn["error"]
     assert rows(db, "SELECT status FROM tasks WHERE title = 'fine'")[0]["status"] == "done"
     invalid = rows(db, "SELECT observation FROM actions WHERE name = 'invalid'")
-    assert len(invalid) == 6 and all(unpack(r["observation"]).startswith("ERROR") for r in invalid)
+    shared = dictionaries(sqlite3.connect(db))  # observations are compressed against their action's first
+    assert len(invalid) == 6 and all(
+        unpack(r["observation"], shared=shared).startswith("ERROR") for r in invalid
+    )
 
 
 async def test_fault_endpoint_keeps_failing_task_ends_failed_not_retried_forever(tmp_path):

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from formicary.agents.session.engine import Engine
+from formicary.store import db as store_db
+from formicary.store import queries
 from tests.gitrepo import git, make_repo
 from tests.history import check_history, first_parent_history, regressions
 from tests.scripted_server import ScriptedServer
@@ -131,8 +133,9 @@ async def test_a_refusal_goes_back_to_the_worker_and_its_fixed_retry_lands(tmp_p
     assert task_row["status"] == "done"
     verdicts = [g["verdict"] for g in rows(db, "SELECT verdict FROM gates ORDER BY created_at")]
     assert verdicts == ["refused", "passed"]
-    landed = rows(db, "SELECT data FROM events WHERE kind = 'commit_landed'")[0]["data"]
-    assert '"refusals": 1' in landed
+    events = queries.events_since(store_db.connect(db), engine.session_id)
+    landed = next(e["data"] for e in events if e["kind"] == "commit_landed")
+    assert landed["refusals"] == 1
     refused_prompt = next(
         b for b in prompts if any(m["content"].startswith("REFUSED") for m in b["messages"])
     )

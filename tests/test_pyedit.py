@@ -86,7 +86,7 @@ def test_a_definition_without_a_docstring_keeps_the_old_one():
         "        y = x + 1\n        return y\n"
     )
     out, _ = replace_function(STUB, "f", 'def f(self, x):\n    """New."""\n    return x\n')
-    assert '"""New."""' in out and "More." not in out  # a docstring sent is the new docstring
+    assert '"""New."""' not in out and "More." in out  # a stub's docstring is its spec: kept
 
 
 def test_a_tasks_stubs_are_shown_as_their_spec_above_a_bare_def_line():
@@ -137,6 +137,16 @@ def test_a_whole_file_write_that_guts_a_module_is_refused(tmp_path):
         refuse_gutting(str(tmp_path), "m.py", "def f0():\n    return 42\n")
     refuse_gutting(str(tmp_path), "m.py", module.replace("return 3", "return 33"))  # an edit keeps them
     refuse_gutting(str(tmp_path), "new.py", "def g():\n    pass\n")  # a new file loses nothing
+
+
+def test_a_stubs_docstring_is_its_spec_and_stays_as_written():
+    src = 'def f(x):\n    """Double it.\n\n    >>> f(2)\n    4\n    """\n    raise NotImplementedError\n'
+    out, _ = replace_function(src, "f", 'def f(x):\n    """Double it."""\n    return 2 * x\n')
+    assert out == 'def f(x):\n    """Double it.\n\n    >>> f(2)\n    4\n    """\n    return 2 * x\n'
+    done = 'def f(x):\n    """Double it."""\n    return 2 * x\n'  # not a stub: its docstring may change
+    assert replace_function(done, "f", 'def f(x):\n    """Twice x."""\n    return x + x\n')[0] == (
+        'def f(x):\n    """Twice x."""\n    return x + x\n'
+    )
 
 
 def test_a_stub_replaced_by_another_stub_or_no_body_is_refused():

@@ -120,26 +120,41 @@ def test_records_from_before_the_lean_record_still_read(tmp_path):
     db = store_db.connect(path)  # migrates
     [call] = queries.agent_calls(db, "A1")
     assert call["messages"] == whole and call["response"] == '{"x": 1}'
-    assert queries.call_messages(db, "C1") == whole
+    assert queries.call_messages(db, call["id"]) == whole
 
 
 def test_a_missing_parent_is_reported_not_guessed(tmp_path):
-    db = store_db.connect(tmp_path / "f.db")
-    db["llm_calls"].insert(
-        {
-            "id": "C2",
-            "agent_id": "A1",
-            "role": "worker",
-            "model": "m",
-            "endpoint": "e",
-            "parent_id": "C1",
-            "kept": 2,
-            "request": "[]",
-            "created_at": "2026-01-01T00:00:00.000+00:00",
-        }
-    )
+    """A call that keeps messages of a parent the record lacks fails to read, before m008 and after."""
+    path = tmp_path / "old.db"
+    old = Database(sqlite3.connect(path))
+    migrations.apply(old, stop_before="m008_compact_timeline")
+    row = {
+        "seq": 1,
+        "id": "C2",
+        "agent_id": "A1",
+        "role": "worker",
+        "model": "m",
+        "endpoint": "e",
+        "parent_id": "C1",
+        "kept": 2,
+        "request": "[]",
+        "created_at": "2026-01-01T00:00:00.000+00:00",
+    }
+    old["llm_calls"].insert(row)
+    old.conn.commit()
     with pytest.raises(LookupError, match="parent call C1"):
+        queries.agent_calls(old, "A1")
+    old.conn.close()
+    db = store_db.connect(path)  # migrates
+    with pytest.raises(LookupError, match="its parent call is not in the record"):
         queries.agent_calls(db, "A1")
+    # written after m008: the parent is the agent's previous call, and there is none
+    db.execute(
+        "INSERT INTO llm_calls (agent_id, role, model, endpoint, parent_id, kept, request, created_at) "
+        "VALUES ('A2', 'worker', 'm', 'e', 'C1', 2, '[]', 0)"
+    )
+    with pytest.raises(LookupError, match="its parent call is not in the record"):
+        queries.agent_calls(db, "A2")
 
 
 def test_redaction_sees_compressed_text(tmp_path, monkeypatch):
@@ -219,11 +234,9 @@ def test_texts_compressed_against_context_read_back_even_after_a_failed_batch(tm
     writer.close()
 
     db = store_db.connect(tmp_path / "f.db")
-    raw = {r["id"]: r["request"] for r in db.query("SELECT id, request FROM llm_calls")}
+    raw = [r["request"] for r in db.query("SELECT request FROM llm_calls ORDER BY seq")]
     alone = len(zlib.compress(json.dumps(convo2[3:], ensure_ascii=False).encode()))
-    assert isinstance(raw["C2"], bytes) and len(raw["C2"]) * 3 < alone, (
-        "the repeated observation costs little"
-    )
+    assert isinstance(raw[1], bytes) and len(raw[1]) * 3 < alone, "the repeated observation costs little"
     assert [c["messages"] for c in queries.agent_calls(db, "A1")] == [system, convo2, convo3]
     assert [a["observation"] for a in queries.actions(db, "A1")] == [seen]
 

@@ -61,6 +61,17 @@ def test_no_plan_from_vague_or_unverifiable_goals():
     assert found("Implement `slugify()` in `nowhere.py` and `c_to_f()` in `units.py`.") == []  # one left
 
 
+def test_which_targets_failing_test_ids_name():
+    a = targets.Target("ordinal", "m.py", "test_m.py", "")
+    b = targets.Target("to_hex", "m.py", "test_m.py", "")
+    c = targets.Target("slugify", "text.py", "test_text.py", "")
+    failing = ["test_m.py::test_ordinal[-1--1st]", "test_text.SlugifyTest.test_simple"]
+    assert targets.still_failing([a, b, c], failing) == {a, c}
+    d = targets.Target("c_to_f", "units.py", "test_units.py", "")  # its own test file: any test of it counts
+    assert targets.still_failing([c, d], ["test_units.BoilingTest.test_boils"]) == {d}
+    assert targets.still_failing([a, b], ["test_m.py::test_other"]) == set()  # a shared file says nothing
+
+
 def test_outline_shows_other_functions_and_the_tables_tests_use():
     source = "import re\n\n" + "".join(
         f'def f{i}(x):\n    """Doc {i}."""\n    return x + {i}\n\n\n' for i in range(40)
@@ -155,3 +166,58 @@ async def test_a_failed_target_is_tried_again_by_a_fresh_worker_without_a_planne
         ("c_to_f() in units.py", "failed"),  # its first worker only read, then hit its step limit
         ("c_to_f() in units.py", "done"),  # planned again from the goal, for a fresh worker
     ]
+
+
+async def test_a_landed_target_whose_tests_still_fail_is_planned_again(tmp_path):
+    """Measured on the demo: a step-limited worker landed a slugify that passed one more test than the stub
+    (the gate lets that in: nothing got worse) and its task ended done; the target must be tried again, and the
+    one that landed whole must not."""
+    files = dict(FILES)
+    files["test_text.py"] = (
+        "from text import slugify\n\ndef test_one_word():\n    assert slugify('A') == 'a'\n\n"
+        "def test_words():\n    assert slugify('A b') == 'a-b'\n"
+    )
+    repo = make_repo(tmp_path / "repo", files)
+    tries: dict[str, int] = {}
+
+    def work(title: str, step: int) -> dict:
+        path, function = title.split(" in ")[1], title.split("(")[0]
+        if step == 0:
+            tries[title] = tries.get(title, 0) + 1
+        if step > 0:
+            return finish()
+        partial = function == "slugify" and tries[title] == 1
+        body = {
+            "slugify": "return s.lower()" if partial else "return '-'.join(s.lower().split())",
+            "c_to_f": "return c * 9 / 5 + 32",
+        }[function]
+        arg = "s" if function == "slugify" else "c"
+        return {"thought": "", "action": {"name": "write_function", "path": path, "function": function,
+                                          "content": f"def {function}({arg}):\n    {body}\n"}}  # fmt: skip
+
+    team = ScriptedTeam(
+        root_plans=[plan([task("should not be asked for")])],
+        default_work=work,
+        verdicts=[{"decision": "continue", "reason": "x", "notes": ""}, {"decision": "done", "reason": "ok", "notes": ""}],
+    )  # fmt: skip
+    settings = Settings.model_validate(
+        {
+            "model": {"base_url": "", "retries": 1, "timeout": 20},
+            "limits": {"workers": 2, "cycles": 2, "followups_per_planner": 0, "redraws_per_worker": 0},
+            "sandbox": {"mode": "none"},
+            "check_command": "python3 -m pytest -q -p no:cacheprovider",
+        }
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        settings.model.base_url = server.base_url
+        engine = Engine.create(settings, repo, PROSE, db_path=db)
+        await engine.run()
+        asked = [schema_name(b) for b in server.requests]
+    assert "plan" not in asked
+    assert tries == {"slugify() in text.py": 2, "c_to_f() in units.py": 1}
+    from tests.gitrepo import git
+
+    assert "'-'.join" in git(repo, "show", f"{engine.git.branch}:text.py")
+    status = [r["data"] for r in store_db.connect(db).query("SELECT data FROM events WHERE kind = 'status'")]
+    assert any("planned again, their tests still fail: slugify() in text.py" in d for d in status)

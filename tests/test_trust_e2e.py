@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from formicary.store.packing import unpack
+from formicary.store.queries import dictionaries
 from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer
 from tests.scripted_team import ScriptedTeam, finish, plan, run, task, write
@@ -103,7 +104,10 @@ def test_planted_programs_never_run_on_the_host(tmp_path: Path) -> None:
     assert not (outside / "ESCAPED").exists(), "a planted program ran on the host"
     assert result.returncode == 0, result.stdout + result.stderr
     db = sqlite3.connect(home / "data" / "formicary.db")
-    observations = "\n".join(unpack(r[0]) or "" for r in db.execute("SELECT observation FROM actions"))
+    shared = dictionaries(db)  # observations are compressed against their action's first
+    observations = "\n".join(
+        unpack(r[0], shared=shared) or "" for r in db.execute("SELECT observation FROM actions")
+    )
     assert "nested repositories are not allowed: removed lib/.git" in observations
     assert db.execute("SELECT count(*) FROM tasks WHERE kind = 'work' AND status = 'done'").fetchone()[0] == 7
     branch = db.execute("SELECT branch FROM sessions").fetchone()[0]

@@ -230,7 +230,7 @@ async def test_an_action_repeated_with_nothing_edited_is_answered_from_the_conve
     fix = {"thought": "", "action": {"name": "write_function", "path": "units.py", "function": "c_to_f",
                                      "content": new}}  # fmt: skip
     team = ScriptedTeam(root_plans=[plan([fix_task()])], work={title: [bad, part, bad, part, fix, finish()]})
-    engine, _, _, db, repo = await run(tmp_path, team, steps_per_worker=4, redraws_per_worker=0)
+    engine, _, _, db, repo = await run(tmp_path, team, steps_per_worker=4)  # a bad replace is not redrawn
     rows = actions(db)
     assert "not a regular expression" in rows[0]["observation"]
     again = [r["observation"] for r in rows[2:4]]

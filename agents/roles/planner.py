@@ -17,7 +17,7 @@ from ..status import AgentStatus, Role, TaskKind, TaskStatus
 from . import targets
 from .ask import ask
 from .context import Handoff, Task, check_command
-from .progress import check_summary, repeats_landed
+from .progress import check_summary, failing_tests, repeats_landed
 from .render import render
 from .replies import Plan, PlannedTask
 
@@ -185,17 +185,27 @@ async def _named_targets(
     mentioned = [f for f in files if f in ctx.goal]
     texts = await cat_blobs(root, [f"{tip}:{f}" for f in mentioned])
     found = targets.find_targets(ctx.goal, files, lambda path: texts.get(f"{tip}:{path}"))
-    tasks = [
-        t
-        for t in targets.planned_tasks(ctx.goal, found)
-        if t.title not in finished and not repeats_landed(t.title, list(t.files), ctx.landed)
-    ]
+    planned = targets.planned_tasks(ctx.goal, found)
+    done = {
+        t.title for t in planned if t.title in finished or repeats_landed(t.title, list(t.files), ctx.landed)
+    }
+    again: set[str] = set()
+    if done:  # landed or finished, but are their tests passing? (a step-limited worker lands partial work)
+        check = await ctx.tip_check()
+        if check is not None and check[0] not in (0, None):
+            failing = targets.still_failing(found, failing_tests(check[1], limit=None))
+            again = {t.title for t in failing} & done
+    tasks = [t for t in planned if t.title not in done or t.title in again]
+    if again:
+        ctx.recorder.status(f"planned again, their tests still fail: {', '.join(sorted(again))}")
     if not tasks or max_tasks <= 0:
         return None
     left = f" ({len(tasks) - max_tasks} left for the next round)" if len(tasks) > max_tasks else ""
     tasks = tasks[:max_tasks]
     ctx.recorder.status(f"planned {len(tasks)} targets the goal names, without a model call{left}")
-    return Plan(tasks=tasks, subplanners=[], scratchpad=ctx.scratchpad)
+    plan = Plan(tasks=tasks, subplanners=[], scratchpad=ctx.scratchpad)
+    plan._again = again
+    return plan
 
 
 def _fanout(ctx: RoleContext) -> int:
@@ -238,7 +248,8 @@ def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, al
         if key in queued:  # a small model repeats an item in one plan (measured: two identical sub-planners)
             continue
         queued.add(key)
-        if repeats_landed(planned.title or planned.instructions[:60], list(planned.files), ctx.landed):
+        title = planned.title or planned.instructions[:60]
+        if title not in plan._again and repeats_landed(title, list(planned.files), ctx.landed):
             ctx.recorder.status(f"dropped a plan for work that already landed: {planned.title}")
             continue
         child = state.new_task(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 
 
 class _Reply(BaseModel):
@@ -50,6 +50,8 @@ class Plan(_Reply):
     tasks: list[PlannedTask]
     subplanners: list[SubplannerScope]
     scratchpad: Scratchpad
+    _again: set[str] = PrivateAttr(default_factory=set)
+    """Titles planned again on purpose (named targets that landed but whose tests still fail); not in the schema."""
 
 
 class Verdict(_Reply):

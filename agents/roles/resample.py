@@ -4,12 +4,15 @@ first was not, and on a local server a redraw is the cheapest call there is.
 Measured (bench/effectiveness.py, Qwen2.5-Coder-1.5B on 2 cores): prompt processing is most of a call's time
 (a first prompt of ~1,500 tokens at 50-90 tokens/s against ~150 generated tokens), and a worker's failed edit
 pulls its next reply toward small patches of the same mistake (``tableize`` patched with ``.lower()``, then
-``.title()``, then ``.capitalize()``). So when an edit is refused or fails the task's tests, the edit is undone
-and the step is drawn again, hotter, from the very prompt that produced it: llama-server still holds that prompt
-in the agent's slot (the client keeps an agent on one slot), so the redraw pays for generation only, and the
-failed try never enters the conversation. After :data:`PER_EDIT` redraws the last failed edit is kept and the
-conversation goes on as before, with a line saying how many other tries failed. Each redraw is a step and a
-recorded model call; a worker has ``limits.redraws_per_worker`` of them in all (0 turns them off).
+``.title()``, then ``.capitalize()``). So when an edit is refused for its code (a stub, no body, does not parse)
+or fails the task's tests without progress (no fewer failures, no more passing), it is undone and the step is
+drawn again, hotter, from the very prompt that produced it: llama-server still holds that prompt in the agent's
+slot (the client keeps an agent on one slot), so the redraw pays for generation only (measured on one slot:
+6-14 s against 20-40 s for the first draw), and the failed try never enters the conversation. A ``replace``
+whose search text is wrong needs the feedback, not another sample, and goes on as before. After
+:data:`PER_EDIT` redraws the last failed edit is kept and the conversation goes on, with a line saying how many
+other tries failed. Each redraw is a step and a recorded model call; a worker has ``limits.redraws_per_worker``
+of them in all (0 turns them off).
 
 :mod:`.candidates` is the parallel form (several replies at once on idle slots); this is the sequential one,
 for when every slot is busy — the usual case when workers outnumber slots.

@@ -131,3 +131,26 @@ def planned_tasks(goal: str, targets: list[Target]) -> list[PlannedTask]:
             instructions += f" From the goal: {context}"
         tasks.append(PlannedTask(title=t.title, instructions=instructions[:800], files=[t.path], check=""))
     return tasks
+
+
+def still_failing(found: list[Target], failing: list[str]) -> set[Target]:
+    """The targets whose tests are among ``failing`` (test ids from the check's output on the shared tip).
+
+    A test id names its target when it contains the function's name (``test_ordinal[-1--1st]``), or when it is
+    in the target's own test file that no other target shares (``test_text.SlugifyTest.test_simple``).
+    Measured on the demo: a worker stopped by its step limit landed a ``slugify`` that passed one more test
+    than the stub (so the gate let it in) and the task ended "done"; the model planner then re-planned
+    ``median``, which had landed whole, and ``slugify`` was never tried again.
+    """
+    shared: dict[str, int] = {}
+    for t in found:
+        shared[t.tests] = shared.get(t.tests, 0) + 1
+    ids = [(i.lower().replace("_", ""), i) for i in failing]
+    hit: set[Target] = set()
+    for t in found:
+        name = t.function.rsplit(".", 1)[-1].lower().replace("_", "")
+        stem = PurePosixPath(t.tests).stem if t.tests else ""
+        own_file = bool(stem) and shared[t.tests] == 1
+        if any(name in flat or (own_file and stem in raw) for flat, raw in ids):
+            hit.add(t)
+    return hit

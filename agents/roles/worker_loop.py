@@ -100,7 +100,7 @@ class WorkerLoop:
         self.attempts = Attempts()
         self.first_prompt = ""
         self.edits = 0
-        self.edit_failed = False  # the last action was an edit that was refused or failed the task's tests
+        self.edit_failed = False  # the last edit was refused for its code or failed the task's tests
         self.redraws_left = self.limits.redraws_per_worker
         self._history: dict[
             tuple[str, str], tuple[int, str, int]
@@ -212,6 +212,7 @@ class WorkerLoop:
         text = self.context.recorder.redact(observation.text)
         if action.name == "read_file" and observation.error and PAST_END.search(text):
             self.seen.past_end_again(action.path)
+        before = self.last_check or self.first_check
         if action.name in EDIT_ACTIONS and not observation.error:
             text += await self.after_edit(action)
             if self.tests_now_pass():
@@ -222,7 +223,12 @@ class WorkerLoop:
             text += REGEX_HINT
         looping = action.name in EDIT_ACTIONS and _unchanged(observation)
         self.edit_failed = action.name in EDIT_ACTIONS and (
-            observation.error or (self.last_check is not None and not self.last_check.passed)
+            (observation.error and action.name != "replace")  # a replace's search needs feedback, not luck
+            or (
+                not observation.error
+                and self.last_check is not None
+                and not self.last_check.better_than(before)
+            )
         )
         if action.name in EDIT_ACTIONS and observation.error:
             self.attempts.failed_try(action, text.strip().split("\n")[0][:200])

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...store.db import connect, now
+from ...store.db import connect, iso, now, now_ms
+from ...store.packing import Zipped
 from ...store.writer import Writer
 from ..status import CycleReason, CycleStatus, SessionStatus, TaskKind, TaskStatus
 from . import events as ev
@@ -25,6 +26,13 @@ if TYPE_CHECKING:
     from ..roles.context import Agent, Handoff, Task
 
 Listener = Callable[[ev.Event], None]
+
+PACKED_KINDS = frozenset(
+    {"task_created", "task_started", "task_ended", "agent_started", "agent_ended", "commit_landed"}
+)
+"""The events written for every task: their ``data`` is compressed against the first of their kind (the same
+keys and much the same values each time; ``store.queries`` reads them back). The rare kinds other readers
+look into (verdicts, controls, status, warnings) stay plain JSON."""
 
 
 class Record(WorkRecord):
@@ -48,8 +56,12 @@ class Record(WorkRecord):
         timeline (the ``events`` view), so only the listeners are told.
         """
         event.session_id = self.session_id
-        event.created_at = now()
+        at = now_ms()
+        event.created_at = iso(at)
         if not stored:
+            data: Any = event.data() or None
+            if data and event.kind in PACKED_KINDS:
+                data = Zipped(json.dumps(data, default=str, ensure_ascii=False), shared=f"event:{event.kind}")
             self.writer.insert(
                 "event_log",
                 {
@@ -57,8 +69,8 @@ class Record(WorkRecord):
                     "kind": event.kind,
                     "agent_id": event.agent_id,
                     "task_id": event.task_id,
-                    "data": event.data() or None,
-                    "created_at": event.created_at,
+                    "data": data,
+                    "created_at": at,
                 },
             )
         if self.listeners:

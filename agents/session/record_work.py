@@ -55,7 +55,9 @@ class WorkRecord(ABC):
                 "name": name,
                 # compressed against the reply that chose it; the observation is what the next request repeats
                 "arguments": Zipped(json.dumps(args, ensure_ascii=False), against=agent.id),
-                "observation": Zipped(text, remember=(agent.id, OBSERVATION)),
+                # against the first observation of its action (a file read's line-number gutter, a listing's
+                # layout): the shared dictionary needs no context, so the context is rebuilt from rows alone
+                "observation": Zipped(text, remember=(agent.id, OBSERVATION), shared=f"observation:{name}"),
                 "exit_code": exit_code,
                 "duration_ms": round(duration_ms, 2),
                 "created_at": now_ms(),

@@ -98,7 +98,16 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
             f"error: your {node.name} has the same code as the one in the file ({_first_code_line(source, node)}),"
             " so nothing changed. Write a new body that does what its docstring and tests ask"
         )
-    if _docstring(node) is not None and _docstring(defs[0]) is None:
+    new_doc = _docstring(defs[0])
+    if was_stub and _docstring(node) is not None and new_doc is not None and new_doc.lineno > defs[0].lineno:
+        # a stub's docstring is its specification: it stays as written (measured: the 1.5B model rewrote it
+        # without its doctest examples, and the next worker lost the spec)
+        body_lines = body.split("\n")
+        del body_lines[new_doc.lineno - 1 : new_doc.end_lineno]
+        body = "\n".join(body_lines)
+        defs = [n for n in ast.parse(body).body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        new_doc = None
+    if _docstring(node) is not None and new_doc is None:
         body = _with_docstring(body, defs[0], source, node)
     lines = source.split("\n")
     first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1

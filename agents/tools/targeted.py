@@ -105,6 +105,22 @@ class CheckRun:
     def passed(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
 
+    def better_than(self, before: CheckRun | None) -> bool:
+        """Passed, or fewer failures (unittest) / more tests passing before the first failure (pytest ``-x``)
+        than ``before`` of the same command: an edit that made progress is kept, not drawn again."""
+        if self.passed:
+            return True
+        if (
+            before is None
+            or before.command != self.command
+            or before.exit_code is None
+            or self.exit_code is None
+        ):
+            return False
+        failed, passed = _counts(self.output)
+        failed_before, passed_before = _counts(before.output)
+        return failed < failed_before or (failed <= failed_before and passed > passed_before)
+
     def summary(self) -> str:
         """One short line for a prompt: passed, or the failing tests and the first error."""
         if self.passed:
@@ -128,6 +144,18 @@ class CheckRun:
         )
         tail = self.output.strip()[-OUTPUT_TAIL:]
         return f"CHECK `{self.command}`: {verdict}\n{tail}".rstrip()
+
+
+def _counts(output: str) -> tuple[int, int]:
+    """(failed + errors, passed) from a pytest summary line or unittest's last lines; unknown counts are 0."""
+    found = {k: int(n) for n, k in re.findall(r"(\d+) (failed|passed|errors?)\b", output)}
+    found |= {k: int(n) for k, n in re.findall(r"\b(failures|errors)=(\d+)", output)}
+    ran = re.search(r"^Ran (\d+) tests?", output, re.M)
+    failed = (
+        found.get("failed", 0) + found.get("failures", 0) + found.get("errors", 0) + found.get("error", 0)
+    )
+    passed = found.get("passed", 0) or (int(ran.group(1)) - failed if ran else 0)
+    return failed, passed
 
 
 async def run_check(
