@@ -75,6 +75,7 @@ class Probe:
         self.task_of: dict[str, str] = {}  # agent -> task
         self.model_s: dict[str, float] = defaultdict(float)  # task -> seconds its calls took (client side)
         self.call_spans: dict[str, list[tuple[float, float]]] = defaultdict(list)  # task -> (start, end)
+        self.worktrees: set[str] = set()  # folders handed to tasks so far
 
     def __call__(self, event: ev.Event) -> None:
         t = time.monotonic()
@@ -96,9 +97,9 @@ class Probe:
             self.call_spans[task].append((t - ms / 1000, t))
 
     def first_wave(self, workers: int) -> bool:
-        """True while fewer than ``workers`` worktrees have been made (``git worktree add``): a reused
-        worktree's next task counts for nothing, so early finishers cannot end the first wave early."""
-        return len(self.git["worktree add"]) < workers
+        """True while fewer than ``workers`` worktrees have been handed out: a reused worktree's next task
+        counts for nothing, so early finishers cannot end the first wave early."""
+        return len(self.worktrees) < workers
 
     def whole_periods(self, t0: float, window: float) -> float:
         """``window`` stretched to a whole number of mean task durations since ``t0``.
@@ -128,6 +129,7 @@ class Probe:
             t0 = time.monotonic()
             async with fn(*args, **kwargs) as value:
                 self.phases["worktree_setup"].append((time.monotonic(), time.monotonic() - t0))
+                self.worktrees.add(str(value.path))
                 try:
                     yield value
                 finally:

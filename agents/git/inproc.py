@@ -3,7 +3,7 @@ and the compare-and-swap on the shared branch.
 
 Why: at 1,024 workers ~51 tasks land per second, and each git process costs 3-15 ms of CPU on a busy 2-core
 machine (exec, reading the index and config), while the same object-level work done in-process costs well under
-a millisecond. Everything else (worktree add/remove, checkout and clean of a parked worktree, conflict hand-back,
+a millisecond. Everything else (worktree removal, checkout and clean of a parked worktree, conflict hand-back,
 the repository map) stays on git processes through :mod:`.run`: they are not hot, or git does them more safely.
 
 The trust boundary holds (rule 7): libgit2 runs no hooks, has no fsmonitor and runs no external filter or merge
@@ -400,7 +400,7 @@ def _check_out(repo: Any, top: str, tree: Any, current: Any = None) -> None:
 
 
 def populate(git_dir: Path | str, path: Path | str) -> None:
-    """Check out HEAD into a worktree ``git worktree add --no-checkout`` just made (``reset --hard``)."""
+    """Check out HEAD into a worktree just made with nothing checked out (``reset --hard``)."""
     with repository(git_dir, pooled=False) as repo:
         _check_out(repo, os.fspath(path), repo.head.peel(_pygit2().Tree))
 

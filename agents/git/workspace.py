@@ -4,8 +4,8 @@ The operator's checked-out branch, index and work tree are never modified: the s
 ``git branch`` (no checkout) and every task works in its own linked worktree, in a session folder outside the
 repository's work tree, on its own task branch (``formicary-tasks/<session>/<task>``: beside, not under, the
 session branch ``formicary/<session>``, since git cannot hold both a ref and a folder of refs of one name).
-``git worktree add/remove/prune`` race when run concurrently (``failed to read .git/worktrees/…/commondir``),
-so those commands, and only those, take one lock per repository. Landing work on the shared branch is :mod:`formicary.agents.git.integration`.
+``git worktree remove/prune`` race when run concurrently (``failed to read .git/worktrees/…/commondir``),
+so those commands, and making a worktree (in-process: :mod:`.linked`), take one lock per repository. Landing work on the shared branch is :mod:`formicary.agents.git.integration`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from ..tools.nested import remove_nested_git
-from . import inproc
+from . import inproc, linked
 from .integration import Conflict, IntegrationResult, SharedBranch, integrate
 from .run import GitError, Identity, check_name, forget_worktree, git, register_worktree
 from .worktree import Worktree
@@ -55,7 +55,7 @@ class SessionRepo:
         self.base_sha = base_sha
         self.worktrees_dir = worktrees_dir
         self.shared: SharedBranch = SharedBranch(f"refs/heads/{branch}", tip=base_sha, tip_tree=tip_tree)
-        self._worktree_lock = anyio.Lock()  # git worktree add/remove/prune only
+        self._worktree_lock = anyio.Lock()  # making a worktree, git worktree remove/prune
         self.reuse_worktrees = reuse_worktrees
         self._idle: list[Worktree] = []  # parked worktrees waiting for a task (reuse_worktrees)
         self._doomed: list[tuple[str, str]] = []  # (task branch, sha) to delete in the next batch
@@ -172,19 +172,23 @@ class SessionRepo:
             branch, path = self._names(task_id, n)
             if path.exists():
                 continue
-            async with self._worktree_lock:
+            async with self._worktree_lock:  # an in-process prune never sees one half made
                 with anyio.CancelScope(shield=True):
-                    res = await self._worktree_cmd("add", "--no-checkout", "-b", branch, str(path), base)
-            if res.rc == 0:
+                    try:
+                        git_dir = await inproc.in_thread(
+                            linked.add_worktree, self.common_dir, path, branch, base
+                        )
+                    except OSError as exc:
+                        raise GitError(f"worktree add failed: {exc}") from exc
+            if git_dir is not None:
                 break
-            if "already exists" not in res.err:
-                raise GitError(f"git worktree add failed: {res.err.strip().splitlines()[-1:]}")
         else:
             raise GitError(f"no free worktree name for task {task_id}")
-        wt = Worktree(path=path, branch=branch, base=base, task_id=task_id, agent_id=agent_id)
+        wt = Worktree(
+            path=path, branch=branch, base=base, task_id=task_id, agent_id=agent_id, git_dir=git_dir
+        )
         try:
-            wt.git_dir = self._own_git_dir(path)
-            register_worktree(path, wt.git_dir)
+            register_worktree(path, git_dir)
             # The checkout itself runs outside the lock: it is the slow part and touches only this worktree.
             await inproc.in_thread(inproc.populate, wt.git_dir, path)
         except BaseException:
@@ -222,15 +226,6 @@ class SessionRepo:
             path=old.path, branch=branch, base=base, task_id=task_id, agent_id=agent_id, git_dir=old.git_dir
         )
         return wt
-
-    def _own_git_dir(self, path: Path) -> Path:
-        """The git dir ``worktree add`` just wrote into ``path/.git``, checked to be this repository's."""
-        text = (path / ".git").read_text(encoding="utf-8", errors="replace").strip()
-        gitdir = Path(text.removeprefix("gitdir:").strip())
-        gitdir = (gitdir if gitdir.is_absolute() else path / gitdir).resolve()
-        if not text.startswith("gitdir:") or gitdir.parent != (self.common_dir / "worktrees").resolve():
-            raise GitError(f"worktree {path.name} has an unexpected .git file")
-        return gitdir
 
     async def scrub(self, wt: Worktree) -> list[str]:
         """Remove every nested ``.git`` from ``wt`` before formicary's git touches it; recorded on ``wt``."""
