@@ -214,3 +214,28 @@ def test_land_clean_lands_a_batch_in_order_and_stops_where_git_must_decide(tmp_p
     assert sh_git(repo, "rev-parse", "shared") == tip
     done, moved = inproc.land_clean(repo, "refs/heads/shared", base, tree, batch[:1])
     assert moved is False and sh_git(repo, "rev-parse", "shared") == tip  # a stale tip: the CAS refuses
+
+
+def test_a_known_tip_replaces_the_merge_base_walk_only_on_a_linear_task_branch(tmp_path: Path) -> None:
+    repo, base = _repo(tmp_path)
+    landed = _commit(repo, base, "shared", {"a.txt": "A\n"})
+    first = _commit(repo, base, "task", {"t.txt": "1\n"})
+    second = _commit(repo, first, "task", {"t.txt": "2\n"})
+    resolved = _commit(repo, second, "task", {})
+    sh_git(repo, "checkout", "-q", "task")
+    sh_git(repo, "merge", "-q", "--no-edit", "shared")  # a hand-back's merge of the tip
+    sh_git(repo, "checkout", "-q", "main")
+    merged = sh_git(repo, "rev-parse", "task")
+    with inproc.repository(repo) as handle:
+        oid = __import__("pygit2").Oid
+        assert str(inproc._known_base(handle, oid(hex=second), {base, landed})) == base
+        assert str(inproc._known_base(handle, oid(hex=resolved), {base})) == base
+        assert inproc._known_base(handle, oid(hex=merged), {base, landed}) is None  # two parents: git decides
+        assert inproc._known_base(handle, oid(hex=second), {landed}) is None  # nothing known on the way
+        assert inproc._known_base(handle, oid(hex=second), ()) is None
+    tree = sh_git(repo, "rev-parse", f"{landed}^{{tree}}")
+    sh_git(repo, "branch", "-f", "shared", landed)
+    done, moved = inproc.land_clean(
+        repo, "refs/heads/shared", landed, tree, [(second, "t", "w", "w@x", lambda m, n: True)], known={base}
+    )
+    assert moved and done[0].tree == _git_merge(repo, landed, second)[1]

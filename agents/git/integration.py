@@ -60,7 +60,9 @@ class LandingRepo(Protocol):
 if TYPE_CHECKING:
     from .gate import Gate, GateToken, OnRefusal
 
+LOG = "formicary: integrate"  # the branch's reflog message for a landing
 MAX_BATCH = 8  # requests landed per critical section: bounds how long the others in it wait
+PASSED_MAX = 8192  # tips remembered as the branch's ancestors (a task older than that merges the slow way)
 MAX_MOVES = 200  # tip moved under us this many times in one integration: something else is hammering the ref
 
 
@@ -99,11 +101,27 @@ class SharedBranch:
     gate: anyio.Lock = field(default_factory=anyio.Lock)
     pending: list[_Request] = field(default_factory=list)
     hot: HotPaths = field(default_factory=HotPaths)
+    passed: dict[str, None] = field(default_factory=dict)
+    """Tips this process saw the branch at and moved it from, oldest first: every one an ancestor of ``tip``
+    (a landing's merge needs no merge-base walk from a task that began at one); reset when the branch moved
+    under us, kept to the newest :data:`PASSED_MAX`."""
+
+    def __post_init__(self) -> None:
+        if self.tip:
+            self.passed[self.tip] = None
 
     async def read_tip(self, cwd: Path) -> str:
         res = await git("rev-parse", self.ref, f"{self.ref}^{{tree}}", cwd=cwd)
         self.tip, self.tip_tree = res.out.split()
+        self.passed = {self.tip: None}
         return self.tip
+
+    def moved_to(self, tips: list[str], tree: str) -> None:
+        """Our compare-and-swap moved the branch through ``tips`` (in order) to the last one, of ``tree``."""
+        self.tip, self.tip_tree = tips[-1], tree
+        self.passed.update(dict.fromkeys(tips))
+        if len(self.passed) > PASSED_MAX:
+            self.passed = dict.fromkeys(list(self.passed)[-PASSED_MAX // 2 :])
 
     @asynccontextmanager
     async def section(self, urgent: bool = False) -> AsyncIterator[None]:
@@ -190,7 +208,9 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
     if not shared.hot:  # the usual case: every request merges in-process; all of it, CAS too, in one hop
         fast = [(r.head, r.message, *_author(r.env), _accepts(r)) for r in batch]
         try:
-            done, moved = await inproc.in_landing_thread(inproc.land_clean, root, shared.ref, tip, tree, fast)
+            done, moved = await inproc.in_landing_thread(
+                inproc.land_clean, root, shared.ref, tip, tree, fast, LOG, dict(shared.passed)
+            )
         except Exception:  # libgit2 failed (nothing moved): each request on its own below, errors its own
             done, moved = [], None
         for req, landed in zip(batch, done, strict=False):
@@ -203,7 +223,7 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
         rest = batch[len(done) :]
         if not rest and moved is not None:
             if moved:
-                shared.tip, shared.tip_tree = tip, tree
+                shared.moved_to([d.tip for d in done if d.result == "landed"], tree)
             else:
                 await _lost(shared, root, batch, start)
             return
@@ -230,8 +250,8 @@ async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -
             req.outcome = exc
     if tip == start:
         return
-    if await inproc.update_ref(root, shared.ref, tip, start):
-        shared.tip, shared.tip_tree = tip, tree
+    if await inproc.update_ref(root, shared.ref, tip, start, LOG):
+        shared.moved_to([tip], tree)
         return
     await _lost(shared, root, batch, start)
 
