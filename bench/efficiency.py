@@ -5,13 +5,15 @@ The real engine (``Engine.create`` + ``run``) runs one cycle against the scripte
 temporary repository of ``--files`` generated files. The root planner queues enough tasks to keep every worker
 busy (planner depth 0). A task is ``--actions`` model calls, ``finish`` counted as one of them: two reads of
 repository files, then whole-file writes of the task's own new file alternating with reads, then finish; then a
-commit and its integration onto the shared branch. Sandbox mode is "none": no task runs a command. After
-``--warmup`` seconds the engine is measured for at least ``--window`` seconds, then stopped gracefully.
+commit and its integration onto the shared branch. Sandbox mode is "none": no task runs a command. The warm-up
+starts once every worker has its worktree (``first_wave_s``: they are made one at a time, which takes minutes
+at 1,024 workers on a busy machine, so a blind warm-up would measure the first wave); after ``--warmup``
+seconds more (at least one task duration: the first wave's tasks have finished) the engine is measured for at
+least ``--window`` seconds, then stopped gracefully.
 
 ``efficiency`` = tasks completed per second in the window ÷ the ideal ``workers / (actions × latency)``. With a
 fixed latency, the tasks that started together keep finishing in waves one task duration apart, so the window is
-stretched to a whole number of mean task durations (``window_task_durations``), and the warm-up must outlast the
-first wave (its tasks also paid for creating every worktree). ``efficiency_by_duration`` is the same figure by
+stretched to a whole number of mean task durations (``window_task_durations``). ``efficiency_by_duration`` is the same figure by
 Little's law (workers ÷ mean task duration), a cross-check insensitive to waves. CPU is reported for the engine
 process (all threads) and its reaped children (git) apart, per model call and per task; ``task_time`` and
 ``where`` break a task's wall time down, ``git`` counts git processes per task, ``cores_other_processes`` is what
@@ -30,7 +32,7 @@ every merged tree, so every landing pays a checkout and a re-gate whenever the t
 without it. ``gate`` reports decisions, check runs, re-gates and milliseconds per landing.
 
 Run from the repository root: python -m bench.efficiency (or python bench/efficiency.py)
-    [--workers 256] [--latency 2] [--actions 10] [--window 120] [--warmup 60] [--check none] [--no-gate]
+    [--workers 256] [--latency 2] [--actions 10] [--window 120] [--warmup 40] [--check none] [--no-gate]
 """
 
 from __future__ import annotations
@@ -126,6 +128,9 @@ def snapshot(engine: Engine, server_pid: int) -> dict[str, float]:
     }
 
 
+FIRST_WAVE_MAX = 900.0  # seconds the first wave may take to start before the warm-up begins anyway
+
+
 def settings_for(base_url: str, args: argparse.Namespace, tasks: int) -> Settings:
     return Settings.model_validate(
         {
@@ -156,7 +161,7 @@ def settings_for(base_url: str, args: argparse.Namespace, tasks: int) -> Setting
 
 async def measure(args: argparse.Namespace, base: Path, base_url: str, server_pid: int) -> dict[str, Any]:
     ideal = args.workers / (args.actions * args.latency)
-    tasks = args.tasks or int(ideal * (args.warmup + args.window) * 1.5 + args.workers * 2)
+    tasks = args.tasks or int(ideal * (args.warmup + args.window) * 1.5 + args.workers * 4)
     repo = make_repo(base / "repo", {"README.md": "# benchmark repository\n"}, n_files=args.files)
     engine = Engine.create(
         settings_for(base_url, args, tasks),
@@ -195,8 +200,13 @@ async def measure(args: argparse.Namespace, base: Path, base_url: str, server_pi
 
         tg.start_soon(go)
         tg.start_soon(probe.sample_lag)
+        began = time.monotonic()
+        while probe.first_wave(args.workers) and time.monotonic() - began < FIRST_WAVE_MAX:
+            await anyio.sleep(0.5)  # every worker has had a worktree (they are made one at a time)
+        first_wave = time.monotonic() - began
         await anyio.sleep(args.warmup)
         a = snapshot(engine, server_pid)
+        a["first_wave"] = first_wave
         await anyio.sleep(args.window)
         await anyio.sleep(probe.whole_periods(a["at"], args.window) - args.window)
         b = outcome["b"] = snapshot(engine, server_pid)
@@ -334,6 +344,7 @@ def report(
         "window_s": round(window, 1),
         "window_task_durations": round(window / mean_duration, 2) if mean_duration else None,
         "warmup_s": args.warmup,
+        "first_wave_s": round(a["first_wave"], 1),
         "calls": ncalls,
         "cpu_ms_per_call": per(total, ncalls),
         "cpu_ms_per_task": per(total, n),
@@ -425,7 +436,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=2.0, help="seconds the server takes per call")
     parser.add_argument("--actions", type=int, default=10, help="model calls per task, finish included")
     parser.add_argument("--window", type=float, default=120.0, help="measured seconds")
-    parser.add_argument("--warmup", type=float, default=60.0, help="seconds skipped after the start")
+    parser.add_argument(
+        "--warmup", type=float, default=40.0, help="seconds skipped once every worker has started"
+    )
     parser.add_argument("--files", type=int, default=200, help="generated files in the repository")
     parser.add_argument("--tasks", type=int, default=0, help="tasks the planner queues (0: enough)")
     parser.add_argument(

@@ -95,6 +95,11 @@ class Probe:
             self.model_s[task] += ms / 1000
             self.call_spans[task].append((t - ms / 1000, t))
 
+    def first_wave(self, workers: int) -> bool:
+        """True while fewer than ``workers`` worktrees have been made (``git worktree add``): a reused
+        worktree's next task counts for nothing, so early finishers cannot end the first wave early."""
+        return len(self.git["worktree add"]) < workers
+
     def whole_periods(self, t0: float, window: float) -> float:
         """``window`` stretched to a whole number of mean task durations since ``t0``.
 

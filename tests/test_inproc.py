@@ -182,3 +182,35 @@ def test_commit_worktree_where_a_file_becomes_a_folder(tmp_path: Path) -> None:
     listing = sh_git(repo, "ls-tree", "-r", "--name-only", made[0]).splitlines()
     assert "src/one.txt/inner.txt" in listing and "src/deep" in listing and "src/one.txt" not in listing
     assert sh_git(wt, "status", "--porcelain") == ""
+
+
+def test_land_clean_lands_a_batch_in_order_and_stops_where_git_must_decide(tmp_path: Path) -> None:
+    repo, base = _repo(tmp_path)
+    sh_git(repo, "branch", "shared", base)
+    tree = sh_git(repo, "rev-parse", f"{base}^{{tree}}")
+    a = _commit(repo, base, "a", {"a.txt": "A\n"})
+    b = _commit(repo, base, "b", {"b.txt": "B\n"})
+    refused = _commit(repo, base, "r", {"r.txt": "R\n"})
+    conflict = _commit(repo, base, "c1", {"src/one.txt": "c1\n"})
+    again = _commit(repo, base, "c2", {"src/one.txt": "c2\n"})
+    anything = lambda merged, now: True  # noqa: E731
+    batch = [
+        (a, "land a", "w", "w@x", anything),
+        (refused, "land r", "w", "w@x", lambda merged, now: False),
+        (b, "land b", "w", "w@x", anything),
+    ]
+    done, moved = inproc.land_clean(repo, "refs/heads/shared", base, tree, batch)
+    assert moved is True and [d.result for d in done] == ["landed", "refused", "landed"]
+    tip = sh_git(repo, "rev-parse", "shared")
+    assert done[2].tip == tip and done[2].onto == done[0].tip == done[1].onto
+    assert sh_git(repo, "log", "--format=%s", f"{base}..shared").splitlines() == ["land b", "land a"]
+    assert sh_git(repo, "ls-tree", "--name-only", "shared").split() == [
+        "README.md", "a.txt", "b.txt", "lonely", "src",
+    ]  # fmt: skip
+    now_tree = sh_git(repo, "rev-parse", "shared^{tree}")
+    more = [(conflict, "c1", "w", "w@x", anything), (again, "c2", "w", "w@x", anything)]
+    done, moved = inproc.land_clean(repo, "refs/heads/shared", tip, now_tree, more)
+    assert len(done) == 1 and moved is None  # c2 needs git's merge; nothing moved
+    assert sh_git(repo, "rev-parse", "shared") == tip
+    done, moved = inproc.land_clean(repo, "refs/heads/shared", base, tree, batch[:1])
+    assert moved is False and sh_git(repo, "rev-parse", "shared") == tip  # a stale tip: the CAS refuses

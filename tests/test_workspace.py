@@ -212,3 +212,37 @@ async def test_reused_worktrees_are_clean_and_closed(repo: Path, tmp_path: Path)
     assert not first.path.exists()
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert git(repo, "branch", "--list", "formicary-tasks/*") == ""  # both landed or empty: deleted
+
+
+@pytest.mark.anyio
+async def test_a_reused_worktree_drops_staged_ignored_and_unlanded_work(repo: Path, tmp_path: Path) -> None:
+    """The next task starts from the tip alone, whatever the last one left in its index or work tree."""
+    session = await open_session(repo, tmp_path, reuse_worktrees=True)
+    async with session.worktree("t1", "w") as first:
+        (first.path / ".gitignore").write_text("*.log\n")
+        (first.path / "kept.txt").write_text("landed\n")
+        await session.commit(first, "ignore logs")
+        assert (await session.integrate(first)).status == "integrated"
+        (first.path / "staged.txt").write_text("staged\n")
+        (first.path / "b.txt").write_text("staged change\n")
+        (first.path / "sub2").mkdir()
+        (first.path / "sub2" / "gone.txt").write_text("staged, then deleted\n")
+        git(first.path, "add", "staged.txt", "b.txt", "sub2/gone.txt")
+        git(first.path, "rm", "-q", "kept.txt")
+        (first.path / "sub2" / "gone.txt").unlink()
+        (first.path / "debug.log").write_text("ignored\n")
+        (first.path / "sub").mkdir()
+        (first.path / "sub" / "deep.txt").write_text("untracked\n")
+    async with session.worktree("t2", "w") as second:
+        (second.path / "a.txt").write_text("unlanded\n")
+        await session.commit(second, "never lands")  # the task fails: its branch keeps the commit
+        second.status = "failed"
+    async with session.worktree("t3", "w") as third:
+        assert third.path == first.path
+        names = sorted(p.name for p in third.path.iterdir())
+        assert names == [".git", ".gitignore", "a.txt", "b.txt", "kept.txt"]
+        assert (third.path / "a.txt").read_text() == "alpha\n"
+        assert (third.path / "b.txt").read_text() == "beta\n"
+        assert git(third.path, "status", "--porcelain=v1", "--untracked-files=all", "--ignored") == ""
+        assert git(third.path, "rev-parse", "HEAD") == session.shared.tip
+    await session.close()

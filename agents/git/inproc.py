@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+from anyio.lowlevel import RunVar
 
-from .run import GitError, MergeTreeResult, git, git_thread_limiter, parse_merge_tree, private_home
+from .run import GitError, MergeTreeResult, git, parse_merge_tree, private_home
 
 if TYPE_CHECKING:
     import pygit2
@@ -91,9 +93,34 @@ def repository(path: Path | str, pooled: bool = True) -> Iterator[pygit2.Reposit
                     free.append(repo)
 
 
+INPROC_THREADS = 4
+"""Threads running libgit2 work at once. Why few: it is CPU work under one GIL on a machine of a few cores;
+64 threads at it (git's process limit) only queue on the GIL, and each of the landing's calls then waits its
+turn behind them."""
+_inproc_threads: RunVar[anyio.CapacityLimiter] = RunVar("formicary_inproc_threads")
+_landing_thread: RunVar[anyio.CapacityLimiter] = RunVar("formicary_landing_thread")
+
+
+def _limiter(var: RunVar[anyio.CapacityLimiter], size: int) -> anyio.CapacityLimiter:
+    try:
+        return var.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(size)
+        var.set(limiter)
+        return limiter
+
+
 async def in_thread(fn: Any, *args: Any) -> Any:
-    """Run ``fn(*args)`` on one of git's threads (file and object I/O never blocks the event loop)."""
-    return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=git_thread_limiter())
+    """Run ``fn(*args)`` on one of libgit2's threads (file and object I/O never blocks the event loop)."""
+    return await anyio.to_thread.run_sync(
+        lambda: fn(*args), limiter=_limiter(_inproc_threads, INPROC_THREADS)
+    )
+
+
+async def in_landing_thread(fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` on the landing's own thread: the serial critical section never queues behind a
+    worktree's checkout or commit (one thread is enough: one landing runs at a time)."""
+    return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=_limiter(_landing_thread, 1))
 
 
 def clean_message(text: str) -> str:
@@ -205,28 +232,32 @@ def merge_trees(git_dir: Path | str, tip: str, head: str) -> str | None:
     grow with the repository or with what landed meanwhile.
     """
     with repository(git_dir) as repo:
-        pygit2 = _pygit2()
-        tip_id, head_id = pygit2.Oid(hex=tip), pygit2.Oid(hex=head)
-        base = repo.merge_base(tip_id, head_id)
-        if base is None:
-            return None
-        ours, theirs, common = repo[tip_id].tree, repo[head_id].tree, repo[base].tree
-        if theirs.id == common.id or theirs.id == ours.id:
-            return str(ours.id)
-        if ours.id == common.id:
-            return str(theirs.id)
-        from pygit2.enums import DiffOption
+        return _merge(repo, tip, head)
 
-        changes = _changes(repo.diff(common, theirs, flags=DiffOption.SKIP_BINARY_CHECK))
-        for path, entry in changes.items():
-            now = _entry(ours, path)
-            if now != entry and now != _entry(common, path):
-                return None
-        try:
-            merged = _apply(repo, ours, changes)
-        except _NotTrivial:
+
+def _merge(repo: Any, tip: str, head: str) -> str | None:
+    pygit2 = _pygit2()
+    tip_id, head_id = pygit2.Oid(hex=tip), pygit2.Oid(hex=head)
+    base = repo.merge_base(tip_id, head_id)
+    if base is None:
+        return None
+    ours, theirs, common = repo[tip_id].tree, repo[head_id].tree, repo[base].tree
+    if theirs.id == common.id or theirs.id == ours.id:
+        return str(ours.id)
+    if ours.id == common.id:
+        return str(theirs.id)
+    from pygit2.enums import DiffOption
+
+    changes = _changes(repo.diff(common, theirs, flags=DiffOption.SKIP_BINARY_CHECK))
+    for path, entry in changes.items():
+        now = _entry(ours, path)
+        if now != entry and now != _entry(common, path):
             return None
-        return str(merged if merged is not None else repo.TreeBuilder().write())
+    try:
+        merged = _apply(repo, ours, changes)
+    except _NotTrivial:
+        return None
+    return str(merged if merged is not None else repo.TreeBuilder().write())
 
 
 def commit_tree(
@@ -234,11 +265,15 @@ def commit_tree(
 ) -> str:
     """``git commit-tree``: a commit object of ``tree`` with ``parents``, by ``name``/``email``, now."""
     with repository(git_dir) as repo:
-        pygit2 = _pygit2()
-        sig = signature(name, email)
-        ids = [pygit2.Oid(hex=p) for p in parents]
-        text = message if message.endswith("\n") else f"{message}\n"
-        return str(repo.create_commit(None, sig, sig, text, pygit2.Oid(hex=tree), ids))
+        return _commit(repo, tree, parents, message, name, email)
+
+
+def _commit(repo: Any, tree: str, parents: list[str], message: str, name: str, email: str) -> str:
+    pygit2 = _pygit2()
+    sig = signature(name, email)
+    ids = [pygit2.Oid(hex=p) for p in parents]
+    text = message if message.endswith("\n") else f"{message}\n"
+    return str(repo.create_commit(None, sig, sig, text, pygit2.Oid(hex=tree), ids))
 
 
 def compare_and_swap(git_dir: Path | str, ref: str, new: str, old: str, log: str) -> bool:
@@ -248,18 +283,67 @@ def compare_and_swap(git_dir: Path | str, ref: str, new: str, old: str, log: str
     process (another formicary, the operator) and this one never both win.
     """
     with repository(git_dir) as repo:
-        pygit2 = _pygit2()
-        try:
-            current = repo.lookup_reference(ref)
-        except (KeyError, pygit2.GitError):
-            return False
-        if current.type != pygit2.enums.ReferenceType.DIRECT or str(current.target) != old:
-            return False
-        try:
-            current.set_target(pygit2.Oid(hex=new), log)
-        except (pygit2.GitError, OSError, ValueError):
-            return False
-        return True
+        return _cas(repo, ref, new, old, log)
+
+
+def _cas(repo: Any, ref: str, new: str, old: str, log: str) -> bool:
+    pygit2 = _pygit2()
+    try:
+        current = repo.lookup_reference(ref)
+    except (KeyError, pygit2.GitError):
+        return False
+    if current.type != pygit2.enums.ReferenceType.DIRECT or str(current.target) != old:
+        return False
+    try:
+        current.set_target(pygit2.Oid(hex=new), log)
+    except (pygit2.GitError, OSError, ValueError):
+        return False
+    return True
+
+
+@dataclass
+class Landed:
+    """What :func:`land_clean` did with one request: ``landed`` onto ``onto`` as ``tip`` (the same when its
+    tree was already there), or ``refused`` (the merged ``tree`` is not one the caller accepts)."""
+
+    result: Literal["landed", "refused"]
+    onto: str
+    tip: str
+    tree: str
+
+
+def land_clean(
+    git_dir: Path | str,
+    ref: str,
+    tip: str,
+    tree: str,
+    requests: list[tuple[str, str, str, str, Callable[[str, str], bool]]],
+    log: str = "formicary: integrate",
+) -> tuple[list[Landed], bool | None]:
+    """Merge and commit each ``(head, message, name, email, accepts)`` onto the advancing tip, in order, then
+    move ``ref`` from ``tip`` by compare-and-swap: one thread hop for a whole batch of the landing.
+
+    ``accepts(merged_tree, tree_now)`` says whether a merge may land. Stops at the first request that needs
+    ``git merge-tree`` (the results stop there too, and nothing moves: the caller goes on from there); the
+    second value is the compare-and-swap's outcome, None when not tried (stopped early, or nothing to move).
+    """
+    out: list[Landed] = []
+    now = tip
+    with repository(git_dir) as repo:
+        for head, message, name, email, accepts in requests:
+            merged = _merge(repo, now, head)
+            if merged is None:
+                return out, None
+            if not accepts(merged, tree):
+                out.append(Landed("refused", now, now, merged))
+                continue
+            onto = now
+            if merged != tree:
+                now, tree = _commit(repo, merged, [now], message, name, email), merged
+            out.append(Landed("landed", onto, now, merged))
+        if now == tip:
+            return out, None
+        return out, _cas(repo, ref, now, tip, log)
 
 
 def _symlinks(top: str) -> list[str]:
@@ -286,13 +370,17 @@ def _symlinks(top: str) -> list[str]:
     return found
 
 
-def _check_out(repo: Any, top: str, tree: Any) -> None:
+def _check_out(repo: Any, top: str, tree: Any, current: Any = None) -> None:
     """Make the work tree and index hold exactly ``tree``: ``checkout -f`` + ``clean -ffdx``.
 
-    Why the symlink pass first: libgit2 writes through a folder an agent replaced with a symlink (git does
-    not), so every symlink that ``tree`` does not hold as the same link is removed before the checkout, and no
-    path it writes or removes goes through one. The index is set to ``tree`` first, so whatever is not in it
-    counts as untracked and goes with the rest.
+    ``current`` is the tree HEAD still points at (the checkout's baseline), or None. Why the symlink pass
+    first: libgit2 writes through a folder an agent replaced with a symlink (git does not), so every symlink
+    that ``tree`` does not hold as the same link is removed before the checkout, and no path it writes or
+    removes goes through one. The index is kept (staged work included: against the baseline, what it adds
+    counts as untracked and goes, what it changes is reset): its file stats let libgit2 skip every file
+    unchanged since (a stat per file instead of reading and hashing each, ~4x less CPU). Without a baseline,
+    or with a conflict in the index, the index is set to ``tree`` first, so whatever is not in ``tree`` counts
+    as untracked and goes with the rest.
     """
     from pygit2.enums import CheckoutStrategy
 
@@ -303,8 +391,10 @@ def _check_out(repo: Any, top: str, tree: Any) -> None:
             continue
         os.unlink(full)
     index = repo.index
-    index.read_tree(tree)
-    index.write()
+    index.read(False)
+    if current is None or index.conflicts is not None:
+        index.read_tree(tree)
+        index.write()
     strategy = CheckoutStrategy.FORCE | CheckoutStrategy.REMOVE_UNTRACKED | CheckoutStrategy.REMOVE_IGNORED
     repo.checkout_tree(tree, strategy=strategy)
 
@@ -318,7 +408,8 @@ def populate(git_dir: Path | str, path: Path | str) -> None:
 def reset_worktree(git_dir: Path | str, path: Path | str, branch: str, base: str) -> bool:
     """``git checkout -f -b BRANCH BASE`` + ``git clean -ffdx`` in a parked worktree; False if ``branch`` exists.
 
-    Only files that differ are rewritten. On a failure the new branch is deleted again and the error raised.
+    Only files that differ are rewritten. The checkout runs before HEAD moves, so HEAD's tree is its baseline;
+    on a failure HEAD has not moved and the error is raised.
     """
     pygit2 = _pygit2()
     with repository(git_dir, pooled=False) as repo:
@@ -326,13 +417,15 @@ def reset_worktree(git_dir: Path | str, path: Path | str, branch: str, base: str
         ref = f"refs/heads/{branch}"
         if ref in repo.references:
             return False
-        made = repo.references.create(ref, commit.id)
         try:
-            repo.set_head(ref)
-            _check_out(repo, os.fspath(path), commit.tree)
-        except BaseException:
-            made.delete()
-            raise
+            current = repo.head.peel(pygit2.Tree)
+        except (pygit2.GitError, KeyError):
+            current = None
+        _check_out(repo, os.fspath(path), commit.tree, current)
+        repo.references.create(ref, commit.id)
+        # Not ``set_head``: libgit2 then reads every linked worktree's HEAD to refuse a branch checked out
+        # elsewhere (~47 ms of CPU with 300 worktrees, growing with them); this branch was just made here.
+        repo.references.create("HEAD", ref, force=True)
     return True
 
 
