@@ -12,8 +12,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..tools import confine, pyedit, targeted
+
+if TYPE_CHECKING:
+    from ..git.integration import Conflict
 
 PRELOAD_FILES = 3
 SOURCE_BUDGET = 9000
@@ -158,3 +162,30 @@ def done_before_nudge(step: int, observation: str) -> str:
         f"You did exactly this at step {step} and nothing has been edited since, so the answer is the same"
         f" (this cost you no step):\n{shown}\nDo something different now: make your edit, or finish."
     )
+
+
+def read_text(root: str, path: str) -> str | None:
+    """Blocking: a file of the worktree as text (None: missing, unreadable or outside it)."""
+    return _read(root, path)
+
+
+def line_count(root: str, path: str) -> int | None:
+    text = _read(root, path)
+    if text is None:
+        return None
+    return len(text.split("\n")) - (1 if text.endswith("\n") else 0)
+
+
+def conflict_message(conflict: Conflict) -> str:
+    """What a worker is told when its work conflicts with what landed meanwhile."""
+    parts = [
+        "CONFLICT: your change conflicts with work other agents landed meanwhile on the shared branch.",
+        "The files below now hold both sides with conflict markers (<<<<<<< ======= >>>>>>>).",
+        "Rewrite each file so it keeps both intentions and has no markers left, then finish again.",
+    ]
+    for path in conflict.paths:
+        parts.append(f"- {path}")
+    for file in conflict.files[:3]:
+        shown = file.merged if file.merged is not None else "(deleted on one side)"
+        parts.append(f"\n{file.path} now reads:\n{shown[:3000]}")
+    return "\n".join(parts)

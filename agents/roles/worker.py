@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from ..model.errors import EndpointError, ModelError
 from ..status import AgentStatus, Role, TaskStatus
+from .briefing import conflict_message
 from .context import Handoff, Task
-from .worker_loop import WorkerLimit, WorkerLoop, conflict_message
+from .worker_loop import WorkerLimit, WorkerLoop
 
 if TYPE_CHECKING:
     from .context import RoleContext

@@ -37,9 +37,12 @@ from .briefing import (
     Briefing,
     Seen,
     already_shown_nudge,
+    conflict_message,
     done_before_nudge,
+    line_count,
     past_end_nudge,
     prepare,
+    read_text,
 )
 from .context import Agent, Task, check_command
 from .render import render
@@ -258,7 +261,7 @@ class WorkerLoop:
         if action.name == "write_file" and not observation.error:
             self.seen.remember(action.path, action.content, self.messages[-2])
         elif action.name == "read_file" and _whole_read(action, observation.error, text):
-            current = await anyio.to_thread.run_sync(_read_whole, self.ctx.real_root, action.path)
+            current = await anyio.to_thread.run_sync(read_text, self.ctx.real_root, action.path)
             if current is not None:
                 self.seen.remember(action.path, current, self.messages[-1])
         return None
@@ -330,7 +333,7 @@ class WorkerLoop:
             where = "shown in your task" if self.messages[1] is self._holder(action.path) else "above"
             self.seen.free_left -= 1
             return already_shown_nudge(action.path, where)
-        lines = _line_count(root, action.path)
+        lines = line_count(root, action.path)
         if lines is not None and action.start > lines and self.seen.past_end_again(action.path):
             self.seen.free_left -= 1
             return past_end_nudge(action.path)
@@ -470,32 +473,3 @@ def _unchanged(observation: Any) -> bool:
 
 def _whole_read(action: Any, error: bool, text: str) -> bool:
     return not error and action.start <= 1 and action.end <= 0 and "[... cut at" not in text
-
-
-def _read_whole(root: str, path: str) -> str | None:
-    from .briefing import _read
-
-    return _read(root, path)
-
-
-def _line_count(root: str, path: str) -> int | None:
-    from .briefing import _read
-
-    text = _read(root, path)
-    if text is None:
-        return None
-    return len(text.split("\n")) - (1 if text.endswith("\n") else 0)
-
-
-def conflict_message(conflict: Conflict) -> str:
-    parts = [
-        "CONFLICT: your change conflicts with work other agents landed meanwhile on the shared branch.",
-        "The files below now hold both sides with conflict markers (<<<<<<< ======= >>>>>>>).",
-        "Rewrite each file so it keeps both intentions and has no markers left, then finish again.",
-    ]
-    for path in conflict.paths:
-        parts.append(f"- {path}")
-    for file in conflict.files[:3]:
-        shown = file.merged if file.merged is not None else "(deleted on one side)"
-        parts.append(f"\n{file.path} now reads:\n{shown[:3000]}")
-    return "\n".join(parts)
