@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 from anyio.lowlevel import RunVar
 
-from .run import GitError, MergeTreeResult, git, parse_merge_tree, private_home
+from .run import GitError, MergeTreeResult, git, parse_merge_tree, per_loop_limiter, private_home
 
 if TYPE_CHECKING:
     import pygit2
@@ -101,26 +101,17 @@ _inproc_threads: RunVar[anyio.CapacityLimiter] = RunVar("formicary_inproc_thread
 _landing_thread: RunVar[anyio.CapacityLimiter] = RunVar("formicary_landing_thread")
 
 
-def _limiter(var: RunVar[anyio.CapacityLimiter], size: int) -> anyio.CapacityLimiter:
-    try:
-        return var.get()
-    except LookupError:
-        limiter = anyio.CapacityLimiter(size)
-        var.set(limiter)
-        return limiter
-
-
 async def in_thread(fn: Any, *args: Any) -> Any:
     """Run ``fn(*args)`` on one of libgit2's threads (file and object I/O never blocks the event loop)."""
     return await anyio.to_thread.run_sync(
-        lambda: fn(*args), limiter=_limiter(_inproc_threads, INPROC_THREADS)
+        lambda: fn(*args), limiter=per_loop_limiter(_inproc_threads, INPROC_THREADS)
     )
 
 
 async def in_landing_thread(fn: Any, *args: Any) -> Any:
     """Run ``fn(*args)`` on the landing's own thread: the serial critical section never queues behind a
     worktree's checkout or commit (one thread is enough: one landing runs at a time)."""
-    return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=_limiter(_landing_thread, 1))
+    return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=per_loop_limiter(_landing_thread, 1))
 
 
 def clean_message(text: str) -> str:

@@ -278,14 +278,19 @@ async def _run(
 _threads: RunVar[anyio.CapacityLimiter] = RunVar("formicary_git_threads")
 
 
+def per_loop_limiter(var: RunVar[anyio.CapacityLimiter], size: int) -> anyio.CapacityLimiter:
+    """The capacity limiter ``var`` holds in this event loop, made with ``size`` tokens on first use."""
+    try:
+        return var.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(size)
+        var.set(limiter)
+        return limiter
+
+
 def git_thread_limiter() -> anyio.CapacityLimiter:
     """Git's own threads, per event loop: git never waits for threads busy with file actions, or vice versa."""
-    try:
-        return _threads.get()
-    except LookupError:
-        limiter = anyio.CapacityLimiter(GIT_THREADS)
-        _threads.set(limiter)
-        return limiter
+    return per_loop_limiter(_threads, GIT_THREADS)
 
 
 def _failure(args: tuple[str, ...], rc: int, out: str, err: str) -> GitError:
