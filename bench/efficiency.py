@@ -4,8 +4,12 @@ The real engine (``Engine.create`` + ``run``) runs one cycle against the scripte
 (``tests.bench_team``: a fixed ``--latency`` per call; its CPU is reported apart from the engine's), on a real
 temporary repository of ``--files`` generated files. The root planner queues enough tasks to keep every worker
 busy (planner depth 0). A task is ``--actions`` model calls, ``finish`` counted as one of them: two reads of
-repository files, then whole-file writes of the task's own new file alternating with reads, then finish; then a
-commit and its integration onto the shared branch. Sandbox mode is "none": no task runs a command. The warm-up
+repository files, then whole-file writes of the task's file alternating with reads, then finish; then a
+commit and its integration onto the shared branch. ``--work edit`` (the default): task i rewrites the existing
+generated file i mod ``--files`` (default: twice the workers, so that task i + files starts after task i
+landed and tasks do not conflict; the conflict path is measured elsewhere); the tree keeps its size, like real
+work. ``--work add``: each task adds a new file of its own, the workload before: the tree grows by one file a
+task, every parked worktree checks all of them out (at 1,024 workers that fills /dev/shm's inodes). Sandbox mode is "none": no task runs a command. The warm-up
 starts once every worker has its worktree (``first_wave_s``: they are made one at a time, which takes minutes
 at 1,024 workers on a busy machine, so a blind warm-up would measure the first wave); after ``--warmup``
 seconds more (at least one task duration: the first wave's tasks have finished) the engine is measured for at
@@ -166,7 +170,7 @@ async def measure(args: argparse.Namespace, base: Path, base_url: str, server_pi
     engine = Engine.create(
         settings_for(base_url, args, tasks),
         repo,
-        bench_goal(tasks, args.actions, args.files),
+        bench_goal(tasks, args.actions, args.files, edit=args.work == "edit"),
         db_path=base / "f.db",
     )
     await engine.prepare()
@@ -404,6 +408,7 @@ def report(
         "actions": args.actions,
         "finish_counts_as_action": True,
         "repo_files": args.files + 1,
+        "work": args.work,
         "tasks_planned": planned,
         "sandbox": "none",
         "check": None if args.no_gate else args.check,
@@ -439,7 +444,15 @@ def main() -> None:
     parser.add_argument(
         "--warmup", type=float, default=40.0, help="seconds skipped once every worker has started"
     )
-    parser.add_argument("--files", type=int, default=200, help="generated files in the repository")
+    parser.add_argument(
+        "--files",
+        type=int,
+        default=0,
+        help="generated files in the repository (0: 2 x workers, at least 200)",
+    )
+    parser.add_argument(
+        "--work", choices=("edit", "add"), default="edit", help="tasks edit existing files, or add new ones"
+    )
     parser.add_argument("--tasks", type=int, default=0, help="tasks the planner queues (0: enough)")
     parser.add_argument(
         "--worktrees", choices=("tmpfs", "disk"), default="tmpfs", help="where worktrees live"
@@ -456,6 +469,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.actions < 2:
         parser.error("--actions must be at least 2 (some work, then finish)")
+    args.files = args.files or max(200, 2 * args.workers)
     with tempfile.TemporaryDirectory(prefix="formicary-efficiency-") as tmp:
         base = Path(tmp)
         home = base / "home"
