@@ -306,8 +306,16 @@ class SessionRepo:
         """Remove parked worktrees and delete the pending task branches; call when the session ends."""
         self._closed = True
         with anyio.CancelScope(shield=True):
-            while self._idle:
-                await self._drop_worktree(self._idle.pop())
+            idle, self._idle = self._idle, []
+            if idle:
+                # Folders removed in one thread and metadata in one ``git worktree prune``: a ``worktree remove``
+                # per worktree reads every worktree's metadata (minutes at 1,024 parked worktrees).
+                async with self._worktree_lock:
+                    await anyio.to_thread.run_sync(_remove_folders, [wt.path for wt in idle])
+                    await self._worktree_cmd("prune")
+                for wt in idle:
+                    forget_worktree(wt.path)
+                    await self._doom(wt)
             await self.delete_landed_branches()
 
     async def maintain(self) -> None:
@@ -405,6 +413,12 @@ class SessionRepo:
         return await integrate(
             self, wt, on_conflict, writer=writer, max_conflict_rounds=max_conflict_rounds, **gate
         )
+
+
+def _remove_folders(paths: list[Path]) -> None:
+    """Remove parked worktrees' folders (links inside are removed, never followed)."""
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _unneeded_at(wt: Worktree) -> str | None:
