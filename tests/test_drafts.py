@@ -14,7 +14,7 @@ from formicary.agents.roles.drafts import body_of
 from formicary.agents.session.engine import Engine
 from formicary.agents.tools.pyedit import is_stub_body, stub_gap
 from formicary.store import db as store_db
-from tests.gitrepo import git
+from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer, schema_name
 from tests.scripted_team import plan
 from tests.test_worker_steps import UNITS, UNITS_FIXED, actions, fix_task, settings_for, units_repo, write_fn
@@ -122,3 +122,36 @@ def test_body_of_stops_where_the_function_ends():
         "def f():", "    raise NotImplementedError()"
     )
     assert not is_stub_body("def f():", "    return 1")
+
+
+TWO_TESTS = """import unittest
+
+from units import c_to_f
+
+
+class UnitsTest(unittest.TestCase):
+    def test_freezing(self):
+        self.assertEqual(c_to_f(0), 32)
+
+    def test_boiling(self):
+        self.assertEqual(c_to_f(100), 212)
+"""
+
+
+async def test_the_draft_that_did_most_is_the_chat_loops_first_edit(tmp_path):
+    """No draft passes; the one that made one of the two tests pass stays, as the worker's first edit."""
+    respond = responder(["    return 0\n", "    return 32\n", "    return c\n"])
+    repo = make_repo(tmp_path / "repo", {"units.py": UNITS, "test_units.py": TWO_TESTS})
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=respond, infill=True) as server:
+        settings = settings_for(
+            server, check="python3 -m unittest", llama_cpp=True, slots=1, drafts_per_stub=3
+        )
+        engine = Engine.create(settings, repo, "Fix units", db_path=db)
+        await engine.run()
+        chats = [b for b in server.requests if schema_name(b) == "action"]
+    assert len(respond.infills) == 3
+    first_chat = chats[0]["messages"]
+    assert first_chat[2]["role"] == "assistant" and "return 32" in first_chat[2]["content"]
+    assert "FAILED" in first_chat[3]["content"]
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
