@@ -11,6 +11,7 @@ from sqlite_utils.migrations import Migrations
 
 from .schema_m008 import upgrade_statements
 from .schema_m009 import upgrade_statements as landings_upgrade
+from .schema_m010 import upgrade_statements as targets_upgrade
 
 migrations = Migrations("formicary")
 
@@ -401,6 +402,14 @@ def m009_compact_landings(db: Database) -> None:
     times as milliseconds, and no ULID key or default branch name (see ``store.schema_m009``); they become views
     with the same columns (an id is the row's number)."""
     for sql in landings_upgrade():
+        db.execute(sql)
+
+
+@migrations(name="m010_targets_and_references")
+def m010_targets_and_references(db: Database) -> None:
+    """An action's target is a label in ``names`` (see ``store.schema_m010``); texts the record holds already
+    are stored as references and frames from here on (see ``store.derived``)."""
+    for sql in targets_upgrade():
         db.execute(sql)
 
 

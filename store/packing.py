@@ -18,6 +18,11 @@ zlib stream starts with (:data:`RAW`, :data:`CONTEXT`, :data:`SHARED`), then for
 of the dictionary's Adler-32 and for :data:`SHARED` its whole Adler-32 (the ``dictionaries`` id), then raw
 deflate. A context dictionary starts with :data:`CONTEXT_START`, the usual start of the messages a request
 adds. zlib BLOBs from before still read.
+
+Since m010 a text is not stored twice (see :mod:`.derived`): a request that only carries the observation of the
+agent's latest step is the frame :data:`OBSERVED` alone, an action's arguments that its reply carried are
+:data:`ARGUMENTS`; a shared-key text equal to one stored before is :data:`SAME` and a reference to that row, one
+close to the key's previous text is :data:`LIKE`, that reference and raw deflate against the text it refers to.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from .templates import observation_request, reply_arguments
 
 ZIP_MIN = 128
 """Shorter texts stay text: a short text's little redundancy would save next to nothing (against a dictionary
@@ -39,6 +46,9 @@ OBSERVATION = "observation"
 
 RAW, CONTEXT, SHARED = 1, 2, 3
 """The first byte of a BLOB written since m008 (a zlib stream's first byte has 8 in its low 4 bits)."""
+SAME, LIKE, OBSERVED, ARGUMENTS = 4, 5, 6, 7
+"""First bytes since m010: a reference to a stored text (:data:`SAME`; :data:`LIKE`: compressed against it), and
+texts rebuilt from the agent's context alone (:data:`OBSERVED`, :data:`ARGUMENTS`; see :mod:`.derived`)."""
 CONTEXT_START = (
     b'[{"role": "assistant", "content": "{\\"thought\\": \\"[{"role": "user", "content": "OBSERVATION (step '
 )
@@ -61,6 +71,22 @@ class Zipped:
     shared: str | None = None
     """Instead of ``against``: compress against the first text of this key (a role's first request: its system
     prompt) that the writer stored, kept once in the ``dictionaries`` table."""
+    step: tuple[int, str] | None = None
+    """With an observation: the step and action it answers (the next request's message names them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """An agent's latest stored reply and observation before a row (with the step and action the observation
+    answers): what its next texts are compressed against or rebuilt from."""
+
+    reply: str | None = None
+    observation: str | None = None
+    step: int | None = None
+    action: str | None = None
+
+    def dictionary(self) -> bytes | None:
+        return context_dictionary(self.reply, self.observation)
 
 
 def context_dictionary(reply: str | None, observation: str | None) -> bytes | None:
@@ -114,10 +140,14 @@ def pack(text: str, dictionary: bytes | None = None, *, shared: bool = False) ->
 
 def needs_dictionary(value: object) -> bool:
     """Whether a stored value was compressed against a dictionary (a zlib header's FDICT bit, or its frame)."""
-    if not isinstance(value, bytes) or len(value) < 2:
+    if not isinstance(value, bytes) or not value:
         return False
-    if value[0] in (CONTEXT, SHARED):
+    if value[0] in (CONTEXT, SHARED, OBSERVED, ARGUMENTS):
         return True
+    if len(value) < 2:
+        return False
+    if value[0] in (SAME, LIKE):
+        return False
     return value[0] != RAW and len(value) > 6 and bool(value[1] & 0x20)
 
 
@@ -135,7 +165,39 @@ def shared_dictionary(texts: list[str]) -> bytes:
 
 
 Dictionaries = Callable[[int], bytes | None]
-"""Finds a shared dictionary by its Adler-32 (the ``dictionaries`` table)."""
+"""Finds a shared dictionary by its Adler-32 (the ``dictionaries`` table). The record's one (``store.queries``)
+also has ``text(ref)``: the text stored at a reference (:func:`varint` of ``seq * 4 + column``, see
+:data:`derived.COLUMNS`), which :data:`SAME` and :data:`LIKE` need."""
+
+
+def varint(n: int) -> bytes:
+    """``n`` (≥ 0) in 7-bit groups, low first, the high bit set on all but the last."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """The number :func:`varint` wrote at ``at``, and where it ends."""
+    n = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        n |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return n, at
+        shift += 7
+
+
+def deflate(data: bytes, dictionary: bytes | None) -> bytes:
+    """Raw deflate of ``data`` against ``dictionary`` (its last :data:`WINDOW` bytes)."""
+    if dictionary:
+        dictionary = dictionary[-WINDOW:]
+    zipper = _zipper(len(data) + (len(dictionary) if dictionary else 0) + 262, dictionary)
+    return zipper.compress(data) + zipper.flush()
 
 
 def _inflate(data: bytes, dictionary: bytes | None) -> str:
@@ -146,16 +208,50 @@ def _inflate(data: bytes, dictionary: bytes | None) -> str:
     return text.decode("utf-8")
 
 
+def rebuild(kind: int, context: Context) -> str:
+    """The text a :data:`~.packing.OBSERVED` or :data:`~.packing.ARGUMENTS` frame stands for."""
+    if kind == OBSERVED and context.observation is not None and context.step is not None:
+        return observation_request(context.step, context.action or "", context.observation)
+    if kind == ARGUMENTS and context.reply:
+        arguments = reply_arguments(context.reply)
+        if arguments is not None:
+            return arguments
+    raise LookupError("a text rebuilt from an agent's context that does not hold it")
+
+
+def _referenced(value: bytes, shared: Dictionaries | None) -> str:
+    """A :data:`SAME` or :data:`LIKE` text: the one stored at its reference, or compressed against it."""
+    ref, at = read_varint(value, 1)
+    text = getattr(shared, "text", None)
+    base = text(ref) if text is not None else None
+    if base is None:
+        raise LookupError("a text that refers to a row that is not in the record")
+    if value[0] == SAME:
+        return base
+    return _inflate(value[at:], base.encode("utf-8")[-WINDOW:])
+
+
 def unpack(
-    value: str | bytes | None, dictionary: bytes | None = None, shared: Dictionaries | None = None
+    value: str | bytes | None, dictionary: bytes | Context | None = None, shared: Dictionaries | None = None
 ) -> str | None:
     """The text a stored value holds (a BLOB is compressed text, a TEXT value is the text).
 
-    ``dictionary``: the agent's context before the row (:func:`context_dictionary`), when the text may be
-    compressed against it; ``shared``: where to find a shared dictionary otherwise."""
+    ``dictionary``: the agent's context before the row (a :class:`Context`, or its :func:`context_dictionary`),
+    when the text may be compressed against or rebuilt from it; ``shared``: where to find a shared dictionary
+    or a referenced text otherwise."""
     if not isinstance(value, bytes):
         return value
     kind = value[0] if value else 0
+    if isinstance(dictionary, Context):
+        context, dictionary = dictionary, dictionary.dictionary()
+    else:
+        context = None
+    if kind in (SAME, LIKE):
+        return _referenced(value, shared)
+    if kind in (OBSERVED, ARGUMENTS):
+        if context is None:
+            raise LookupError("a text rebuilt from its agent's context, read without it")
+        return rebuild(kind, context)
     if kind == RAW:
         return _inflate(value[1:], None)
     if kind == CONTEXT:

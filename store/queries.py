@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-import bisect
 import json
 from typing import Any
 
 from sqlite_utils import Database
 
+from .conversations import (
+    Contexts,
+    RecordTexts,
+    action_texts,
+    agent_calls,
+    call_messages,
+    dictionaries,
+    log_table,
+    read_texts,
+)
 from .db import iso
-from .packing import OBSERVATION, REPLY, Dictionaries, context_dictionary, needs_dictionary, unpack
+from .packing import unpack
+
+__all__ = ["Contexts", "RecordTexts", "agent_calls", "call_messages", "dictionaries", "log_table"]
 
 SESSION_SUMMARY = """
 SELECT s.id, s.goal, s.repo, s.branch, s.status, s.stop_reason, s.started_at, s.ended_at, s.pid,
@@ -61,114 +72,13 @@ def agents(db: Database, session_id: str) -> list[dict[str, Any]]:
     return list(db.query("SELECT * FROM agents WHERE session_id = ? ORDER BY id", [session_id]))
 
 
-def dictionaries(db: Database) -> Dictionaries:
-    """Finds the record's shared dictionaries by Adler-32 (see :mod:`.packing`): pass to ``unpack``."""
-    found: dict[int, bytes | None] = {}
-
-    def lookup(adler: int) -> bytes | None:
-        if adler not in found:
-            row = db.execute("SELECT body FROM dictionaries WHERE id = ?", [adler]).fetchone()
-            found[adler] = row[0] if row else None
-        return found[adler]
-
-    return lookup
-
-
-class Contexts:
-    """What an agent's texts were compressed against (see :mod:`.packing`): its replies and observations in
-    timeline order, read once, so the dictionary in effect before any row is a lookup."""
-
-    def __init__(self, db: Database, agent_id: str) -> None:
-        self.shared = shared = dictionaries(db)
-        parts: list[tuple[int, str, str]] = [
-            (seq, REPLY, unpack(text, shared=shared) or "")
-            for seq, text in db.execute(
-                "SELECT seq, response FROM llm_calls WHERE agent_id = ? AND response IS NOT NULL "
-                "AND response != ''",
-                [agent_id],
-            ).fetchall()
-        ]
-        parts += [
-            (seq, OBSERVATION, unpack(text, shared=shared) or "")
-            for seq, text in db.execute(
-                "SELECT seq, observation FROM actions WHERE agent_id = ? AND observation IS NOT NULL",
-                [agent_id],
-            ).fetchall()
-        ]
-        parts.sort()
-        self.seqs = [p[0] for p in parts]
-        self.parts = parts
-
-    def before(self, seq: int) -> bytes | None:
-        """The dictionary of a row at ``seq``: the agent's latest reply and observation before it."""
-        reply = observation = None
-        i = bisect.bisect_left(self.seqs, seq) - 1
-        while i >= 0 and (reply is None or observation is None):
-            _, part, text = self.parts[i]
-            if part == REPLY and reply is None:
-                reply = text
-            elif part == OBSERVATION and observation is None:
-                observation = text
-            i -= 1
-        return context_dictionary(reply, observation)
-
-
-def _dictionary_before(db: Database, agent_id: str, seq: int) -> bytes | None:
-    """One row's dictionary, looked up alone (a row read without its agent's history)."""
-    reply = db.execute(
-        "SELECT response FROM llm_calls WHERE agent_id = ? AND seq < ? AND response IS NOT NULL "
-        "AND response != '' ORDER BY seq DESC LIMIT 1",
-        [agent_id, seq],
-    ).fetchone()
-    observation = db.execute(
-        "SELECT observation FROM actions WHERE agent_id = ? AND seq < ? AND observation IS NOT NULL "
-        "ORDER BY seq DESC LIMIT 1",
-        [agent_id, seq],
-    ).fetchone()
-    shared = dictionaries(db)
-    return context_dictionary(
-        unpack(reply[0], shared=shared) if reply else None,
-        unpack(observation[0], shared=shared) if observation else None,
-    )
-
-
-def _texts(
-    row: dict[str, Any], *columns: str, db: Database | None = None, contexts: Contexts | None = None
-) -> dict[str, Any]:
-    """``row`` with its compressed text columns (see :mod:`.packing`) as text; a text compressed against its
-    agent's context is read with it (from ``contexts``, else looked up in ``db``). Its time as ISO text."""
-    if "created_at" in row:
-        row["created_at"] = iso(row["created_at"])
-    for column in columns:
-        value = row.get(column)
-        if not isinstance(value, bytes):
-            continue
-        dictionary, shared = None, None
-        if needs_dictionary(value):
-            if contexts is not None:
-                dictionary, shared = contexts.before(row["seq"]), contexts.shared
-            elif db is not None:
-                dictionary = _dictionary_before(db, row["agent_id"], row["seq"])
-                shared = dictionaries(db)
-        row[column] = unpack(value, dictionary, shared)
-    return row
-
-
-def _action_texts(db: Database, agent_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """An agent's ``actions`` rows with their texts read (its context loaded only when a text needs it)."""
-    columns = ("arguments", "observation")
-    needed = any(needs_dictionary(row.get(c)) for row in rows for c in columns)
-    contexts = Contexts(db, agent_id) if needed else None
-    return [_texts(row, *columns, contexts=contexts) for row in rows]
-
-
 def actions(db: Database, agent_id: str, after_step: int = -1) -> list[dict[str, Any]]:
     rows = list(
         db.query(
             "SELECT * FROM actions WHERE agent_id = ? AND step > ? ORDER BY step", [agent_id, after_step]
         )
     )
-    return _action_texts(db, agent_id, rows)
+    return action_texts(db, agent_id, rows)
 
 
 def commits(db: Database, session_id: str) -> list[dict[str, Any]]:
@@ -213,89 +123,6 @@ def token_totals(db: Database, session_id: str) -> tuple[int, int]:
         )
     )
     return int(row["p"]), int(row["c"])
-
-
-def _conversation(
-    row: dict[str, Any],
-    rebuilt: dict[str, list[dict[str, Any]]],
-    contexts: Contexts | None = None,
-    shared: Dictionaries | None = None,
-) -> list[dict[str, Any]]:
-    """The conversation ``row`` sent: what its parent sent, then the parent's reply, cut to ``kept``, then
-    what the row holds (``rebuilt`` maps a call id to what it sent followed by its reply)."""
-    request = row["request"]
-    dictionary = contexts.before(row["seq"]) if contexts is not None and needs_dictionary(request) else None
-    new = json.loads(unpack(request, dictionary, shared) or "[]")
-    if row.get("kept") is None:  # recorded before the lean record: the whole conversation
-        return new
-    if not row["kept"]:
-        return new
-    base = rebuilt.get(row["parent_id"])
-    if base is None:
-        parent = f" {row['parent_id']}" if row["parent_id"] is not None else ""
-        raise LookupError(f"model call {row['id']}: its parent call{parent} is not in the record")
-    if row["kept"] > len(base):
-        raise LookupError(f"model call {row['id']}: keeps more messages than its parent call sent")
-    return base[: row["kept"]] + new
-
-
-def _with_reply(messages: list[dict[str, Any]], response: str | None) -> list[dict[str, Any]]:
-    return [*messages, {"role": "assistant", "content": response}] if response else messages
-
-
-def agent_calls(db: Database, agent_id: str) -> list[dict[str, Any]]:
-    """An agent's model calls in the order they were made, each with ``messages``, the whole conversation it
-    sent, rebuilt from the lean record (each row holds only what was new since the agent's previous call), and
-    ``response`` as text."""
-    order = "seq > 0, abs(seq)" if log_table(db) == "event_log" else "created_at, id"  # (before m007: no seq)
-    rows = list(db.query(f"SELECT * FROM llm_calls WHERE agent_id = ? ORDER BY {order}", [agent_id]))
-    by_id = {row["id"]: row for row in rows}
-    contexts = Contexts(db, agent_id) if any(needs_dictionary(row["request"]) for row in rows) else None
-    shared = dictionaries(db)
-    rebuilt: dict[str, list[dict[str, Any]]] = {}  # what each call sent, then its reply
-    sent: dict[str, list[dict[str, Any]]] = {}
-    ordered: list[dict[str, Any]] = []
-
-    def build(row: dict[str, Any]) -> None:
-        chain = [row]  # parents first: a call is rebuilt from its parent's conversation
-        while (
-            chain[-1].get("kept")
-            and chain[-1]["parent_id"] in by_id
-            and chain[-1]["parent_id"] not in rebuilt
-        ):
-            chain.append(by_id[chain[-1]["parent_id"]])
-        for link in reversed(chain):
-            if link["id"] not in rebuilt:
-                sent[link["id"]] = _conversation(link, rebuilt, contexts, shared)
-                rebuilt[link["id"]] = _with_reply(sent[link["id"]], unpack(link["response"], shared=shared))
-
-    for row in rows:
-        build(row)
-        request = row["request"]
-        ordered.append(
-            row
-            | {
-                "created_at": iso(row["created_at"]),
-                "messages": sent[row["id"]],
-                "response": unpack(row["response"], shared=shared),
-                "request": unpack(request, contexts.before(row["seq"]) if contexts else None, shared),
-            }
-        )
-    return ordered
-
-
-def call_messages(db: Database, call_id: str) -> list[dict[str, Any]]:
-    """The whole conversation one model call sent, rebuilt from the record (call ids are not indexed: a scan)."""
-    row = db.execute("SELECT agent_id FROM llm_calls WHERE id = ?", [call_id]).fetchone()
-    if row is None:
-        raise LookupError(f"no model call {call_id} in the record")
-    if row[0] is None:  # no agent: the call holds its whole conversation
-        found = next(db.query("SELECT * FROM llm_calls WHERE id = ?", [call_id]))
-        return _conversation(found, {}, shared=dictionaries(db))
-    for call in agent_calls(db, row[0]):
-        if call["id"] == call_id:
-            return call["messages"]
-    raise LookupError(f"no model call {call_id} in the record")
 
 
 def running_sessions(db: Database) -> list[dict[str, Any]]:
@@ -407,7 +234,7 @@ def agent_last_actions(db: Database, ids: list[str]) -> dict[str, dict[str, Any]
             f"WHERE agent_id IN ({_in_clause(chunk)}) GROUP BY agent_id",
             chunk,
         ):
-            out[row["agent_id"]] = _texts(row, "arguments", db=db)
+            out[row["agent_id"]] = read_texts(row, "arguments", db=db)
     return out
 
 
@@ -417,7 +244,7 @@ def last_actions_of(db: Database, agent_id: str, limit: int = 400) -> list[dict[
         db.query("SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit])
     )
     rows.reverse()
-    return _action_texts(db, agent_id, rows)
+    return action_texts(db, agent_id, rows)
 
 
 def agent_events(db: Database, session_id: str, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
@@ -442,13 +269,6 @@ def commit_times(db: Database, session_id: str) -> list[str]:
             [session_id],
         )
     ]
-
-
-def log_table(db: Database) -> str:
-    """Where the timeline's own kinds are (every kind but ``agent_step`` and ``llm_call``): reading them there
-    skips the ``events`` view's rows of every call and action (``events`` in a record from before m007)."""
-    names = db.table_names()
-    return "event_log" if "event_log" in names or "log" in names else "events"
 
 
 def last_activity(db: Database, session_id: str) -> str | None:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .db import connect, now_ms
-from .packing import REPLY, WINDOW, Zipped, context_dictionary, pack, shared_dictionary
+from .derived import COLUMNS, References, derive
+from .packing import REPLY, WINDOW, Context, Zipped, pack, shared_dictionary
 from .redact import Redactor
 from .schema_m008 import LAST_SEQ
 
@@ -37,8 +38,10 @@ SAMPLES = 32
 FIRST_SAMPLES = 4
 NOVEL = 0.4
 CONTEXTS_KEPT = 4096
-"""Agents whose latest reply and observation (their last 32 K characters) the writer keeps, to compress what
-they send next against them (the model client keeps as many conversations)."""
+"""Agents whose latest reply and observation the writer keeps, to compress what they send next against them
+or rebuild it from them (the model client keeps as many conversations)."""
+CONTEXT_CHARS = 4 * WINDOW
+"""A longer reply or observation is kept as its end (all a dictionary uses): nothing is rebuilt from it."""
 
 
 class StoreError(RuntimeError):
@@ -57,6 +60,8 @@ class _Op:
     params: tuple[Any, ...]
     sequenced: bool = False
     """The last parameter is the row's ``seq``, assigned when it is written."""
+    codes: tuple[int | None, ...] = ()
+    """Per parameter, the code a reference to it carries (``derived.COLUMNS``), when it can be referred to."""
 
 
 @dataclass
@@ -87,8 +92,10 @@ class Writer:
         self._failures: list[str] = []
         self._reported = 0
         self._sql_cache: dict[tuple[str, tuple[str, ...]], str] = {}
-        self._contexts: dict[str, tuple[str | None, str | None]] = {}
-        """Per agent, its latest stored reply and observation (redacted): see :mod:`.packing`."""
+        self._contexts: dict[str, tuple[Context, bool, bool]] = {}
+        """Per agent, its latest stored reply and observation (redacted; see :mod:`.packing`), and whether each
+        is whole."""
+        self._references = References()
         self._shared: dict[str, bytes] = {}
         """Per key, the shared dictionary texts of that key are compressed against."""
         self._new_shared: list[bytes] = []
@@ -117,7 +124,9 @@ class Writer:
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             self._sql_cache[key] = sql
-        self._queue.put(_Op(sql, (*row.values(), None) if sequenced else tuple(row.values()), sequenced))
+        params = (*row.values(), None) if sequenced else tuple(row.values())
+        codes = tuple(COLUMNS.get((table, c)) for c in row) if sequenced else ()
+        self._queue.put(_Op(sql, params, sequenced, codes))
 
     def update(self, table: str, pk: str, changes: dict[str, Any], *, pk_column: str = "id") -> None:
         sets = ", ".join(f"{c} = ?" for c in changes)
@@ -217,38 +226,47 @@ class Writer:
                 time.sleep(BUSY_PAUSE)
         conn.close()
 
-    def _prepare(self, op: _Op, *, contexts: bool = True) -> tuple[Any, ...]:
-        """``op``'s parameters as stored. A text ``against`` an agent is compressed with that agent's context
-        as it is before this row; the texts this row ``remember``s update the context after it."""
+    def _prepare(self, op: _Op, seq: int | None = None, *, contexts: bool = True) -> tuple[Any, ...]:
+        """``op``'s parameters as stored (``seq``: the row's place in the timeline, when known). A text
+        ``against`` an agent is rebuilt from or compressed with that agent's context as it is before this row;
+        the texts this row ``remember``s update the context after it. A text of a shared key may refer to an
+        equal or similar one stored before (see :mod:`.derived`)."""
         params = []
-        learned: list[tuple[tuple[str, str], str]] = []
-        for value in op.params:
+        learned: list[tuple[tuple[str, str], str, tuple[int, str] | None]] = []
+        for i, value in enumerate(op.params):
             if isinstance(value, Zipped) and (value.against or value.remember or value.shared):
                 text = self.redact(value.text)
-                dictionary = None
-                if value.shared and contexts:
-                    dictionary = self._shared.get(value.shared)
-                elif value.against and contexts:
-                    context = self._contexts.get(value.against)
-                    dictionary = context_dictionary(*context) if context else None
                 if value.remember:
-                    learned.append((value.remember, text))
-                packed = pack(text, dictionary, shared=bool(value.shared and contexts))
+                    learned.append((value.remember, text, value.step))
                 if value.shared and contexts:
+                    packed = pack(text, self._shared.get(value.shared), shared=True)
                     self._sample(value.shared, text, len(packed) / max(1, len(text)))
+                    code = op.codes[i] if op.codes else None
+                    if seq is not None and code is not None:
+                        packed = self._references.pack(value.shared, text, seq * 4 + code, packed)
+                elif value.against and contexts:
+                    context, *whole = self._contexts.get(value.against) or (None, False, False)
+                    packed = derive(text, context, *whole) or pack(
+                        text, context.dictionary() if context else None
+                    )
+                else:
+                    packed = pack(text)
                 params.append(packed)
             else:
                 params.append(_to_db(value, self.redact))
-        for (agent, part), text in learned:
-            text = text[-WINDOW:]
-            reply, observation = self._contexts.pop(agent, (None, None))
+        for (agent, part), text, step in learned:
+            whole = len(text) <= CONTEXT_CHARS
+            text = text[-CONTEXT_CHARS:]
+            context, reply_whole, observation_whole = self._contexts.pop(agent, (Context(), False, False))
             if part == REPLY:
-                reply = text
+                context, reply_whole = Context(text, context.observation, context.step, context.action), whole
             else:
-                observation = text
-            self._contexts[agent] = (reply, observation)
+                context, observation_whole = Context(context.reply, text, *(step or (None, None))), whole
+            self._contexts[agent] = (context, reply_whole, observation_whole)
             if len(self._contexts) > CONTEXTS_KEPT:
                 self._contexts.pop(next(iter(self._contexts)))
+        if seq is not None and op.sequenced:
+            params[-1] = seq
         return tuple(params)
 
     def _sample(self, key: str, text: str, ratio: float) -> None:
@@ -269,26 +287,28 @@ class Writer:
     def _execute(
         conn: sqlite3.Connection, ops: list[_Op], params: list[tuple[Any, ...]], new_shared: list[bytes]
     ) -> None:
-        """Execute ``ops`` in the open transaction, numbering the timeline's rows from its sequence (read and
-        advanced inside the transaction, so another process writing the same record cannot interleave)."""
-        seq = None
+        """Execute ``ops`` in the open transaction; a timeline row not yet numbered takes the next ``seq`` (read
+        inside the transaction, so another process writing the same record cannot interleave)."""
         for body in new_shared:
             conn.execute(
                 "INSERT OR IGNORE INTO dictionaries (id, body) VALUES (?, ?)", (zlib.adler32(body), body)
             )
         for op, p in zip(ops, params, strict=True):
-            if op.sequenced:
-                if seq is None:
-                    seq = conn.execute(LAST_SEQ).fetchone()[0]
-                seq += 1
-                p = (*p[:-1], seq)
+            if op.sequenced and p[-1] is None:
+                p = (*p[:-1], conn.execute(LAST_SEQ).fetchone()[0] + 1)
             conn.execute(op.sql, p)
 
     def _write(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        params = [self._prepare(op) for op in batch]
-        new_shared, self._new_shared = self._new_shared, []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # the timeline's rows are numbered first: a text may refer to another by its place
+            seq = conn.execute(LAST_SEQ).fetchone()[0]
+            params = []
+            for op in batch:
+                if op.sequenced:
+                    seq += 1
+                params.append(self._prepare(op, seq if op.sequenced else None))
+            new_shared, self._new_shared = self._new_shared, []
             self._execute(conn, batch, params, new_shared)
             conn.execute("COMMIT")
             self.rows_written += len(batch)
@@ -296,11 +316,15 @@ class Writer:
             return
         except sqlite3.Error:
             conn.execute("ROLLBACK") if conn.in_transaction else None
-        # One bad row must not take its batch with it: write one by one and keep what fails. The contexts the
-        # batch's texts were compressed against may include a row that fails: forget them all, start afresh.
+        except BaseException:
+            conn.execute("ROLLBACK") if conn.in_transaction else None
+            raise
+        # One bad row must not take its batch with it: write one by one and keep what fails. The contexts and
+        # references the batch's texts were stored against may include a row that fails: forget them all.
         self._contexts.clear()
         self._shared.clear()
         self._samples.clear()
+        self._references.clear()
         params = [self._prepare(op, contexts=False) for op in batch]
         self._contexts.clear()
         self._new_shared.clear()

@@ -92,7 +92,10 @@ class _Script:
 
 
 def schema_name(body: Body) -> str | None:
-    """The ``response_format.json_schema.name`` of a request (``plan``, ``action``, ``verdict``...), if any."""
+    """The ``response_format.json_schema.name`` of a request (``plan``, ``action``, ``verdict``...), if any;
+    ``infill`` for a fill-in-the-middle request."""
+    if "input_prefix" in body:
+        return "infill"
     return ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
 
 
@@ -209,6 +212,8 @@ class ScriptedServer:
         strict_model: chat requests naming another model than ``model`` get a 404 (as Ollama and vLLM answer).
         enforce_context: a chat request whose prompt (~4 characters a token) exceeds ``n_ctx`` gets a 400.
         fail_always: every chat request fails in this mode (see :data:`FAIL_MODES`).
+        infill: serve llama-server's ``POST /infill`` (fill-in-the-middle) through the responder, its schema name
+            ``infill`` (see :func:`schema_name`); without it the route is a 404, as on servers that lack it.
     """
 
     host = "127.0.0.1"
@@ -230,6 +235,7 @@ class ScriptedServer:
         strict_model: bool = False,
         enforce_context: bool = False,
         fail_always: str | None = None,
+        infill: bool = False,
     ) -> None:
         if responder is not None and script is not None:
             raise ValueError("give a responder or a script, not both")
@@ -238,6 +244,9 @@ class ScriptedServer:
         self.retry_after, self.stream_chunk_chars, self._port = retry_after, max(1, stream_chunk_chars), port
         self.api_key, self.strict_model, self.enforce_context = api_key, strict_model, enforce_context
         self.fail_always = _as_failure(fail_always)
+        self.infill = (
+            infill  # serve llama-server's POST /infill like a chat request (else 404, as other servers)
+        )
         self.errors: list[str] = []
         """Responder exceptions and exhausted scripts, one message each (tests assert it stays empty)."""
         self._lock = threading.Lock()
@@ -404,7 +413,7 @@ class ScriptedServer:
         if not conn.authorized and route != "/chat/completions":  # chat requests are counted first
             await conn.error(401, "Invalid API Key", "authentication_error")
             return
-        if method == "POST" and route == "/chat/completions":
+        if method == "POST" and (route == "/chat/completions" or (route == "/infill" and self.infill)):
             await self._chat(conn, raw)
         elif method == "GET" and route == "/models":
             model = {"id": self.model, "object": "model", "created": 0, "owned_by": "scripted"}
@@ -527,6 +536,12 @@ class ScriptedServer:
         }
         if truncated is not None:
             conn.keep_alive = False
+        if "input_prefix" in body and truncated is None:  # llama-server's /infill answer
+            evaluated = _tokens(str(body["input_prefix"]) + str(body.get("input_suffix") or ""))
+            await conn.send(
+                200, {"content": content, "tokens_evaluated": evaluated, "tokens_predicted": _tokens(content)}
+            )
+            return
         if not body.get("stream"):
             message = {"role": "assistant", "content": content}
             choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}

@@ -232,7 +232,7 @@ async def test_refusals_retrying_cannot_fix_fail_at_once(server, mode, words):
 
 
 def test_litellm_is_told_the_provider_only_for_names_it_does_not_know():
-    from formicary.agents.model.client import litellm_needs_provider
+    from formicary.agents.model.via_litellm import litellm_needs_provider
 
     providers = ["openai", "ollama", "anthropic"]
     assert litellm_needs_provider("qwen2.5-coder", providers)

@@ -11,11 +11,9 @@ every attempt is recorded in the store.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,59 +22,52 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import BaseModel, ValidationError
 
-from ...store.db import new_id, now_ms
-from ...store.packing import REPLY, Zipped
 from ..jsontext import extract_json
+from .call_log import CallLog, CallTimings
 from .errors import EndpointError, Failure, Kind, ModelError, ReplyFormatError, classify, one_line
-from .http import ChatEndpoint
+from .http import ChatEndpoint, HTTPStatusError
 from .pool import PROBE_TIMEOUT, AdaptiveLimiter, Endpoint, Pool
 from .slots import SlotLease, SlotPool
+from .via_litellm import call_litellm
 
-__all__ = ["AdaptiveLimiter", "EndpointError", "ModelClient", "ModelError", "Reply", "ReplyFormatError"]
+__all__ = [
+    "AdaptiveLimiter",
+    "EndpointError",
+    "InfillUnsupported",
+    "ModelClient",
+    "ModelError",
+    "Reply",
+    "ReplyFormatError",
+]
 
 if TYPE_CHECKING:
     from ...store.writer import Writer
     from ..settings import ModelSettings
 
 MAX_BACKOFF = 30.0
-CONVERSATIONS_KEPT = 4096
-"""Agents whose last recorded conversation the client remembers, to record only what is new at their next call;
-the least recently used are forgotten (an agent that calls again after that records its whole conversation)."""
+INFILL_PATH = "/infill"  # llama-server's fill-in-the-middle route, at the server's root (not under /v1)
+INFILL_TOKENS = 300  # a stub's body; the stops below end it sooner
+INFILL_STOPS = [
+    "\ndef ",
+    "\nclass ",
+    "\n@",
+    "\nif __name__",
+]  # the body ended: the next top-level thing began
 NO_ENDPOINT = "no endpoint: set model.base_url, or run `formicary model setup` for the local model"
+
+
+class InfillUnsupported(Exception):
+    """The endpoint cannot fill in the middle (not llama-server, or its model has no FIM tokens)."""
 
 
 @dataclass
 class Reply:
-    data: BaseModel
+    data: BaseModel | None
     content: str
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
     attempts: int
-
-
-@dataclass
-class CallTimings:
-    """Where one call's time went: waiting for a slot here, and the server's own prompt/generation split."""
-
-    queue_ms: float = 0.0
-    prompt_ms: float | None = None
-    predicted_ms: float | None = None
-    cached_tokens: int | None = None
-    slot: int | None = None
-
-    def read(self, data: Any) -> None:
-        """llama-server's ``timings`` (``prompt_ms``, ``predicted_ms``, ``cache_n``), when it sent them."""
-        timings = data.get("timings") if isinstance(data, dict) else None
-        if not isinstance(timings, dict):
-            return
-        for name, key in (("prompt_ms", "prompt_ms"), ("predicted_ms", "predicted_ms")):
-            value = timings.get(key)
-            if isinstance(value, int | float):
-                setattr(self, name, float(value))
-        cached = timings.get("cache_n")
-        if isinstance(cached, int):
-            self.cached_tokens = cached
 
 
 @lru_cache(maxsize=64)
@@ -99,8 +90,9 @@ class ModelClient:
         embedded_base_url: str | None = None,
         embedded_slots: int | None = None,
     ) -> None:
-        self.writer = writer
-        self.session_id = session_id
+        self.log = CallLog(writer, session_id)
+        self.listeners = self.log.listeners
+        """Told of every recorded call (its row): the ledger's token counts, the budget, the TUI."""
         self.embedded_base_url = embedded_base_url
         self.embedded_slots = embedded_slots
         self._slot_pools: dict[str, SlotPool] = {}
@@ -109,15 +101,13 @@ class ModelClient:
         self._turn = 0
         self._http: Any = None  # the probes' httpx client
         self._transports: dict[tuple[str, str], ChatEndpoint] = {}  # (url, key): the calls' HTTP session
-        # agent id -> (its last recorded call, the messages that call sent): the lean record's base
-        self._conversations: OrderedDict[str, tuple[str, list[dict[str, str]]]] = OrderedDict()
+        self._no_infill: dict[str, str] = {}  # base URL -> why it cannot fill in the middle
         self.notices: list[Callable[[str], None]] = []
         """Told what the operator should know: an endpoint taken out, calls waiting for one, one back."""
         self.revivers: dict[str, Callable[[], Awaitable[object]]] = {}
         """base URL -> restarts that server if its process died (the embedded llama-server)."""
         self._paused = False
         self._resumed: anyio.Event | None = None
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.calls = 0
         self.in_flight = 0
 
@@ -264,8 +254,96 @@ class ModelClient:
         """
         if temperature is not None:
             settings = settings.model_copy(update={"temperature": temperature})
-        pool = self.pool(settings, role)
         fmt = response_format(schema_name, schema)
+
+        async def send(endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings) -> Any:
+            return await self._call(settings, endpoint, model, messages, fmt, lease, timings)
+
+        def validate(content: str) -> tuple[BaseModel | None, str | None]:
+            try:
+                return schema.model_validate_json(extract_json(content)), None
+            except ValidationError as exc:
+                return None, _format_reason(exc, content)
+
+        return await self._exchange(settings, role, agent_id, schema_name, messages, send, validate)
+
+    def can_infill(self, settings: ModelSettings, role: str) -> bool:
+        """Whether :meth:`infill` may work for ``settings``: a llama-server endpoint not known to lack it."""
+        if not settings.is_llama_cpp or settings.api == "litellm":
+            return False
+        return not all(m.url in self._no_infill for m in self.pool(settings, role).members)
+
+    async def infill(
+        self,
+        settings: ModelSettings,
+        prefix: str,
+        suffix: str,
+        *,
+        role: str,
+        agent_id: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = INFILL_TOKENS,
+        stop: list[str] | None = None,
+    ) -> Reply:
+        """The code a fill-in-the-middle model writes between ``prefix`` and ``suffix`` (llama-server's
+        ``/infill``), recorded like any call (its request as a ``prefix`` and a ``suffix`` message).
+
+        Raises:
+            InfillUnsupported: the endpoint or its model has no fill-in-the-middle (not llama-server, or a
+                model without FIM tokens); remembered, so later calls fail at once.
+            EndpointError, ModelError: as for :meth:`complete`.
+        """
+        if not self.can_infill(settings, role):
+            raise InfillUnsupported("fill-in-the-middle needs a llama-server endpoint that has it")
+        settings = settings.model_copy(update={"temperature": temperature})
+        messages = [{"role": "prefix", "content": prefix}, {"role": "suffix", "content": suffix}]
+
+        async def send(endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings) -> Any:
+            if endpoint.url in self._no_infill:
+                raise InfillUnsupported(self._no_infill[endpoint.url])
+            body: dict[str, Any] = {
+                "input_prefix": prefix,
+                "input_suffix": suffix,
+                "temperature": temperature,
+                "n_predict": max_tokens,
+                "repeat_penalty": settings.repeat_penalty,
+                "cache_prompt": True,
+                "stop": [*INFILL_STOPS, *(stop or [])],
+            }
+            if lease is not None:
+                body["id_slot"] = timings.slot = lease.slot
+            try:
+                data = await self._transport(endpoint).post(body, settings.timeout, path=INFILL_PATH)
+            except HTTPStatusError as exc:
+                if exc.status_code in (400, 404, 405, 501):  # no such route, or a model without FIM tokens
+                    self._no_infill[endpoint.url] = f"{endpoint.label}: no fill-in-the-middle ({exc})"
+                    raise InfillUnsupported(self._no_infill[endpoint.url]) from exc
+                raise
+            timings.read(data)
+            return str(data.get("content") or ""), (
+                int(data.get("tokens_evaluated") or 0),
+                int(data.get("tokens_predicted") or 0),
+            )
+
+        return await self._exchange(
+            settings, role, agent_id, "infill", messages, send, lambda c: (None, None)
+        )
+
+    async def _exchange(
+        self,
+        settings: ModelSettings,
+        role: str,
+        agent_id: str | None,
+        schema_name: str,
+        messages: list[dict[str, str]],
+        send: Callable[
+            [Endpoint, str, SlotLease | None, CallTimings], Awaitable[tuple[str, tuple[int, int]]]
+        ],
+        validate: Callable[[str], tuple[Any, str | None]],
+    ) -> Reply:
+        """One request through ``settings``' pool, slots and retries, every attempt recorded; ``validate``
+        turns the reply's text into (data, None) or (None, why it is malformed)."""
+        pool = self.pool(settings, role)
         attempt = 0
         outage_started: float | None = None
         while True:
@@ -281,7 +359,10 @@ class ModelClient:
             content, usage, failure = "", (0, 0), None
             self.in_flight += 1
             try:
-                content, usage = await self._call(settings, endpoint, model, messages, fmt, lease, timings)
+                content, usage = await send(endpoint, model, lease, timings)
+            except InfillUnsupported:
+                endpoint.finished(None, "")
+                raise
             except Exception as exc:  # classified below; every failure is recorded
                 failure = classify(exc, model)
                 if failure.kind is Kind.DOWN and not endpoint.url:
@@ -299,12 +380,8 @@ class ModelClient:
             self.calls += 1
             where = (endpoint.label if endpoint.url else settings.endpoint, model)
             if failure is None:
-                data, reason = None, None
-                try:
-                    data = schema.model_validate_json(extract_json(content))
-                except ValidationError as exc:
-                    reason = _format_reason(exc, content)
-                self._record(
+                data, reason = validate(content)
+                self.log.record(
                     where,
                     role,
                     agent_id,
@@ -317,10 +394,10 @@ class ModelClient:
                     reason,
                     timings,
                 )
-                if data is None:
+                if reason is not None:
                     raise ReplyFormatError(reason, content)
                 return Reply(data, content, usage[0], usage[1], latency, attempt)
-            self._record(
+            self.log.record(
                 where,
                 role,
                 agent_id,
@@ -366,7 +443,7 @@ class ModelClient:
         timings: CallTimings | None = None,
     ) -> tuple[str, tuple[int, int]]:
         if settings.api == "litellm":
-            return await self._call_litellm(settings, endpoint, model, messages, fmt)
+            return await call_litellm(settings, endpoint, model, messages, fmt)
         body = {
             "model": model,
             "messages": messages,
@@ -391,43 +468,6 @@ class ModelClient:
         usage = data.get("usage") or {}
         return content, (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
 
-    async def _call_litellm(
-        self,
-        settings: ModelSettings,
-        endpoint: Endpoint,
-        model: str,
-        messages: list[dict[str, str]],
-        fmt: dict[str, Any],
-    ) -> tuple[str, tuple[int, int]]:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
-        import litellm  # 3 s and 200 MB: only when a role asks for it
-
-        litellm.suppress_debug_info = True
-
-        kwargs: dict[str, Any] = {}
-        if endpoint.url:
-            kwargs["api_base"] = endpoint.url
-            kwargs["api_key"] = endpoint.key or "not-needed"  # local OpenAI-compatible servers take any key
-            if litellm_needs_provider(model, litellm.provider_list):
-                # a bare name, as one writes for llama.cpp, Ollama or vLLM: the server speaks OpenAI's API
-                kwargs["custom_llm_provider"] = "openai"
-        elif endpoint.key:
-            kwargs["api_key"] = endpoint.key
-        response = await litellm.acompletion(
-            model=model,
-            messages=messages,
-            temperature=settings.temperature,
-            max_tokens=settings.max_tokens,
-            response_format=fmt,
-            timeout=settings.timeout,
-            num_retries=0,
-            **kwargs,
-        )
-        content = response.choices[0].message.content or ""
-        usage = getattr(response, "usage", None)
-        return content, ((usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else (0, 0))
-
     def _transport(self, endpoint: Endpoint) -> ChatEndpoint:
         """``endpoint``'s HTTP session (one connection pool per server)."""
         key = (endpoint.url, endpoint.key)
@@ -443,98 +483,6 @@ class ModelClient:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-
-    def _record(
-        self,
-        where: tuple[str, str],
-        role: str,
-        agent_id: str | None,
-        schema_name: str,
-        messages: list[dict[str, str]],
-        content: str | None,
-        usage: tuple[int, int],
-        latency: float,
-        attempt: int,
-        error: str | None,
-        timings: CallTimings | None = None,
-    ) -> None:
-        timings = timings or CallTimings()
-        call_id = new_id()
-        parent_id, kept = self._lean(agent_id, call_id, messages, content)
-        row = {
-            "id": call_id,
-            "session_id": self.session_id,
-            "agent_id": agent_id,
-            "role": role,
-            "model": where[1],
-            "endpoint": where[0],
-            "schema_name": schema_name,
-            "parent_id": parent_id,
-            "kept": kept,
-            # a first request is mostly its role's system prompt: compressed against the role's first request
-            "request": Zipped(
-                json.dumps(messages[kept:], ensure_ascii=False),
-                against=agent_id,
-                shared=None if kept else f"request:{role}",
-            ),
-            "response": Zipped(
-                content, remember=(agent_id, REPLY) if agent_id else None, shared=f"reply:{role}"
-            )
-            if content
-            else content,
-            "prompt_tokens": usage[0],
-            "completion_tokens": usage[1],
-            "latency_ms": round(latency, 2),
-            "attempts": attempt,
-            "error": error,
-            "queue_ms": round(timings.queue_ms, 2),
-            "prompt_ms": timings.prompt_ms,
-            "predicted_ms": timings.predicted_ms,
-            "cached_tokens": timings.cached_tokens,
-            "slot": timings.slot,
-            "created_at": now_ms(),
-        }
-        if self.writer is not None:
-            self.writer.insert("llm_calls", row)
-        for listener in self.listeners:
-            listener(row)
-
-    def _lean(
-        self, agent_id: str | None, call_id: str, messages: list[dict[str, str]], content: str | None
-    ) -> tuple[str | None, int]:
-        """(the agent's previous call, how many of its messages this call's conversation starts with).
-
-        Only the rest is recorded: a worker's conversation grows by two messages a step, so a call stores those
-        two instead of all twenty. The previous call's reply, as the assistant message that follows its
-        conversation, counts as one more message of it (``kept`` may exceed that conversation by one). A
-        trimmed conversation shares a shorter prefix and records more; the first call of an agent, or one the
-        client has forgotten, records everything (``kept`` 0, no parent).
-        """
-        if self.writer is None or agent_id is None:
-            return None, 0
-        conversations = self._conversations
-        previous = conversations.pop(agent_id, None)
-        sent = list(messages)
-        if content:
-            sent.append({"role": "assistant", "content": content})
-        conversations[agent_id] = (call_id, sent)
-        if len(conversations) > CONVERSATIONS_KEPT:
-            conversations.popitem(last=False)
-        if previous is None:
-            return None, 0
-        parent_id, sent = previous
-        kept, n = 0, min(len(sent), len(messages))
-        while kept < n and (sent[kept] is messages[kept] or sent[kept] == messages[kept]):
-            kept += 1
-        return parent_id, kept
-
-
-def litellm_needs_provider(model: str, providers: Any) -> bool:
-    """Whether litellm must be told the provider: with a ``base_url``, a name without a known ``provider/``
-    prefix (``qwen2.5-coder``, ``Qwen/Qwen2.5-Coder``) names a model on an OpenAI-compatible server."""
-    prefix, slash, _ = model.partition("/")
-    known = {str(getattr(p, "value", p)) for p in providers}
-    return not slash or prefix not in known
 
 
 def _format_reason(exc: ValidationError, content: str) -> str:

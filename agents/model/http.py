@@ -54,12 +54,16 @@ class ChatEndpoint:
 
     def __init__(self, base_url: str, key: str) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.root = base_url.rstrip("/").removesuffix("/v1")
         self.headers = {"Authorization": f"Bearer {key or 'not-needed'}", "Content-Type": "application/json"}
         self.proxy = _proxy_for(self.url)
         self._session: Any = None
 
-    async def post(self, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send ``body``; the decoded JSON reply, or raise (see the module docstring)."""
+    async def post(self, body: dict[str, Any], timeout: float, path: str = "") -> dict[str, Any]:
+        """Send ``body``; the decoded JSON reply, or raise (see the module docstring).
+
+        ``path``: another route of the same server, from its root (``/infill``: llama-server's own).
+        """
         import aiohttp
 
         if self._session is None:
@@ -74,7 +78,7 @@ class ChatEndpoint:
         deadline = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, CONNECT_TIMEOUT))
         try:
             async with self._session.post(
-                self.url, data=data, headers=self.headers, timeout=deadline, proxy=self.proxy
+                self.root + path if path else self.url, data=data, headers=self.headers, timeout=deadline, proxy=self.proxy
             ) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers

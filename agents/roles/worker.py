@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..model.errors import EndpointError, ModelError
 from ..status import AgentStatus, Role, TaskStatus
+from . import drafts
 from .briefing import conflict_message
 from .context import Handoff, Task
 from .worker_loop import WorkerLimit, WorkerLoop
@@ -33,7 +34,7 @@ async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
             await loop.start()
             limit_hit = None
             try:
-                finish = await loop.until_finish()
+                finish = await drafts.fill_stubs(loop) or await loop.until_finish()
             except WorkerLimit as exc:  # what it wrote lands only if it passes the gate; kept on its branch
                 limit_hit = str(exc)
                 finish = {

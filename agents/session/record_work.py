@@ -57,7 +57,10 @@ class WorkRecord(ABC):
                 "arguments": Zipped(json.dumps(args, ensure_ascii=False), against=agent.id),
                 # against the first observation of its action (a file read's line-number gutter, a listing's
                 # layout): the shared dictionary needs no context, so the context is rebuilt from rows alone
-                "observation": Zipped(text, remember=(agent.id, OBSERVATION), shared=f"observation:{name}"),
+                # (the step and action: the next request's message names them, and is rebuilt from this row)
+                "observation": Zipped(
+                    text, remember=(agent.id, OBSERVATION), shared=f"observation:{name}", step=(step, name)
+                ),
                 "exit_code": exit_code,
                 "duration_ms": round(duration_ms, 2),
                 "created_at": now_ms(),

@@ -198,6 +198,49 @@ def show_stubs_as_specs(text: str, names: set[str]) -> str:
     return "\n".join(lines)
 
 
+def stub_gap(source: str, name: str) -> tuple[str, str, str, int] | None:
+    """Where a fill-in-the-middle model writes the body of the stub ``name`` (``f`` or ``Class.f``).
+
+    Returns (prefix: the source up to the stub's line, suffix: the source after it, head: the definition up
+    to its body — decorators, def line(s), docstring — and the body's indentation); None when ``source`` does
+    not parse or ``name`` is not one function whose only code is a stub on its own line(s).
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    matches = [node for qual, node in _functions(tree) if qual == name or qual.rsplit(".", 1)[-1] == name]
+    if len(matches) != 1:
+        return None
+    node = matches[0]
+    doc = _docstring(node)
+    code = [stmt for stmt in node.body if stmt is not doc]
+    if len(code) != 1 or not _is_stub(code[0]):
+        return None
+    stub = code[0]
+    if stub.lineno <= (doc.end_lineno if doc is not None else node.lineno) or stub.end_lineno is None:
+        return None  # the stub shares a line with the def or the docstring
+    lines = source.split("\n")
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+    prefix = "\n".join(lines[: stub.lineno - 1]) + "\n"
+    suffix = "\n".join(lines[stub.end_lineno :])
+    head = "\n".join(lines[first : stub.lineno - 1])
+    return prefix, suffix, head, stub.col_offset
+
+
+def is_stub_body(head: str, body: str) -> bool:
+    """Whether ``head`` (a definition up to its body) + ``body`` is still only a stub."""
+    try:
+        tree = ast.parse(textwrap.dedent(head + "\n" + body))
+    except (SyntaxError, ValueError):
+        return False
+    node = tree.body[0] if tree.body else None
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return False
+    code = [stmt for stmt in node.body if stmt is not _docstring(node)]
+    return not code or (len(code) == 1 and _is_stub(code[0]))
+
+
 def _is_stub(stmt: ast.stmt) -> bool:
     if isinstance(stmt, ast.Pass):
         return True

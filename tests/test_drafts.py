@@ -1,0 +1,157 @@
+"""Stub bodies drafted by fill-in-the-middle (llama-server's /infill), tested before the first chat call.
+
+The scripted server answers /infill through the same responder as chat (schema name ``infill``); the repository,
+its tests, the check and the record are real.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from formicary.agents.roles.drafts import body_of
+from formicary.agents.session.engine import Engine
+from formicary.agents.tools.pyedit import is_stub_body, stub_gap
+from formicary.store import db as store_db
+from tests.gitrepo import git, make_repo
+from tests.scripted_server import ScriptedServer, schema_name
+from tests.scripted_team import plan
+from tests.test_worker_steps import UNITS, UNITS_FIXED, actions, fix_task, settings_for, units_repo, write_fn
+
+pytestmark = pytest.mark.anyio
+
+
+def responder(drafts: list[str], chat_body: str = "return c * 9 / 5 + 32"):
+    """Answers the i-th /infill with ``drafts[i]`` (the last one after that), every worker chat step with
+    ``chat_body`` written by write_function."""
+    infills: list[dict] = []
+
+    def respond(body):
+        name = schema_name(body)
+        if name == "plan":
+            return json.dumps(plan([fix_task()]))
+        if name == "verdict":
+            return json.dumps({"decision": "done", "reason": "ok", "notes": ""})
+        if name == "infill":
+            infills.append(body)
+            return drafts[min(len(infills), len(drafts)) - 1]
+        return json.dumps(write_fn(chat_body))
+
+    respond.infills = infills  # type: ignore[attr-defined]
+    return respond
+
+
+async def run(tmp_path, respond, *, infill=True, **limits):
+    repo = units_repo(tmp_path)
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=respond, infill=infill) as server:
+        settings = settings_for(server, check="python3 -m unittest", llama_cpp=True, slots=1, **limits)
+        engine = Engine.create(settings, repo, "Fix units", db_path=db)
+        await engine.run()
+        bodies = list(server.requests)
+    return engine, bodies, db, repo
+
+
+async def test_a_passing_draft_lands_without_a_chat_call(tmp_path):
+    # the cold draft is wrong; the second, hotter one is right but runs on past the function (cut off)
+    respond = responder(["    return c * 2\n", "    return c * 9 / 5 + 32\n\n\ndef more():\n    pass\n"])
+    engine, bodies, db, repo = await run(tmp_path, respond)
+    assert [b for b in bodies if schema_name(b) == "action"] == []
+    infills = respond.infills
+    assert len(infills) == 2 and infills[0]["temperature"] == 0 and infills[1]["temperature"] > 0
+    assert infills[0]["input_prefix"].endswith('    """Celsius to Fahrenheit."""\n')
+    assert infills[0]["input_suffix"] == ""  # c_to_f ends the file
+    assert infills[0]["input_prefix"] == infills[1]["input_prefix"]  # the failed draft was undone
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+    rows = actions(db)
+    assert [r["name"] for r in rows] == ["write_function", "write_function", "finish"]
+    assert "FAILED" in rows[0]["observation"] and "PASSED" in rows[1]["observation"]
+    record = store_db.connect(db)
+    kinds = [r["schema_name"] for r in record.query("SELECT schema_name FROM llm_calls ORDER BY created_at")]
+    assert kinds.count("infill") == 2
+
+
+async def test_when_no_draft_passes_the_chat_loop_starts_from_the_stub(tmp_path):
+    respond = responder(["    return c * 2\n", "    return c\n", "    pass\n"])
+    engine, bodies, db, repo = await run(tmp_path, respond, drafts_per_stub=3)
+    chats = [b for b in bodies if schema_name(b) == "action"]
+    assert len(respond.infills) == 3
+    assert chats and not any(m["role"] == "assistant" for m in chats[0]["messages"])  # no failed draft in it
+    rows = actions(db)
+    assert [r["name"] for r in rows][:2] == ["write_function", "write_function"]  # the stub draft is skipped
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+async def test_a_server_without_infill_is_asked_once_then_chat_goes_on(tmp_path):
+    respond = responder(["    return c * 9 / 5 + 32\n"])
+    engine, bodies, db, repo = await run(tmp_path, respond, infill=False)
+    assert respond.infills == []
+    assert len([b for b in bodies if schema_name(b) == "action"]) == 1
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+async def test_drafts_off(tmp_path):
+    respond = responder(["    return c * 9 / 5 + 32\n"])
+    await run(tmp_path, respond, drafts_per_stub=0)
+    assert respond.infills == []
+
+
+def test_stub_gap_splits_around_the_stub_body():
+    prefix, suffix, head, indent = stub_gap(UNITS, "c_to_f")
+    assert prefix + "    return None\n" + suffix == UNITS
+    assert head == 'def c_to_f(c):\n    """Celsius to Fahrenheit."""' and indent == 4
+    assert stub_gap(UNITS, "double") is None  # not a stub
+    assert stub_gap(UNITS, "missing") is None
+    assert stub_gap("def f(:\n", "f") is None
+
+
+def test_stub_gap_of_a_decorated_method():
+    source = 'class A:\n    @staticmethod\n    def f(x):\n        """Doc."""\n        raise NotImplementedError\n\n    def g(self):\n        return 1\n'
+    prefix, suffix, head, indent = stub_gap(source, "A.f")
+    assert head == '    @staticmethod\n    def f(x):\n        """Doc."""' and indent == 8
+    assert suffix.startswith("\n    def g(self):")
+    assert stub_gap("def f(): pass\n", "f") is None  # on the def line: nothing to fill in
+
+
+def test_body_of_stops_where_the_function_ends():
+    assert body_of("    x = 1\n\n    return x\n\n\ndef g():\n    pass\n", 4) == "    x = 1\n\n    return x"
+    assert body_of("return x\n", 4) is None  # not indented as a body
+    assert body_of("\n\n", 4) is None
+    assert is_stub_body("def f():", "    pass") and is_stub_body(
+        "def f():", "    raise NotImplementedError()"
+    )
+    assert not is_stub_body("def f():", "    return 1")
+
+
+TWO_TESTS = """import unittest
+
+from units import c_to_f
+
+
+class UnitsTest(unittest.TestCase):
+    def test_freezing(self):
+        self.assertEqual(c_to_f(0), 32)
+
+    def test_boiling(self):
+        self.assertEqual(c_to_f(100), 212)
+"""
+
+
+async def test_the_draft_that_did_most_is_the_chat_loops_first_edit(tmp_path):
+    """No draft passes; the one that made one of the two tests pass stays, as the worker's first edit."""
+    respond = responder(["    return 0\n", "    return 32\n", "    return c\n"])
+    repo = make_repo(tmp_path / "repo", {"units.py": UNITS, "test_units.py": TWO_TESTS})
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=respond, infill=True) as server:
+        settings = settings_for(
+            server, check="python3 -m unittest", llama_cpp=True, slots=1, drafts_per_stub=3
+        )
+        engine = Engine.create(settings, repo, "Fix units", db_path=db)
+        await engine.run()
+        chats = [b for b in server.requests if schema_name(b) == "action"]
+    assert len(respond.infills) == 3
+    first_chat = chats[0]["messages"]
+    assert first_chat[2]["role"] == "assistant" and "return 32" in first_chat[2]["content"]
+    assert "FAILED" in first_chat[3]["content"]
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
