@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from formicary.agents.git import inproc, linked
+from formicary.agents.git import checkout, linked
 from tests.gitrepo import git, make_repo
 
 
@@ -16,7 +16,7 @@ def test_git_sees_an_ordinary_linked_worktree(tmp_path: Path) -> None:
     path.parent.mkdir()
     git_dir = linked.add_worktree(common, path, "tasks/t1", base)
     assert git_dir == common / "worktrees" / "slot-1"
-    inproc.populate(git_dir, path)
+    checkout.populate(git_dir, path)
     assert (path / "a.txt").read_text() == "alpha\n"
     listing = git(repo, "worktree", "list", "--porcelain")
     assert f"worktree {path}\nHEAD {base}\nbranch refs/heads/tasks/t1" in listing

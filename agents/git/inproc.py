@@ -3,15 +3,15 @@ and the compare-and-swap on the shared branch.
 
 Why: at 1,024 workers ~51 tasks land per second, and each git process costs 3-15 ms of CPU on a busy 2-core
 machine (exec, reading the index and config), while the same object-level work done in-process costs well under
-a millisecond. Everything else (worktree removal, checkout and clean of a parked worktree, conflict hand-back,
-the repository map) stays on git processes through :mod:`.run`: they are not hot, or git does them more safely.
+a millisecond. A new or parked worktree's checkout is in-process too (:mod:`.checkout`). Everything else
+(worktree removal, conflict hand-back, the repository map) stays on git processes through :mod:`.run`: they are
+not hot, or git does them more safely.
 
 The trust boundary holds (rule 7): libgit2 runs no hooks, has no fsmonitor and runs no external filter or merge
 drivers; its global, XDG and system config search paths point at formicary's private empty folder (the same one
 git processes get as ``HOME``), so the operator's own config is never read; a worktree's repository is opened by
 its git dir under the repository's ``worktrees/`` (never through the worktree's ``.git`` file, which an agent can
-rewrite). Checkout is NOT done here: libgit2 writes through a directory an agent replaced with a symlink, git
-does not.
+rewrite).
 
 The merge is a plain three-way merge of trees (no rename detection): it lands what touches disjoint paths and
 hands anything else to ``git merge-tree`` (:func:`merge_trees` returns None), so every conflict, rename or
@@ -20,7 +20,6 @@ file/folder clash is decided and described by git as before.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Container, Iterator, Mapping
 from contextlib import contextmanager
@@ -385,109 +384,6 @@ def land_clean(
         if now == tip:
             return out, None
         return out, _cas(repo, ref, now, tip, log)
-
-
-def _symlinks(top: str) -> list[str]:
-    """Relative paths of every symlink under ``top`` (the walk never follows one); the root's ``.git`` skipped."""
-    found: list[str] = []
-    stack = [(top, "")]
-    while stack:
-        folder, rel = stack.pop()
-        try:
-            entries = os.scandir(folder)
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
-                if not rel and entry.name == ".git":
-                    continue
-                try:
-                    if entry.is_symlink():
-                        found.append(f"{rel}{entry.name}")
-                    elif entry.is_dir(follow_symlinks=False):
-                        stack.append((entry.path, f"{rel}{entry.name}/"))
-                except OSError:
-                    continue
-    return found
-
-
-def _check_out(repo: Any, top: str, tree: Any, current: Any = None) -> None:
-    """Make the work tree and index hold exactly ``tree``: ``checkout -f`` + ``clean -ffdx``.
-
-    ``current`` is the tree HEAD still points at (the checkout's baseline), or None. Why the symlink pass
-    first: libgit2 writes through a folder an agent replaced with a symlink (git does not), so every symlink
-    that ``tree`` does not hold as the same link is removed before the checkout, and no path it writes or
-    removes goes through one. The index is kept (staged work included: against the baseline, what it adds
-    counts as untracked and goes, what it changes is reset): its file stats let libgit2 skip every file
-    unchanged since (a stat per file instead of reading and hashing each, ~4x less CPU). Without a baseline,
-    or with a conflict in the index, the index is set to ``tree`` first, so whatever is not in ``tree`` counts
-    as untracked and goes with the rest.
-    """
-    from pygit2.enums import CheckoutStrategy
-
-    for rel in _symlinks(top):
-        kept = _entry(tree, rel)
-        full = os.path.join(top, rel)
-        if kept is not None and kept[1] == _LINK and repo[kept[0]].data == os.fsencode(os.readlink(full)):
-            continue
-        os.unlink(full)
-    index = repo.index
-    index.read(False)
-    if current is None or index.conflicts is not None:
-        index.read_tree(tree)
-        index.write()
-    strategy = CheckoutStrategy.FORCE | CheckoutStrategy.REMOVE_UNTRACKED | CheckoutStrategy.REMOVE_IGNORED
-    _checkout_unfiltered(repo, tree, strategy)
-
-
-def _checkout_unfiltered(repo: Any, tree: Any, strategy: int) -> None:
-    """``repo.checkout_tree`` with libgit2's ``disable_filters`` (pygit2 does not expose it): blobs are written
-    as stored, no end-of-line or ident conversion.
-
-    Why: choosing a file's filters looks up its attributes, a realpath and a stat per folder level, ~35 % of a
-    reset's CPU; no external filter ever runs here anyway (rule 7), and a worker's commit normalizes line
-    endings as before.
-    """
-    from pygit2.errors import check_error
-    from pygit2.ffi import C, ffi
-
-    opts = ffi.new("git_checkout_options *")
-    check_error(C.git_checkout_options_init(opts, 1))
-    opts.checkout_strategy = int(strategy)
-    opts.disable_filters = 1
-    target = ffi.new("git_object **")
-    ffi.buffer(target)[:] = tree._pointer[:]
-    check_error(C.git_checkout_tree(repo._repo, target[0], opts))
-
-
-def populate(git_dir: Path | str, path: Path | str) -> None:
-    """Check out HEAD into a worktree just made with nothing checked out (``reset --hard``)."""
-    with repository(git_dir, pooled=False) as repo:
-        _check_out(repo, os.fspath(path), repo.head.peel(_pygit2().Tree))
-
-
-def reset_worktree(git_dir: Path | str, path: Path | str, branch: str, base: str) -> bool:
-    """``git checkout -f -b BRANCH BASE`` + ``git clean -ffdx`` in a parked worktree; False if ``branch`` exists.
-
-    Only files that differ are rewritten. The checkout runs before HEAD moves, so HEAD's tree is its baseline;
-    on a failure HEAD has not moved and the error is raised.
-    """
-    pygit2 = _pygit2()
-    with repository(git_dir, pooled=False) as repo:
-        commit = repo[pygit2.Oid(hex=base)]
-        ref = f"refs/heads/{branch}"
-        if ref in repo.references:
-            return False
-        try:
-            current = repo.head.peel(pygit2.Tree)
-        except (pygit2.GitError, KeyError):
-            current = None
-        _check_out(repo, os.fspath(path), commit.tree, current)
-        repo.references.create(ref, commit.id)
-        # Not ``set_head``: libgit2 then reads every linked worktree's HEAD to refuse a branch checked out
-        # elsewhere (~47 ms of CPU with 300 worktrees, growing with them); this branch was just made here.
-        repo.references.create("HEAD", ref, force=True)
-    return True
 
 
 # -- the async calls the landing code makes (each replaces one git process on the hot path) -----------------

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from ..tools.nested import remove_nested_git
-from . import inproc, linked
+from . import checkout, inproc, linked
 from .integration import Conflict, IntegrationResult, SharedBranch, integrate
 from .run import GitError, Identity, check_name, forget_worktree, git, register_worktree
 from .worktree import Worktree
@@ -190,7 +190,7 @@ class SessionRepo:
         try:
             register_worktree(path, git_dir)
             # The checkout itself runs outside the lock: it is the slow part and touches only this worktree.
-            await inproc.in_thread(inproc.populate, wt.git_dir, path)
+            await inproc.in_thread(checkout.populate, wt.git_dir, path)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._drop_worktree(wt)
@@ -208,11 +208,11 @@ class SessionRepo:
         for n in range(1, 100):
             branch = self._names(task_id, n)[0]
             # No lock: unlike add, a new branch and a checkout read no other worktree's metadata. Shielded, so a
-            # cancellation cannot strand the worktree half switched. In-process: see inproc.reset_worktree.
+            # cancellation cannot strand the worktree half switched. In-process: see checkout.reset_worktree.
             try:
                 with anyio.CancelScope(shield=True):
                     switched = await inproc.in_thread(
-                        inproc.reset_worktree, old.git_dir, old.path, branch, base
+                        checkout.reset_worktree, old.git_dir, old.path, branch, base
                     )
             except Exception:  # a folder the agent locked, a broken index: start afresh instead
                 await self._drop_worktree(old)
