@@ -13,6 +13,7 @@ from .schema_m008 import upgrade_statements
 from .schema_m009 import upgrade_statements as landings_upgrade
 from .schema_m010 import upgrade_statements as targets_upgrade
 from .schema_m011 import upgrade_statements as agents_upgrade
+from .schema_m012 import upgrade_statements as tasks_upgrade
 
 migrations = Migrations("formicary")
 
@@ -419,6 +420,14 @@ def m011_compact_agents(db: Database) -> None:
     """``agents`` (a row per agent) stores its ids and labels in ``names``, times as milliseconds and no usual
     name (see ``store.schema_m011``); it becomes a view with the same columns, insertable and updatable."""
     for sql in agents_upgrade():
+        db.execute(sql)
+
+
+@migrations(name="m012_compact_tasks")
+def m012_compact_tasks(db: Database) -> None:
+    """``tasks`` (a row per task) stores its ids and labels in ``names`` and times as milliseconds (see
+    ``store.schema_m012``); it becomes a view with the same columns, insertable and updatable."""
+    for sql in tasks_upgrade():
         db.execute(sql)
 
 

@@ -35,6 +35,12 @@ def _m007_record(path) -> None:
                               "name": name, "model": "m", "status": "done", "steps": 2, "prompt_tokens": 200,
                               "completion_tokens": 20, "started_at": "2026-01-01T00:00:00.100+00:00",
                               "ended_at": "2026-01-01T00:00:00.900+00:00"})  # fmt: skip
+    for task, status in (("T1", "done"), ("T2", "failed")):
+        old["tasks"].insert({"id": task, "session_id": "S1", "cycle_id": "C1", "parent_id": "T0", "kind": "work",
+                             "depth": 1, "title": f"task {task}", "instructions": "do it", "files": '["a.txt"]',
+                             "status": status, "attempts": 1, "handoff": '{"summary": "s"}' if task == "T1" else None,
+                             "created_at": "2026-01-01T00:00:00.050+00:00",
+                             "started_at": "2026-01-01T00:00:00.060+00:00"})  # fmt: skip
     old["event_log"].insert({"seq": 1, "session_id": "S1", "kind": "session_started", "data": '{"workers": 4}',
                              "created_at": "2026-01-01T00:00:00.000+00:00"})  # fmt: skip
     old["event_log"].insert({"seq": 2, "session_id": "S1", "kind": "agent_started", "agent_id": "A1",
@@ -103,6 +109,7 @@ def _reads(db: Database) -> dict:
             queries.agent_task_links(db, "S1"),
             queries.task_agents(db, "S1", "T1"),
         ],
+        "tasks": [queries.tasks(db, "S1"), queries.tasks_by_ids(db, ["T2"])],
     }
 
 
@@ -129,6 +136,10 @@ def test_a_record_from_before_m008_reads_the_same_after_it(tmp_path):
         (None, "integer"),
         ("the root planner", "integer"),
     }, "the usual name is not stored"
+    assert (
+        db.execute("SELECT typeof(session), typeof(created_at), typeof(ended_at) FROM task_rows").fetchall()
+        == [("integer", "integer", "null")] * 2
+    )
     # the old texts and ids are stored once, as integers
     assert (
         db.execute("SELECT typeof(agent), typeof(role), typeof(endpoint) FROM calls").fetchall()
@@ -149,9 +160,13 @@ def test_rows_written_after_m008_continue_the_timeline(tmp_path):
                              "status": "running", "started_at": store_db.now()})  # fmt: skip
     writer.update("agents", "01AGENTTWO0000000000D4E5F6", {"status": "done", "steps": 3, "prompt_tokens": 9,
                                                             "completion_tokens": 1, "ended_at": store_db.now()})  # fmt: skip
+    writer.update("tasks", "T2", {"status": "pending", "error": "again", "ended_at": None})
     writer.flush()
     writer.close()
     db = store_db.connect(path)
+    assert [(t["status"], t["error"], t["title"]) for t in queries.tasks_by_ids(db, ["T2"])] == [
+        ("pending", "again", "task T2")
+    ]
     events = queries.events_since(db, "S1")
     assert [e["seq"] for e in events] == list(range(1, 9))
     assert [e["kind"] for e in events][-2:] == ["agent_step", "warning"]
