@@ -26,7 +26,7 @@ from ..model.client import InfillUnsupported
 from ..status import Role
 from ..tools import confine
 from ..tools.actions import parse_action
-from ..tools.pyedit import is_stub_body, stub_gap
+from ..tools.pyedit import body_gap, is_stub_body
 from .briefing import read_text
 from .restart import restore, snapshot
 
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from .context import Agent, RoleContext, Task
 
 TEMPERATURES = (0.0, 0.6, 0.8, 1.0, 1.1)
+SHORT_BODY = 20
+"""A function the task names whose tests fail is drafted afresh when its body is at most this many lines (a stub
+always is): after step-limited partial work landed, the function the task is planned again for is no stub."""
 """The first draft is the model's best guess; the later ones are hotter, so they differ."""
 
 
@@ -76,7 +79,7 @@ def _stubs(root: str, files: list[str], names: set[str]) -> list[tuple[str, str]
         text = read_text(root, path)
         if text is None:
             continue
-        found += [(path, name) for name in sorted(names) if stub_gap(text, name) is not None]
+        found += [(path, name) for name in sorted(names) if body_gap(text, name, SHORT_BODY) is not None]
     return found
 
 
@@ -109,7 +112,7 @@ async def _draft_one(
         if loop.agent.steps >= loop.limits.steps_per_worker:
             break
         text = await anyio.to_thread.run_sync(read_text, root, path)
-        gap = stub_gap(text or "", name)
+        gap = body_gap(text or "", name, SHORT_BODY)
         if gap is None:
             break
         prefix, suffix, head, indent = gap
@@ -125,8 +128,9 @@ async def _draft_one(
         loop.agent.steps += 1
         step = loop.agent.steps
         body = body_of(reply.content, indent)
-        if body is None or is_stub_body(head, body):
-            continue
+        current = (text or "")[len(prefix) : len(text or "") - len(suffix)]
+        if body is None or is_stub_body(head, body) or body.strip() == current.strip():
+            continue  # nothing new: write_function would refuse it
         content = json.dumps(
             {
                 "thought": f"A first draft of {name}(), written in place.",
