@@ -33,7 +33,7 @@ from .restart import restore, snapshot
 if TYPE_CHECKING:
     from .context import Agent, RoleContext, Task
 
-TEMPERATURES = (0.0, 0.6, 0.8, 1.0, 1.1)
+TEMPERATURES = (0.0, 0.5, 0.7, 0.9, 1.0, 1.1)
 SHORT_BODY = 20
 """A function the task names whose tests fail is drafted afresh when its body is at most this many lines (a stub
 always is): after step-limited partial work landed, the function the task is planned again for is no stub."""
