@@ -70,8 +70,9 @@ def body_of(text: str, indent: int) -> str | None:
     return body if body.strip() else None
 
 
-def _stubs(root: str, files: list[str], names: set[str]) -> list[tuple[str, str]]:
-    """(path, function) of each stub the task names, in the Python files it names."""
+def _targets(root: str, files: list[str], names: set[str]) -> list[tuple[str, str]]:
+    """(path, function) of each function the task names that can be drafted (a stub, or a short body), in the
+    Python files it names."""
     found = []
     for path in files:
         if not path.endswith(".py"):
@@ -84,7 +85,8 @@ def _stubs(root: str, files: list[str], names: set[str]) -> list[tuple[str, str]
 
 
 async def fill_stubs(loop: DraftingLoop) -> dict[str, Any] | None:
-    """Draft each stub the task names; the finish arguments once the task's tests pass (None: chat on)."""
+    """Draft each stub (or short function) the task names; the finish arguments once the task's tests pass
+    (None: the chat loop goes on)."""
     per_stub = loop.limits.drafts_per_stub
     first = loop.first_check
     if per_stub <= 0 or not loop.context.client.can_infill(loop.settings, Role.WORKER):
@@ -92,7 +94,7 @@ async def fill_stubs(loop: DraftingLoop) -> dict[str, Any] | None:
     if first is None or first.passed or first.exit_code is None:
         return None  # nothing to tell a good draft from a bad one
     root = loop.ctx.real_root
-    targets = await anyio.to_thread.run_sync(_stubs, root, list(loop.task.files), set(loop.brief.names))
+    targets = await anyio.to_thread.run_sync(_targets, root, list(loop.task.files), set(loop.brief.names))
     for path, name in targets:
         try:
             done = await _draft_one(loop, root, path, name, per_stub)
