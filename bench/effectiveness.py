@@ -216,7 +216,7 @@ async def run_formicary(base_url: str, repo: Path, workers: int, budget: float, 
     calls = list(conn.query("SELECT role, queue_ms, prompt_ms, cached_tokens, prompt_tokens FROM llm_calls "
                             "WHERE session_id = ?", [sid]))  # fmt: skip
     refusals = conn.execute(
-        "SELECT COUNT(*) FROM events WHERE session_id = ? AND (kind LIKE '%refus%' OR kind LIKE 'gate%')",
+        "SELECT COUNT(*) FROM events WHERE session_id = ? AND kind = 'gate' AND data LIKE '%\"verdict\": \"refused\"%'",
         [sid],
     ).fetchone()[0]
     roles: dict[str, int] = {}

@@ -12,6 +12,8 @@ from sqlite_utils.migrations import Migrations
 from .schema_m008 import upgrade_statements
 from .schema_m009 import upgrade_statements as landings_upgrade
 from .schema_m010 import upgrade_statements as targets_upgrade
+from .schema_m011 import upgrade_statements as agents_upgrade
+from .schema_m012 import upgrade_statements as tasks_upgrade
 
 migrations = Migrations("formicary")
 
@@ -410,6 +412,22 @@ def m010_targets_and_references(db: Database) -> None:
     """An action's target is a label in ``names`` (see ``store.schema_m010``); texts the record holds already
     are stored as references and frames from here on (see ``store.derived``)."""
     for sql in targets_upgrade():
+        db.execute(sql)
+
+
+@migrations(name="m011_compact_agents")
+def m011_compact_agents(db: Database) -> None:
+    """``agents`` (a row per agent) stores its ids and labels in ``names``, times as milliseconds and no usual
+    name (see ``store.schema_m011``); it becomes a view with the same columns, insertable and updatable."""
+    for sql in agents_upgrade():
+        db.execute(sql)
+
+
+@migrations(name="m012_compact_tasks")
+def m012_compact_tasks(db: Database) -> None:
+    """``tasks`` (a row per task) stores its ids and labels in ``names`` and times as milliseconds (see
+    ``store.schema_m012``); it becomes a view with the same columns, insertable and updatable."""
+    for sql in tasks_upgrade():
         db.execute(sql)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from formicary.agents.roles.drafts import body_of
 from formicary.agents.session.engine import Engine
-from formicary.agents.tools.pyedit import is_stub_body, stub_gap
+from formicary.agents.tools.pyedit import body_gap, is_stub_body
 from formicary.store import db as store_db
 from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer, schema_name
@@ -97,21 +97,24 @@ async def test_drafts_off(tmp_path):
     assert respond.infills == []
 
 
-def test_stub_gap_splits_around_the_stub_body():
-    prefix, suffix, head, indent = stub_gap(UNITS, "c_to_f")
+def test_body_gap_splits_around_the_stub_body():
+    prefix, suffix, head, indent = body_gap(UNITS, "c_to_f")
     assert prefix + "    return None\n" + suffix == UNITS
     assert head == 'def c_to_f(c):\n    """Celsius to Fahrenheit."""' and indent == 4
-    assert stub_gap(UNITS, "double") is None  # not a stub
-    assert stub_gap(UNITS, "missing") is None
-    assert stub_gap("def f(:\n", "f") is None
+    assert body_gap(UNITS, "double") is None  # not a stub
+    assert body_gap(UNITS, "double", 1)[0].endswith('"""Return twice ``x``."""\n')  # short enough to redraft
+    long = "def f(x):\n" + "    x += 1\n" * 21 + "    return x\n"
+    assert body_gap(long, "f", 20) is None and body_gap(long, "f", 22) is not None
+    assert body_gap(UNITS, "missing") is None
+    assert body_gap("def f(:\n", "f") is None
 
 
-def test_stub_gap_of_a_decorated_method():
+def test_body_gap_of_a_decorated_method():
     source = 'class A:\n    @staticmethod\n    def f(x):\n        """Doc."""\n        raise NotImplementedError\n\n    def g(self):\n        return 1\n'
-    prefix, suffix, head, indent = stub_gap(source, "A.f")
+    prefix, suffix, head, indent = body_gap(source, "A.f")
     assert head == '    @staticmethod\n    def f(x):\n        """Doc."""' and indent == 8
     assert suffix.startswith("\n    def g(self):")
-    assert stub_gap("def f(): pass\n", "f") is None  # on the def line: nothing to fill in
+    assert body_gap("def f(): pass\n", "f") is None  # on the def line: nothing to fill in
 
 
 def test_body_of_stops_where_the_function_ends():

@@ -28,6 +28,19 @@ def _m007_record(path) -> None:
     row = {"session_id": "S1", "agent_id": "A1", "role": "worker", "model": "m", "endpoint": "http://x/v1",
            "schema_name": "action", "prompt_tokens": 100, "completion_tokens": 10, "latency_ms": 2003.47,
            "queue_ms": 0.01}  # fmt: skip
+    old["sessions"].insert({"id": "S1", "goal": "g", "repo": "/r", "branch": "main", "base_sha": "0" * 40,
+                            "config": "{}", "status": "done", "started_at": "2026-01-01T00:00:00.000+00:00"})  # fmt: skip
+    for agent, name in (("01AGENTONE0000000000A1B2C3", "worker-a1b2c3"), ("A1", "the root planner")):
+        old["agents"].insert({"id": agent, "session_id": "S1", "cycle_id": "C1", "task_id": "T1", "role": "worker",
+                              "name": name, "model": "m", "status": "done", "steps": 2, "prompt_tokens": 200,
+                              "completion_tokens": 20, "started_at": "2026-01-01T00:00:00.100+00:00",
+                              "ended_at": "2026-01-01T00:00:00.900+00:00"})  # fmt: skip
+    for task, status in (("T1", "done"), ("T2", "failed")):
+        old["tasks"].insert({"id": task, "session_id": "S1", "cycle_id": "C1", "parent_id": "T0", "kind": "work",
+                             "depth": 1, "title": f"task {task}", "instructions": "do it", "files": '["a.txt"]',
+                             "status": status, "attempts": 1, "handoff": '{"summary": "s"}' if task == "T1" else None,
+                             "created_at": "2026-01-01T00:00:00.050+00:00",
+                             "started_at": "2026-01-01T00:00:00.060+00:00"})  # fmt: skip
     old["event_log"].insert({"seq": 1, "session_id": "S1", "kind": "session_started", "data": '{"workers": 4}',
                              "created_at": "2026-01-01T00:00:00.000+00:00"})  # fmt: skip
     old["event_log"].insert({"seq": 2, "session_id": "S1", "kind": "agent_started", "agent_id": "A1",
@@ -90,6 +103,13 @@ def _reads(db: Database) -> dict:
         "flags": queries.session_flags(db, "S1"),
         "tokens": queries.token_totals(db, "S1"),
         "landings": _landings(db),
+        "agents": [
+            queries.agents(db, "S1"),
+            queries.agents_by_ids(db, ["A1"]),
+            queries.agent_task_links(db, "S1"),
+            queries.task_agents(db, "S1", "T1"),
+        ],
+        "tasks": [queries.tasks(db, "S1"), queries.tasks_by_ids(db, ["T2"])],
     }
 
 
@@ -112,6 +132,14 @@ def test_a_record_from_before_m008_reads_the_same_after_it(tmp_path):
         calls[1]["parent_id"] == calls[0]["id"]
         and queries.call_messages(db, calls[1]["id"]) == (before["messages"][1])
     )
+    assert set(db.execute("SELECT name, typeof(started_at) FROM agent_rows").fetchall()) == {
+        (None, "integer"),
+        ("the root planner", "integer"),
+    }, "the usual name is not stored"
+    assert (
+        db.execute("SELECT typeof(session), typeof(created_at), typeof(ended_at) FROM task_rows").fetchall()
+        == [("integer", "integer", "null")] * 2
+    )
     # the old texts and ids are stored once, as integers
     assert (
         db.execute("SELECT typeof(agent), typeof(role), typeof(endpoint) FROM calls").fetchall()
@@ -127,15 +155,33 @@ def test_rows_written_after_m008_continue_the_timeline(tmp_path):
                               "arguments": "{}", "observation": "done", "duration_ms": 0.5,
                               "created_at": store_db.now_ms(), "target": ""})  # fmt: skip
     writer.event("S1", "warning", agent_id="A1", message="after")
+    writer.insert("agents", {"id": "01AGENTTWO0000000000D4E5F6", "session_id": "S1", "cycle_id": "C1",
+                             "task_id": "T2", "role": "worker", "name": "worker-d4e5f6", "model": "m",
+                             "status": "running", "started_at": store_db.now()})  # fmt: skip
+    writer.update("agents", "01AGENTTWO0000000000D4E5F6", {"status": "done", "steps": 3, "prompt_tokens": 9,
+                                                            "completion_tokens": 1, "ended_at": store_db.now()})  # fmt: skip
+    writer.update("tasks", "T2", {"status": "pending", "error": "again", "ended_at": None})
     writer.flush()
     writer.close()
     db = store_db.connect(path)
+    assert [(t["status"], t["error"], t["title"]) for t in queries.tasks_by_ids(db, ["T2"])] == [
+        ("pending", "again", "task T2")
+    ]
     events = queries.events_since(db, "S1")
     assert [e["seq"] for e in events] == list(range(1, 9))
     assert [e["kind"] for e in events][-2:] == ["agent_step", "warning"]
     assert events[-1]["created_at"].endswith("+00:00") and events[-1]["agent_id"] == "A1"
     assert [a["duration_ms"] for a in queries.actions(db, "A1")] == [12.34, 0.5]
     assert queries.max_event_seq(db, "S1") == 8
+    agent = queries.agents_by_ids(db, ["01AGENTTWO0000000000D4E5F6"])[0]
+    assert (agent["name"], agent["status"], agent["steps"], agent["task_id"]) == (
+        "worker-d4e5f6",
+        "done",
+        3,
+        "T2",
+    )
+    assert agent["ended_at"].endswith("+00:00") and agent["ended_at"] >= agent["started_at"]
+    assert "01AGENTTWO0000000000D4E5F6" in [a["id"] for a in queries.agents(db, "S1")]
 
 
 def test_events_written_for_every_task_are_stored_compressed_and_read_back(tmp_path):

@@ -340,3 +340,36 @@ async def test_when_every_redraw_fails_the_last_try_stays_in_the_conversation(tm
     worker = next(r["id"] for r in record.query("SELECT id FROM agents WHERE role = 'worker'"))
     assert [c["messages"] for c in queries.agent_calls(record, worker)] == [c["messages"] for c in calls]
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+async def test_an_edit_of_a_test_file_the_task_does_not_name_is_refused(tmp_path):
+    """Measured: the 1.5B model "fixed" a failing test by editing its expected value. Tests are the spec."""
+    title = fix_task()["title"]
+    cheat = {
+        "thought": "",
+        "action": {"name": "replace", "path": "test_units.py", "search": "212", "replace": "None"},
+    }
+    team = ScriptedTeam(
+        root_plans=[plan([fix_task()])],
+        work={title: [cheat, write("units.py", UNITS_FIXED), finish()]},
+    )
+    engine, _, _, db, repo = await run(tmp_path, team, check="python3 -m unittest", redraws_per_worker=0)
+    rows = actions(db)
+    assert (
+        rows[0]["name"] == "replace"
+        and "is a test file and your task does not name it" in rows[0]["observation"]
+    )
+    assert git(repo, "show", f"{engine.git.branch}:test_units.py") + "\n" == TESTS
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+async def test_a_task_that_names_a_test_file_may_edit_it(tmp_path):
+    named = task("Fix the c_to_f test", "Its expected value is wrong.", files=["test_units.py"])
+    edit = {
+        "thought": "",
+        "action": {"name": "replace", "path": "test_units.py", "search": "212", "replace": "None"},
+    }
+    team = ScriptedTeam(root_plans=[plan([named])], work={named["title"]: [edit, finish()]})
+    engine, _, _, db, repo = await run(tmp_path, team, redraws_per_worker=0)
+    assert "is a test file" not in actions(db)[0]["observation"]
+    assert "assertEqual(c_to_f(100), None)" in git(repo, "show", f"{engine.git.branch}:test_units.py")

@@ -164,6 +164,26 @@ def done_before_nudge(step: int, observation: str) -> str:
     )
 
 
+TEST_FILE = re.compile(r"(^|/)(tests?/|test_[^/]*\.py$|[^/]*_test\.py$|conftest\.py$)")
+
+
+def test_edit_refusal(root: str, path: str, task_files: list[str]) -> str | None:
+    """Why an edit of ``path`` is refused: it changes an existing test file the task does not name (None: go on).
+
+    Tests are the specification the landing gate judges by; measured, the 1.5B model "fixed" a failing test by
+    editing the test's expected value. A task that names a test file may edit it; new test files may be added.
+    """
+    norm = os.path.normpath(path).lstrip("./")
+    if not TEST_FILE.search(norm) or norm in {os.path.normpath(f) for f in task_files}:
+        return None
+    if not os.path.isfile(os.path.join(root, norm)):
+        return None
+    return (
+        f"error: {path} is a test file and your task does not name it: tests are the specification, so leave"
+        " them as they are and change the code they test"
+    )
+
+
 def read_text(root: str, path: str) -> str | None:
     """Blocking: a file of the worktree as text (None: missing, unreadable or outside it)."""
     return _read(root, path)

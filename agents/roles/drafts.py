@@ -26,14 +26,17 @@ from ..model.client import InfillUnsupported
 from ..status import Role
 from ..tools import confine
 from ..tools.actions import parse_action
-from ..tools.pyedit import is_stub_body, stub_gap
+from ..tools.pyedit import body_gap, is_stub_body
 from .briefing import read_text
 from .restart import restore, snapshot
 
 if TYPE_CHECKING:
     from .context import Agent, RoleContext, Task
 
-TEMPERATURES = (0.0, 0.6, 0.8, 1.0, 1.1)
+TEMPERATURES = (0.0, 0.5, 0.7, 0.9, 1.0, 1.1)
+SHORT_BODY = 20
+"""A function the task names whose tests fail is drafted afresh when its body is at most this many lines (a stub
+always is): after step-limited partial work landed, the function the task is planned again for is no stub."""
 """The first draft is the model's best guess; the later ones are hotter, so they differ."""
 
 
@@ -67,8 +70,9 @@ def body_of(text: str, indent: int) -> str | None:
     return body if body.strip() else None
 
 
-def _stubs(root: str, files: list[str], names: set[str]) -> list[tuple[str, str]]:
-    """(path, function) of each stub the task names, in the Python files it names."""
+def _targets(root: str, files: list[str], names: set[str]) -> list[tuple[str, str]]:
+    """(path, function) of each function the task names that can be drafted (a stub, or a short body), in the
+    Python files it names."""
     found = []
     for path in files:
         if not path.endswith(".py"):
@@ -76,12 +80,13 @@ def _stubs(root: str, files: list[str], names: set[str]) -> list[tuple[str, str]
         text = read_text(root, path)
         if text is None:
             continue
-        found += [(path, name) for name in sorted(names) if stub_gap(text, name) is not None]
+        found += [(path, name) for name in sorted(names) if body_gap(text, name, SHORT_BODY) is not None]
     return found
 
 
 async def fill_stubs(loop: DraftingLoop) -> dict[str, Any] | None:
-    """Draft each stub the task names; the finish arguments once the task's tests pass (None: chat on)."""
+    """Draft each stub (or short function) the task names; the finish arguments once the task's tests pass
+    (None: the chat loop goes on)."""
     per_stub = loop.limits.drafts_per_stub
     first = loop.first_check
     if per_stub <= 0 or not loop.context.client.can_infill(loop.settings, Role.WORKER):
@@ -89,7 +94,7 @@ async def fill_stubs(loop: DraftingLoop) -> dict[str, Any] | None:
     if first is None or first.passed or first.exit_code is None:
         return None  # nothing to tell a good draft from a bad one
     root = loop.ctx.real_root
-    targets = await anyio.to_thread.run_sync(_stubs, root, list(loop.task.files), set(loop.brief.names))
+    targets = await anyio.to_thread.run_sync(_targets, root, list(loop.task.files), set(loop.brief.names))
     for path, name in targets:
         try:
             done = await _draft_one(loop, root, path, name, per_stub)
@@ -109,7 +114,7 @@ async def _draft_one(
         if loop.agent.steps >= loop.limits.steps_per_worker:
             break
         text = await anyio.to_thread.run_sync(read_text, root, path)
-        gap = stub_gap(text or "", name)
+        gap = body_gap(text or "", name, SHORT_BODY)
         if gap is None:
             break
         prefix, suffix, head, indent = gap
@@ -125,8 +130,9 @@ async def _draft_one(
         loop.agent.steps += 1
         step = loop.agent.steps
         body = body_of(reply.content, indent)
-        if body is None or is_stub_body(head, body):
-            continue
+        current = (text or "")[len(prefix) : len(text or "") - len(suffix)]
+        if body is None or is_stub_body(head, body) or body.strip() == current.strip():
+            continue  # nothing new: write_function would refuse it
         content = json.dumps(
             {
                 "thought": f"A first draft of {name}(), written in place.",

@@ -43,6 +43,7 @@ from .briefing import (
     past_end_nudge,
     prepare,
     read_text,
+    test_edit_refusal,
 )
 from .context import Agent, Task, check_command
 from .render import render
@@ -205,6 +206,12 @@ class WorkerLoop:
         if free is not None:  # answered from the conversation: no step spent
             self.agent.steps -= 1
             self._observe(content, free, step, action.name, action.arguments(), None, 0.0, error=False)
+            return None
+        if action.name in EDIT_ACTIONS and (
+            refusal := test_edit_refusal(self.ctx.real_root, action.path, list(self.task.files))
+        ):
+            self.edit_failed = True  # drawn again when redraws are left, like an edit refused for its code
+            self._observe(content, refusal, step, action.name, action.arguments(), None, 0.0, error=True)
             return None
         started = time.perf_counter()
         if action.name in EDIT_ACTIONS:

@@ -198,12 +198,14 @@ def show_stubs_as_specs(text: str, names: set[str]) -> str:
     return "\n".join(lines)
 
 
-def stub_gap(source: str, name: str) -> tuple[str, str, str, int] | None:
-    """Where a fill-in-the-middle model writes the body of the stub ``name`` (``f`` or ``Class.f``).
+def body_gap(source: str, name: str, max_lines: int = 0) -> tuple[str, str, str, int] | None:
+    """Where a fill-in-the-middle model writes the body of function ``name`` (``f`` or ``Class.f``): a stub's,
+    or any body of at most ``max_lines`` lines (a short function whose tests fail is drafted afresh too).
 
-    Returns (prefix: the source up to the stub's line, suffix: the source after it, head: the definition up
-    to its body — decorators, def line(s), docstring — and the body's indentation); None when ``source`` does
-    not parse or ``name`` is not one function whose only code is a stub on its own line(s).
+    Returns (prefix: the source up to the body, suffix: the source after it, head: the definition up to its
+    body — decorators, def line(s), docstring — and the body's indentation); None when ``source`` does not
+    parse, ``name`` is not exactly one function, its body shares a line with its def or docstring, or it is
+    neither a stub nor short enough.
     """
     try:
         tree = ast.parse(source)
@@ -215,17 +217,20 @@ def stub_gap(source: str, name: str) -> tuple[str, str, str, int] | None:
     node = matches[0]
     doc = _docstring(node)
     code = [stmt for stmt in node.body if stmt is not doc]
-    if len(code) != 1 or not _is_stub(code[0]):
+    if not code or node.end_lineno is None:
         return None
-    stub = code[0]
-    if stub.lineno <= (doc.end_lineno if doc is not None else node.lineno) or stub.end_lineno is None:
-        return None  # the stub shares a line with the def or the docstring
+    start, end = code[0].lineno, node.end_lineno
+    stub = len(code) == 1 and _is_stub(code[0])
+    if not stub and end - start + 1 > max_lines:
+        return None
+    if start <= (doc.end_lineno if doc is not None else node.lineno) or code[0].col_offset <= node.col_offset:
+        return None  # the body shares a line with the def or the docstring
     lines = source.split("\n")
     first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
-    prefix = "\n".join(lines[: stub.lineno - 1]) + "\n"
-    suffix = "\n".join(lines[stub.end_lineno :])
-    head = "\n".join(lines[first : stub.lineno - 1])
-    return prefix, suffix, head, stub.col_offset
+    prefix = "\n".join(lines[: start - 1]) + "\n"
+    suffix = "\n".join(lines[end:])
+    head = "\n".join(lines[first : start - 1])
+    return prefix, suffix, head, code[0].col_offset
 
 
 def is_stub_body(head: str, body: str) -> bool:
