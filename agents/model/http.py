@@ -78,7 +78,11 @@ class ChatEndpoint:
         deadline = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, CONNECT_TIMEOUT))
         try:
             async with self._session.post(
-                self.root + path if path else self.url, data=data, headers=self.headers, timeout=deadline, proxy=self.proxy
+                self.root + path if path else self.url,
+                data=data,
+                headers=self.headers,
+                timeout=deadline,
+                proxy=self.proxy,
             ) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
