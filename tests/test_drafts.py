@@ -70,6 +70,8 @@ async def test_a_passing_draft_lands_without_a_chat_call(tmp_path):
     record = store_db.connect(db)
     kinds = [r["schema_name"] for r in record.query("SELECT schema_name FROM llm_calls ORDER BY created_at")]
     assert kinds.count("infill") == 2
+    status = [r["data"] for r in record.query("SELECT data FROM events WHERE kind = 'status'")]
+    assert any("draft 2 of c_to_f() by fill-in-the-middle passed its tests" in d for d in status)
 
 
 async def test_when_no_draft_passes_the_chat_loop_starts_from_the_stub(tmp_path):
@@ -78,6 +80,9 @@ async def test_when_no_draft_passes_the_chat_loop_starts_from_the_stub(tmp_path)
     chats = [b for b in bodies if schema_name(b) == "action"]
     assert len(respond.infills) == 3
     assert chats and not any(m["role"] == "assistant" for m in chats[0]["messages"])  # no failed draft in it
+    status = [r["data"] for r in store_db.connect(db).query("SELECT data FROM events WHERE kind = 'status'")]
+    assert any("3 drafts of c_to_f() by fill-in-the-middle, none passed its tests; the chat loop takes" in d
+               for d in status)  # fmt: skip
     rows = actions(db)
     assert [r["name"] for r in rows][:2] == ["write_function", "write_function"]  # the stub draft is skipped
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED

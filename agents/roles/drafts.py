@@ -110,6 +110,7 @@ async def _draft_one(
 ) -> dict[str, Any] | None:
     prompt_length = len(loop.messages)
     best: tuple[Any, str, Any] | None = None  # (its check, content, action) of the draft that did most
+    drawn = 0
     for attempt in range(tries):
         if loop.agent.steps >= loop.limits.steps_per_worker:
             break
@@ -129,6 +130,7 @@ async def _draft_one(
         )
         loop.agent.steps += 1
         step = loop.agent.steps
+        drawn += 1
         body = body_of(reply.content, indent)
         current = (text or "")[len(prefix) : len(text or "") - len(suffix)]
         if body is None or is_stub_body(head, body) or body.strip() == current.strip():
@@ -148,6 +150,9 @@ async def _draft_one(
         before = await anyio.to_thread.run_sync(snapshot, root, path)
         result = await loop.act(content, action, step)
         if result is not None:
+            loop.context.recorder.status(
+                f"{loop.agent.name}: draft {drawn} of {name}() by fill-in-the-middle passed its tests"
+            )
             return result  # the task's tests pass
         check = loop.last_check
         bar = best[0] if best is not None else loop.first_check  # what a draft must beat
@@ -160,6 +165,11 @@ async def _draft_one(
             return None
         del loop.messages[prompt_length:]
         loop.last_check, loop._previous = None, None
+    if drawn:
+        then = "the chat loop goes on from the one that did most" if best else "the chat loop takes over"
+        loop.context.recorder.status(
+            f"{loop.agent.name}: {drawn} drafts of {name}() by fill-in-the-middle, none passed its tests; {then}"
+        )
     if best is not None:  # the chat loop carries on from the draft that did most, as its first edit
         loop.agent.steps += 1
         return await loop.act(best[1], best[2], loop.agent.steps)
