@@ -246,3 +246,28 @@ async def test_a_reused_worktree_drops_staged_ignored_and_unlanded_work(repo: Pa
         assert git(third.path, "status", "--porcelain=v1", "--untracked-files=all", "--ignored") == ""
         assert git(third.path, "rev-parse", "HEAD") == session.shared.tip
     await session.close()
+
+
+@pytest.mark.anyio
+async def test_a_worktree_half_made_when_the_process_was_killed_is_pruned(repo: Path, tmp_path: Path) -> None:
+    """Worktrees are made in-process (linked.py): a kill -9 after the folder's mkdir leaves it empty, and one
+    after the metadata's "initializing" lock leaves metadata git's prune will not touch."""
+    root = tmp_path / "wt"
+    (root / "dead" / "slot-7").mkdir(parents=True)  # killed right after mkdir
+    half = root / "dead" / "slot-8"
+    half.mkdir()
+    meta = repo / ".git" / "worktrees" / "slot-8"
+    meta.mkdir(parents=True)
+    (meta / "locked").write_text("initializing\n")
+    (meta / "gitdir").write_text(f"{half / '.git'}\n")  # killed before the folder's .git file was written
+    live_half = root / "live" / "slot-1"
+    live_half.mkdir(parents=True)
+    live_meta = repo / ".git" / "worktrees" / "slot-1"
+    live_meta.mkdir()
+    (live_meta / "locked").write_text("initializing\n")
+    (live_meta / "gitdir").write_text(f"{live_half / '.git'}\n")  # a live session's, being made right now
+
+    starting = await SessionRepo.open(repo, "new", worktrees_dir=root / "new")
+    await starting.prune_stale(live_sessions={"live"})
+    assert not (root / "dead" / "slot-7").exists() and not half.exists() and not meta.exists()
+    assert live_half.exists() and live_meta.exists()

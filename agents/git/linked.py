@@ -11,6 +11,7 @@ list/prune/remove`` and the operator's git see an ordinary linked worktree.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from .inproc import repository
@@ -53,3 +54,50 @@ def add_worktree(common_dir: Path, path: Path, branch: str, base: str) -> Path |
     (path / ".git").write_text(f"gitdir: {git_dir}\n")
     locked.unlink()
     return git_dir
+
+
+def unfinished_metadata(common_dir: Path, root: Path, live: set[str]) -> None:
+    """Remove worktree metadata a killed process left half made (linked.py): still locked "initializing",
+    for a folder under ``root`` of a session not in ``live`` whose ``.git`` file was never written. Git's
+    prune leaves a locked worktree alone, so nothing else would."""
+    meta = common_dir / "worktrees"
+    if not meta.is_dir():
+        return
+    for git_dir in meta.iterdir():
+        try:
+            if (git_dir / "locked").read_text() != "initializing\n":
+                continue
+            target = Path((git_dir / "gitdir").read_text().strip()).parent
+        except OSError:
+            continue  # no gitdir yet: it may be another process's, being made right now
+        try:
+            rel = target.resolve().relative_to(root.resolve())
+        except ValueError:
+            continue
+        if rel.parts and rel.parts[0] not in live and not (target / ".git").exists():
+            shutil.rmtree(git_dir, ignore_errors=True)
+
+
+def orphan_folders(common_dir: Path, root: Path, live: set[str]) -> list[Path]:
+    """Folders under ``root`` (sessions not in ``live``) left by a crash: their ``.git`` points into this
+    repository's metadata that no longer exists, or they are empty (claimed by mkdir, never made)."""
+    found: list[Path] = []
+    if not root.is_dir():
+        return found
+    meta = common_dir / "worktrees"
+    for session_dir in root.iterdir():
+        if session_dir.name in live or not session_dir.is_dir():
+            continue
+        for child in session_dir.iterdir():
+            dotgit = child / ".git"
+            if not dotgit.is_file():
+                if child.is_dir() and not dotgit.exists() and not any(child.iterdir()):
+                    found.append(child)  # claimed by mkdir (linked.py), killed before its .git was written
+                continue
+            text = dotgit.read_text(errors="replace").strip()
+            if not text.startswith("gitdir:"):
+                continue
+            gitdir = Path(text[len("gitdir:") :].strip())
+            if gitdir.parent.resolve() == meta.resolve() and not gitdir.exists():
+                found.append(child)
+    return found

@@ -350,31 +350,12 @@ class SessionRepo:
                         await anyio.to_thread.run_sync(lambda p=p: shutil.rmtree(p, ignore_errors=True))
                     removed.append(p)
             await self._worktree_cmd("prune")
-            orphans = await anyio.to_thread.run_sync(self._orphan_dirs, root, live)
+            await anyio.to_thread.run_sync(linked.unfinished_metadata, self.common_dir, root, live)
+            orphans = await anyio.to_thread.run_sync(linked.orphan_folders, self.common_dir, root, live)
             for p in orphans:
                 await anyio.to_thread.run_sync(lambda p=p: shutil.rmtree(p, ignore_errors=True))
                 removed.append(p)
         return removed
-
-    def _orphan_dirs(self, root: Path, live: set[str]) -> list[Path]:
-        found: list[Path] = []
-        if not root.is_dir():
-            return found
-        meta = self.common_dir / "worktrees"
-        for session_dir in root.iterdir():
-            if session_dir.name in live or not session_dir.is_dir():
-                continue
-            for child in session_dir.iterdir():
-                dotgit = child / ".git"
-                if not dotgit.is_file():
-                    continue
-                text = dotgit.read_text(errors="replace").strip()
-                if not text.startswith("gitdir:"):
-                    continue
-                gitdir = Path(text[len("gitdir:") :].strip())
-                if gitdir.parent.resolve() == meta.resolve() and not gitdir.exists():
-                    found.append(child)
-        return found
 
     # -- commits ---------------------------------------------------------------------------------------
 
