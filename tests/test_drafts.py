@@ -12,7 +12,7 @@ import pytest
 
 from formicary.agents.roles.drafts import body_of
 from formicary.agents.session.engine import Engine
-from formicary.agents.tools.pyedit import body_gap, is_stub_body
+from formicary.agents.tools.pyedit import body_gap, is_stub_body, same_code
 from formicary.store import db as store_db
 from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer, schema_name
@@ -162,4 +162,29 @@ async def test_the_draft_that_did_most_is_the_chat_loops_first_edit(tmp_path):
     first_chat = chats[0]["messages"]
     assert first_chat[2]["role"] == "assistant" and "return 32" in first_chat[2]["content"]
     assert "FAILED" in first_chat[3]["content"]
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+def test_same_code_is_judged_by_syntax_tree():
+    head = 'def f(x):\n    """Doc."""'
+    assert same_code(head, "    return 'a'  # note", '    return "a"')
+    assert not same_code(head, "    return 'a'", "    return 'b'")
+
+
+async def test_a_short_failing_function_is_redrafted_and_its_own_code_is_not_tried_again(tmp_path):
+    """After partial work landed, the re-planned function is no stub: short, it is drafted afresh; a draft that
+    is its current code (other quotes or spacing) is skipped, not sent to write_function (which would refuse it
+    and make the worker start over)."""
+    wrong = UNITS.replace("    return None\n", "    return c * 2\n")
+    respond = responder(["    return c*2\n", "    return c * 9 / 5 + 32\n"])
+    repo = make_repo(tmp_path / "repo", {"units.py": wrong, "test_units.py": TWO_TESTS})
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=respond, infill=True) as server:
+        settings = settings_for(server, check="python3 -m unittest", llama_cpp=True, slots=1)
+        engine = Engine.create(settings, repo, "Fix units", db_path=db)
+        await engine.run()
+    assert len(respond.infills) == 2
+    assert [r["name"] for r in actions(db)] == ["write_function", "finish"]
+    status = [r["data"] for r in store_db.connect(db).query("SELECT data FROM events WHERE kind = 'status'")]
+    assert not any("started its task again" in d for d in status)
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED

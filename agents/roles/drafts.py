@@ -26,7 +26,7 @@ from ..model.client import InfillUnsupported
 from ..status import Role
 from ..tools import confine
 from ..tools.actions import parse_action
-from ..tools.pyedit import body_gap, is_stub_body
+from ..tools.pyedit import body_gap, is_stub_body, same_code
 from .briefing import read_text
 from .restart import restore, snapshot
 
@@ -133,8 +133,8 @@ async def _draft_one(
         drawn += 1
         body = body_of(reply.content, indent)
         current = (text or "")[len(prefix) : len(text or "") - len(suffix)]
-        if body is None or is_stub_body(head, body) or body.strip() == current.strip():
-            continue  # nothing new: write_function would refuse it
+        if body is None or is_stub_body(head, body) or same_code(head, body, current):
+            continue  # nothing new: write_function would refuse it (and the loop would start over)
         content = json.dumps(
             {
                 "thought": f"A first draft of {name}(), written in place.",

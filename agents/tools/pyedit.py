@@ -246,6 +246,19 @@ def is_stub_body(head: str, body: str) -> bool:
     return not code or (len(code) == 1 and _is_stub(code[0]))
 
 
+def same_code(head: str, body: str, other_body: str) -> bool:
+    """Whether ``head`` + ``body`` and ``head`` + ``other_body`` are the same code (as ``write_function`` judges:
+    by syntax tree, so quotes, spacing and comments do not count)."""
+    trees = []
+    for text in (body, other_body):
+        try:
+            tree = ast.parse(textwrap.dedent(head + "\n" + text))
+        except (SyntaxError, ValueError):
+            return body.strip() == other_body.strip()
+        trees.append(ast.dump(tree))
+    return trees[0] == trees[1]
+
+
 def _is_stub(stmt: ast.stmt) -> bool:
     if isinstance(stmt, ast.Pass):
         return True
