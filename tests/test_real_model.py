@@ -102,7 +102,9 @@ async def test_real_model_session_on_the_demo_project(tmp_path, real_cache):
     for c in plans:
         Plan.model_validate_json(c["response"])
     actions = [c for c in calls if c["schema_name"] == "action" and c["error"] is None]
-    assert actions, "no valid action reply"
+    # a stub's body may be drafted by fill-in-the-middle and pass its tests with no chat call at all
+    drafts = [c for c in calls if c["schema_name"] == "infill" and c["error"] is None and c["response"]]
+    assert actions or drafts, "no valid action reply and no draft"
     for c in actions:
         parse_reply(c["response"])
     verdicts = list(db.query("SELECT * FROM verdicts"))
@@ -134,7 +136,7 @@ async def test_real_model_session_on_the_demo_project(tmp_path, real_cache):
     assert not regressions(history), regressions(history)
     gates = list(db.query("SELECT verdict, reason FROM gates"))
     print(
-        f"real model: {len(calls)} calls, {len(rows)} actions, {len(commits)} commits, "
+        f"real model: {len(calls)} calls ({len(drafts)} drafts), {len(rows)} actions, {len(commits)} commits, "
         f"verdict {verdicts[0]['decision']}: {verdicts[0]['reason'][:120]}; gate: "
         f"{sum(g['verdict'] == 'passed' for g in gates)} passed, {sum(g['verdict'] == 'refused' for g in gates)} "
         f"refused; history checks: {[r.summary() for _, r in history]}"
