@@ -17,7 +17,16 @@ from formicary.store import db as store_db
 from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer, schema_name
 from tests.scripted_team import plan
-from tests.test_worker_steps import UNITS, UNITS_FIXED, actions, fix_task, settings_for, units_repo, write_fn
+from tests.test_worker_steps import (
+    TESTS,
+    UNITS,
+    UNITS_FIXED,
+    actions,
+    fix_task,
+    settings_for,
+    units_repo,
+    write_fn,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -42,8 +51,13 @@ def responder(drafts: list[str], chat_body: str = "return c * 9 / 5 + 32"):
     return respond
 
 
-async def run(tmp_path, respond, *, infill=True, **limits):
-    repo = units_repo(tmp_path)
+async def run(tmp_path, respond, *, infill=True, units=None, tests=None, **limits):
+    """A one-cycle session on the units repository (its ``units.py``/``test_units.py`` replaced when given)."""
+    repo = (
+        units_repo(tmp_path)
+        if units is None and tests is None
+        else make_repo(tmp_path / "repo", {"units.py": units or UNITS, "test_units.py": tests or TESTS})
+    )
     db = tmp_path / "f.db"
     with ScriptedServer(responder=respond, infill=infill) as server:
         settings = settings_for(server, check="python3 -m unittest", llama_cpp=True, slots=1, **limits)
@@ -149,15 +163,8 @@ class UnitsTest(unittest.TestCase):
 async def test_the_draft_that_did_most_is_the_chat_loops_first_edit(tmp_path):
     """No draft passes; the one that made one of the two tests pass stays, as the worker's first edit."""
     respond = responder(["    return 0\n", "    return 32\n", "    return c\n"])
-    repo = make_repo(tmp_path / "repo", {"units.py": UNITS, "test_units.py": TWO_TESTS})
-    db = tmp_path / "f.db"
-    with ScriptedServer(responder=respond, infill=True) as server:
-        settings = settings_for(
-            server, check="python3 -m unittest", llama_cpp=True, slots=1, drafts_per_stub=3
-        )
-        engine = Engine.create(settings, repo, "Fix units", db_path=db)
-        await engine.run()
-        chats = [b for b in server.requests if schema_name(b) == "action"]
+    engine, bodies, _, repo = await run(tmp_path, respond, tests=TWO_TESTS, drafts_per_stub=3)
+    chats = [b for b in bodies if schema_name(b) == "action"]
     assert len(respond.infills) == 3
     first_chat = chats[0]["messages"]
     assert first_chat[2]["role"] == "assistant" and "return 32" in first_chat[2]["content"]
@@ -177,12 +184,7 @@ async def test_a_short_failing_function_is_redrafted_and_its_own_code_is_not_tri
     and make the worker start over)."""
     wrong = UNITS.replace("    return None\n", "    return c * 2\n")
     respond = responder(["    return c*2\n", "    return c * 9 / 5 + 32\n"])
-    repo = make_repo(tmp_path / "repo", {"units.py": wrong, "test_units.py": TWO_TESTS})
-    db = tmp_path / "f.db"
-    with ScriptedServer(responder=respond, infill=True) as server:
-        settings = settings_for(server, check="python3 -m unittest", llama_cpp=True, slots=1)
-        engine = Engine.create(settings, repo, "Fix units", db_path=db)
-        await engine.run()
+    engine, _, db, repo = await run(tmp_path, respond, units=wrong, tests=TWO_TESTS)
     assert len(respond.infills) == 2
     assert [r["name"] for r in actions(db)] == ["write_function", "finish"]
     status = [r["data"] for r in store_db.connect(db).query("SELECT data FROM events WHERE kind = 'status'")]
