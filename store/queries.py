@@ -16,6 +16,7 @@ from .conversations import (
     dictionaries,
     log_table,
     read_texts,
+    step_range,
 )
 from .db import iso
 from .packing import unpack
@@ -73,9 +74,11 @@ def agents(db: Database, session_id: str) -> list[dict[str, Any]]:
 
 
 def actions(db: Database, agent_id: str, after_step: int = -1) -> list[dict[str, Any]]:
+    within, bounds = step_range(db, [agent_id])
     rows = list(
         db.query(
-            "SELECT * FROM actions WHERE agent_id = ? AND step > ? ORDER BY step", [agent_id, after_step]
+            f"SELECT * FROM actions WHERE agent_id = ? AND step > ?{within} ORDER BY step",
+            [agent_id, after_step, *bounds],
         )
     )
     return action_texts(db, agent_id, rows)
@@ -229,10 +232,11 @@ def agent_last_actions(db: Database, ids: list[str]) -> dict[str, dict[str, Any]
     """Each agent's newest action (SQLite returns the bare columns of the MAX row)."""
     out: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(ids):
+        within, bounds = step_range(db, chunk)
         for row in db.query(
             "SELECT agent_id, MAX(step) AS step, name, arguments, exit_code, seq FROM actions "
-            f"WHERE agent_id IN ({_in_clause(chunk)}) GROUP BY agent_id",
-            chunk,
+            f"WHERE agent_id IN ({_in_clause(chunk)}){within} GROUP BY agent_id",
+            [*chunk, *bounds],
         ):
             out[row["agent_id"]] = read_texts(row, "arguments", db=db)
     return out
@@ -240,22 +244,38 @@ def agent_last_actions(db: Database, ids: list[str]) -> dict[str, dict[str, Any]
 
 def last_actions_of(db: Database, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
     """An agent's newest ``limit`` actions, oldest first: what a log pane shows when it is selected."""
+    within, bounds = step_range(db, [agent_id])
     rows = list(
-        db.query("SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit])
+        db.query(
+            f"SELECT * FROM actions WHERE agent_id = ?{within} ORDER BY step DESC LIMIT ?",
+            [agent_id, *bounds, limit],
+        )
     )
     rows.reverse()
     return action_texts(db, agent_id, rows)
 
 
 def agent_events(db: Database, session_id: str, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
-    """An agent's newest timeline rows, oldest first (planners and the judge keep their story here)."""
+    """An agent's newest timeline rows, oldest first (planners and the judge keep their story here).
+
+    Its steps (a worker's) are read apart, from the range of the timeline its row names: ``steps`` is not
+    indexed by agent."""
     rows = list(
         db.query(
-            "SELECT * FROM events WHERE session_id = ? AND agent_id = ? ORDER BY seq DESC LIMIT ?",
+            "SELECT * FROM events WHERE session_id = ? AND agent_id = ? AND kind != 'agent_step' "
+            "ORDER BY seq DESC LIMIT ?",
             [session_id, agent_id, limit],
         )
     )
-    rows.reverse()
+    role = db.execute("SELECT role FROM agents WHERE id = ?", [agent_id]).fetchone()
+    if role is None or role[0] == "worker":  # only workers take steps
+        within, bounds = step_range(db, [agent_id])
+        rows += db.query(
+            f"SELECT * FROM events WHERE session_id = ? AND agent_id = ? AND kind = 'agent_step'{within} "
+            "ORDER BY seq DESC LIMIT ?",
+            [session_id, agent_id, *bounds, limit],
+        )
+    rows = sorted(rows, key=lambda row: row["seq"])[-limit:]
     return _event_data(db, rows)
 
 
