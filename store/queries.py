@@ -21,6 +21,18 @@ from .conversations import (
 from .db import iso
 from .packing import unpack
 
+ROW_EVENTS = {
+    "agent_started": {"role": "role", "name": "name", "model": "model"},
+    "agent_ended": {
+        "status": "status",
+        "steps": "steps",
+        "prompt_tokens": "prompt_tokens",
+        "completion_tokens": "completion_tokens",
+    },
+}
+"""Events stored without their data since it is what the agent's row says (``agents.session.record``): per
+kind, each key of the data and the ``agents`` column it is."""
+
 __all__ = ["Contexts", "RecordTexts", "agent_calls", "call_messages", "dictionaries", "log_table"]
 
 SESSION_SUMMARY = """
@@ -114,7 +126,23 @@ def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]
             f"SELECT seq, observation FROM actions WHERE seq IN ({_in_clause(chunk)})", chunk
         ).fetchall():
             missing[found[0]]["observation"] = (unpack(found[1], shared=shared) or "")[:300]
+    _row_event_data(
+        db, [row for row in rows if row["kind"] in ROW_EVENTS and not row["data"] and row["agent_id"]]
+    )
     return rows
+
+
+def _row_event_data(db: Database, rows: list[dict[str, Any]]) -> None:
+    """An agent's start or end stored without its data (what the agent's row says): read from the row."""
+    ids = sorted({row["agent_id"] for row in rows})
+    found: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(ids):
+        for agent in db.query(f"SELECT * FROM agents WHERE id IN ({_in_clause(chunk)})", chunk):
+            found[agent["id"]] = agent
+    for row in rows:
+        agent = found.get(row["agent_id"])
+        if agent is not None:
+            row["data"] = {key: agent[column] for key, column in ROW_EVENTS[row["kind"]].items()}
 
 
 def token_totals(db: Database, session_id: str) -> tuple[int, int]:

@@ -1,5 +1,6 @@
 """m013: an agent's steps are found by the range of the timeline its row names (``steps`` has no index on the
-agent), and SHAs are stored as bytes; records from before read the same after the upgrade."""
+agent), and SHAs are stored as bytes; records from before read the same after the upgrade. An agent's start
+and end events are read from its row."""
 
 from __future__ import annotations
 
@@ -120,3 +121,29 @@ def test_a_record_from_before_m013_reads_the_same_after_it(tmp_path):
     assert ranges == {"A": (2, None), "P": (None, None)}  # from its first step on; no steps: anywhere
     assert [a["observation"] for a in queries.actions(db, "A")] == ["A 1", "A 2"]
     assert queries.commits(db, "S1")[0]["sha"] == SHA  # stored as text before, read as it was
+
+
+def test_an_agents_start_and_end_are_read_from_its_row(tmp_path):
+    from formicary.agents.roles.context import Agent
+    from formicary.agents.session.record import Record
+
+    writer = Writer(tmp_path / "f.db")
+    record = Record(writer, "S1")
+    agent = Agent(id="01AGENTONE0000000000A1B2C3", role="worker", name="worker-a1b2c3", task_id="T1")
+    record.agent_started(agent, "qwen", "C1")
+    agent.steps, agent.prompt_tokens, agent.completion_tokens = 3, 900, 70
+    record.agent_ended(agent, "done")
+    writer.flush()
+    writer.close()
+    db = store_db.connect(tmp_path / "f.db")
+    assert [r[0] for r in db.execute("SELECT data FROM log ORDER BY seq")] == [None, None]  # the row says it
+    events = queries.events_since(db, "S1")
+    assert [(e["kind"], e["agent_id"], e["data"]) for e in events] == [
+        ("agent_started", agent.id, {"role": "worker", "name": "worker-a1b2c3", "model": "qwen"}),
+        (
+            "agent_ended",
+            agent.id,
+            {"status": "done", "steps": 3, "prompt_tokens": 900, "completion_tokens": 70},
+        ),
+    ]
+    assert [e["data"] for e in queries.agent_events(db, "S1", agent.id)] == [e["data"] for e in events]
