@@ -20,6 +20,7 @@ from .conversations import (
 )
 from .db import iso
 from .packing import unpack
+from .schema_m008 import LAST_SEQ
 
 ROW_EVENTS = {
     "agent_started": {"role": "role", "name": "name", "model": "model"},
@@ -193,16 +194,11 @@ def max_event_seq(db: Database, session_id: str) -> int:
                 "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?", [session_id]
             ).fetchone()[0]
         )
-    # The timeline is one sequence: the newest action or model call of any session is a valid resume point
-    # (everything before it is already written), and reading it costs no scan of the rows without an index.
+    # The timeline is one sequence: the newest row of any session is a valid resume point (everything before it
+    # is already written), and reading it costs no scan of the rows without an index (since m013 the log is
+    # not indexed by session either).
     if "log" in db.table_names():  # m008: read the tables under the views (a view's MAX is a scan)
-        row = db.execute(
-            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM log WHERE session = "
-            "(SELECT id FROM names WHERE name = ?)), 0),"
-            " COALESCE((SELECT MAX(seq) FROM steps), 0), COALESCE((SELECT MAX(seq) FROM calls), 0))",
-            [session_id],
-        ).fetchone()
-        return int(row[0])
+        return int(db.execute(LAST_SEQ).fetchone()[0])
     row = db.execute(
         "SELECT MAX(COALESCE((SELECT MAX(seq) FROM event_log WHERE session_id = ?), 0),"
         " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))",

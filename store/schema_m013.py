@@ -1,4 +1,4 @@
-"""Migration m013: two things the record stored at a cost for every model call or landing.
+"""Migration m013: three things the record stored at a cost for every model call or landing.
 
 - ``steps`` loses its index on the agent (``idx_steps_agent``, ~13 bytes a step): an agent's steps are found by
   their place in the timeline instead. Its ``agent_rows`` row says where to look: ``first_seq``, the timeline's
@@ -6,6 +6,9 @@
   ended (each came before). A reader scans that range of ``steps`` (a worker lives one task: a few thousand
   rows) by its ``rowid``. An agent of a record from before starts at its first step (read while the index is
   still there) and has no end.
+- ``log`` loses its index on the session (``idx_log_session``, ~5 bytes a call: an index appended to keeps
+  its pages half full): a follower reads the timeline by ``seq``, and a record holds one session at a time,
+  or few; a reader of one session's log scans it.
 - A commit's and a landing's SHAs (four per landed task) are 20-byte BLOBs instead of 40 characters of hex: the
   writer stores them so (``store.writer``: a SHA that reads back as the same text), the ``commits`` and
   ``integrations`` views give the hex back.
@@ -74,6 +77,7 @@ def upgrade_statements() -> list[str]:
         # more if its session goes on; an agent without steps: anywhere)
         "UPDATE agent_rows SET first_seq = (SELECT MIN(seq) FROM steps WHERE agent = agent_rows.id)",
         "DROP INDEX IF EXISTS idx_steps_agent",
+        "DROP INDEX IF EXISTS idx_log_session",
         "DROP TRIGGER IF EXISTS agents_insert",
         "DROP TRIGGER IF EXISTS agents_update",
         AGENTS_INSERT,
