@@ -18,21 +18,26 @@ from .schema_m013 import UNBOUNDED
 
 def step_range(db: Database | Any, agent_ids: list[str]) -> tuple[str, list[int]]:
     """Where in the timeline the steps of these agents lie, as a condition on ``seq`` and its parameters:
-    ``steps`` is not indexed by agent since m013, their ``agent_rows`` say where they started and ended. No
-    condition when one of them does not say (a record from before, read without migrating it, is indexed)."""
+    ``steps`` is not indexed by agent since m013, their ``agent_rows`` say where they started and ended (only
+    workers take steps: a planner's long life adds nothing to scan). No condition when one of them does not say
+    (a record from before, read without migrating it, is indexed)."""
     wanted = sorted(set(agent_ids))
     if not wanted:
         return "", []
+    worker = "r.role = (SELECT id FROM names WHERE name = 'worker')"
     try:
         row = db.execute(
-            "SELECT COUNT(*), MIN(COALESCE(r.first_seq, ?)), MAX(COALESCE(r.last_seq, ?)) FROM names n "
+            f"SELECT COUNT(*), MIN(CASE WHEN {worker} THEN COALESCE(r.first_seq, ?) END), "
+            f"MAX(CASE WHEN {worker} THEN COALESCE(r.last_seq, ?) END) FROM names n "
             f"JOIN agent_rows r ON r.id = n.id WHERE n.name IN ({', '.join('?' * len(wanted))})",
             [-UNBOUNDED, UNBOUNDED, *wanted],
         ).fetchone()
     except sqlite3.OperationalError:  # before m011/m013
         return "", []
-    if row[0] < len(wanted) or row[1] is None:
+    if row[0] < len(wanted):
         return "", []
+    if row[1] is None:  # no worker among them
+        return " AND seq BETWEEN ? AND ?", [1, 0]
     return " AND seq BETWEEN ? AND ?", [int(row[1]), int(row[2])]
 
 

@@ -10,7 +10,9 @@ from sqlite_utils import Database
 
 from formicary.store import db as store_db
 from formicary.store import queries
+from formicary.store.conversations import step_range
 from formicary.store.migrations import migrations
+from formicary.store.schema_m013 import UNBOUNDED
 from formicary.store.writer import Writer
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -148,3 +150,19 @@ def test_an_agents_start_and_end_are_read_from_its_row(tmp_path):
         ),
     ]
     assert [e["data"] for e in queries.agent_events(db, "S1", agent.id)] == [e["data"] for e in events]
+
+
+def test_a_planners_long_life_adds_nothing_to_the_range_read(tmp_path):
+    writer = Writer(tmp_path / "f.db")
+    _agent(writer, "P", role="planner")
+    for i in range(5):
+        writer.event("S1", "tick", n=i)
+    _agent(writer, "W")
+    _step(writer, "W", 1)
+    writer.flush()
+    writer.close()
+    db = store_db.connect(tmp_path / "f.db")
+    assert step_range(db, ["P", "W"]) == (" AND seq BETWEEN ? AND ?", [5, UNBOUNDED])  # W's alone
+    assert step_range(db, ["P"])[1] == [1, 0]  # nothing: planners take no steps
+    assert step_range(db, ["P", "unknown"]) == ("", [])  # an agent the record does not know: everything
+    assert [a["step"] for a in queries.agent_last_actions(db, ["P", "W"]).values()] == [1]
