@@ -61,6 +61,16 @@ class SlotPool:
                 self._owner[agent_id] = slot
         return SlotLease(slot, (time.perf_counter() - started) * 1000, reused)
 
+    async def take_idle(self, k: int) -> list[SlotLease]:
+        """Up to ``k`` more slots that are free now, without waiting: for several samples of one prompt, which
+        llama-server copies from the asking slot's cache. Slots no live agent claims go first, then those idle
+        longest (their cached prompt is then lost: the next call there reads its prompt again)."""
+        async with self._cond:
+            claimed = set(self._owner.values())
+            order = sorted(self._free, key=lambda s: (s in claimed, self._last_used[s]))[: max(0, k)]
+            self._free.difference_update(order)
+        return [SlotLease(slot, 0.0, False) for slot in order]
+
     async def release(self, lease: SlotLease) -> None:
         async with self._cond:
             self._last_used[lease.slot] = time.monotonic()
