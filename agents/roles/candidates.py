@@ -49,7 +49,9 @@ class WorkerLoop(Protocol):
 
 
 MAX_CANDIDATES = 3
-TEMPERATURE_STEP = 0.35
+TEMPERATURE_STEP = 0.5
+"""Candidates are sampled this much hotter than a single step: in the demo's record, two samples at +0.35 were
+the same reply most of the time (one prompt, one temperature: only the sampling differs)."""
 
 
 def wanted(loop: WorkerLoop, settings: Any) -> bool:
