@@ -23,7 +23,8 @@ process (all threads) and its reaped children (git) apart, per model call and pe
 ``where`` break a task's wall time down, ``git`` counts git processes per task, ``cores_other_processes`` is what
 the rest of the machine used meanwhile (a busy neighbour lowers the figure). ``record_bytes_per_call`` is how
 much the whole record (every table, in SQLite pages) grew in the window per model call, ``record_gb_per_hour``
-that growth per hour.
+that growth per hour, ``record_gb_per_hour_full_speed`` per hour at the ideal rate (``workers / latency`` calls a
+second, whatever rate this run reached).
 
 Worktrees live where the engine puts them (on disk, in the data folder, here a temporary one);
 ``--worktrees tmpfs`` puts them in /dev/shm instead, and ``--fresh-worktrees`` makes a new worktree per task (the
@@ -340,6 +341,9 @@ def report(
         "rss_mb": round(b["rss"] / 2**20, 1),
         "rss_kb_per_worker": round((b["rss"] - b["rss_before"]) / 1024 / args.workers, 1),
         "record_gb_per_hour": round(per_call * ncalls / window * 3600 / 1e9, 3),
+        # at full speed (every worker's calls back to back: workers / latency calls per second), not at the
+        # rate this run reached: what a machine that keeps up would write
+        "record_gb_per_hour_full_speed": round(per_call * args.workers / args.latency * 3600 / 1e9, 3),
         "record_bytes_by_table": grown_by_table,
         "efficiency_by_duration": round(little / ideal, 3),
         "tasks_per_s": round(rate, 3),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import sqlite3
 from typing import Any
 
 from sqlite_utils import Database
@@ -12,6 +13,32 @@ from sqlite_utils import Database
 from .db import iso
 from .derived import SOURCES
 from .packing import OBSERVATION, REPLY, Context, Dictionaries, needs_dictionary, unpack
+from .schema_m013 import UNBOUNDED
+
+
+def step_range(db: Database | Any, agent_ids: list[str]) -> tuple[str, list[int]]:
+    """Where in the timeline the steps of these agents lie, as a condition on ``seq`` and its parameters:
+    ``steps`` is not indexed by agent since m013, their ``agent_rows`` say where they started and ended (only
+    workers take steps: a planner's long life adds nothing to scan). No condition when one of them does not say
+    (a record from before, read without migrating it, is indexed)."""
+    wanted = sorted(set(agent_ids))
+    if not wanted:
+        return "", []
+    worker = "r.role = (SELECT id FROM names WHERE name = 'worker')"
+    try:
+        row = db.execute(
+            f"SELECT COUNT(*), MIN(CASE WHEN {worker} THEN COALESCE(r.first_seq, ?) END), "
+            f"MAX(CASE WHEN {worker} THEN COALESCE(r.last_seq, ?) END) FROM names n "
+            f"JOIN agent_rows r ON r.id = n.id WHERE n.name IN ({', '.join('?' * len(wanted))})",
+            [-UNBOUNDED, UNBOUNDED, *wanted],
+        ).fetchone()
+    except sqlite3.OperationalError:  # before m011/m013
+        return "", []
+    if row[0] < len(wanted):
+        return "", []
+    if row[1] is None:  # no worker among them
+        return " AND seq BETWEEN ? AND ?", [1, 0]
+    return " AND seq BETWEEN ? AND ?", [int(row[1]), int(row[2])]
 
 
 class RecordTexts:
@@ -56,11 +83,13 @@ class Contexts:
                 [agent_id],
             ).fetchall()
         ]
+        within, bounds = step_range(db, [agent_id])
         parts += [
             (seq, OBSERVATION, unpack(text, shared=shared) or "", (step, name))
             for seq, text, step, name in db.execute(
-                "SELECT seq, observation, step, name FROM actions WHERE agent_id = ? AND observation IS NOT NULL",
-                [agent_id],
+                "SELECT seq, observation, step, name FROM actions WHERE agent_id = ? AND observation IS NOT NULL"
+                + within,
+                [agent_id, *bounds],
             ).fetchall()
         ]
         parts.sort()
@@ -90,10 +119,11 @@ def _context_before(db: Database, agent_id: str, seq: int, shared: Dictionaries)
         "AND response != '' ORDER BY seq DESC LIMIT 1",
         [agent_id, seq],
     ).fetchone()
+    within, bounds = step_range(db, [agent_id])
     observation = db.execute(
-        "SELECT observation, step, name FROM actions WHERE agent_id = ? AND seq < ? AND observation IS NOT NULL "
-        "ORDER BY seq DESC LIMIT 1",
-        [agent_id, seq],
+        f"SELECT observation, step, name FROM actions WHERE agent_id = ? AND seq < ?{within} "
+        "AND observation IS NOT NULL ORDER BY seq DESC LIMIT 1",
+        [agent_id, seq, *bounds],
     ).fetchone()
     if reply is None and observation is None:
         return None

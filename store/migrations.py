@@ -14,6 +14,7 @@ from .schema_m009 import upgrade_statements as landings_upgrade
 from .schema_m010 import upgrade_statements as targets_upgrade
 from .schema_m011 import upgrade_statements as agents_upgrade
 from .schema_m012 import upgrade_statements as tasks_upgrade
+from .schema_m013 import upgrade_statements as ranges_upgrade
 
 migrations = Migrations("formicary")
 
@@ -428,6 +429,14 @@ def m012_compact_tasks(db: Database) -> None:
     """``tasks`` (a row per task) stores its ids and labels in ``names`` and times as milliseconds (see
     ``store.schema_m012``); it becomes a view with the same columns, insertable and updatable."""
     for sql in tasks_upgrade():
+        db.execute(sql)
+
+
+@migrations(name="m013_step_ranges_and_binary_shas")
+def m013_step_ranges_and_binary_shas(db: Database) -> None:
+    """``steps`` is not indexed by agent: an ``agent_rows`` row says the range of the timeline its steps lie in;
+    SHAs of commits and landings are stored as 20 bytes (see ``store.schema_m013``)."""
+    for sql in ranges_upgrade():
         db.execute(sql)
 
 

@@ -16,9 +16,23 @@ from .conversations import (
     dictionaries,
     log_table,
     read_texts,
+    step_range,
 )
 from .db import iso
 from .packing import unpack
+from .schema_m008 import LAST_SEQ
+
+ROW_EVENTS = {
+    "agent_started": {"role": "role", "name": "name", "model": "model"},
+    "agent_ended": {
+        "status": "status",
+        "steps": "steps",
+        "prompt_tokens": "prompt_tokens",
+        "completion_tokens": "completion_tokens",
+    },
+}
+"""Events stored without their data since it is what the agent's row says (``agents.session.record``): per
+kind, each key of the data and the ``agents`` column it is."""
 
 __all__ = ["Contexts", "RecordTexts", "agent_calls", "call_messages", "dictionaries", "log_table"]
 
@@ -73,9 +87,11 @@ def agents(db: Database, session_id: str) -> list[dict[str, Any]]:
 
 
 def actions(db: Database, agent_id: str, after_step: int = -1) -> list[dict[str, Any]]:
+    within, bounds = step_range(db, [agent_id])
     rows = list(
         db.query(
-            "SELECT * FROM actions WHERE agent_id = ? AND step > ? ORDER BY step", [agent_id, after_step]
+            f"SELECT * FROM actions WHERE agent_id = ? AND step > ?{within} ORDER BY step",
+            [agent_id, after_step, *bounds],
         )
     )
     return action_texts(db, agent_id, rows)
@@ -111,7 +127,23 @@ def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]
             f"SELECT seq, observation FROM actions WHERE seq IN ({_in_clause(chunk)})", chunk
         ).fetchall():
             missing[found[0]]["observation"] = (unpack(found[1], shared=shared) or "")[:300]
+    _row_event_data(
+        db, [row for row in rows if row["kind"] in ROW_EVENTS and not row["data"] and row["agent_id"]]
+    )
     return rows
+
+
+def _row_event_data(db: Database, rows: list[dict[str, Any]]) -> None:
+    """An agent's start or end stored without its data (what the agent's row says): read from the row."""
+    ids = sorted({row["agent_id"] for row in rows})
+    found: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(ids):
+        for agent in db.query(f"SELECT * FROM agents WHERE id IN ({_in_clause(chunk)})", chunk):
+            found[agent["id"]] = agent
+    for row in rows:
+        agent = found.get(row["agent_id"])
+        if agent is not None:
+            row["data"] = {key: agent[column] for key, column in ROW_EVENTS[row["kind"]].items()}
 
 
 def token_totals(db: Database, session_id: str) -> tuple[int, int]:
@@ -162,16 +194,11 @@ def max_event_seq(db: Database, session_id: str) -> int:
                 "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?", [session_id]
             ).fetchone()[0]
         )
-    # The timeline is one sequence: the newest action or model call of any session is a valid resume point
-    # (everything before it is already written), and reading it costs no scan of the rows without an index.
+    # The timeline is one sequence: the newest row of any session is a valid resume point (everything before it
+    # is already written), and reading it costs no scan of the rows without an index (since m013 the log is
+    # not indexed by session either).
     if "log" in db.table_names():  # m008: read the tables under the views (a view's MAX is a scan)
-        row = db.execute(
-            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM log WHERE session = "
-            "(SELECT id FROM names WHERE name = ?)), 0),"
-            " COALESCE((SELECT MAX(seq) FROM steps), 0), COALESCE((SELECT MAX(seq) FROM calls), 0))",
-            [session_id],
-        ).fetchone()
-        return int(row[0])
+        return int(db.execute(LAST_SEQ).fetchone()[0])
     row = db.execute(
         "SELECT MAX(COALESCE((SELECT MAX(seq) FROM event_log WHERE session_id = ?), 0),"
         " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))",
@@ -229,10 +256,11 @@ def agent_last_actions(db: Database, ids: list[str]) -> dict[str, dict[str, Any]
     """Each agent's newest action (SQLite returns the bare columns of the MAX row)."""
     out: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(ids):
+        within, bounds = step_range(db, chunk)
         for row in db.query(
             "SELECT agent_id, MAX(step) AS step, name, arguments, exit_code, seq FROM actions "
-            f"WHERE agent_id IN ({_in_clause(chunk)}) GROUP BY agent_id",
-            chunk,
+            f"WHERE agent_id IN ({_in_clause(chunk)}){within} GROUP BY agent_id",
+            [*chunk, *bounds],
         ):
             out[row["agent_id"]] = read_texts(row, "arguments", db=db)
     return out
@@ -240,22 +268,38 @@ def agent_last_actions(db: Database, ids: list[str]) -> dict[str, dict[str, Any]
 
 def last_actions_of(db: Database, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
     """An agent's newest ``limit`` actions, oldest first: what a log pane shows when it is selected."""
+    within, bounds = step_range(db, [agent_id])
     rows = list(
-        db.query("SELECT * FROM actions WHERE agent_id = ? ORDER BY step DESC LIMIT ?", [agent_id, limit])
+        db.query(
+            f"SELECT * FROM actions WHERE agent_id = ?{within} ORDER BY step DESC LIMIT ?",
+            [agent_id, *bounds, limit],
+        )
     )
     rows.reverse()
     return action_texts(db, agent_id, rows)
 
 
 def agent_events(db: Database, session_id: str, agent_id: str, limit: int = 400) -> list[dict[str, Any]]:
-    """An agent's newest timeline rows, oldest first (planners and the judge keep their story here)."""
+    """An agent's newest timeline rows, oldest first (planners and the judge keep their story here).
+
+    Its steps (a worker's) are read apart, from the range of the timeline its row names: ``steps`` is not
+    indexed by agent."""
     rows = list(
         db.query(
-            "SELECT * FROM events WHERE session_id = ? AND agent_id = ? ORDER BY seq DESC LIMIT ?",
+            "SELECT * FROM events WHERE session_id = ? AND agent_id = ? AND kind != 'agent_step' "
+            "ORDER BY seq DESC LIMIT ?",
             [session_id, agent_id, limit],
         )
     )
-    rows.reverse()
+    role = db.execute("SELECT role FROM agents WHERE id = ?", [agent_id]).fetchone()
+    if role is None or role[0] == "worker":  # only workers take steps
+        within, bounds = step_range(db, [agent_id])
+        rows += db.query(
+            f"SELECT * FROM events WHERE session_id = ? AND agent_id = ? AND kind = 'agent_step'{within} "
+            "ORDER BY seq DESC LIMIT ?",
+            [session_id, agent_id, *bounds, limit],
+        )
+    rows = sorted(rows, key=lambda row: row["seq"])[-limit:]
     return _event_data(db, rows)
 
 

@@ -51,6 +51,8 @@ class StoreError(RuntimeError):
 SEQUENCED = frozenset({"event_log", "actions", "llm_calls"})
 """Tables whose rows are events: each new row takes the next ``seq`` of the one timeline (see ``events``)."""
 TABLE_FOR = {"events": "event_log"}
+SHAS = {"commits": frozenset({"sha", "integrated_sha"}), "integrations": frozenset({"old_tip", "new_tip"})}
+"""Columns holding a git object id, stored as its bytes (half the size) when they read back as the same hex."""
 """``events`` is a view over the timeline's tables; a row written to it goes to ``event_log``."""
 
 
@@ -80,6 +82,17 @@ def _to_db(value: Any, redact: Redactor) -> Any:
     if isinstance(value, Zipped):  # redacted first, then packed: redaction sees every text
         return pack(redact(value.text))
     return redact(json.dumps(value, default=str, ensure_ascii=False))
+
+
+def _sha_bytes(value: Any) -> Any:
+    """A SHA-1 or SHA-256 in lower-case hex as its bytes (the views give the hex back); anything else as it is."""
+    if isinstance(value, str) and len(value) in (40, 64):
+        try:
+            data = bytes.fromhex(value)
+        except ValueError:
+            return value
+        return data if data.hex() == value else value
+    return value
 
 
 class Writer:
@@ -124,6 +137,9 @@ class Writer:
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             self._sql_cache[key] = sql
+        shas = SHAS.get(table)
+        if shas is not None:
+            row = {c: _sha_bytes(v) if c in shas else v for c, v in row.items()}
         params = (*row.values(), None) if sequenced else tuple(row.values())
         codes = tuple(COLUMNS.get((table, c)) for c in row) if sequenced else ()
         self._queue.put(_Op(sql, params, sequenced, codes))

@@ -176,7 +176,7 @@ class _Conn:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def send(self, status: int, payload: Body | bytes, **extra: str) -> None:
+    async def send(self, status: int, payload: Body | list[Body] | bytes, **extra: str) -> None:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         await self.write(self.head(status, "application/json", len(data), **extra) + data)
 
@@ -452,6 +452,11 @@ class ScriptedServer:
                 try:
                     reply = await self._reply(body)
                     failure = _as_failure(reply.get("fail"))
+                    # several samples of one prompt (llama-server's ``n`` / ``n_cmpl``): the responder is asked
+                    # once per sample, the later ones seeing ``sample: i`` in the body
+                    count = int(body.get("n") or body.get("n_cmpl") or 1)
+                    more = [await self._reply({**body, "sample": i}) for i in range(1, count)]
+                    reply["samples"] = [reply["content"], *(m["content"] for m in more)]
                 except Exception as exc:
                     message = f"scripted server: {type(exc).__name__}: {exc}"
                     with self._lock:
@@ -536,16 +541,31 @@ class ScriptedServer:
         }
         if truncated is not None:
             conn.keep_alive = False
-        if "input_prefix" in body and truncated is None:  # llama-server's /infill answer
+        samples = reply.get("samples") or [content]
+        if "input_prefix" in body and truncated is None:  # llama-server's /infill answer (a list for n_cmpl)
             evaluated = _tokens(str(body["input_prefix"]) + str(body.get("input_suffix") or ""))
-            await conn.send(
-                200, {"content": content, "tokens_evaluated": evaluated, "tokens_predicted": _tokens(content)}
-            )
+            drafts = [
+                {
+                    "index": i,
+                    "content": text,
+                    "tokens_evaluated": evaluated,
+                    "tokens_predicted": _tokens(text),
+                }
+                for i, text in enumerate(samples)
+            ]
+            await conn.send(200, drafts if body.get("n_cmpl") else drafts[0])
             return
         if not body.get("stream"):
-            message = {"role": "assistant", "content": content}
-            choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
-            payload = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            choices = [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
+                for i, text in enumerate(samples)
+            ]
+            payload = {**base, "object": "chat.completion", "choices": choices, "usage": usage}
             if isinstance(
                 reply.get("timings"), dict
             ):  # llama-server's per-call timings, when a test sends them

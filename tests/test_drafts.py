@@ -51,7 +51,7 @@ def responder(drafts: list[str], chat_body: str = "return c * 9 / 5 + 32"):
     return respond
 
 
-async def run(tmp_path, respond, *, infill=True, units=None, tests=None, **limits):
+async def run(tmp_path, respond, *, infill=True, units=None, tests=None, slots=1, **limits):
     """A one-cycle session on the units repository (its ``units.py``/``test_units.py`` replaced when given)."""
     repo = (
         units_repo(tmp_path)
@@ -60,7 +60,7 @@ async def run(tmp_path, respond, *, infill=True, units=None, tests=None, **limit
     )
     db = tmp_path / "f.db"
     with ScriptedServer(responder=respond, infill=infill) as server:
-        settings = settings_for(server, check="python3 -m unittest", llama_cpp=True, slots=1, **limits)
+        settings = settings_for(server, check="python3 -m unittest", llama_cpp=True, slots=slots, **limits)
         engine = Engine.create(settings, repo, "Fix units", db_path=db)
         await engine.run()
         bodies = list(server.requests)
@@ -86,6 +86,25 @@ async def test_a_passing_draft_lands_without_a_chat_call(tmp_path):
     assert kinds.count("infill") == 2
     status = [r["data"] for r in record.query("SELECT data FROM events WHERE kind = 'status'")]
     assert any("draft 2 of c_to_f() by fill-in-the-middle passed its tests" in d for d in status)
+
+
+async def test_after_the_cold_draft_the_free_slots_sample_one_request(tmp_path):
+    """One cold draft, then one request sampled on every free slot no live agent holds (``n_cmpl``): the file is
+    read once; the third sample passes and lands, each sample is its own call in the record, a repeated one is
+    not tested."""
+    wrong = ["    return c * 2\n", "    return c\n", "    return c * 2\n"]
+    respond = responder([*wrong, "    return c * 9 / 5 + 32\n"])
+    engine, bodies, db, repo = await run(tmp_path, respond, slots=4)
+    requests = [b for b in bodies if schema_name(b) == "infill"]
+    assert [b.get("n_cmpl") for b in requests] == [None, 3]  # 4 slots, one the live planner's own
+    assert requests[0]["temperature"] == 0 and requests[1]["temperature"] > 0
+    assert requests[0]["id_slot"] == requests[1]["id_slot"]  # asked on the slot that holds the file
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+    rows = actions(db)
+    assert [r["name"] for r in rows] == ["write_function", "write_function", "write_function", "finish"]
+    record = store_db.connect(db)
+    kinds = [r["schema_name"] for r in record.query("SELECT schema_name FROM llm_calls")]
+    assert kinds.count("infill") == 4  # 1 + 3 samples, each recorded
 
 
 async def test_when_no_draft_passes_the_chat_loop_starts_from_the_stub(tmp_path):

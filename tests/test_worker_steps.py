@@ -180,8 +180,8 @@ async def test_write_function_replaces_one_function_and_keeps_the_rest(tmp_path)
 
 
 async def test_idle_slots_draw_candidates_and_the_passing_edit_is_kept(tmp_path):
-    """After a failed check, the next edit is drawn at several temperatures; the cold draw is wrong, a warmer
-    one is right, and the worker keeps the one whose check passes."""
+    """After a failed check, the next edit is drawn as several samples of one request (``n``, one prompt read
+    once); the first sample is wrong, a later one right, and the worker keeps the one whose check passes."""
     wrong = UNITS.replace("    return None\n", "    return c * 2\n")
     state = {"actions": 0}
 
@@ -197,15 +197,15 @@ async def test_idle_slots_draw_candidates_and_the_passing_edit_is_kept(tmp_path)
             return json.dumps(write("units.py", wrong))
         if "PASSED" in body["messages"][-1]["content"]:
             return json.dumps(finish("fixed"))
-        hot = body["temperature"] > 0.3
-        return json.dumps(write("units.py", UNITS_FIXED if hot else wrong))
+        later = body.get("sample", 0) > 0
+        return json.dumps(write("units.py", UNITS_FIXED if later else wrong))
 
     engine, outcome, bodies, db, repo = await run(
         tmp_path, responder, check="python3 -m unittest", llama_cpp=True
     )
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
-    temps = sorted({b["temperature"] for b in worker_bodies(bodies)})
-    assert len(temps) >= 2  # more than one temperature was drawn
+    sampled = [b for b in worker_bodies(bodies) if b.get("n", 1) > 1]
+    assert sampled and all("id_slot" in b for b in sampled)  # one request for the candidates, on a slot
     kept = [r["observation"] for r in actions(db) if "kept candidate" in r["observation"]]
     assert kept and "PASSED" in kept[0]
 

@@ -16,13 +16,22 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from pydantic import BaseModel, ValidationError
 
 from ..jsontext import extract_json
+from .bodies import (
+    INFILL_PATH,
+    INFILL_TOKENS,
+    chat_body,
+    chat_texts,
+    format_reason,
+    infill_body,
+    infill_texts,
+    response_format,
+)
 from .call_log import CallLog, CallTimings
 from .errors import EndpointError, Failure, Kind, ModelError, ReplyFormatError, classify, one_line
 from .http import ChatEndpoint, HTTPStatusError
@@ -45,14 +54,6 @@ if TYPE_CHECKING:
     from ..settings import ModelSettings
 
 MAX_BACKOFF = 30.0
-INFILL_PATH = "/infill"  # llama-server's fill-in-the-middle route, at the server's root (not under /v1)
-INFILL_TOKENS = 300  # a stub's body; the stops below end it sooner
-INFILL_STOPS = [
-    "\ndef ",
-    "\nclass ",
-    "\n@",
-    "\nif __name__",
-]  # the body ended: the next top-level thing began
 NO_ENDPOINT = "no endpoint: set model.base_url, or run `formicary model setup` for the local model"
 
 
@@ -68,15 +69,6 @@ class Reply:
     completion_tokens: int
     latency_ms: float
     attempts: int
-
-
-@lru_cache(maxsize=64)
-def response_format(name: str, schema: type[BaseModel]) -> dict[str, Any]:
-    """The ``response_format`` for ``schema``, built once (``model_json_schema`` is costly per call)."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": name, "schema": schema.model_json_schema(), "strict": True},
-    }
 
 
 class ModelClient:
@@ -254,18 +246,59 @@ class ModelClient:
         """
         if temperature is not None:
             settings = settings.model_copy(update={"temperature": temperature})
+        first = (await self._complete(settings, messages, schema_name, schema, role, agent_id, 1))[0]
+        if isinstance(first, ReplyFormatError):
+            raise first
+        return first
+
+    async def complete_samples(
+        self,
+        settings: ModelSettings,
+        messages: list[dict[str, str]],
+        schema_name: str,
+        schema: type[BaseModel],
+        *,
+        role: str,
+        agent_id: str | None = None,
+        temperature: float | None = None,
+        samples: int = 2,
+    ) -> list[Reply | ReplyFormatError]:
+        """Up to ``samples`` replies to one request, each recorded as a call: on llama-server, one prompt read
+        once and sampled on as many slots as are free now (``n``), so the extra samples cost generation only;
+        elsewhere one reply. A sample that breaks the schema is its :class:`ReplyFormatError`.
+
+        Raises:
+            EndpointError, ModelError: as for :meth:`complete`.
+        """
+        if temperature is not None:
+            settings = settings.model_copy(update={"temperature": temperature})
+        n = samples if settings.is_llama_cpp and settings.api != "litellm" else 1
+        return await self._complete(settings, messages, schema_name, schema, role, agent_id, n)
+
+    async def _complete(
+        self,
+        settings: ModelSettings,
+        messages: list[dict[str, str]],
+        schema_name: str,
+        schema: type[BaseModel],
+        role: str,
+        agent_id: str | None,
+        samples: int,
+    ) -> list[Reply | ReplyFormatError]:
         fmt = response_format(schema_name, schema)
 
-        async def send(endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings) -> Any:
-            return await self._call(settings, endpoint, model, messages, fmt, lease, timings)
+        async def send(
+            endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings, n: int
+        ) -> Any:
+            return await self._call(settings, endpoint, model, messages, fmt, lease, timings, n)
 
         def validate(content: str) -> tuple[BaseModel | None, str | None]:
             try:
                 return schema.model_validate_json(extract_json(content)), None
             except ValidationError as exc:
-                return None, _format_reason(exc, content)
+                return None, format_reason(exc, content)
 
-        return await self._exchange(settings, role, agent_id, schema_name, messages, send, validate)
+        return await self._exchange(settings, role, agent_id, schema_name, messages, send, validate, samples)
 
     def can_infill(self, settings: ModelSettings, role: str) -> bool:
         """Whether :meth:`infill` may work for ``settings``: a llama-server endpoint not known to lack it."""
@@ -284,9 +317,11 @@ class ModelClient:
         temperature: float = 0.0,
         max_tokens: int = INFILL_TOKENS,
         stop: list[str] | None = None,
-    ) -> Reply:
+        samples: int = 1,
+    ) -> list[Reply]:
         """The code a fill-in-the-middle model writes between ``prefix`` and ``suffix`` (llama-server's
-        ``/infill``), recorded like any call (its request as a ``prefix`` and a ``suffix`` message).
+        ``/infill``), recorded like any call (its request as a ``prefix`` and a ``suffix`` message): up to
+        ``samples`` drafts, the prompt read once and sampled on as many slots as are free now (``n_cmpl``).
 
         Raises:
             InfillUnsupported: the endpoint or its model has no fill-in-the-middle (not llama-server, or a
@@ -298,20 +333,13 @@ class ModelClient:
         settings = settings.model_copy(update={"temperature": temperature})
         messages = [{"role": "prefix", "content": prefix}, {"role": "suffix", "content": suffix}]
 
-        async def send(endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings) -> Any:
+        async def send(
+            endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings, n: int
+        ) -> Any:
             if endpoint.url in self._no_infill:
                 raise InfillUnsupported(self._no_infill[endpoint.url])
-            body: dict[str, Any] = {
-                "input_prefix": prefix,
-                "input_suffix": suffix,
-                "temperature": temperature,
-                "n_predict": max_tokens,
-                "repeat_penalty": settings.repeat_penalty,
-                "cache_prompt": True,
-                "stop": [*INFILL_STOPS, *(stop or [])],
-            }
-            if lease is not None:
-                body["id_slot"] = timings.slot = lease.slot
+            slot = timings.slot = lease.slot if lease is not None else None
+            body = infill_body(settings, prefix, suffix, max_tokens, stop, slot, n)
             try:
                 data = await self._transport(endpoint).post(body, settings.timeout, path=INFILL_PATH)
             except HTTPStatusError as exc:
@@ -319,15 +347,14 @@ class ModelClient:
                     self._no_infill[endpoint.url] = f"{endpoint.label}: no fill-in-the-middle ({exc})"
                     raise InfillUnsupported(self._no_infill[endpoint.url]) from exc
                 raise
-            timings.read(data)
-            return str(data.get("content") or ""), (
-                int(data.get("tokens_evaluated") or 0),
-                int(data.get("tokens_predicted") or 0),
-            )
+            texts, first = infill_texts(data)
+            timings.read(first)
+            return texts
 
-        return await self._exchange(
-            settings, role, agent_id, "infill", messages, send, lambda c: (None, None)
+        replies = await self._exchange(
+            settings, role, agent_id, "infill", messages, send, lambda c: (None, None), samples
         )
+        return [r for r in replies if isinstance(r, Reply)]
 
     async def _exchange(
         self,
@@ -337,12 +364,15 @@ class ModelClient:
         schema_name: str,
         messages: list[dict[str, str]],
         send: Callable[
-            [Endpoint, str, SlotLease | None, CallTimings], Awaitable[tuple[str, tuple[int, int]]]
+            [Endpoint, str, SlotLease | None, CallTimings, int],
+            Awaitable[tuple[list[str], tuple[int, int]]],
         ],
         validate: Callable[[str], tuple[Any, str | None]],
-    ) -> Reply:
+        samples: int = 1,
+    ) -> list[Reply | ReplyFormatError]:
         """One request through ``settings``' pool, slots and retries, every attempt recorded; ``validate``
-        turns the reply's text into (data, None) or (None, why it is malformed)."""
+        turns a reply's text into (data, None) or (None, why it is malformed). ``samples`` > 1 on llama-server:
+        the agent's slot and up to ``samples - 1`` more that are free now, one reply per slot, each recorded."""
         pool = self.pool(settings, role)
         attempt = 0
         outage_started: float | None = None
@@ -354,12 +384,13 @@ class ModelClient:
             model = pool.model(endpoint)
             slots = self._slots_of(endpoint.url, endpoint.cap.ceiling) if settings.is_llama_cpp else None
             lease = await slots.acquire(agent_id) if slots is not None else None
+            extra = await slots.take_idle(samples - 1) if slots is not None and samples > 1 else []
             timings = CallTimings(queue_ms=(time.perf_counter() - queued) * 1000)
             started = time.perf_counter()
-            content, usage, failure = "", (0, 0), None
+            contents, usage, failure = [""], (0, 0), None
             self.in_flight += 1
             try:
-                content, usage = await send(endpoint, model, lease, timings)
+                contents, usage = await send(endpoint, model, lease, timings, 1 + len(extra))
             except InfillUnsupported:
                 endpoint.finished(None, "")
                 raise
@@ -374,29 +405,27 @@ class ModelClient:
                 self.in_flight -= 1
                 if lease is not None:
                     with anyio.CancelScope(shield=True):
-                        await slots.release(lease)
+                        for held in (lease, *extra):
+                            await slots.release(held)
             endpoint.finished(failure.kind if failure else None, failure.reason if failure else "")
             latency = (time.perf_counter() - started) * 1000
             self.calls += 1
             where = (endpoint.label if endpoint.url else settings.endpoint, model)
             if failure is None:
-                data, reason = validate(content)
-                self.log.record(
-                    where,
-                    role,
-                    agent_id,
-                    schema_name,
-                    messages,
-                    content,
-                    usage,
-                    latency,
-                    attempt,
-                    reason,
-                    timings,
-                )
-                if reason is not None:
-                    raise ReplyFormatError(reason, content)
-                return Reply(data, content, usage[0], usage[1], latency, attempt)
+                results: list[Reply | ReplyFormatError] = []
+                for index, content in enumerate(contents):
+                    data, reason = validate(content)
+                    own = usage if index == 0 else (0, 0)  # the request's tokens, counted once
+                    self.log.record(
+                        where, role, agent_id, schema_name, messages, content, own, latency, attempt, reason,
+                        timings,
+                    )  # fmt: skip
+                    results.append(
+                        ReplyFormatError(reason, content)
+                        if reason is not None
+                        else Reply(data, content, own[0], own[1], latency, attempt)
+                    )
+                return results
             self.log.record(
                 where,
                 role,
@@ -441,32 +470,20 @@ class ModelClient:
         fmt: dict[str, Any],
         lease: SlotLease | None = None,
         timings: CallTimings | None = None,
-    ) -> tuple[str, tuple[int, int]]:
+        n: int = 1,
+    ) -> tuple[list[str], tuple[int, int]]:
         if settings.api == "litellm":
-            return await call_litellm(settings, endpoint, model, messages, fmt)
-        body = {
-            "model": model,
-            "messages": messages,
-            "temperature": settings.temperature,
-            "max_tokens": settings.max_tokens,
-            "response_format": fmt,
-        }
-        if settings.is_llama_cpp:  # llama-server's own fields; other servers may reject unknown ones
-            body["repeat_penalty"] = settings.repeat_penalty
-            body["cache_prompt"] = True
-            if lease is not None:
-                body["id_slot"] = lease.slot
-                if timings is not None:
-                    timings.slot = lease.slot
+            content, usage = await call_litellm(settings, endpoint, model, messages, fmt)
+            return [content], usage
+        slot = lease.slot if lease is not None else None
+        if timings is not None and slot is not None and settings.is_llama_cpp:
+            timings.slot = slot
+        body = chat_body(settings, model, messages, fmt, slot if settings.is_llama_cpp else None, n)
         data = await self._transport(endpoint).post(body, settings.timeout)
-        choices = data.get("choices")
-        if not choices or not isinstance(choices[0], dict):
-            raise ValueError("reply has no choices")
+        texts = chat_texts(data, n)
         if timings is not None:
             timings.read(data)
-        content = (choices[0].get("message") or {}).get("content") or ""
-        usage = data.get("usage") or {}
-        return content, (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+        return texts
 
     def _transport(self, endpoint: Endpoint) -> ChatEndpoint:
         """``endpoint``'s HTTP session (one connection pool per server)."""
@@ -483,13 +500,3 @@ class ModelClient:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-
-
-def _format_reason(exc: ValidationError, content: str) -> str:
-    if not content.strip():
-        return "empty reply"
-    errors = exc.errors()
-    if errors and errors[0]["type"] == "json_invalid":
-        return "reply is not valid JSON"
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'reply'}: {e['msg']}" for e in errors[:3]]
-    return "reply breaks the schema: " + "; ".join(parts)

@@ -59,7 +59,7 @@ class ChatEndpoint:
         self.proxy = _proxy_for(self.url)
         self._session: Any = None
 
-    async def post(self, body: dict[str, Any], timeout: float, path: str = "") -> dict[str, Any]:
+    async def post(self, body: dict[str, Any], timeout: float, path: str = "") -> Any:
         """Send ``body``; the decoded JSON reply, or raise (see the module docstring).
 
         ``path``: another route of the same server, from its root (``/infill``: llama-server's own).
@@ -96,7 +96,9 @@ class ChatEndpoint:
                 parsed = None
             raise HTTPStatusError(status, parsed, headers, text)
         reply = json.loads(raw)
-        if not isinstance(reply, dict):
+        if not isinstance(
+            reply, dict | list
+        ):  # a list: llama-server's answer to several samples (``n_cmpl``)
             raise ValueError("reply is not a JSON object")
         return reply
 

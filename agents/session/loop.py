@@ -53,6 +53,7 @@ async def run_session(ctx: SessionContext, controls: SessionControls) -> Outcome
             writer, ctx.session_id, embedded_base_url=embedded_url, embedded_slots=slots
         )
         client.listeners.append(state.on_llm_call)
+        state.on_agent_end = client.forget_agent  # an ended agent's slot is free for others' samples
         client.notices.append(state.record.warning)  # an endpoint taken out, calls waiting, one back
         if ctx.embedded is not None and embedded_url:
             client.revivers[embedded_url] = ctx.embedded.revive

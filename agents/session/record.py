@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...store.db import connect, iso, now, now_ms
 from ...store.packing import Zipped
+from ...store.queries import ROW_EVENTS
 from ...store.writer import Writer
 from ..status import CycleReason, CycleStatus, SessionStatus, TaskKind, TaskStatus
 from . import events as ev
@@ -27,12 +28,13 @@ if TYPE_CHECKING:
 
 Listener = Callable[[ev.Event], None]
 
-PACKED_KINDS = frozenset(
-    {"task_created", "task_started", "task_ended", "agent_started", "agent_ended", "commit_landed"}
-)
+PACKED_KINDS = frozenset({"task_created", "task_started", "task_ended", "commit_landed"})
 """The events written for every task: their ``data`` is compressed against the first of their kind (the same
 keys and much the same values each time; ``store.queries`` reads them back). The rare kinds other readers
 look into (verdicts, controls, status, warnings) stay plain JSON."""
+ROW_KINDS = frozenset(ROW_EVENTS)
+"""Events whose ``data`` is what the agent's row says (written just before them, with the same values): stored
+without it, ``store.queries`` reads it from the row."""
 
 
 class Record(WorkRecord):
@@ -60,7 +62,9 @@ class Record(WorkRecord):
         event.created_at = iso(at)
         if not stored:
             data: Any = event.data() or None
-            if data and event.kind in PACKED_KINDS:
+            if event.kind in ROW_KINDS:
+                data = None
+            elif data and event.kind in PACKED_KINDS:
                 data = Zipped(json.dumps(data, default=str, ensure_ascii=False), shared=f"event:{event.kind}")
             self.writer.insert(
                 "event_log",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,9 @@ class ResumeCycle:
 class SessionState:
     """Tasks, agents and counters of one session; every change is written and published through ``record``."""
 
-    def __init__(self, record: Record) -> None:
+    def __init__(self, record: Record, on_agent_end: Callable[[str], None] | None = None) -> None:
         self.record = record
+        self.on_agent_end = on_agent_end  # the model client forgets the agent's slot
         self.session_id = record.session_id
         self.tasks: dict[str, Task] = {}
         self.agents: dict[str, Agent] = {}
@@ -102,6 +104,8 @@ class SessionState:
     def end_agent(self, agent: Agent, status: AgentStatus) -> None:
         self.record.agent_ended(agent, status)
         self.agents.pop(agent.id, None)
+        if self.on_agent_end is not None:
+            self.on_agent_end(agent.id)
 
     def landed(
         self,
