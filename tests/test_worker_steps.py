@@ -179,6 +179,19 @@ async def test_write_function_replaces_one_function_and_keeps_the_rest(tmp_path)
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
 
 
+async def test_write_function_adds_a_function_the_file_lacks_and_it_lands(tmp_path):
+    """Measured on an unseen "add capitalize_words()" goal: both workers spent every step on write_function for
+    a function not yet in the file. Now it is added, and it lands through the gate."""
+    add = task("Add triple to units.py", "Add triple(x), three times x.", files=["units.py"])
+    edit = {"thought": "", "action": {"name": "write_function", "path": "units.py", "function": "triple",
+                                      "content": "def triple(x):\n    return 3 * x\n"}}  # fmt: skip
+    team = ScriptedTeam(root_plans=[plan([add])], work={add["title"]: [edit, finish()]})
+    engine, _, _, db, repo = await run(tmp_path, team, check="python3 -m unittest")
+    landed = git(repo, "show", f"{engine.git.branch}:units.py")
+    assert landed.startswith(UNITS.rstrip("\n")) and landed.endswith("\n\n\ndef triple(x):\n    return 3 * x")
+    assert actions(db)[0]["observation"].startswith("added function triple in units.py")
+
+
 async def test_idle_slots_draw_candidates_and_the_passing_edit_is_kept(tmp_path):
     """After a failed check, the next edit is drawn as several samples of one request (``n``, one prompt read
     once); the first sample is wrong, a later one right, and the worker keeps the one whose check passes."""
