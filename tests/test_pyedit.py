@@ -73,6 +73,9 @@ def test_a_method_the_class_lacks_is_added_at_the_end_of_the_class():
     assert (
         replace_function(new, "Box.volume", "def volume(self):\n    return 2\n")[0].count("def volume") == 1
     )
+    # measured: a test added as a module-level `def test_x(self)`, which unittest never ran
+    new, line = replace_function(SOURCE, "test_size", "def test_size(self):\n    assert True\n")
+    assert new.split("\n")[line - 1] == "    def test_size(self):"
 
 
 def test_write_function_edits_the_file_in_the_worktree(tmp_path):

@@ -14,6 +14,7 @@ import re
 import textwrap
 
 from . import confine
+from .pyadd import add_definition
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -60,7 +61,7 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
     name = name.strip().removesuffix("()")
     matches = [node for qual, node in _functions(tree) if qual == name or qual.rsplit(".", 1)[-1] == name]
     if not matches:
-        return add_definition(source, tree, name, new_def)
+        return add_definition(source, tree, name, new_def, ", ".join(q for q, _ in _functions(tree))[:600])
     if len(matches) > 1:
         raise confine.ActionFailed(f"error: {name!r} is defined {len(matches)} times; use Class.method")
     node = matches[0]
@@ -115,79 +116,6 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
     replaced = [indent + line if line.strip() else "" for line in body.split("\n")]
     out = lines[:first] + replaced + lines[last:]
     return "\n".join(out), first + 1
-
-
-def add_definition(source: str, tree: ast.Module, name: str, new_def: str) -> tuple[str, int]:
-    """``source`` with a new function (or class) ``name`` added, and its first line: a method of an existing
-    class at the end of that class (``Class.method``), anything else at the end of the module, before an
-    ``if __name__ == "__main__":`` block. Import lines before the definition go after the module's imports.
-
-    Why: "add a function" is the commonest task, and a small model reaches for ``write_function`` to do it
-    (measured: both workers of an "add capitalize_words() and its tests" goal spent all their steps on
-    "no function 'capitalize_words' in the file").
-    """
-    owner, _, short = name.rpartition(".")
-    if short in {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}:
-        raise confine.ActionFailed(
-            f"error: {short} is a class: write its methods one at a time ({short}.method), or the file with"
-            " write_file"
-        )
-    body = textwrap.dedent(new_def.replace("\t", "    ")).strip("\n")
-    try:
-        new_tree = ast.parse(body)
-    except SyntaxError as exc:
-        raise confine.ActionFailed(
-            f"error: your content does not parse (line {exc.lineno}: {exc.msg}); send the complete function, "
-            "from its def line to its last line"
-        ) from None
-    kinds = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
-    imports = [n for n in new_tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    defs = [n for n in new_tree.body if isinstance(n, kinds)]
-    if len(defs) != 1 or defs[0].name != short or len(imports) + 1 != len(new_tree.body):
-        known = ", ".join(q for q, _ in _functions(tree))[:600]
-        raise confine.ActionFailed(
-            f"error: no function {name!r} in the file (its functions are: {known}); to add it, content must be"
-            f" its complete definition `def {short}(...):` (imports before it are allowed)"
-        )
-    lines = source.split("\n")
-    code = body.split("\n")[defs[0].lineno - 1 - len(defs[0].decorator_list) :]
-    if owner:
-        classes = [
-            n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == owner.rsplit(".")[-1]
-        ]
-        if len(classes) != 1:
-            raise confine.ActionFailed(f"error: no single class {owner!r} in the file to add {short} to")
-        at = classes[0].end_lineno or classes[0].lineno
-        indent = re.match(r"[ \t]*", lines[classes[0].body[0].lineno - 1]).group(0)
-        out = lines[:at] + [""] + [indent + line if line.strip() else "" for line in code] + lines[at:]
-        first = at + 2
-    else:
-        main = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
-        rest = lines[main[0].lineno - 1 :] if main else []
-        at = main[0].lineno - 1 if main else len(lines)
-        while at > 0 and not lines[at - 1].strip():
-            at -= 1
-        out = lines[:at] + ["", ""] + code + (["", ""] + rest if main else [""])
-        first = at + 3
-    wanted = [ast.unparse(n) for n in imports if ast.unparse(n) not in source]
-    if wanted:
-        top = [n.end_lineno or n.lineno for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-        after = max(top, default=_docstring_end(tree))
-        out = out[:after] + wanted + out[after:]
-        first += len(wanted)
-    return "\n".join(out), first
-
-
-def _docstring_end(tree: ast.Module) -> int:
-    """The line after the module's docstring (0 without one): where imports go in a module that has none."""
-    first = tree.body[0] if tree.body else None
-    if (
-        isinstance(first, ast.Expr)
-        and isinstance(first.value, ast.Constant)
-        and isinstance(first.value.value, str)
-    ):
-        return first.end_lineno or first.lineno
-    return 0
 
 
 def _docstring(node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Expr | None:
