@@ -73,6 +73,12 @@ def test_a_method_the_class_lacks_is_added_at_the_end_of_the_class():
     assert (
         replace_function(new, "Box.volume", "def volume(self):\n    return 2\n")[0].count("def volume") == 1
     )
+    tests = "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        pass\n"
+    with pytest.raises(confine.ActionFailed) as err:  # a test named so that the runner never runs it
+        replace_function(tests, "size_test", "def size_test(self):\n    pass\n")
+    assert "name it test_size" in err.value.observation
+    assert "def latest(self)" in replace_function(tests, "latest", "def latest(self):\n    pass\n")[0]
+    assert "def run_test" in replace_function(SOURCE, "run_test", "def run_test():\n    pass\n")[0]
     # measured: a test added as a module-level `def test_x(self)`, which unittest never ran
     new, line = replace_function(SOURCE, "test_size", "def test_size(self):\n    assert True\n")
     assert new.split("\n")[line - 1] == "    def test_size(self):"

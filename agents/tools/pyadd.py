@@ -11,6 +11,9 @@ import textwrap
 
 from . import confine
 
+MISNAMED_TEST = re.compile(r"(^|_)tests?(_|$)", re.IGNORECASE)
+"""A name that says it is a test (``size_test``, ``check_tests``) where the runner wants ``test*``."""
+
 
 def add_definition(source: str, tree: ast.Module, name: str, new_def: str, known: str) -> tuple[str, int]:
     """``source`` with a new function (or class) ``name`` added, and its first line: a method of an existing
@@ -43,6 +46,12 @@ def add_definition(source: str, tree: ast.Module, name: str, new_def: str, known
         raise confine.ActionFailed(
             f"error: no function {name!r} in the file (its functions are: {known}); to add it, content must be"
             f" its complete definition `def {short}(...):` (imports before it are allowed)"
+        )
+    if _is_test_module(tree) and MISNAMED_TEST.search(short) and not short.startswith("test"):
+        # measured: `capitalize_words_test` was added to a TestCase and landed, never run
+        raise confine.ActionFailed(
+            f"error: unittest and pytest only run tests whose names start with `test`: name it test_"
+            f"{short.lower().replace('test', '').strip('_')}"
         )
     args = defs[0].args.args if isinstance(defs[0], ast.FunctionDef | ast.AsyncFunctionDef) else []
     if not owner and args and args[0].arg == "self":  # a method without its class: unittest would not see it
@@ -89,3 +98,9 @@ def _docstring_end(tree: ast.Module) -> int:
     ):
         return first.end_lineno or first.lineno
     return 0
+
+
+def _is_test_module(tree: ast.Module) -> bool:
+    """The module imports unittest or pytest: its tests are collected by name."""
+    imports = [ast.unparse(n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    return any(re.search(r"\b(unittest|pytest)\b", line) for line in imports)
