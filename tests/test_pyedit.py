@@ -40,7 +40,7 @@ def test_a_decorated_function_loses_nothing_but_itself():
 @pytest.mark.parametrize(
     ("name", "content", "says"),
     [
-        ("missing", "def other():\n    pass\n", "no function 'missing'"),
+        ("missing", "def helper(x):\n    pass\n", "helper is already in the file"),
         ("missing", "def missing():\n    pass\n\nx = 1\n", "to add it, content must be"),
         ("Absent.m", "def m(self):\n    pass\n", "no single class 'Absent'"),
         ("Box", "class Box:\n    pass\n", "Box is a class"),
@@ -79,6 +79,12 @@ def test_a_method_the_class_lacks_is_added_at_the_end_of_the_class():
     assert "name it test_size" in err.value.observation
     assert "def latest(self)" in replace_function(tests, "latest", "def latest(self):\n    pass\n")[0]
     assert "def run_test" in replace_function(SOURCE, "run_test", "def run_test():\n    pass\n")[0]
+    # measured: function "capitalize_words_test", content a TestCase class with its imports and a main block
+    sent = "import unittest\nfrom text import cap\n\nclass CapTest(unittest.TestCase):\n    def test_cap(self):\n"
+    sent += "        self.assertEqual(cap('a'), 'A')\n\nif __name__ == '__main__':\n    unittest.main()\n"
+    new, line = replace_function(tests, "cap_test", sent)
+    assert new.split("\n")[line - 1] == "class CapTest(unittest.TestCase):" and new.count("__main__") == 0
+    assert new.startswith("import unittest\nfrom text import cap\n") and new.count("import unittest") == 1
     # measured: a test added as a module-level `def test_x(self)`, which unittest never ran
     new, line = replace_function(SOURCE, "test_size", "def test_size(self):\n    assert True\n")
     assert new.split("\n")[line - 1] == "    def test_size(self):"

@@ -19,7 +19,8 @@ def add_definition(source: str, tree: ast.Module, name: str, new_def: str, known
     """``source`` with a new function (or class) ``name`` added, and its first line: a method of an existing
     class at the end of that class (``Class.method``, or a def taking ``self``: the module's last class),
     anything else at the end of the module, before an ``if __name__ == "__main__":`` block. Import lines before
-    the definition go after the module's imports.
+    the definition go after the module's imports; a ``__main__`` block after it is left out. The content's own
+    name wins over ``name`` (nothing is replaced, so the hint may be loose).
 
     Why: "add a function" is the commonest task, and a small model reaches for ``write_function`` to do it
     (measured: both workers of an "add capitalize_words() and its tests" goal spent all their steps on
@@ -42,11 +43,20 @@ def add_definition(source: str, tree: ast.Module, name: str, new_def: str, known
     kinds = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
     imports = [n for n in new_tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
     defs = [n for n in new_tree.body if isinstance(n, kinds)]
-    if len(defs) != 1 or defs[0].name != short or len(imports) + 1 != len(new_tree.body):
+    mains = [n for n in new_tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+    if len(defs) != 1 or len(imports) + len(mains) + 1 != len(new_tree.body):
         raise confine.ActionFailed(
             f"error: no function {name!r} in the file (its functions are: {known}); to add it, content must be"
             f" its complete definition `def {short}(...):` (imports before it are allowed)"
         )
+    if defs[0].name != short:  # the content says what it adds (measured: `capitalize_words_test` → a class)
+        existing = {n.name for n in ast.walk(tree) if isinstance(n, kinds)}
+        if defs[0].name in existing:
+            raise confine.ActionFailed(
+                f"error: {defs[0].name} is already in the file: to change it, send it with function"
+                f" {defs[0].name!r}"
+            )
+        short = defs[0].name
     if _is_test_module(tree) and MISNAMED_TEST.search(short) and not short.startswith("test"):
         # measured: `capitalize_words_test` was added to a TestCase and landed, never run
         raise confine.ActionFailed(
@@ -60,7 +70,7 @@ def add_definition(source: str, tree: ast.Module, name: str, new_def: str, known
             raise confine.ActionFailed(f"error: {short} takes self but the file has no class to add it to")
         owner = classes[-1]
     lines = source.split("\n")
-    code = body.split("\n")[defs[0].lineno - 1 - len(defs[0].decorator_list) :]
+    code = body.split("\n")[defs[0].lineno - 1 - len(defs[0].decorator_list) : defs[0].end_lineno]
     if owner:
         classes = [
             n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == owner.rsplit(".")[-1]
