@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from formicary.agents.git import inproc
+from formicary.agents.git.landing import Ask, land_batch
 from tests.gitrepo import git as sh_git
 from tests.gitrepo import make_repo
 
@@ -184,7 +185,7 @@ def test_commit_worktree_where_a_file_becomes_a_folder(tmp_path: Path) -> None:
     assert sh_git(wt, "status", "--porcelain") == ""
 
 
-def test_land_clean_lands_a_batch_in_order_and_stops_where_git_must_decide(tmp_path: Path) -> None:
+def test_a_batch_lands_in_order_and_leaves_out_what_git_must_merge_or_a_turn_holds(tmp_path: Path) -> None:
     repo, base = _repo(tmp_path)
     sh_git(repo, "branch", "shared", base)
     tree = sh_git(repo, "rev-parse", f"{base}^{{tree}}")
@@ -193,13 +194,13 @@ def test_land_clean_lands_a_batch_in_order_and_stops_where_git_must_decide(tmp_p
     refused = _commit(repo, base, "r", {"r.txt": "R\n"})
     conflict = _commit(repo, base, "c1", {"src/one.txt": "c1\n"})
     again = _commit(repo, base, "c2", {"src/one.txt": "c2\n"})
-    anything = lambda merged, now: True  # noqa: E731
+    hot = _commit(repo, base, "h", {"h.txt": "H\n"})
     batch = [
-        (a, "land a", "w", "w@x", anything),
-        (refused, "land r", "w", "w@x", lambda merged, now: False),
-        (b, "land b", "w", "w@x", anything),
+        Ask(a, "land a", "w", "w@x"),
+        Ask(refused, "land r", "w", "w@x", lambda merged, now: False),
+        Ask(b, "land b", "w", "w@x"),
     ]
-    done, moved = inproc.land_clean(repo, "refs/heads/shared", base, tree, batch)
+    done, moved = land_batch(repo, "refs/heads/shared", base, tree, batch)
     assert moved is True and [d.result for d in done] == ["landed", "refused", "landed"]
     tip = sh_git(repo, "rev-parse", "shared")
     assert done[2].tip == tip and done[2].onto == done[0].tip == done[1].onto
@@ -208,12 +209,40 @@ def test_land_clean_lands_a_batch_in_order_and_stops_where_git_must_decide(tmp_p
         "README.md", "a.txt", "b.txt", "lonely", "src",
     ]  # fmt: skip
     now_tree = sh_git(repo, "rev-parse", "shared^{tree}")
-    more = [(conflict, "c1", "w", "w@x", anything), (again, "c2", "w", "w@x", anything)]
-    done, moved = inproc.land_clean(repo, "refs/heads/shared", tip, now_tree, more)
-    assert len(done) == 1 and moved is None  # c2 needs git's merge; nothing moved
-    assert sh_git(repo, "rev-parse", "shared") == tip
-    done, moved = inproc.land_clean(repo, "refs/heads/shared", base, tree, batch[:1])
-    assert moved is False and sh_git(repo, "rev-parse", "shared") == tip  # a stale tip: the CAS refuses
+    more = [
+        Ask(conflict, "c1", "w", "w@x", task_id="t1"),
+        Ask(again, "c2", "w", "w@x", task_id="t2"),  # src/one.txt changed on both sides: git decides
+        Ask(hot, "h", "w", "w@x", task_id="t3"),  # h.txt is another task's turn
+    ]
+    done, moved = land_batch(repo, "refs/heads/shared", tip, now_tree, more, owners={"h.txt": "t9"})
+    assert moved is True and [d.result for d in done] == ["landed", "slow", "held"]
+    assert done[1].onto == done[0].tip == sh_git(repo, "rev-parse", "shared") and done[2].touched == ["h.txt"]
+    assert sh_git(repo, "log", "--format=%s", f"{tip}..shared").splitlines() == ["c1"]
+    stale = land_batch(repo, "refs/heads/shared", base, tree, batch[:1])
+    assert stale[1] is False and sh_git(repo, "rev-parse", "shared") == done[0].tip  # the CAS refuses
+
+
+def test_git_s_merge_made_outside_lands_onto_a_newer_tip_as_its_change(tmp_path: Path) -> None:
+    """A request git merged onto an earlier tip (both sides edited one file, apart) lands later as that merge's
+    change, put onto the tip as it is then; no git process in the batch."""
+    repo, base = _repo(tmp_path)
+    lines = "".join(f"{n}\n" for n in range(1, 9))
+    t1 = _commit(repo, base, "shared", {"m.txt": lines})
+    head = _commit(repo, t1, "task", {"m.txt": lines.replace("1\n", "one\n", 1)})
+    t2 = _commit(repo, t1, "shared", {"m.txt": lines.replace("8\n", "eight\n")})
+    t2_tree = sh_git(repo, "rev-parse", f"{t2}^{{tree}}")
+    done, moved = land_batch(repo, "refs/heads/shared", t2, t2_tree, [Ask(head, "t", "w", "w@x")])
+    assert [d.result for d in done] == ["slow"] and done[0].onto == t2 and moved is None
+    clean, merged_tree = _git_merge(repo, t2, head)
+    assert clean
+    t3 = _commit(repo, t2, "shared", {"q.txt": "Q\n"})
+    t3_tree = sh_git(repo, "rev-parse", f"{t3}^{{tree}}")
+    ask = Ask(head, "t", "w", "w@x", premerged=(t2, merged_tree))
+    done, moved = land_batch(repo, "refs/heads/shared", t3, t3_tree, [ask])
+    assert moved is True and [d.result for d in done] == ["landed"]
+    assert sh_git(repo, "rev-parse", "shared^") == t3
+    assert sh_git(repo, "show", "shared:m.txt").splitlines()[::7] == ["one", "eight"]
+    assert sh_git(repo, "show", "shared:q.txt") == "Q"
 
 
 def test_a_known_tip_replaces_the_merge_base_walk_only_on_a_linear_task_branch(tmp_path: Path) -> None:
@@ -235,7 +264,7 @@ def test_a_known_tip_replaces_the_merge_base_walk_only_on_a_linear_task_branch(t
         assert inproc._known_base(handle, oid(hex=second), ()) is None
     tree = sh_git(repo, "rev-parse", f"{landed}^{{tree}}")
     sh_git(repo, "branch", "-f", "shared", landed)
-    done, moved = inproc.land_clean(
-        repo, "refs/heads/shared", landed, tree, [(second, "t", "w", "w@x", lambda m, n: True)], known={base}
+    done, moved = land_batch(
+        repo, "refs/heads/shared", landed, tree, [Ask(second, "t", "w", "w@x")], known={base}
     )
     assert moved and done[0].tree == _git_merge(repo, landed, second)[1]

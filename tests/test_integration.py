@@ -303,4 +303,104 @@ async def test_batch_is_all_or_nothing_when_the_tip_moves(repo: Path, tmp_path: 
         assert [r.outcome.result for r in batch] == ["moved", "moved"]  # type: ignore[union-attr]
         assert git(repo, "rev-parse", "formicary/s1") == outsider == session.shared.tip
         await _land_batch(session.shared, session.root, batch)
-        assert [r.outcome.result for r in batch] == ["landed", "conflict"]  # type: ignore[union-attr]
+        assert [r.outcome.result for r in batch] == ["landed", "slow"]  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_a_batch_lands_its_clean_members_and_leaves_out_a_conflict_and_a_gate_s_other_tree(
+    repo: Path, tmp_path: Path
+) -> None:
+    """One CAS for the batch; a member git must merge (a conflict) or whose merged tree is not the one its gate
+    passed is left out, the others land, one commit each on the first-parent history."""
+    from formicary.agents.git.integration import _land_batch, _Request
+    from formicary.agents.git.verdict import GateToken
+
+    session = await open_session(repo, tmp_path)
+    async with (
+        session.worktree("a", "wa") as wa,
+        session.worktree("b", "wb") as wb,
+        session.worktree("c", "wc") as wc,
+        session.worktree("d", "wd") as wd,
+    ):
+        await edit(session, wa, "shared.txt", "a\n")
+        await edit(session, wb, "shared.txt", "b\n")  # conflicts with a
+        await edit(session, wc, "c.txt", "c\n")  # its gate passed another tree
+        await edit(session, wd, "d.txt", "d\n")
+        start = session.shared.tip or ""
+        batch = [
+            _Request(wt.head or "", f"Task {wt.task_id}", wt.identity.env(), urgent=False) for wt in (wa, wb)
+        ]
+        batch.append(
+            _Request(
+                wc.head or "",
+                "Task c",
+                wc.identity.env(),
+                urgent=False,
+                gated=True,
+                token=GateToken(start, "0" * 40),
+            )
+        )
+        batch.append(_Request(wd.head or "", "Task d", wd.identity.env(), urgent=False))
+        await _land_batch(session.shared, session.root, batch)
+        outcomes = [r.outcome for r in batch]
+        assert [o.result for o in outcomes] == ["landed", "slow", "regate", "landed"]  # type: ignore[union-attr]
+        tip = git(repo, "rev-parse", "formicary/s1")
+        assert tip == session.shared.tip == outcomes[3].new_tip  # type: ignore[union-attr]
+        assert outcomes[1].old_tip == outcomes[3].old_tip == outcomes[0].new_tip  # type: ignore[union-attr]
+        log = git(repo, "log", "--first-parent", "--format=%P|%s", f"{start}..formicary/s1").splitlines()
+        assert [line.split("|")[1] for line in log] == ["Task d", "Task a"]
+        assert all(len(line.split("|")[0].split()) == 1 for line in log)
+        assert git(repo, "show", "formicary/s1:shared.txt") == "a"
+
+
+@pytest.mark.anyio
+async def test_concurrent_landings_with_a_conflict_all_land_one_commit_per_task(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Landings racing in batches: the one that conflicts goes back to its worker (git's merge made outside
+    the critical section), resolves, and lands; every task is one first-parent commit."""
+    session = await open_session(repo, tmp_path)
+    resolved: list[str] = []
+
+    async def resolve(conflict: Conflict) -> bool:
+        resolved.append(conflict.task_id)
+        return await keep_both(conflict)
+
+    async def worker(i: int, path: str, text: str) -> None:
+        async with session.worktree(f"t{i}", f"w{i}") as wt:
+            await edit(session, wt, path, text)
+            result = await session.integrate(wt, resolve)
+            assert result.status == "integrated", result.error
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker, 0, "shared.txt", "zero\n")
+        tg.start_soon(worker, 1, "shared.txt", "one\n")
+        for i in range(2, 12):
+            tg.start_soon(worker, i, f"n{i}.txt", f"{i}\n")
+    assert len(resolved) == 1
+    log = git(
+        repo, "log", "--first-parent", "--format=%P|%s", f"{session.base_sha}..formicary/s1"
+    ).splitlines()
+    assert len(log) == 12 and all(len(line.split("|")[0].split()) == 1 for line in log)
+    assert sorted(git(repo, "show", "formicary/s1:shared.txt").splitlines()) == ["one", "zero"]
+
+
+@pytest.mark.anyio
+async def test_edits_apart_in_one_file_merge_outside_the_lock_and_land_without_a_conflict(
+    repo: Path, tmp_path: Path
+) -> None:
+    writer = Writer(tmp_path / "f.db")
+    session = await open_session(repo, tmp_path)
+    async with session.worktree("a", "wa") as wa, session.worktree("b", "wb") as wb:
+        await edit(session, wa, "shared.txt", "TOP\nmiddle\nbottom\n")
+        await edit(session, wb, "shared.txt", "top\nmiddle\nBOTTOM\n")
+        first = await session.integrate(wa, writer=writer)
+        result = await session.integrate(wb, writer=writer)
+    assert result.status == "integrated" and result.conflicts == 0 and result.attempts == 2
+    assert git(repo, "show", "formicary/s1:shared.txt") == "TOP\nmiddle\nBOTTOM"
+    assert git(repo, "log", "--format=%P", "-1", result.sha or "") == first.sha
+    writer.flush()
+    writer.close()
+    con = sqlite3.connect(tmp_path / "f.db")
+    rows = con.execute("SELECT result FROM integrations WHERE task_id = 'b' ORDER BY attempt")
+    assert [r[0] for r in rows] == ["merged", "landed"]

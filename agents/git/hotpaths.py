@@ -49,6 +49,11 @@ class HotPaths:
                 if len(queue) == 1:
                     self._since[path] = now
 
+    def owners(self) -> dict[str, str]:
+        """Each path with a turn, and the task that has it now (a copy, for the landing's thread)."""
+        self._expire()
+        return {path: queue[0] for path, queue in self._queues.items() if queue}
+
     def blocked_until(self, task_id: str, paths: Iterable[str]) -> float | None:
         """When the turn of whoever holds one of ``paths`` ends, if another task holds one (and queue
         ``task_id`` behind it); None when ``task_id`` may land on all of them now."""

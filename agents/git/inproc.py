@@ -21,11 +21,10 @@ file/folder clash is decided and described by git as before.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.lowlevel import RunVar
@@ -235,28 +234,43 @@ def merge_trees(git_dir: Path | str, tip: str, head: str) -> str | None:
 
 
 def _merge(repo: Any, tip: str, head: str, known: Container[str] = ()) -> str | None:
+    merged = merge_onto(repo, tip, head, known)
+    return None if merged is None else merged[0]
+
+
+def merge_onto(repo: Any, tip: str, head: str, known: Container[str] = ()) -> tuple[str, list[str]] | None:
+    """:func:`merge_trees` on an open repository, with the paths the merge changes on ``tip``."""
     pygit2 = _pygit2()
     tip_id, head_id = pygit2.Oid(hex=tip), pygit2.Oid(hex=head)
     base = _known_base(repo, head_id, known) or repo.merge_base(tip_id, head_id)
     if base is None:
         return None
-    ours, theirs, common = repo[tip_id].tree, repo[head_id].tree, repo[base].tree
+    return three_way(repo, repo[tip_id].tree, repo[head_id].tree, repo[base].tree)
+
+
+def three_way(repo: Any, ours: Any, theirs: Any, common: Any) -> tuple[str, list[str]] | None:
+    """``theirs``' changes since ``common`` put on ``ours`` (trees), and the paths that changes on ``ours``; None
+    when a path ``theirs`` changed was changed differently on ``ours`` too, or a file meets a folder."""
     if theirs.id == common.id or theirs.id == ours.id:
-        return str(ours.id)
-    if ours.id == common.id:
-        return str(theirs.id)
+        return str(ours.id), []
     from pygit2.enums import DiffOption
 
     changes = _changes(repo.diff(common, theirs, flags=DiffOption.SKIP_BINARY_CHECK))
+    touched: list[str] = []
     for path, entry in changes.items():
         now = _entry(ours, path)
-        if now != entry and now != _entry(common, path):
+        if now == entry:
+            continue
+        if now != _entry(common, path):
             return None
+        touched.append(path)
+    if ours.id == common.id:
+        return str(theirs.id), touched
     try:
         merged = _apply(repo, ours, changes)
     except _NotTrivial:
         return None
-    return str(merged if merged is not None else repo.TreeBuilder().write())
+    return str(merged if merged is not None else repo.TreeBuilder().write()), touched
 
 
 HINT_DEPTH = 16
@@ -324,66 +338,6 @@ def _cas(repo: Any, ref: str, new: str, old: str, log: str) -> bool:
     except (pygit2.GitError, OSError, ValueError):
         return False
     return True
-
-
-class _Either:
-    def __init__(self, *sets: Container[str]) -> None:
-        self.sets = sets
-
-    def __contains__(self, item: object) -> bool:
-        return any(item in s for s in self.sets)
-
-    def __bool__(self) -> bool:
-        return True
-
-
-@dataclass
-class Landed:
-    """What :func:`land_clean` did with one request: ``landed`` onto ``onto`` as ``tip`` (the same when its
-    tree was already there), or ``refused`` (the merged ``tree`` is not one the caller accepts)."""
-
-    result: Literal["landed", "refused"]
-    onto: str
-    tip: str
-    tree: str
-
-
-def land_clean(
-    git_dir: Path | str,
-    ref: str,
-    tip: str,
-    tree: str,
-    requests: list[tuple[str, str, str, str, Callable[[str, str], bool]]],
-    log: str = "formicary: integrate",
-    known: Container[str] = (),
-) -> tuple[list[Landed], bool | None]:
-    """Merge and commit each ``(head, message, name, email, accepts)`` onto the advancing tip, in order, then
-    move ``ref`` from ``tip`` by compare-and-swap: one thread hop for a whole batch of the landing.
-
-    ``accepts(merged_tree, tree_now)`` says whether a merge may land. Stops at the first request that needs
-    ``git merge-tree`` (the results stop there too, and nothing moves: the caller goes on from there); the
-    second value is the compare-and-swap's outcome, None when not tried (stopped early, or nothing to move).
-    ``known``: commits every one of which is an ancestor of ``tip`` (see :func:`_known_base`).
-    """
-    out: list[Landed] = []
-    now = tip
-    made: set[str] = set()  # this batch's commits: ancestors of ``now`` as well
-    with repository(git_dir) as repo:
-        for head, message, name, email, accepts in requests:
-            merged = _merge(repo, now, head, _Either(known, made))
-            if merged is None:
-                return out, None
-            if not accepts(merged, tree):
-                out.append(Landed("refused", now, now, merged))
-                continue
-            onto = now
-            if merged != tree:
-                now, tree = _commit(repo, merged, [now], message, name, email), merged
-                made.add(now)
-            out.append(Landed("landed", onto, now, merged))
-        if now == tip:
-            return out, None
-        return out, _cas(repo, ref, now, tip, log)
 
 
 # -- the async calls the landing code makes (each replaces one git process on the hot path) -----------------

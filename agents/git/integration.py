@@ -13,6 +13,9 @@ the CAS stays under it because another process (a second formicary, the operator
 Because the lock holder is the only in-process writer, the tip it wrote is remembered and no ``rev-parse``
 is needed per attempt. Whoever gets the lock lands every request queued by then (merge + commit each onto the
 advancing tip, one CAS for the batch), so under load the ``update-ref`` and the lock hand-off are shared.
+A request the batch cannot land in-process is dropped from it (:mod:`.landing`) and the rest land: git's
+``merge-tree`` for it runs outside the lock, then a conflict goes back to its worker and a clean merge lands
+next time with git's tree. With hot paths, the turn is checked on the paths the in-process merge changes.
 A retry after a resolved conflict skips the queue of first attempts (``SharedBranch.section``).
 
 A conflict is handed back to the SAME worker outside the lock (:mod:`.handback`): its worktree gets the merged
@@ -41,6 +44,7 @@ from . import inproc
 from .gate import admit
 from .handback import Conflict, ConflictFile, OnConflict, hand_back
 from .hotpaths import HotPaths
+from .landing import Ask, land_batch
 from .run import GitError, MergeTreeResult, git
 from .worktree import Worktree
 
@@ -61,7 +65,7 @@ if TYPE_CHECKING:
     from .gate import Gate, GateToken, OnRefusal
 
 LOG = "formicary: integrate"  # the branch's reflog message for a landing
-MAX_BATCH = 8  # requests landed per critical section: bounds how long the others in it wait
+MAX_BATCH = 32  # requests landed per critical section: bounds how long the others in it wait
 PASSED_MAX = 8192  # tips remembered as the branch's ancestors (a task older than that merges the slow way)
 MAX_MOVES = 200  # tip moved under us this many times in one integration: something else is hammering the ref
 
@@ -140,7 +144,7 @@ class SharedBranch:
 
 @dataclass
 class _Attempt:
-    result: Literal["landed", "moved", "conflict", "held", "regate"]
+    result: Literal["landed", "moved", "conflict", "held", "regate", "slow", "merged"]
     old_tip: str
     new_tip: str | None
     merge: MergeTreeResult
@@ -158,6 +162,7 @@ class _Request:
     task_id: str = ""
     gated: bool = False  # the session has a landing gate: only ``token``'s tree may land
     token: GateToken | None = None
+    premerged: tuple[str, str] | None = None  # (tip, tree): git merged ``head`` onto that tip already
     outcome: _Attempt | GitError | None = None
     taken: bool = False
 
@@ -198,62 +203,50 @@ async def _submit(shared: SharedBranch, root: Path, req: _Request) -> _Attempt:
 
 
 async def _land_batch(shared: SharedBranch, root: Path, batch: list[_Request]) -> None:
-    """merge-tree + commit-tree per request onto the advancing tip, then one CAS: the mechanical part."""
+    """Merge + commit per request onto the advancing tip, then one CAS: the mechanical part, in one thread hop
+    (:func:`.landing.land_batch`). What the batch cannot land is dropped from it; the rest lands."""
     if shared.tip is None or shared.tip_tree is None or not shared.serialize:
         await shared.read_tip(root)
-    start = tip = shared.tip
-    tree = shared.tip_tree
-    assert tip is not None and tree is not None
-    rest = batch
-    if not shared.hot:  # the usual case: every request merges in-process; all of it, CAS too, in one hop
-        fast = [(r.head, r.message, *_author(r.env), _accepts(r)) for r in batch]
-        try:
-            done, moved = await inproc.in_landing_thread(
-                inproc.land_clean, root, shared.ref, tip, tree, fast, LOG, dict(shared.passed)
-            )
-        except Exception:  # libgit2 failed (nothing moved): each request on its own below, errors its own
-            done, moved = [], None
-        for req, landed in zip(batch, done, strict=False):
-            clean = MergeTreeResult(tree=landed.tree, clean=True)
-            if landed.result == "refused":
-                req.outcome = _Attempt("regate", landed.onto, None, clean)
-            else:
-                req.outcome = _Attempt("landed", landed.onto, landed.tip, clean)
-                tip, tree = landed.tip, landed.tree
-        rest = batch[len(done) :]
-        if not rest and moved is not None:
-            if moved:
-                shared.moved_to([d.tip for d in done if d.result == "landed"], tree)
-            else:
-                await _lost(shared, root, batch, start)
-            return
-    for req in rest:
-        try:
-            merge = await inproc.merge_tree(root, tip, req.head)
-            if shared.hot:  # some task has the turn on paths: hold a landing that would change them
-                touched = await _touched(root, tree, merge)
-                if shared.hot.blocked_until(req.task_id, touched) is not None:
-                    req.outcome = _Attempt("held", tip, None, merge, touched)
-                    continue
-            if not merge.clean:
-                req.outcome = _Attempt("conflict", tip, None, merge)
-                continue
-            if req.gated and merge.tree != tree and not _passed(req.token, merge.tree):
-                req.outcome = _Attempt("regate", tip, None, merge)  # not the tree the gate passed
-                continue
-            onto = tip
-            if merge.tree != tree:  # else everything the task changed is already on the branch
-                tip = await inproc.new_commit(root, merge.tree, [tip], req.message, req.env)
-                tree = merge.tree
-            req.outcome = _Attempt("landed", onto, tip, merge)
-        except GitError as exc:
-            req.outcome = exc
-    if tip == start:
+    start, tree = shared.tip, shared.tip_tree
+    assert start is not None and tree is not None
+    asks = [Ask(r.head, r.message, *_author(r.env), _accepts(r), r.task_id, r.premerged) for r in batch]
+    owners = shared.hot.owners() if shared.hot else None
+    try:
+        done, moved = await inproc.in_landing_thread(
+            land_batch, root, shared.ref, start, tree, asks, LOG, dict(shared.passed), owners
+        )
+    except Exception as exc:  # libgit2 failed and nothing moved: alone, each request meets its own error
+        if len(batch) > 1:
+            for req in batch:
+                await _land_batch(shared, root, [req])
+        else:
+            batch[0].outcome = GitError(f"landing failed: {exc!r}"[:300])
         return
-    if await inproc.update_ref(root, shared.ref, tip, start, LOG):
-        shared.moved_to([tip], tree)
+    if moved is False:
+        await _lost(shared, root, batch, start)
         return
-    await _lost(shared, root, batch, start)
+    for req, d in zip(batch, done, strict=True):
+        merge = MergeTreeResult(tree=d.tree, clean=True)
+        kind = {"landed": "landed", "refused": "regate", "held": "held", "slow": "slow"}[d.result]
+        req.outcome = _Attempt(kind, d.onto, d.tip if kind == "landed" else None, merge, d.touched)  # type: ignore[arg-type]
+        if kind == "landed":
+            tree = d.tree
+    if moved:
+        shared.moved_to([d.tip for d in done if d.result == "landed" and d.tip != d.onto], tree)
+
+
+async def _merge_outside(
+    root: Path, shared: SharedBranch, att: _Attempt, head: str, task_id: str
+) -> _Attempt:
+    """A request the batch left to git (``slow``): git merges it onto the tip the batch tried, outside the
+    critical section. ``conflict`` goes back to the worker, ``held`` waits for its turn, ``merged`` lands
+    next time with git's tree (:class:`.landing.Ask`'s ``premerged``)."""
+    merge = await inproc.merge_tree(root, att.old_tip, head)
+    if shared.hot:
+        touched = await _touched(root, att.old_tip, merge)
+        if shared.hot.blocked_until(task_id, touched) is not None:
+            return _Attempt("held", att.old_tip, None, merge, touched)
+    return _Attempt("merged" if merge.clean else "conflict", att.old_tip, None, merge)
 
 
 async def _lost(shared: SharedBranch, root: Path, batch: list[_Request], start: str) -> None:
@@ -349,6 +342,7 @@ async def integrate(
             wt.head = result.head = head
         message = wt.message or f"Task {wt.task_id}\n\nFormicary-Task: {wt.task_id}\n"
         env = wt.identity.env()
+        premerged: tuple[str, str] | None = None  # git's merge of ``head`` onto an earlier tip, made outside
         while True:
             result.attempts += 1
             t0 = time.perf_counter()
@@ -359,6 +353,7 @@ async def integrate(
                 )
                 if kind == "fixed":
                     head = wt.head = result.head = value
+                    premerged = None
                     continue
                 if kind == "decided":  # the landing queue landed it, or found a conflict with the tip
                     merge = value.merge or MergeTreeResult(tree="", clean=True)
@@ -368,16 +363,25 @@ async def integrate(
                 else:
                     token = value
             if att is None:
-                urgent = result.conflicts > 0 or result.regates > 0
+                urgent = result.conflicts > 0 or result.regates > 0 or premerged is not None
                 req = _Request(
                     head, message, env, urgent=urgent, task_id=wt.task_id, gated=gate is not None, token=token
                 )
+                req.premerged = premerged
                 att = await _submit(shared, session.root, req)
+                if att.result == "slow":  # git must merge it: outside the critical section
+                    att = await _merge_outside(session.root, shared, att, head, wt.task_id)
             paths = att.merge.paths
             record(result.attempts, att.result, att.old_tip, att.new_tip, paths, t0)
             if att.result == "held":  # another task has the turn on a path this changes: wait for ours
                 while (until := shared.hot.blocked_until(wt.task_id, att.touched)) is not None:
                     await shared.hot.wait(until)
+                continue
+            if att.result == "merged":  # lands next time with git's tree, ahead of first attempts
+                premerged = (att.old_tip, att.merge.tree)
+                result.retries += 1  # the tip moved on its paths: bounded like a lost CAS
+                if result.retries > MAX_MOVES:
+                    raise GitError(f"{shared.ref} kept moving: gave up after {MAX_MOVES} retries")
                 continue
             if att.result == "landed":
                 result.status, result.sha = "integrated", att.new_tip
@@ -413,6 +417,7 @@ async def integrate(
             if new_head is None:
                 raise GitError(f"conflict in {', '.join(paths[:5])} not resolved by the worker")
             head = wt.head = result.head = new_head
+            premerged = None
     except GitError as exc:
         result.status, result.error = "failed", str(exc)
         wt.status = "failed"
