@@ -189,7 +189,7 @@ async def test_write_function_adds_a_function_the_file_lacks_and_it_lands(tmp_pa
     engine, _, _, db, repo = await run(tmp_path, team, check="python3 -m unittest")
     landed = git(repo, "show", f"{engine.git.branch}:units.py")
     assert landed.startswith(UNITS.rstrip("\n")) and landed.endswith("\n\n\ndef triple(x):\n    return 3 * x")
-    assert actions(db)[0]["observation"].startswith("added function triple in units.py")
+    assert actions(db)[0]["observation"].startswith("added triple to units.py")
 
 
 async def test_a_written_file_that_does_not_parse_is_said_at_once_not_the_tests_passing(tmp_path):

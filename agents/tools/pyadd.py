@@ -58,11 +58,20 @@ def add_definition(source: str, tree: ast.Module, name: str, new_def: str, known
             )
         short = defs[0].name
     if _is_test_module(tree) and MISNAMED_TEST.search(short) and not short.startswith("test"):
-        # measured: `capitalize_words_test` was added to a TestCase and landed, never run
-        raise confine.ActionFailed(
-            f"error: unittest and pytest only run tests whose names start with `test`: name it test_"
-            f"{short.lower().replace('test', '').strip('_')}"
+        # measured: `capitalize_words_test` landed in a TestCase, never run; told to rename it, the 1.5B
+        # model sent the same name six times
+        words = [w for w in short.split("_") if w.lower() not in ("test", "tests")]
+        renamed, short = short, "_".join(["test", *words])  # the runner's name for it
+        if short in {q.rsplit(".", 1)[-1] for q in known.split(", ")}:
+            raise confine.ActionFailed(f"error: test runners only run test_* names, and {short} is taken")
+        lines_of = body.split("\n")
+        lines_of[defs[0].lineno - 1] = re.sub(
+            rf"\b(def|class)(\s+){re.escape(renamed)}\b",
+            rf"\g<1>\g<2>{short}",
+            lines_of[defs[0].lineno - 1],
+            count=1,
         )
+        body = "\n".join(lines_of)
     args = defs[0].args.args if isinstance(defs[0], ast.FunctionDef | ast.AsyncFunctionDef) else []
     if not owner and args and args[0].arg == "self":  # a method without its class: unittest would not see it
         classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]

@@ -423,5 +423,10 @@ def write_function(root: str, path: object, name: str, content: str) -> str:
     before = defined_names(text)
     new_text, line = replace_function(text, name, content)
     confine._write_bytes(real, shown, new_text.encode("utf-8", "surrogateescape"))
-    verb = "replaced" if name.strip().removesuffix("()").rsplit(".", 1)[-1] in before else "added"
-    return f"{verb} function {name.strip()} in {shown} (now at line {line})"
+    asked = name.strip().removesuffix("()").rsplit(".", 1)[-1]
+    if asked in before:
+        return f"replaced function {name.strip()} in {shown} (now at line {line})"
+    found = re.match(r"\s*(?:async\s+)?(?:def|class)\s+(\w+)", new_text.split("\n")[line - 1])
+    added = found.group(1) if found else asked
+    why = "" if added == asked else f" (as {added}: the name its content gives it, or test runners' test_*)"
+    return f"added {added} to {shown} (at line {line}){why}"
