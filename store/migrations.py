@@ -15,6 +15,7 @@ from .schema_m010 import upgrade_statements as targets_upgrade
 from .schema_m011 import upgrade_statements as agents_upgrade
 from .schema_m012 import upgrade_statements as tasks_upgrade
 from .schema_m013 import upgrade_statements as ranges_upgrade
+from .schema_m014 import upgrade_statements as profiles_upgrade
 
 migrations = Migrations("formicary")
 
@@ -437,6 +438,15 @@ def m013_step_ranges_and_binary_shas(db: Database) -> None:
     """``steps`` is not indexed by agent: an ``agent_rows`` row says the range of the timeline its steps lie in;
     SHAs of commits and landings are stored as 20 bytes (see ``store.schema_m013``)."""
     for sql in ranges_upgrade():
+        db.execute(sql)
+
+
+@migrations(name="m014_call_profiles_and_agent_times")
+def m014_call_profiles_and_agent_times(db: Database) -> None:
+    """A model call's role, model, endpoint and schema are one ``profiles`` row; a call's and a step's time counts
+    from its agent's start, a step's task is its agent's unless it says otherwise; a call's server timings are
+    integer hundredths of a millisecond (see ``store.schema_m014``)."""
+    for sql in profiles_upgrade():
         db.execute(sql)
 
 

@@ -142,7 +142,7 @@ def test_a_record_from_before_m008_reads_the_same_after_it(tmp_path):
     )
     # the old texts and ids are stored once, as integers
     assert (
-        db.execute("SELECT typeof(agent), typeof(role), typeof(endpoint) FROM calls").fetchall()
+        db.execute("SELECT typeof(agent), typeof(profile), typeof(session) FROM calls").fetchall()
         == [("integer", "integer", "integer")] * 2
     )
 

@@ -114,7 +114,7 @@ def test_a_record_from_before_m013_reads_the_same_after_it(tmp_path):
     conn.commit()
     conn.close()
     db = store_db.connect(path)
-    assert store_db.schema_version(db)[-1] == "m013_step_ranges_and_binary_shas"
+    assert "m013_step_ranges_and_binary_shas" in store_db.schema_version(db)
     ranges = {
         name: (first, last)
         for name, first, last in db.execute(
