@@ -66,6 +66,7 @@ def test_detection_order_and_explicit_choices():
 
 
 def test_failing_ids_from_runner_output():
+    assert failing_from_output("custom", "FAILED (failures=1)\n") == frozenset()  # unittest's summary line
     assert failing_from_output("pytest", "FAILED t.py::test_a - assert 1\nERROR t2.py\n") == {
         "t.py::test_a",
         "t2.py",

@@ -84,7 +84,7 @@ def test_crash_kill9_at_random_moments_then_resume_loses_nothing(tmp_path):
     repo = make_repo(tmp_path / "repo", {"README.md": "demo\n"})
     home = tmp_path / "home"
     db = home / "data" / "formicary.db"
-    proc, base_url = spawn_server_process(responder="tests.scripted_team:crash_responder", latency=0.3)
+    proc, base_url = spawn_server_process(responder="tests.scripted_team:crash_responder", latency=0.5)
     env = _env(home, base_url)
     kills = 0
     try:

@@ -126,6 +126,7 @@ def test_failing_tests_and_summary():
     pytest_out = "FAILED tests/test_a.py::test_x - assert 1 == 2\nERROR tests/test_b.py\n1 failed"
     unittest_out = (
         "FAIL: test_simple (test_text.SlugifyTest.test_simple)\nERROR: test_e (test_units.UnitsTest)\n"
+        "\nFAILED (failures=1, errors=1)\n"  # unittest's last line names no test (the planner was shown it as one)
     )
     assert failing_tests(pytest_out) == ["tests/test_a.py::test_x", "tests/test_b.py"]
     assert failing_tests(unittest_out) == [

@@ -40,7 +40,10 @@ def test_a_decorated_function_loses_nothing_but_itself():
 @pytest.mark.parametrize(
     ("name", "content", "says"),
     [
-        ("missing", "def missing():\n    pass\n", "no function 'missing'"),
+        ("missing", "def helper(x):\n    pass\n", "helper is already in the file"),
+        ("missing", "def missing():\n    pass\n\nx = 1\n", "to add it, content must be"),
+        ("Absent.m", "def m(self):\n    pass\n", "no single class 'Absent'"),
+        ("Box", "class Box:\n    pass\n", "Box is a class"),
         ("helper", "def helper(x:\n", "does not parse"),
         ("helper", "def other(x):\n    return x\n", "complete definition `def helper"),
     ],
@@ -51,11 +54,49 @@ def test_bad_edits_are_refused_with_what_to_fix(name, content, says):
     assert says in err.value.observation
 
 
+def test_a_function_the_file_lacks_is_added_before_the_main_block_with_its_imports():
+    source = (
+        '"""Mod."""\n\nimport os\n\n\ndef a():\n    return os.sep\n\n\nif __name__ == "__main__":\n    a()\n'
+    )
+    new, line = replace_function(source, "b", "import re\nimport os\n\ndef b(x):\n    return re.escape(x)\n")
+    assert new == (
+        '"""Mod."""\n\nimport os\nimport re\n\n\ndef a():\n    return os.sep\n\n\n'
+        'def b(x):\n    return re.escape(x)\n\n\nif __name__ == "__main__":\n    a()\n'
+    )  # the import it already had is not added twice
+    assert new.split("\n")[line - 1] == "def b(x):"
+
+
+def test_a_method_the_class_lacks_is_added_at_the_end_of_the_class():
+    new, line = replace_function(SOURCE, "Box.volume", "def volume(self):\n    return 1\n")
+    assert new.split("\n")[line - 1] == "    def volume(self):"
+    compile(new, "x.py", "exec")
+    assert (
+        replace_function(new, "Box.volume", "def volume(self):\n    return 2\n")[0].count("def volume") == 1
+    )
+    tests = "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        pass\n"
+    # a test named so that the runner would never run it gets the runner's name
+    new, line = replace_function(tests, "size_tests", "def size_tests(self):\n    pass\n")
+    assert new.split("\n")[line - 1] == "    def test_size(self):"
+    assert "def latest(self)" in replace_function(tests, "latest", "def latest(self):\n    pass\n")[0]
+    assert "def run_test" in replace_function(SOURCE, "run_test", "def run_test():\n    pass\n")[0]
+    # measured: function "capitalize_words_test", content a TestCase class with its imports and a main block
+    sent = "import unittest\nfrom text import cap\n\nclass CapTest(unittest.TestCase):\n    def test_cap(self):\n"
+    sent += "        self.assertEqual(cap('a'), 'A')\n\nif __name__ == '__main__':\n    unittest.main()\n"
+    new, line = replace_function(tests, "cap_test", sent)
+    assert new.split("\n")[line - 1] == "class CapTest(unittest.TestCase):" and new.count("__main__") == 0
+    assert new.startswith("import unittest\nfrom text import cap\n") and new.count("import unittest") == 1
+    # measured: a test added as a module-level `def test_x(self)`, which unittest never ran
+    new, line = replace_function(SOURCE, "test_size", "def test_size(self):\n    assert True\n")
+    assert new.split("\n")[line - 1] == "    def test_size(self):"
+
+
 def test_write_function_edits_the_file_in_the_worktree(tmp_path):
     (tmp_path / "m.py").write_text(SOURCE)
     out = write_function(str(tmp_path), "m.py", "helper", "def helper(x):\n    return x + 1\n")
     assert out.startswith("replaced function helper in m.py")
     assert "return x + 1" in (tmp_path / "m.py").read_text()
+    out = write_function(str(tmp_path), "m.py", "fresh", "def fresh():\n    return 7\n")
+    assert out.startswith("added fresh to m.py") and "return 7" in (tmp_path / "m.py").read_text()
     with pytest.raises(confine.PathRefused):
         write_function(str(tmp_path), "../m.py", "helper", "def helper(x):\n    return x\n")
 

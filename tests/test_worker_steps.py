@@ -179,6 +179,31 @@ async def test_write_function_replaces_one_function_and_keeps_the_rest(tmp_path)
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
 
 
+async def test_write_function_adds_a_function_the_file_lacks_and_it_lands(tmp_path):
+    """Measured on an unseen "add capitalize_words()" goal: both workers spent every step on write_function for
+    a function not yet in the file. Now it is added, and it lands through the gate."""
+    add = task("Add triple to units.py", "Add triple(x), three times x.", files=["units.py"])
+    edit = {"thought": "", "action": {"name": "write_function", "path": "units.py", "function": "triple",
+                                      "content": "def triple(x):\n    return 3 * x\n"}}  # fmt: skip
+    team = ScriptedTeam(root_plans=[plan([add])], work={add["title"]: [edit, finish()]})
+    engine, _, _, db, repo = await run(tmp_path, team, check="python3 -m unittest")
+    landed = git(repo, "show", f"{engine.git.branch}:units.py")
+    assert landed.startswith(UNITS.rstrip("\n")) and landed.endswith("\n\n\ndef triple(x):\n    return 3 * x")
+    assert actions(db)[0]["observation"].startswith("added triple to units.py")
+
+
+async def test_a_written_file_that_does_not_parse_is_said_at_once_not_the_tests_passing(tmp_path):
+    """Measured: a new test file with a broken class body was followed by "the tests for your task pass now"."""
+    add = task("Add tests", "Add tests for c_to_f.", files=["tests/test_more.py"])
+    broken = write(
+        "tests/test_more.py", "import unittest\n\nclass T(unittest.TestCase):\n\ndef test_a(self):\n"
+    )
+    team = ScriptedTeam(root_plans=[plan([add])], work={add["title"]: [broken, finish()]})
+    await run(tmp_path, team, check="python3 -m unittest")
+    wrote = next(r["observation"] for r in actions(tmp_path / "f.db") if r["name"] == "write_file")
+    assert "ERROR: tests/test_more.py does not parse now (SyntaxError" in wrote and "CHECK" not in wrote
+
+
 async def test_idle_slots_draw_candidates_and_the_passing_edit_is_kept(tmp_path):
     """After a failed check, the next edit is drawn as several samples of one request (``n``, one prompt read
     once); the first sample is wrong, a later one right, and the worker keeps the one whose check passes."""

@@ -79,7 +79,7 @@ class IntegrationResult:
     head: str | None
     sha: str | None = None
     attempts: int = 0
-    retries: int = 0  # compare-and-swap lost: the tip moved
+    retries: int = 0  # the tip moved: compare-and-swap lost, or git merged it outside the critical section
     conflicts: int = 0  # rounds handed back to the worker
     conflict_paths: list[str] = field(default_factory=list)
     duration_ms: float = 0.0

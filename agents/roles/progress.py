@@ -52,7 +52,7 @@ _STOP = frozenset(
         "passes",
     ]
 )
-_PYTEST_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
+_PYTEST_FAILED = re.compile(r"^(?:FAILED|ERROR) ([^\s(]\S*)", re.M)  # not unittest's "FAILED (failures=1)"
 _UNITTEST_FAILED = re.compile(r"^(?:FAIL|ERROR): (\S+) \(([^)]+)\)", re.M)
 MAX_FAILING = 30
 

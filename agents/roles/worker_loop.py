@@ -29,6 +29,7 @@ from ..tools.actions import (
     parse_action,
     reply_schema,
 )
+from ..tools.parse_gate import parse_problems, parseable
 from ..tools.targeted import CheckRun, check_after_edit, related_tests
 from . import candidates, resample
 from .ask import ask_once
@@ -355,6 +356,14 @@ class WorkerLoop:
         self.edits += 1
         if action.name != "write_file":
             self.seen.forget(action.path)
+        if action.name != "write_function" and parseable(action.path):  # write_function parses what it writes
+            root, path = self.ctx.real_root, action.path
+            text = await anyio.to_thread.run_sync(read_text, root, path)
+            broken = (await parse_problems({path: text})).get(path) if text is not None else None
+            if broken:  # measured: a new test file that did not parse was followed by "the tests pass now"
+                self.last_check = None
+                self.attempts.failed_try(action, broken)
+                return f"\n\nERROR: {path} does not parse now ({broken}); the landing gate refuses it. Fix it."
         if not self.check:
             return ""
         if not self.brief.test_paths and action.path.lower().endswith(PROSE):

@@ -69,10 +69,10 @@ class WriteFile(_Action):
 
 
 class WriteFunction(_Action):
-    help = "replace one Python function or method by its complete new definition"
+    help = "replace one Python function or method by its complete new definition, or add it"
     name: Literal["write_function"]
     path: str = Field(description="Python file relative to the repository root")
-    function: str = Field(description="name of the function to replace (Class.method for a method)")
+    function: str = Field(description="name of the function to replace or add (Class.method for a method)")
     content: str = Field(
         description="the complete new definition: def line and body (leave out the docstring: the old one is kept)"
     )

@@ -35,7 +35,7 @@ JUNIT_FILE = ".formicary-check-junit.xml"
 JUNIT_MAX_BYTES = 20_000_000
 TAIL_CHARS = 4000
 _SHELL_META = re.compile(r"[;&|<>()$`\\\n]")
-_PYTEST_LINE = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
+_PYTEST_LINE = re.compile(r"^(?:FAILED|ERROR) ([^\s(]\S*)", re.M)  # not unittest's "FAILED (failures=1)"
 _UNITTEST_LINE = re.compile(r"^(?:FAIL|ERROR): (\S+) \(([^)\s]+)\)", re.M)
 _GO_LINE = re.compile(r"^\s*--- FAIL: (\S+)", re.M)
 _GO_PKG = re.compile(r"^FAIL\s+(\S+)\s", re.M)

@@ -14,6 +14,7 @@ import re
 import textwrap
 
 from . import confine
+from .pyadd import add_definition
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -60,8 +61,7 @@ def replace_function(source: str, name: str, new_def: str) -> tuple[str, int]:
     name = name.strip().removesuffix("()")
     matches = [node for qual, node in _functions(tree) if qual == name or qual.rsplit(".", 1)[-1] == name]
     if not matches:
-        known = ", ".join(q for q, _ in _functions(tree))[:600]
-        raise confine.ActionFailed(f"error: no function {name!r} in the file; its functions are: {known}")
+        return add_definition(source, tree, name, new_def, ", ".join(q for q, _ in _functions(tree))[:600])
     if len(matches) > 1:
         raise confine.ActionFailed(f"error: {name!r} is defined {len(matches)} times; use Class.method")
     node = matches[0]
@@ -415,10 +415,18 @@ def _top_level_names(text: str) -> set[str]:
 
 
 def write_function(root: str, path: object, name: str, content: str) -> str:
-    """The ``write_function`` action: replace one function of a Python file by its complete new definition."""
+    """The ``write_function`` action: replace one function of a Python file by its complete new definition, or
+    add it when the file has none of that name."""
     real, shown = confine.resolve(root, path)
     data = confine._read_bytes(real, shown)
     text = data.decode("utf-8", "surrogateescape")
+    before = defined_names(text)
     new_text, line = replace_function(text, name, content)
     confine._write_bytes(real, shown, new_text.encode("utf-8", "surrogateescape"))
-    return f"replaced function {name.strip()} in {shown} (now at line {line})"
+    asked = name.strip().removesuffix("()").rsplit(".", 1)[-1]
+    if asked in before:
+        return f"replaced function {name.strip()} in {shown} (now at line {line})"
+    found = re.match(r"\s*(?:async\s+)?(?:def|class)\s+(\w+)", new_text.split("\n")[line - 1])
+    added = found.group(1) if found else asked
+    why = "" if added == asked else f" (as {added}: the name its content gives it, or test runners' test_*)"
+    return f"added {added} to {shown} (at line {line}){why}"
