@@ -14,7 +14,7 @@ import anyio
 
 from ..model.errors import EndpointError, ModelError
 from ..status import AgentStatus, Role, TaskKind, TaskStatus
-from . import targets
+from . import targets, under_test
 from .ask import ask
 from .context import Handoff, Task, check_command
 from .progress import check_summary, failing_tests, repeats_landed
@@ -128,6 +128,9 @@ async def _ask_model(
     repo_map = await ctx.repo_map()
     check = await ctx.tip_check()
     check_text = check_summary(*check) if check is not None else ""
+    if check is not None and check[0] not in (0, None):
+        called = await _failing_tests_call(ctx, failing_tests(check[1], limit=None))
+        check_text += f"\nThe failing tests call: {', '.join(called)}" if called else ""
     landed = [{"title": d.title, "files": d.files} for d in ctx.landed]
     if role == Role.PLANNER:
         messages = render(
@@ -206,6 +209,22 @@ async def _named_targets(
     plan = Plan(tasks=tasks, subplanners=[], scratchpad=ctx.scratchpad)
     plan._again = again
     return plan
+
+
+async def _failing_tests_call(ctx: RoleContext, failing: list[str]) -> list[str]:
+    """The repository's functions the failing tests call, read from the tip (see under_test.py)."""
+    from ..git.run import cat_blobs, git
+
+    if not failing:
+        return []
+    tip, root = ctx.git.shared.tip, ctx.git.root
+    listing = await git("ls-tree", "-r", "--name-only", tip, cwd=root, check=False)
+    if listing.rc != 0:
+        return []
+    files = listing.out.splitlines()
+    wanted = {where[0] for t in failing if (where := under_test.locate_test(t, set(files)))}
+    texts = await cat_blobs(root, [f"{tip}:{f}" for f in sorted(wanted)])
+    return under_test.functions_under_test(failing, files, lambda path: texts.get(f"{tip}:{path}"))
 
 
 def _fanout(ctx: RoleContext) -> int:

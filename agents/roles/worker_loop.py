@@ -363,7 +363,9 @@ class WorkerLoop:
             if broken:  # measured: a new test file that did not parse was followed by "the tests pass now"
                 self.last_check = None
                 self.attempts.failed_try(action, broken)
-                return f"\n\nERROR: {path} does not parse now ({broken}); the landing gate refuses it. Fix it."
+                return (
+                    f"\n\nERROR: {path} does not parse now ({broken}); the landing gate refuses it. Fix it."
+                )
         if not self.check:
             return ""
         if not self.brief.test_paths and action.path.lower().endswith(PROSE):
