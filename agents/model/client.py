@@ -244,12 +244,13 @@ class ModelClient:
             EndpointError: the endpoint refused the request in a way retrying cannot fix (the session ends).
             ModelError: the endpoint kept failing past ``settings.retries``.
         """
-        if temperature is not None:
-            settings = settings.model_copy(update={"temperature": temperature})
-        first = (await self._complete(settings, messages, schema_name, schema, role, agent_id, 1))[0]
-        if isinstance(first, ReplyFormatError):
-            raise first
-        return first
+        replies = await self.complete_samples(
+            settings, messages, schema_name, schema, role=role, agent_id=agent_id, temperature=temperature,
+            samples=1,
+        )  # fmt: skip
+        if isinstance(replies[0], ReplyFormatError):
+            raise replies[0]
+        return replies[0]
 
     async def complete_samples(
         self,
@@ -272,19 +273,7 @@ class ModelClient:
         """
         if temperature is not None:
             settings = settings.model_copy(update={"temperature": temperature})
-        n = samples if settings.is_llama_cpp and settings.api != "litellm" else 1
-        return await self._complete(settings, messages, schema_name, schema, role, agent_id, n)
-
-    async def _complete(
-        self,
-        settings: ModelSettings,
-        messages: list[dict[str, str]],
-        schema_name: str,
-        schema: type[BaseModel],
-        role: str,
-        agent_id: str | None,
-        samples: int,
-    ) -> list[Reply | ReplyFormatError]:
+        samples = samples if settings.is_llama_cpp and settings.api != "litellm" else 1
         fmt = response_format(schema_name, schema)
 
         async def send(

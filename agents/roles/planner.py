@@ -178,16 +178,11 @@ async def _named_targets(
     A follow-up round plans the targets whose workers failed again, each for a fresh worker: with a small
     model a second independent try is what most often succeeds, and it costs no planner call.
     """
-    from ..git.run import cat_blobs, git
-
-    tip, root = ctx.git.shared.tip, ctx.git.root
-    listing = await git("ls-tree", "-r", "--name-only", tip, cwd=root, check=False)
-    if listing.rc != 0:
+    files = await _tip_files(ctx)
+    if files is None:
         return None
-    files = listing.out.splitlines()
-    mentioned = [f for f in files if f in ctx.goal]
-    texts = await cat_blobs(root, [f"{tip}:{f}" for f in mentioned])
-    found = targets.find_targets(ctx.goal, files, lambda path: texts.get(f"{tip}:{path}"))
+    read = await _tip_reader(ctx, [f for f in files if f in ctx.goal])
+    found = targets.find_targets(ctx.goal, files, read)
     planned = targets.planned_tasks(ctx.goal, found)
     done = {
         t.title for t in planned if t.title in finished or repeats_landed(t.title, list(t.files), ctx.landed)
@@ -213,18 +208,28 @@ async def _named_targets(
 
 async def _failing_tests_call(ctx: RoleContext, failing: list[str]) -> list[str]:
     """The repository's functions the failing tests call, read from the tip (see under_test.py)."""
-    from ..git.run import cat_blobs, git
-
-    if not failing:
+    files = await _tip_files(ctx) if failing else None
+    if files is None:
         return []
-    tip, root = ctx.git.shared.tip, ctx.git.root
-    listing = await git("ls-tree", "-r", "--name-only", tip, cwd=root, check=False)
-    if listing.rc != 0:
-        return []
-    files = listing.out.splitlines()
     wanted = {where[0] for t in failing if (where := under_test.locate_test(t, set(files)))}
-    texts = await cat_blobs(root, [f"{tip}:{f}" for f in sorted(wanted)])
-    return under_test.functions_under_test(failing, files, lambda path: texts.get(f"{tip}:{path}"))
+    return under_test.functions_under_test(failing, files, await _tip_reader(ctx, sorted(wanted)))
+
+
+async def _tip_files(ctx: RoleContext) -> list[str] | None:
+    """Every file of the shared branch's tip (None when git cannot list it)."""
+    from ..git.run import git
+
+    listing = await git("ls-tree", "-r", "--name-only", ctx.git.shared.tip, cwd=ctx.git.root, check=False)
+    return listing.out.splitlines() if listing.rc == 0 else None
+
+
+async def _tip_reader(ctx: RoleContext, paths: list[str]):
+    """A reader of ``paths`` at the tip (one ``cat-file`` batch); other paths read as None."""
+    from ..git.run import cat_blobs
+
+    tip = ctx.git.shared.tip
+    texts = await cat_blobs(ctx.git.root, [f"{tip}:{p}" for p in paths])
+    return lambda path: texts.get(f"{tip}:{path}")
 
 
 def _fanout(ctx: RoleContext) -> int:
