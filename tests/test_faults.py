@@ -110,7 +110,10 @@ async def test_fault_bad_replies_become_observations_then_the_task_fails(tmp_pat
     assert outcome.status == "stopped" and "cycle budget" in outcome.reason
     db = tmp_path / "f.db"
     verdict = rows(db, "SELECT decision, reason FROM verdicts")[0]
-    assert verdict["decision"] == "continue" and "1 task(s) failed and did not land ('stubborn')" in verdict["reason"]
+    assert (
+        verdict["decision"] == "continue"
+        and "1 task(s) failed and did not land ('stubborn')" in verdict["reason"]
+    )
     stubborn = rows(db, "SELECT * FROM tasks WHERE title = 'stubborn'")[0]
     assert stubborn["status"] == "failed" and "step limit" in stubborn["error"]
     assert rows(db, "SELECT status FROM tasks WHERE title = 'fine'")[0]["status"] == "done"
