@@ -8,6 +8,7 @@ history, the check's result never gets worse.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -305,3 +306,27 @@ async def test_the_judges_done_is_not_taken_while_a_task_failed_without_landing(
     assert [v["decision"] for v in verdicts] == ["continue", "done"]
     assert "1 task(s) failed and did not land ('Fix mean')" in verdicts[0]["reason"]
     assert git(repo, "show", f"{engine.git.branch}:stats.py") + "\n" == FIXED_STATS
+
+
+@pytest.mark.parametrize("check", [CHECK, "none"])
+async def test_a_task_whose_change_another_task_landed_reports_no_commit_of_its_own(tmp_path, check):
+    """Two tasks write the same fix: one lands it; the other's merge changes nothing, so it must not report the
+    other's commit as its own (before: both handoffs named one commit and both printed 'landed')."""
+    repo = project(tmp_path)
+    team = ScriptedTeam(
+        root_plans=[plan([task("Fix mean"), task("Fix mean too")])],
+        work={t: [write("stats.py", FIXED_STATS), finish("fixed")] for t in ("Fix mean", "Fix mean too")},
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team, latency=0.05) as server:
+        engine = Engine.create(gate_settings(server, check, workers=2), repo, "fix mean", db_path=db)
+        outcome = await engine.run()
+    assert outcome.status == "done", outcome.reason
+    tasks = rows(db, "SELECT title, status, handoff FROM tasks WHERE kind = 'work' ORDER BY title")
+    assert [t["status"] for t in tasks] == ["done", "done"]
+    commits = [json.loads(t["handoff"]).get("commit") for t in tasks]
+    assert len([c for c in commits if c]) == 1, tasks
+    assert any("the shared branch had its change already" in t["handoff"] for t in tasks)
+    statuses = sorted(r["status"] for r in rows(db, "SELECT status FROM commits"))
+    assert statuses == ["already", "integrated"]
+    assert len(first_parent_history(repo, engine.git.branch)) == 2
