@@ -89,7 +89,13 @@ def fix_task() -> dict:
 
 
 async def run(tmp_path, team, **kw):
-    repo = units_repo(tmp_path)
+    files = {"units.py": UNITS, "test_units.py": TESTS, "README.md": "x\n"}
+    return await run_in(tmp_path, team, files, **kw)
+
+
+async def run_in(tmp_path, team, files, **kw):
+    """One session of ``team`` on a new repository of ``files``: (engine, outcome, request bodies, db, repo)."""
+    repo = make_repo(tmp_path / "repo", files)
     db = tmp_path / "f.db"
     with ScriptedServer(responder=team) as server:
         engine = Engine.create(settings_for(server, **kw), repo, "Fix units", db_path=db)

@@ -112,7 +112,7 @@ async def _redraw(
         )
         try:
             reply = await ask_once(
-                loop.context, loop.agent, Role.WORKER, prompt, SCHEMA_NAME, reply_schema(), hotter
+                loop.context, loop.agent, Role.WORKER, prompt, SCHEMA_NAME, reply_schema(loop.python), hotter
             )
         except ReplyFormatError:
             loop.redraws_left -= 1
