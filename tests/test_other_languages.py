@@ -15,6 +15,7 @@ from formicary.agents.tools.actions import reply_schema
 from formicary.agents.tools.targeted import module_tested, related_tests
 from tests.gitrepo import git, make_repo
 from tests.scripted_team import ScriptedTeam, finish, plan, task
+from tests.test_engine import rows
 from tests.test_worker_steps import actions, run_in, worker_bodies
 
 pytestmark = pytest.mark.anyio
@@ -109,3 +110,23 @@ async def test_a_javascript_task_sees_its_tests_is_not_offered_write_function_an
     refused = [a for a in actions(db) if a["name"] == "write_function"]
     assert refused and "write_function edits Python files only" in refused[0]["observation"]
     assert BODY in git(repo, "show", f"{engine.git.branch}:lib.js")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node for the project's own check")
+async def test_the_gate_names_failing_node_tests_so_a_change_that_breaks_another_does_not_land(tmp_path):
+    """The tip already fails (isPalindrome is a stub), so exit statuses alone cannot tell a change that breaks
+    reverse() from one that changes nothing: the gate compares the TAP report's failing test names."""
+    team = ScriptedTeam(
+        root_plans=[plan([task("Tidy reverse()", files=["lib.js"])])],
+        work={"Tidy reverse()": [
+            {"thought": "t", "action": {"name": "replace", "path": "lib.js", "search": 'join("")', "replace": 'join("-")'}},
+            finish("tidied"),
+        ]},
+    )  # fmt: skip
+    files = {"lib.js": LIB, "lib.test.js": TESTS, "package.json": '{"scripts": {"test": "node --test"}}\n'}
+    engine, outcome, _, db, repo = await run_in(tmp_path, team, files, check="node --test", gate_rounds=0)
+    assert git(repo, "show", f"{engine.git.branch}:lib.js") + "\n" == LIB
+    gate = rows(db, "SELECT verdict, reason FROM gates")
+    assert [g["verdict"] for g in gate] == ["refused"] and "1 test(s) fail with this change" in gate[0][
+        "reason"
+    ]

@@ -40,6 +40,10 @@ _UNITTEST_LINE = re.compile(r"^(?:FAIL|ERROR): (\S+) \(([^)\s]+)\)", re.M)
 _GO_LINE = re.compile(r"^\s*--- FAIL: (\S+)", re.M)
 _GO_PKG = re.compile(r"^FAIL\s+(\S+)\s", re.M)
 _CARGO_LINE = re.compile(r"^test (\S+) \.\.\. FAILED", re.M)
+_TAP_LINE = re.compile(r"^\s*not ok \d+(?: -)? (.+)$", re.M)  # TAP: node --test, tape
+_TAP_DIRECTIVE = re.compile(r"\s#\s*(TODO|SKIP)\b", re.I)  # an expected failure, or a skip: not a failure
+_JEST_LINE = re.compile(r"^\s*● (.+?)\s*$", re.M)  # jest's failure headers: "● suite › test"
+_VITEST_LINE = re.compile(r"^\s*FAIL\s+(\S+ > .+?)\s*$", re.M)  # vitest: "FAIL  lib.test.js > suite > test"
 _NPM_PLACEHOLDER = "no test specified"
 
 
@@ -252,6 +256,9 @@ def failing_from_output(runner: str, output: str) -> frozenset[str]:
         ids |= set(_GO_LINE.findall(output)) | {f"package {p}" for p in _GO_PKG.findall(output)}
     if runner in ("cargo", "custom", "make"):
         ids |= set(_CARGO_LINE.findall(output))
+    if runner in ("npm", "custom", "make"):
+        tap = [name.strip() for name in _TAP_LINE.findall(output) if not _TAP_DIRECTIVE.search(name)]
+        ids |= set(tap) | set(_JEST_LINE.findall(output)) | set(_VITEST_LINE.findall(output))
     return frozenset(ids)
 
 
