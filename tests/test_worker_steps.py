@@ -373,6 +373,16 @@ async def test_when_every_redraw_fails_the_last_try_stays_in_the_conversation(tm
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
 
 
+async def test_an_edit_failing_on_a_missing_name_is_not_drawn_again_but_shown(tmp_path):
+    """A NameError says what to fix; a redraw from the same prompt would not know it."""
+    responder = by_temperature(["return celsius * 9 / 5 + 32"], then="return c * 9 / 5 + 32")
+    engine, outcome, bodies, db, repo = await run(tmp_path, responder, check="python3 -m unittest", slots=1)
+    calls = worker_bodies(bodies)
+    assert len(calls) == 2 and calls[1]["messages"] != calls[0]["messages"]
+    assert "NameError: name 'celsius' is not defined" in calls[1]["messages"][-1]["content"]
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
 async def test_an_edit_of_a_test_file_the_task_does_not_name_is_refused(tmp_path):
     """Measured: the 1.5B model "fixed" a failing test by editing its expected value. Tests are the spec."""
     title = fix_task()["title"]
