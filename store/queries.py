@@ -21,6 +21,7 @@ from .conversations import (
 from .db import iso
 from .packing import unpack
 from .schema_m008 import LAST_SEQ
+from .schema_m013 import hex_of
 
 ROW_EVENTS = {
     "agent_started": {"role": "role", "name": "name", "model": "model"},
@@ -33,6 +34,54 @@ ROW_EVENTS = {
 }
 """Events stored without their data since it is what the agent's row says (``agents.session.record``): per
 kind, each key of the data and the ``agents`` column it is."""
+TASK_EVENTS = {
+    "task_created": {
+        "title": "title",
+        "kind": "kind",
+        "parent_id": "parent_id",
+        "depth": "depth",
+        "cycle_id": "cycle_id",
+    },
+    "task_started": {"title": "title", "kind": "kind"},
+    "commit_landed": {"title": "title"},
+}
+"""Events whose data repeats their task's row (written before them): stored without those keys (m015), read
+from the ``tasks`` row. Per kind, each key and the ``tasks`` column it is."""
+LANDED_EVENTS = {
+    "commit_landed": {
+        "sha": "sha",
+        "integrated_sha": "integrated_sha",
+        "retries": "retries",
+        "conflicts": "conflicts",
+    }
+}
+"""... and those repeating their task's landed commit row: stored without the keys whose values the row has
+(``Writer.landed``), read from the ``commits`` row of the task that landed."""
+IMPLIED = {"task_started": {"attempt": 1}, "commit_landed": {"refusals": 0, "gate_ms": 0.0}}
+"""Keys of these events not stored when they have these values (the usual ones)."""
+
+
+LANDED_COMMITS = (
+    f"SELECT k.name AS task_id, {hex_of('c.sha')} AS sha, {hex_of('c.integrated_sha')} AS integrated_sha, "
+    "c.retries, c.conflicts FROM names k JOIN commit_rows c ON c.task = k.id WHERE k.name IN ({}) "
+    "AND c.status = (SELECT id FROM names WHERE name = 'integrated')"
+)
+"""The landed commit rows of some tasks (the ``commits`` view's outer joins cannot search by task)."""
+
+
+def lean_event_data(kind: str, data: dict[str, Any], landed: dict[str, Any]) -> dict[str, Any]:
+    """``data`` of a ``kind`` event as stored: without what its task's row, its landed commit's row
+    (``landed``: what that row says) or :data:`IMPLIED` give back (:func:`_task_event_data` reads it)."""
+    implied = IMPLIED.get(kind, {})
+    derived = TASK_EVENTS.get(kind, {})
+    return {
+        key: value
+        for key, value in data.items()
+        if key not in derived
+        and not (key in landed and landed[key] == value)
+        and not (key in implied and implied[key] == value and type(implied[key]) is type(value))
+    }
+
 
 __all__ = ["Contexts", "RecordTexts", "agent_calls", "call_messages", "dictionaries", "log_table"]
 
@@ -130,7 +179,34 @@ def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     _row_event_data(
         db, [row for row in rows if row["kind"] in ROW_EVENTS and not row["data"] and row["agent_id"]]
     )
+    _task_event_data(db, [row for row in rows if row["kind"] in TASK_EVENTS and row["task_id"]])
     return rows
+
+
+def _task_event_data(db: Database, rows: list[dict[str, Any]]) -> None:
+    """A task's event stored without what its task's row or landed commit's row says (m015): read from them.
+    An event that stored everything (written before m015) costs no look-up."""
+    lean = [row for row in rows if any(key not in row["data"] for key in TASK_EVENTS[row["kind"]])]
+    if not lean:
+        return
+    ids = sorted({row["task_id"] for row in lean})
+    found: dict[str, dict[str, Any]] = {}
+    landed: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(ids):
+        for task in db.query(f"SELECT * FROM tasks WHERE id IN ({_in_clause(chunk)})", chunk):
+            found[task["id"]] = task
+        if any(row["kind"] in LANDED_EVENTS for row in lean):
+            for commit in db.query(LANDED_COMMITS.format(_in_clause(chunk)), chunk):
+                landed[commit["task_id"]] = commit
+    for row in lean:
+        data, kind = row["data"], row["kind"]
+        for source, keys in ((found, TASK_EVENTS[kind]), (landed, LANDED_EVENTS.get(kind, {}))):
+            stored = source.get(row["task_id"])
+            for key, column in keys.items():
+                if key not in data and stored is not None:
+                    data[key] = stored[column]
+        for key, value in IMPLIED.get(kind, {}).items():
+            data.setdefault(key, value)
 
 
 def _row_event_data(db: Database, rows: list[dict[str, Any]]) -> None:

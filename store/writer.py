@@ -54,6 +54,9 @@ TABLE_FOR = {"events": "event_log"}
 SHAS = {"commits": frozenset({"sha", "integrated_sha"}), "integrations": frozenset({"old_tip", "new_tip"})}
 """Columns holding a git object id, stored as its bytes (half the size) when they read back as the same hex."""
 """``events`` is a view over the timeline's tables; a row written to it goes to ``event_log``."""
+LANDED = ("sha", "integrated_sha", "retries", "conflicts")
+"""What a landed commit's row says that its ``commit_landed`` event repeats (see :meth:`Writer.landed`)."""
+LANDED_KEPT = 4096
 
 
 @dataclass
@@ -115,6 +118,8 @@ class Writer:
         self._samples: dict[str, list[str]] = {}
         """Per key, the first texts of that key (:meth:`_sample`)."""
         """Shared dictionaries adopted since the last batch was written: written with it."""
+        self._landed: dict[str, dict[str, Any]] = {}
+        """Per task, what its landed commit's row (queued, not yet announced) says: :meth:`landed`."""
         self.rows_written = 0
         self.batches = 0
         self._opened = threading.Event()
@@ -137,12 +142,21 @@ class Writer:
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             self._sql_cache[key] = sql
+        if table == "commits" and row.get("status") == "integrated" and row.get("task_id"):
+            self._landed[row["task_id"]] = {key: row.get(key) for key in LANDED}
+            if len(self._landed) > LANDED_KEPT:
+                self._landed.pop(next(iter(self._landed)))
         shas = SHAS.get(table)
         if shas is not None:
             row = {c: _sha_bytes(v) if c in shas else v for c, v in row.items()}
         params = (*row.values(), None) if sequenced else tuple(row.values())
         codes = tuple(COLUMNS.get((table, c)) for c in row) if sequenced else ()
         self._queue.put(_Op(sql, params, sequenced, codes))
+
+    def landed(self, task_id: str | None) -> dict[str, Any]:
+        """What the landed commit row queued for ``task_id`` says (:data:`LANDED`; empty when none was): its
+        event need not repeat it. Told once: the event that announces the landing takes it."""
+        return (self._landed.pop(task_id, None) or {}) if task_id else {}
 
     def update(self, table: str, pk: str, changes: dict[str, Any], *, pk_column: str = "id") -> None:
         sets = ", ".join(f"{c} = ?" for c in changes)

@@ -105,7 +105,7 @@ def test_a_record_from_before_m014_reads_the_same_after_it(tmp_path):
     before = conn.execute(read).fetchall()
     conn.close()
     db = store_db.connect(path)
-    assert store_db.schema_version(db)[-1] == "m014_call_profiles_and_agent_times"
+    assert "m014_call_profiles_and_agent_times" in store_db.schema_version(db)
     after = db.execute(read).fetchall()
     assert after == before and [r[2] for r in after] == ["action", None]
     assert [(a["task_id"], a["created_at"]) for a in queries.actions(db, "A")] == [

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...store.db import connect, iso, now, now_ms
 from ...store.packing import Zipped
-from ...store.queries import ROW_EVENTS
+from ...store.queries import ROW_EVENTS, TASK_EVENTS, lean_event_data
 from ...store.writer import Writer
 from ..status import CycleReason, CycleStatus, SessionStatus, TaskKind, TaskStatus
 from . import events as ev
@@ -64,7 +64,10 @@ class Record(WorkRecord):
             data: Any = event.data() or None
             if event.kind in ROW_KINDS:
                 data = None
-            elif data and event.kind in PACKED_KINDS:
+            elif data and event.kind in TASK_EVENTS:
+                landed = self.writer.landed(event.task_id) if event.kind == "commit_landed" else {}
+                data = lean_event_data(event.kind, data, landed) or None
+            if data and event.kind in PACKED_KINDS:
                 data = Zipped(json.dumps(data, default=str, ensure_ascii=False), shared=f"event:{event.kind}")
             self.writer.insert(
                 "event_log",
