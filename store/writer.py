@@ -153,10 +153,12 @@ class Writer:
         codes = tuple(COLUMNS.get((table, c)) for c in row) if sequenced else ()
         self._queue.put(_Op(sql, params, sequenced, codes))
 
-    def landed(self, task_id: str | None) -> dict[str, Any]:
-        """What the landed commit row queued for ``task_id`` says (:data:`LANDED`; empty when none was): its
-        event need not repeat it. Told once: the event that announces the landing takes it."""
-        return (self._landed.pop(task_id, None) or {}) if task_id else {}
+    def landed(self, task_id: str | None, *, forget: bool = False) -> dict[str, Any]:
+        """What the landed commit row queued for ``task_id`` says (:data:`LANDED`; empty when none was): the
+        landing's event and the task's handoff need not repeat it (``forget``: the last to ask, the handoff)."""
+        if not task_id:
+            return {}
+        return (self._landed.pop(task_id, None) if forget else self._landed.get(task_id)) or {}
 
     def update(self, table: str, pk: str, changes: dict[str, Any], *, pk_column: str = "id") -> None:
         sets = ", ".join(f"{c} = ?" for c in changes)

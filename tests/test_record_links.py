@@ -4,14 +4,15 @@ reads the same after the upgrade."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from sqlite_utils import Database
 
-from formicary.agents.roles.context import Task
+from formicary.agents.roles.context import Handoff, Task
 from formicary.agents.session import events as ev
 from formicary.agents.session.record import Record
-from formicary.agents.status import TaskKind
+from formicary.agents.status import TaskKind, TaskStatus
 from formicary.store import db as store_db
 from formicary.store import queries
 from formicary.store.migrations import migrations
@@ -122,3 +123,29 @@ def test_task_events_are_stored_without_what_their_rows_say_and_read_back_whole(
     assert [e.data() for e in read] == [e.data() for e in shown]
     assert [(e.kind, e.task_id) for e in read] == [(e.kind, e.task_id) for e in shown]
     assert read[-1].data()["sha"] == "d" * 40 and read[-2].data()["sha"] == "a" * 40
+
+
+def test_a_handoff_names_its_landed_commit_through_the_commit_row(tmp_path):
+    writer = Writer(tmp_path / "f.db")
+    record = Record(writer, "S1")
+    tasks = [Task(id=f"T{i}", cycle_id="C1", kind=TaskKind.WORK, title=f"task {i}") for i in range(3)]
+    for task in tasks:
+        record.task_created(task)
+    _landing(writer, "T0", "a" * 40)
+    _landing(writer, "T1", "c" * 40)
+    for task, commit in zip(tasks, ("b" * 40, "e" * 40, None), strict=True):
+        handoff = Handoff(task.id, task.title, TaskStatus.DONE, f"wrote {task.id} ü", "n", commit=commit)
+        record.task_ended(task, TaskStatus.DONE, handoff=handoff)
+    record.task_row("T0", TaskStatus.DONE, error="later", ended=True)  # another column changes: it stays lean
+    writer.flush()
+    writer.close()
+    db = store_db.connect(tmp_path / "f.db")
+    stored = [type(r[0]) for r in db.execute("SELECT handoff FROM task_rows ORDER BY id")]
+    assert stored == [bytes, str, str], "only the commit its landed row names is left out"
+    handoffs = {t["id"]: json.loads(t["handoff"]) for t in queries.tasks(db, "S1")}
+    assert handoffs == {
+        "T0": {"summary": "wrote T0 ü", "notes": "n", "commit": "b" * 40},
+        "T1": {"summary": "wrote T1 ü", "notes": "n", "commit": "e" * 40},
+        "T2": {"summary": "wrote T2 ü", "notes": "n", "commit": None},
+    }
+    assert queries.tasks(db, "S1")[0]["error"] == "later"

@@ -223,12 +223,17 @@ class Record(WorkRecord):
         changes: dict[str, Any] = {"status": status, "ended_at": now()}
         if error is not None:
             changes["error"] = error
+        landed = self.writer.landed(task.id, forget=True)
         if handoff is not None:
             changes["handoff"] = {
                 "summary": handoff.summary,
                 "notes": handoff.notes,
                 "commit": handoff.commit,
             }
+            if handoff.commit and handoff.commit == landed.get("integrated_sha"):
+                # the commit its landed commit row names: stored without it, as UTF-8 (store.schema_m015)
+                lean = {"summary": handoff.summary, "notes": handoff.notes}
+                changes["handoff"] = self.redact(json.dumps(lean, ensure_ascii=False)).encode()
         self.writer.update("tasks", task.id, changes)
         self.emit(
             ev.TaskEnded(
