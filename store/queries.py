@@ -14,6 +14,7 @@ from .conversations import (
     agent_calls,
     call_messages,
     dictionaries,
+    holds_steps,
     log_table,
     read_texts,
     step_range,
@@ -22,6 +23,8 @@ from .db import iso
 from .packing import unpack
 from .schema_m008 import LAST_SEQ
 from .schema_m013 import hex_of
+from .schema_m016 import LAST_SEQ as LAST_SEQ_M016
+from .schema_m016 import step_event
 
 ROW_EVENTS = {
     "agent_started": {"role": "role", "name": "name", "model": "model"},
@@ -152,13 +155,16 @@ def commits(db: Database, session_id: str) -> list[dict[str, Any]]:
 
 def events_since(db: Database, session_id: str, seq: int = 0, limit: int = 5000) -> list[dict[str, Any]]:
     """The timeline after ``seq``: how a live or attached UI follows a session."""
-    rows = list(
-        db.query(
-            "SELECT * FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            [session_id, seq, limit],
+    if holds_steps(db):  # the steps held by calls are searched by the call's seq (see store.schema_m016)
+        sql = (
+            "SELECT * FROM events_rows WHERE session_id = ? AND seq > ? UNION ALL "
+            f"SELECT * FROM ({step_event(' AND c.seq >= ?')}) WHERE session_id = ? ORDER BY seq LIMIT ?"
         )
-    )
-    return _event_data(db, rows)
+        params: list[Any] = [session_id, seq, seq, session_id, limit]
+    else:
+        sql = "SELECT * FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        params = [session_id, seq, limit]
+    return _event_data(db, list(db.query(sql, params)))
 
 
 def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -171,10 +177,16 @@ def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]
         row["data"] = json.loads(unpack(row["data"], shared=shared) or "{}") if row["data"] else {}
         if row["kind"] == "agent_step" and row["data"].get("observation") is None:
             missing[row["seq"]] = row["data"]
+    held = holds_steps(db) if missing else False
     for chunk in _chunks(list(missing)):
-        for found in db.execute(
-            f"SELECT seq, observation FROM actions WHERE seq IN ({_in_clause(chunk)})", chunk
-        ).fetchall():
+        sql = f"SELECT seq, observation FROM actions WHERE seq IN ({_in_clause(chunk)})"
+        if held:  # (the view's seq of a step held by its call is not searchable)
+            sql = (
+                f"SELECT seq, observation FROM steps WHERE seq IN ({_in_clause(chunk)}) UNION ALL "
+                f"SELECT seq + 1, observation FROM calls WHERE seq IN ({_in_clause(chunk)}) AND step IS NOT NULL"
+            )
+            chunk = chunk + [s - 1 for s in chunk]
+        for found in db.execute(sql, chunk).fetchall():
             missing[found[0]]["observation"] = (unpack(found[1], shared=shared) or "")[:300]
     _row_event_data(
         db, [row for row in rows if row["kind"] in ROW_EVENTS and not row["data"] and row["agent_id"]]
@@ -274,7 +286,7 @@ def max_event_seq(db: Database, session_id: str) -> int:
     # is already written), and reading it costs no scan of the rows without an index (since m013 the log is
     # not indexed by session either).
     if "log" in db.table_names():  # m008: read the tables under the views (a view's MAX is a scan)
-        return int(db.execute(LAST_SEQ).fetchone()[0])
+        return int(db.execute(LAST_SEQ_M016 if holds_steps(db) else LAST_SEQ).fetchone()[0])
     row = db.execute(
         "SELECT MAX(COALESCE((SELECT MAX(seq) FROM event_log WHERE session_id = ?), 0),"
         " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))",
