@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 HOLD_S = 1.0
@@ -70,9 +71,11 @@ SHARED_KEYS = frozenset({"session_id", "agent_id", "task_id"})
 
 class Pairs:
     """The calls held for their steps, and each agent's task. Thread-safe (producers insert; the writer's
-    thread lets calls held too long go)."""
+    thread lets calls held too long go): a call that goes alone goes to ``alone`` while the lock is held, so
+    its agent's next row, its step included, is queued after it."""
 
-    def __init__(self) -> None:
+    def __init__(self, alone: Callable[[dict[str, Any]], None]) -> None:
+        self._alone = alone
         self._held: dict[str, tuple[dict[str, Any], float]] = {}
         self._tasks: dict[str, str | None] = {}
         self._lock = threading.Lock()
@@ -82,62 +85,60 @@ class Pairs:
         if len(self._tasks) > AGENTS_KEPT:
             self._tasks.pop(next(iter(self._tasks)))
 
-    def hold(self, row: dict[str, Any]) -> tuple[bool, list[dict[str, Any]]]:
-        """Whether this ``llm_calls`` row waits for its step, and the calls that must go now (its agent's
-        earlier call, calls held too long), in order."""
+    def hold(self, row: dict[str, Any]) -> bool:
+        """Whether this ``llm_calls`` row waits for its step (its agent's earlier call goes now)."""
         agent = row.get("agent_id")
-        if (
-            not agent
-            or row.get("role") != "worker"
-            or agent not in self._tasks
-            or not isinstance(row.get("created_at"), int)
-            or not CALL_KEYS.issuperset(row)
-        ):
-            return False, self.release(agent) if agent else []
+        if not agent:
+            return False
         with self._lock:
             earlier = self._held.pop(agent, None)
+            if earlier is not None:
+                self._alone(earlier[0])
+            if (
+                row.get("role") != "worker"
+                or agent not in self._tasks
+                or not isinstance(row.get("created_at"), int)
+                or not CALL_KEYS.issuperset(row)
+            ):
+                return False
             self._held[agent] = (row, time.monotonic())
-        return True, ([earlier[0]] if earlier else []) + self.release(older_than=HOLD_S)
+            return True
 
-    def release(self, agent: str | None = None, *, older_than: float | None = None) -> list[dict[str, Any]]:
-        """The held call of ``agent``; else those held longer than ``older_than`` seconds; else all."""
+    def release(self, agent: str | None = None, *, older_than: float | None = None) -> None:
+        """Let the held call of ``agent`` go; else those held longer than ``older_than`` seconds; else all."""
         if not self._held:
-            return []
+            return
         with self._lock:
             if agent is not None:
                 held = self._held.pop(agent, None)
-                return [held[0]] if held else []
-            if older_than is None:
-                out = [row for row, _ in self._held.values()]
-                self._held.clear()
-                return out
-            out = []
-            limit = time.monotonic() - older_than
+                if held is not None:
+                    self._alone(held[0])
+                return
+            limit = time.monotonic() - older_than if older_than is not None else None
             while self._held:
                 first = next(iter(self._held))
-                if self._held[first][1] > limit:
+                if limit is not None and self._held[first][1] > limit:
                     break
-                out.append(self._held.pop(first)[0])
-            return out
+                self._alone(self._held.pop(first)[0])
 
-    def step(self, row: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        """For an ``actions`` row: its agent's held call when the two make one row, and the calls that must go
-        first otherwise."""
+    def step(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """For an ``actions`` row: its agent's held call when the two make one row (else that call goes now)."""
         agent = row.get("agent_id")
         if not agent or not self._held:
-            return None, []
-        held = self.release(agent)
-        if not held:
-            return None, []
-        call = held[0]
-        if (
-            STEP_KEYS.issuperset(row)
-            and isinstance(row.get("created_at"), int)
-            and row.get("task_id") == self._tasks.get(agent, "")
-            and row.get("step") is not None
-        ):
-            return call, []
-        return None, held
+            return None
+        with self._lock:
+            held = self._held.pop(agent, None)
+            if held is None:
+                return None
+            if (
+                STEP_KEYS.issuperset(row)
+                and isinstance(row.get("created_at"), int)
+                and row.get("task_id") == self._tasks.get(agent, "")
+                and row.get("step") is not None
+            ):
+                return held[0]
+            self._alone(held[0])
+            return None
 
 
 def paired(call: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import pairing
 from .db import connect, now_ms
 from .derived import COLUMNS, References, derive
 from .packing import REPLY, WINDOW, Context, Zipped, pack, shared_dictionary
-from .pairing import HOLD_S, Pairs, paired
+from .pairing import Pairs, paired
 from .redact import Redactor
 from .schema_m016 import LAST_SEQ
 
@@ -122,7 +123,7 @@ class Writer:
         self._samples: dict[str, list[str]] = {}
         """Per key, the first texts of that key (:meth:`_sample`)."""
         """Shared dictionaries adopted since the last batch was written: written with it."""
-        self._pairs = Pairs()
+        self._pairs = Pairs(self._alone)
         self._landed: dict[str, dict[str, Any]] = {}
         """Per task, what its landed commit's row (queued, not yet announced) says: :meth:`landed`."""
         self.rows_written = 0
@@ -140,26 +141,24 @@ class Writer:
     def insert(self, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
         table = TABLE_FOR.get(table, table)
         if not replace and "seq" not in row:  # a worker's call waits for its step (see .pairing)
+            if table in SEQUENCED:  # one held too long goes first
+                self._pairs.release(older_than=pairing.HOLD_S)
             if table == "llm_calls":
-                held, released = self._pairs.hold(row)
-                self._alone(released)
-                if held:
+                if self._pairs.hold(row):
                     return
             elif table == "actions":
-                call, released = self._pairs.step(row)
-                self._alone(released)
+                call = self._pairs.step(row)
                 if call is not None:
                     self._queue_row("call_steps", paired(call, row), split=len(call))
                     return
             elif table in SEQUENCED and row.get("agent_id"):
-                self._alone(self._pairs.release(row["agent_id"]))
+                self._pairs.release(row["agent_id"])
             elif table == "agents" and row.get("id"):
                 self._pairs.agent_started(row)
         self._queue_row(table, row, replace=replace)
 
-    def _alone(self, calls: list[dict[str, Any]]) -> None:
-        for call in calls:
-            self._queue_row("llm_calls", call)
+    def _alone(self, call: dict[str, Any]) -> None:
+        self._queue_row("llm_calls", call)
 
     def _queue_row(self, table: str, row: dict[str, Any], *, replace: bool = False, split: int = 0) -> None:
         sequenced = (table in SEQUENCED or split > 0) and "seq" not in row
@@ -195,7 +194,7 @@ class Writer:
 
     def update(self, table: str, pk: str, changes: dict[str, Any], *, pk_column: str = "id") -> None:
         if table == "agents":  # an agent's end: its call waits no more
-            self._alone(self._pairs.release(pk))
+            self._pairs.release(pk)
         sets = ", ".join(f"{c} = ?" for c in changes)
         self._queue.put(_Op(f"UPDATE {table} SET {sets} WHERE {pk_column} = ?", (*changes.values(), pk)))
 
@@ -228,7 +227,7 @@ class Writer:
 
     def flush(self, timeout: float | None = 60) -> None:
         """Block until every queued write is committed; raise :class:`StoreError` on new failures."""
-        self._alone(self._pairs.release())
+        self._pairs.release()
         barrier = _Barrier()
         self._queue.put(barrier)
         if not barrier.done.wait(timeout):
@@ -246,7 +245,7 @@ class Writer:
     def close(self) -> None:
         """Write what is queued and stop the thread."""
         if self._thread.is_alive():
-            self._alone(self._pairs.release())
+            self._pairs.release()
             self._queue.put(_STOP)
             self._thread.join()
 
@@ -272,9 +271,9 @@ class Writer:
         stopping = False
         while not stopping:
             try:
-                item = self._queue.get(timeout=HOLD_S)
+                item = self._queue.get(timeout=pairing.HOLD_S)
             except queue.Empty:
-                self._alone(self._pairs.release(older_than=HOLD_S))
+                self._pairs.release(older_than=pairing.HOLD_S)
                 continue
             batch: list[_Op] = []
             barriers: list[_Barrier] = []
@@ -295,7 +294,7 @@ class Writer:
                 self._write(conn, batch)
             for b in barriers:
                 b.done.set()
-            self._alone(self._pairs.release(older_than=HOLD_S))
+            self._pairs.release(older_than=pairing.HOLD_S)
             if len(batch) >= BUSY_BATCH and not stopping:
                 time.sleep(BUSY_PAUSE)
         conn.close()
