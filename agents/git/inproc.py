@@ -20,8 +20,10 @@ file/folder clash is decided and described by git as before.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Collection, Container, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,33 +139,78 @@ def signature(name: str, email: str) -> Any:
     return _pygit2().Signature(name, email)
 
 
-def commit_worktree(git_dir: Path, message: str, name: str, email: str) -> tuple[str, list[str]] | None:
+def commit_worktree(
+    git_dir: Path, message: str, name: str, email: str, paths: Collection[str] | None = None
+) -> tuple[str, list[str]] | None:
     """``git add -A`` + ``git commit`` in a worktree: the new commit and the paths it changed, None if none.
 
-    The index is refreshed from the work tree (stat first, hashing only what changed) and written back; the
-    new tree is HEAD's with the changed entries put in (only the trees on their paths are written: the cost
-    follows the change, not the repository), and the commit moves the worktree's branch through HEAD.
-    Gitlinks stay gitlinks (their folders are not added).
+    With ``paths`` (a worktree where nothing but formicary's tools changed these paths since it matched its
+    HEAD: :mod:`formicary.agents.tools.changes`), only those entries of the index are updated, from the files
+    (blobs hashed in-process), and nothing else is looked at. Without, the index is refreshed from the whole
+    work tree (stat first, hashing only what changed). Either way the index is written back and the new tree is
+    HEAD's with the changed entries put in (only the trees on their paths are written: the cost follows the
+    change, not the repository); the commit moves the worktree's branch through HEAD. Gitlinks stay gitlinks
+    (their folders are not added).
     """
     with repository(git_dir, pooled=False) as repo:
         index = repo.index
         index.read(False)
-        index.add_all()
-        index.write()
         parent = repo.head.target
         before = repo[parent].tree
-        changes = _changes(index.diff_to_tree(before))
-        if not changes:
-            return None
-        try:
-            tree = _apply(repo, before, changes) or repo.TreeBuilder().write()
-        except _NotTrivial:  # a file became a folder or the reverse: let libgit2 build every tree
-            tree = index.write_tree()
-        if tree == before.id:
+        changes = _stage_paths(repo, index, before, paths) if paths is not None else None
+        tree = None
+        if changes is not None:
+            # a path under a gitlink, or a file where a folder was (_NotTrivial): the whole scan decides
+            try:
+                tree = (_apply(repo, before, changes) or repo.TreeBuilder().write()) if changes else before.id
+            except _NotTrivial:
+                tree = None
+        if tree is None:
+            index.read(True)  # what staging the paths did in memory is dropped
+            index.add_all()
+            changes = _changes(index.diff_to_tree(before))
+            if changes:
+                try:
+                    tree = _apply(repo, before, changes) or repo.TreeBuilder().write()
+                except _NotTrivial:  # a file became a folder or the reverse: let libgit2 build every tree
+                    tree = index.write_tree()
+        index.write()
+        if not changes or tree == before.id:
             return None
         sig = signature(name, email)
         sha = repo.create_commit("HEAD", sig, sig, clean_message(message), tree, [parent])
         return str(sha), sorted(changes)
+
+
+def _stage_paths(
+    repo: Any, index: Any, before: Any, paths: Collection[str]
+) -> dict[str, tuple[Any, int] | None] | None:
+    """What ``git add -A -- PATHS`` stages, put in ``index`` (in memory), as changes from ``before``; None when
+    a path holds anything but a regular file or cannot be added (the caller scans the whole tree instead)."""
+    pygit2 = _pygit2()
+    top = repo.workdir
+    changes: dict[str, tuple[Any, int] | None] = {}
+    try:
+        for rel in sorted(paths):
+            try:
+                mode = os.lstat(os.path.join(top, rel)).st_mode
+            except FileNotFoundError:
+                if rel in index:
+                    index.remove(rel)
+                new = None
+            else:
+                if not stat.S_ISREG(mode):
+                    return None  # tools write regular files only: something else made this
+                if rel not in index and repo.path_is_ignored(rel):
+                    continue  # ``add -A`` leaves an untracked ignored file out
+                index.add(rel)
+                entry = index[rel]
+                new = (entry.id, entry.mode)
+            if new != _entry(before, rel):
+                changes[rel] = new
+    except (pygit2.GitError, OSError, ValueError, KeyError):
+        return None
+    return changes
 
 
 def _changes(diff: Any) -> dict[str, tuple[Any, int] | None]:
