@@ -132,6 +132,12 @@ async def test_a_known_worktree_resets_by_the_tree_diff_to_the_tip(
         assert git(second.path, "status", "--porcelain=v1", "--untracked-files=all", "--ignored") == ""
         assert second.followed is not None and second.followed.known and not second.followed.paths
         assert await session.commit(second, "nothing changed") is None
+    assert (first.path / "link").is_symlink()
+    tip = land(session.root, session.branch, {"link": "a file again\n", "src/d02": None}, "back")
+    session.shared.tip, session.shared.tip_tree = tip, git(session.root, "rev-parse", f"{tip}^{{tree}}")
+    async with session.worktree("t3", "w") as third:  # a link becomes a file, a folder goes again
+        assert disk_of(third.path) == tree_of(session.root, tip)
+        assert git(third.path, "status", "--porcelain=v1", "--untracked-files=all", "--ignored") == ""
     await session.close()
 
 

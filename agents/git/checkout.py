@@ -10,6 +10,7 @@ the built-in line-ending ones: :func:`_checkout_unfiltered`).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Collection
@@ -193,14 +194,15 @@ def _write_changes(repo: Any, top: str, target: Any, changes: dict[str, Any]) ->
 
 def _write_file(full: str, data: bytes, mode: int) -> None:
     """``full`` holds ``data`` with ``mode``'s executable bit; never through a symlink or into another link."""
-    try:
-        st = os.lstat(full)
-    except FileNotFoundError:
-        st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        _clear(full)  # a link or a folder the new tree replaces by a file
     executable = mode == 0o100755
-    fd = os.open(full, _WRITE, 0o777 if executable else 0o666)  # the umask applies, as for git
+    perms = 0o777 if executable else 0o666  # the umask applies, as for git
+    try:
+        fd = os.open(full, _WRITE, perms)
+    except OSError as exc:  # a link (O_NOFOLLOW), a folder, a FIFO: what the new tree replaces by a file
+        if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise
+        _clear(full)
+        fd = os.open(full, _WRITE, perms)
     try:
         now = os.fstat(fd)
         if not stat.S_ISREG(now.st_mode) or now.st_nlink > 1:
