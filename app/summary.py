@@ -93,7 +93,7 @@ def load_summary(db: Database, session_id: str) -> Summary:
         last_verdict=row["last_verdict"],
     )
     s.commits_failed = _count(
-        db, "SELECT COUNT(*) n FROM commits WHERE session_id = ? AND status != 'integrated'", session_id
+        db, "SELECT COUNT(*) n FROM commits WHERE session_id = ? AND status = 'failed'", session_id
     )
     for r in db.query(
         "SELECT status, COUNT(*) n FROM tasks WHERE session_id = ? AND kind = 'work' GROUP BY status",

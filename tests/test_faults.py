@@ -106,8 +106,14 @@ async def test_fault_bad_replies_become_observations_then_the_task_fails(tmp_pat
     with ScriptedServer(responder=responder) as server:
         engine = Engine.create(settings_for(server, cycles=1), repo, "write", db_path=tmp_path / "f.db")
         outcome = await engine.run()
-    assert outcome.status == "done"
+    # The judge said done, but 'stubborn' failed and never landed: not a success (the one cycle was the budget).
+    assert outcome.status == "stopped" and "cycle budget" in outcome.reason
     db = tmp_path / "f.db"
+    verdict = rows(db, "SELECT decision, reason FROM verdicts")[0]
+    assert (
+        verdict["decision"] == "continue"
+        and "1 task(s) failed and did not land ('stubborn')" in verdict["reason"]
+    )
     stubborn = rows(db, "SELECT * FROM tasks WHERE title = 'stubborn'")[0]
     assert stubborn["status"] == "failed" and "step limit" in stubborn["error"]
     assert rows(db, "SELECT status FROM tasks WHERE title = 'fine'")[0]["status"] == "done"
@@ -134,7 +140,7 @@ async def test_fault_endpoint_keeps_failing_task_ends_failed_not_retried_forever
         engine = Engine.create(s, repo, "write", db_path=tmp_path / "f.db")
         outcome = await engine.run()
         doomed_calls = sum(1 for b in server.requests if "TASK: doomed" in json.dumps(b["messages"]))
-    assert outcome.status == "done"
+    assert outcome.status == "stopped", outcome.reason  # 'doomed' failed: the judge's done is not taken
     doomed = rows(tmp_path / "f.db", "SELECT * FROM tasks WHERE title = 'doomed'")[0]
     assert doomed["status"] == "failed" and "HTTP 500" in doomed["error"]
     assert doomed["attempts"] == 2

@@ -8,6 +8,7 @@ history, the check's result never gets worse.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -73,7 +74,7 @@ async def test_only_the_fix_lands_syntax_errors_and_deleted_functions_stay_on_th
         engine = Engine.create(gate_settings(server), repo, "improve", db_path=db)
         outcome = await engine.run()
         prompts = [b for b in server.requests if b["response_format"]["json_schema"]["name"] == "action"]
-    assert outcome.status == "done", outcome.reason
+    assert outcome.status == "stopped", outcome.reason  # two tasks failed: the judge's done is not taken
     branch = engine.git.branch
     tree = git(repo, "ls-tree", "-r", "--name-only", branch).split()
     assert "helpers.py" not in tree
@@ -156,7 +157,7 @@ async def test_a_step_limited_workers_broken_partial_work_does_not_land(tmp_path
     with ScriptedServer(responder=team) as server:
         engine = Engine.create(gate_settings(server, steps_per_worker=3), repo, "goal", db_path=db)
         outcome = await engine.run()
-    assert outcome.status == "done", outcome.reason
+    assert outcome.status == "stopped", outcome.reason  # its only task failed: not a success
     branch = engine.git.branch
     assert git(repo, "show", f"{branch}:calc.py") + "\n" == CALC
     row = rows(db, "SELECT * FROM tasks WHERE title = 'Rewrite calc'")[0]
@@ -222,7 +223,7 @@ async def test_detected_check_and_parse_gate_without_a_check(tmp_path):
     with ScriptedServer(responder=team) as server:
         engine = Engine.create(gate_settings(server, ""), repo, "goal", db_path=db)
         outcome = await engine.run()
-    assert outcome.status == "done"
+    assert outcome.status == "stopped", outcome.reason  # 'Bad json' failed: not a success
     assert engine.check is not None and not engine.check.enabled and engine.check.source == "detected"
     tree = git(repo, "ls-tree", "-r", "--name-only", engine.git.branch).split()
     assert "conf.toml" in tree and "notes.txt" in tree
@@ -281,3 +282,51 @@ def test_headless_run_shows_the_check_and_the_gates_refusals(tmp_path):
     assert empty.returncode == 2 and empty.stderr.strip().splitlines() == [
         'formicary: --check needs a command, or "none" to run without one'
     ]
+
+
+async def test_the_judges_done_is_not_taken_while_a_task_failed_without_landing(tmp_path):
+    """Cycle 1's only task fails (its fix never parses) and the judge says done anyway: the cycle goes on, the
+    next one lands the fix, and only then does the session end done."""
+    repo = project(tmp_path)
+    team = ScriptedTeam(
+        root_plans=[plan([task("Fix mean")]), plan([task("Fix mean again")])],
+        work={
+            "Fix mean": [write("stats.py", "def mean(xs):\n    return (\n"), finish("fixed")],
+            "Fix mean again": [write("stats.py", FIXED_STATS), finish("fixed")],
+        },
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        settings = settings_for(server, cycles=3, gate_rounds=1)
+        settings.check_command = CHECK
+        engine = Engine.create(settings, repo, "fix mean", db_path=db)
+        outcome = await engine.run()
+    assert outcome.status == "done", outcome.reason
+    verdicts = rows(db, "SELECT decision, reason FROM verdicts ORDER BY rowid")
+    assert [v["decision"] for v in verdicts] == ["continue", "done"]
+    assert "1 task(s) failed and did not land ('Fix mean')" in verdicts[0]["reason"]
+    assert git(repo, "show", f"{engine.git.branch}:stats.py") + "\n" == FIXED_STATS
+
+
+@pytest.mark.parametrize("check", [CHECK, "none"])
+async def test_a_task_whose_change_another_task_landed_reports_no_commit_of_its_own(tmp_path, check):
+    """Two tasks write the same fix: one lands it; the other's merge changes nothing, so it must not report the
+    other's commit as its own (before: both handoffs named one commit and both printed 'landed')."""
+    repo = project(tmp_path)
+    team = ScriptedTeam(
+        root_plans=[plan([task("Fix mean"), task("Fix mean too")])],
+        work={t: [write("stats.py", FIXED_STATS), finish("fixed")] for t in ("Fix mean", "Fix mean too")},
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team, latency=0.05) as server:
+        engine = Engine.create(gate_settings(server, check, workers=2), repo, "fix mean", db_path=db)
+        outcome = await engine.run()
+    assert outcome.status == "done", outcome.reason
+    tasks = rows(db, "SELECT title, status, handoff FROM tasks WHERE kind = 'work' ORDER BY title")
+    assert [t["status"] for t in tasks] == ["done", "done"]
+    commits = [json.loads(t["handoff"]).get("commit") for t in tasks]
+    assert len([c for c in commits if c]) == 1, tasks
+    assert any("the shared branch had its change already" in t["handoff"] for t in tasks)
+    statuses = sorted(r["status"] for r in rows(db, "SELECT status FROM commits"))
+    assert statuses == ["already", "integrated"]
+    assert len(first_parent_history(repo, engine.git.branch)) == 2

@@ -262,3 +262,31 @@ def make_app(db: Path, **kwargs: Any) -> Any:
     from formicary.tui import FormicaryApp
 
     return FormicaryApp(db, clock=lambda: NOW, poll_seconds=0.05, **kwargs)
+
+
+# ---- driving the app in pilot tests
+
+
+async def until(pilot: Any, condition: Any, timeout: float = 5.0) -> None:
+    """Let the app run until ``condition()`` holds (the follower and loaders work in threads)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.03)
+
+
+async def loaded_session(app: Any, pilot: Any) -> Any:
+    from formicary.screens.session import SessionScreen
+
+    await until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.loaded)
+    await until(pilot, lambda: app.screen.log_ready)
+    return app.screen
+
+
+def log_text(screen: Any) -> str:
+    from formicary.widgets.agent_log import AgentLog
+
+    return "\n".join(screen.query_one(AgentLog).lines)

@@ -74,7 +74,7 @@ MAX_MOVES = 200  # tip moved under us this many times in one integration: someth
 class IntegrationResult:
     """How one task's integration ended; ``sha`` is the commit on the shared branch when it landed."""
 
-    status: Literal["integrated", "failed", "empty"]
+    status: Literal["integrated", "already", "failed", "empty"]  # already: the tip had its change (no commit)
     branch: str
     head: str | None
     sha: str | None = None
@@ -383,6 +383,9 @@ async def integrate(
                 if result.retries > MAX_MOVES:
                     raise GitError(f"{shared.ref} kept moving: gave up after {MAX_MOVES} retries")
                 continue
+            if att.result == "landed" and att.new_tip == att.old_tip:  # its change was on the tip already
+                result.status = "already"
+                return result
             if att.result == "landed":
                 result.status, result.sha = "integrated", att.new_tip
                 wt.status, wt.integrated_sha = "integrated", att.new_tip
@@ -448,7 +451,7 @@ def _record_commit(
             "sha": result.head,
             "integrated_sha": result.sha,
             "branch": wt.branch,
-            "status": "integrated" if landed else "failed",
+            "status": "integrated" if landed else "already" if result.status == "already" else "failed",
             "retries": result.retries,
             "conflicts": result.conflicts,
             "duration_ms": result.duration_ms,

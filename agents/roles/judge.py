@@ -3,6 +3,10 @@
 It sees the goal, the cycle's handoffs, the diff stat of what landed this cycle and, when the project has a check
 command, its result at the start and at the end of the cycle (run in the sandbox, once per tip). Its notes are
 kept free of repeated sentences (a small model loops on one until the length cap).
+
+A "done" is not taken while a task of the cycle failed and its work never landed: the session would report
+success for work that is not on the branch. The cycle goes on (its planner sees the failed handoffs), and the
+cycle budget still ends the session, as "stopped".
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..model.errors import EndpointError, ModelError
-from ..status import AgentStatus, Role
+from ..status import AgentStatus, Decision, Role
 from .ask import ask
 from .context import Handoff, check_command
 from .progress import check_summary, dedupe_sentences
@@ -69,6 +73,7 @@ async def run_judge(
         )
     agent.steps += 1
     verdict.notes = dedupe_sentences(verdict.notes)
+    verdict = _unless_work_failed(verdict, work)
 
     ctx.recorder.verdict(
         agent.id,
@@ -82,6 +87,16 @@ async def run_judge(
     )
     state.end_agent(agent, status)
     return verdict
+
+
+def _unless_work_failed(verdict: Verdict, work: list[Handoff]) -> Verdict:
+    """``verdict``, or "continue" when it says done while tasks of the cycle failed without landing anything."""
+    failed = [h.title for h in work if not h.done and not h.commit]
+    if verdict.decision != Decision.DONE or not failed:
+        return verdict
+    titles = "; ".join(f"'{title[:80]}'" for title in failed[:3]) + (" …" if len(failed) > 3 else "")
+    reason = f"not done: {len(failed)} task(s) failed and did not land ({titles}); the judge said: {verdict.reason}"
+    return Verdict(decision="continue", reason=reason[:400], notes=verdict.notes)
 
 
 async def _diff_stat(ctx: RoleContext, since: str) -> str:

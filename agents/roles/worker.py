@@ -60,6 +60,9 @@ async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
                 )
                 if result.status == "empty":
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, f"{summary} (no changes)", notes)
+                elif result.status == "already":  # another task landed the same change: nothing of its own
+                    already = f"{summary} (no commit of its own: the shared branch had its change already)"
+                    handoff = Handoff(task.id, task.title, TaskStatus.DONE, already, notes)
                 elif result.status != "integrated":
                     unfinished = f"unfinished ({limit_hit}); " if limit_hit else ""
                     raise WorkerLimit(
