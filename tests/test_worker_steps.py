@@ -77,7 +77,7 @@ def actions(db_path, title=None):
     """The worker's action rows, texts read through the record's queries (stored compressed, arguments against
     the reply that chose them)."""
     db = store_db.connect(db_path)
-    rows = list(db.query("SELECT a.seq, a.agent_id FROM actions a ORDER BY a.created_at, a.step"))
+    rows = list(db.query("SELECT a.seq, a.agent_id FROM actions a ORDER BY a.created_at, a.step, a.seq"))
     read = {
         agent: {r["seq"]: r for r in queries.actions(db, agent)} for agent in {r["agent_id"] for r in rows}
     }

@@ -10,11 +10,14 @@ the built-in line-ending ones: :func:`_checkout_unfiltered`).
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from .inproc import _LINK, _entry, _pygit2, repository
+from .inproc import _LINK, _changes, _entry, _pygit2, repository
 
 
 def _symlinks(top: str) -> list[str]:
@@ -117,4 +120,156 @@ def reset_worktree(git_dir: Path | str, path: Path | str, branch: str, base: str
         # Not ``set_head``: libgit2 then reads every linked worktree's HEAD to refuse a branch checked out
         # elsewhere (~47 ms of CPU with 300 worktrees, growing with them); this branch was just made here.
         repo.references.create("HEAD", ref, force=True)
+    return True
+
+
+_TREE_MODES = (0o040000, 0o160000)  # a folder in the work tree: a tree, or a gitlink's empty folder
+_WRITE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+class NotKnown(Exception):
+    """The worktree does not hold what a known-clean reset assumes: reset it in full instead."""
+
+
+def reset_known(
+    git_dir: Path | str, path: Path | str, branch: str, base: str, dirty: Collection[str]
+) -> bool:
+    """:func:`reset_worktree` for a worktree known to hold its HEAD's tree except at ``dirty`` (paths formicary's
+    tools wrote: :mod:`formicary.agents.tools.changes`): only the paths that differ between HEAD's tree and
+    ``base``'s, and ``dirty``, are written or removed, and only their index entries updated. No stat of every
+    file, no walk for untracked files or symlinks.
+
+    Why files are overwritten in place (no ``O_TRUNC``): truncating a file that has data makes ext4 flush it at
+    close, ~2.5x the CPU of the whole reset (measured: 1,000 changed files, 100 ms with libgit2's checkout, 40 ms
+    here). Trust (rule 7): a known-clean tree holds no symlink but the ones its trees track, so no parent of a
+    path written is one (each folder is checked once: a link raises :class:`NotKnown`), the file itself is
+    opened without following one, and no filter runs (as in :func:`_check_out`). Raises :class:`NotKnown` (or
+    an OSError) with HEAD not moved when the tree is not as known; the caller resets in full then.
+    """
+    pygit2 = _pygit2()
+    from pygit2.enums import DiffOption
+
+    with repository(git_dir, pooled=False) as repo:
+        commit = repo[pygit2.Oid(hex=base)]
+        ref = f"refs/heads/{branch}"
+        if ref in repo.references:
+            return False
+        target = commit.tree
+        changes = _changes(repo.diff(repo.head.peel(pygit2.Tree), target, flags=DiffOption.SKIP_BINARY_CHECK))
+        for rel in dirty:
+            changes.setdefault(rel, _entry(target, rel))
+        if changes:
+            _write_changes(repo, os.fspath(path), target, changes)
+            # libgit2 keeps the stat data of every entry whose id and mode stay: a file not rewritten is not
+            # hashed again by a later scan (one pass in C; an entry at a time cost ~10 us each from Python)
+            index = repo.index
+            index.read(False)
+            index.read_tree(target)
+            index.write()
+        repo.references.create(ref, commit.id)
+        repo.references.create("HEAD", ref, force=True)  # not set_head: see reset_worktree
+    return True
+
+
+def _write_changes(repo: Any, top: str, target: Any, changes: dict[str, Any]) -> None:
+    """Removals first (a folder a file replaces must be gone), then writes."""
+    folders = {""}
+    for rel in sorted((p for p, e in changes.items() if e is None), reverse=True):
+        if _real_folder(top, os.path.dirname(rel), folders, make=False):
+            _remove(top, rel, target)
+    odb, folders = repo.odb, {""}  # checked again: a removal may have taken a folder away
+    for rel, entry in sorted((p, e) for p, e in changes.items() if e is not None):
+        oid, mode = entry
+        full = os.path.join(top, rel)
+        _real_folder(top, os.path.dirname(rel), folders)
+        if mode == 0o160000:  # a gitlink: an empty folder, as git checks it out
+            _clear(full, keep_folder=True)
+            os.makedirs(full, exist_ok=True)
+        elif mode == _LINK:
+            _clear(full)
+            os.symlink(os.fsdecode(odb.read(oid)[1]), full)
+        else:
+            _write_file(full, odb.read(oid)[1], mode)
+
+
+def _write_file(full: str, data: bytes, mode: int) -> None:
+    """``full`` holds ``data`` with ``mode``'s executable bit; never through a symlink or into another link."""
+    executable = mode == 0o100755
+    perms = 0o777 if executable else 0o666  # the umask applies, as for git
+    try:
+        fd = os.open(full, _WRITE, perms)
+    except OSError as exc:  # a link (O_NOFOLLOW), a folder, a FIFO: what the new tree replaces by a file
+        if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise
+        _clear(full)
+        fd = os.open(full, _WRITE, perms)
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or now.st_nlink > 1:
+            raise NotKnown(f"{full} is not a plain file")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if now.st_size > len(data):
+            os.ftruncate(fd, len(data))
+        perms = now.st_mode & 0o777
+        if bool(perms & 0o100) != executable:  # x where r (git's choice), or no x at all
+            os.fchmod(fd, perms | (perms & 0o444) >> 2 if executable else perms & ~0o111)
+    finally:
+        os.close(fd)
+
+
+def _clear(full: str, keep_folder: bool = False) -> None:
+    """Remove what is at ``full`` (a link itself, never what it points at; an empty folder); a folder with
+    anything in it raises :class:`NotKnown`."""
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        if keep_folder:
+            return
+        try:
+            os.rmdir(full)
+        except OSError as exc:
+            raise NotKnown(f"{full} is a folder with files in it") from exc
+    else:
+        os.unlink(full)
+
+
+def _remove(top: str, rel: str, target: Any) -> None:
+    """Remove ``rel`` and every folder above it the new tree does not have (as git does), up to ``top``."""
+    _clear(os.path.join(top, rel))
+    folder = os.path.dirname(rel)
+    while folder:
+        kept = _entry(target, folder)
+        if kept is not None and kept[1] in _TREE_MODES:
+            return
+        try:
+            os.rmdir(os.path.join(top, folder))
+        except FileNotFoundError:
+            pass
+        except OSError:  # not empty: something else is still in it
+            return
+        folder = os.path.dirname(folder)
+
+
+def _real_folder(top: str, rel: str, checked: set[str], make: bool = True) -> bool:
+    """Whether the folder ``rel`` and its parents are real folders (never a symlink: :class:`NotKnown`); with
+    ``make``, missing ones are made. ``checked``: folders seen to be real already."""
+    if rel in checked:
+        return True
+    if not _real_folder(top, os.path.dirname(rel), checked, make):
+        return False
+    full = os.path.join(top, rel)
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:
+        if not make:
+            return False
+        os.mkdir(full)
+    else:
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotKnown(f"{full} is not a folder")
+    checked.add(rel)
     return True

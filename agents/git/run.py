@@ -29,6 +29,8 @@ from typing import Any
 import anyio
 from anyio.lowlevel import RunVar
 
+from ..tools import changes
+
 # Options every git call gets. Agents never sign (no passphrase prompt); conflicts use the plain two-way marker
 # style that :class:`formicary.agents.git.integration.Conflict` documents. The rest is the trust boundary: a
 # worktree is written by agents, so nothing git could find in it may run on the host. Hooks point at an empty
@@ -235,6 +237,7 @@ async def _run(
     busy machine), and asyncio's default child watcher starts and waits for a thread per process as well. On
     the event loop both stall every agent: a quarter of the loop's time at 256 workers (bench/efficiency.py).
     """
+    changes.ran(cwd, confined=True)  # a git process in a worktree may change its files and index
     lock, finished = threading.Lock(), threading.Event()
     state: dict[str, Any] = {"cancelled": False, "proc": None}
 
@@ -324,6 +327,7 @@ def git_sync(
     *args: str, cwd: Path | str, timeout: float = 30.0, git_dir: Path | str | None = None
 ) -> GitResult:
     """Run git and wait, blocking (for code off the event loop, e.g. a TUI worker thread); never raises for rc."""
+    changes.ran(cwd, confined=True)
     try:
         done = subprocess.run(
             git_argv(args, git_dir, cwd if git_dir is not None else None, cwd),

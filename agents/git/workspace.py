@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from ..tools import changes
 from ..tools.nested import remove_nested_git
 from . import checkout, inproc, linked
 from .integration import Conflict, IntegrationResult, SharedBranch, integrate
@@ -47,6 +48,7 @@ class SessionRepo:
         tip_tree: str,
         worktrees_dir: Path,
         reuse_worktrees: bool = False,
+        follow_changes: bool = False,
     ) -> None:
         self.root = root
         self.common_dir = common_dir
@@ -57,6 +59,7 @@ class SessionRepo:
         self.shared: SharedBranch = SharedBranch(f"refs/heads/{branch}", tip=base_sha, tip_tree=tip_tree)
         self._worktree_lock = anyio.Lock()  # making a worktree, git worktree remove/prune
         self.reuse_worktrees = reuse_worktrees
+        self.follow_changes = follow_changes
         self._idle: list[Worktree] = []  # parked worktrees waiting for a task (reuse_worktrees)
         self._doomed: list[tuple[str, str]] = []  # (task branch, sha) to delete in the next batch
         self._slots = 0
@@ -74,6 +77,7 @@ class SessionRepo:
         resume: bool = False,
         worktrees_dir: Path | None = None,
         reuse_worktrees: bool = False,
+        follow_changes: bool = False,
     ) -> SessionRepo:
         """Create the session branch from HEAD (or reopen it with ``resume``) without touching the work tree.
 
@@ -90,6 +94,10 @@ class SessionRepo:
             worktrees_dir: the session's worktrees folder; default ``paths.worktrees_dir(session_id)``.
             reuse_worktrees: park a finished task's worktree for the next task instead of removing it
                 (much cheaper on big repositories; call :meth:`close` at the end).
+            follow_changes: trust that only formicary's tools and processes change a worktree's files, so a
+                commit and a reset look at what the tools wrote, not at the whole tree, until a process runs
+                there (:mod:`formicary.agents.tools.changes`). Off: files changed behind formicary's back (as
+                tests do) are found by a scan, as always.
         """
         check_name(session_id, "session id")
         where = Path(path).expanduser()
@@ -120,7 +128,9 @@ class SessionRepo:
             raise WorkspaceError(f"worktrees folder {worktrees_dir} must be outside the repository {root}")
         if resume:
             tip, tree = await _resume_checks(root, branch)
-            return cls(root, common, session_id, branch, tip, tree, worktrees_dir, reuse_worktrees)
+            return cls(
+                root, common, session_id, branch, tip, tree, worktrees_dir, reuse_worktrees, follow_changes
+            )
         head = await _new_session_checks(root)
         made = await git("branch", "--no-track", branch, head, cwd=root, check=False)
         if made.rc != 0:
@@ -128,7 +138,9 @@ class SessionRepo:
                 raise WorkspaceError(f"branch {branch} already exists; resume that session or name another")
             raise WorkspaceError(f"cannot create branch {branch}: {made.err.strip().splitlines()[-1:]}")
         tree = (await git("rev-parse", f"{head}^{{tree}}", cwd=root)).out.strip()
-        return cls(root, common, session_id, branch, head, tree, worktrees_dir, reuse_worktrees)
+        return cls(
+            root, common, session_id, branch, head, tree, worktrees_dir, reuse_worktrees, follow_changes
+        )
 
     # -- worktrees -------------------------------------------------------------------------------------
 
@@ -191,6 +203,8 @@ class SessionRepo:
             register_worktree(path, git_dir)
             # The checkout itself runs outside the lock: it is the slow part and touches only this worktree.
             await inproc.in_thread(checkout.populate, wt.git_dir, path)
+            if self.follow_changes:
+                wt.followed = changes.follow(path)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._drop_worktree(wt)
@@ -198,25 +212,41 @@ class SessionRepo:
         return wt
 
     async def _recycle(self, old: Worktree, task_id: str, agent_id: str) -> Worktree | None:
-        """Point a parked worktree at a new task branch from the tip; None (and removed) if it won't."""
+        """Point a parked worktree at a new task branch from the tip; None (and removed) if it won't.
+
+        A worktree only the tools changed since its last full reset gets the tree diff (:func:`checkout.reset_known`);
+        any other, or one that turns out not to be as known, a full checkout + clean after a scrub.
+        """
         base = self.shared.tip or await self.shared.read_tip(self.root)
-        try:
-            await self.scrub(old)  # a tracked gitlink's folder keeps a planted .git through checkout + clean
-        except OSError:
-            await self._drop_worktree(old)
-            return None
+        known = old.followed is not None and old.followed.known
+        dirty = sorted(old.followed.paths) if old.followed is not None else []
+        if old.followed is not None:
+            changes.unfollow(old.followed)
         for n in range(1, 100):
             branch = self._names(task_id, n)[0]
             # No lock: unlike add, a new branch and a checkout read no other worktree's metadata. Shielded, so a
             # cancellation cannot strand the worktree half switched. In-process: see checkout.reset_worktree.
-            try:
-                with anyio.CancelScope(shield=True):
-                    switched = await inproc.in_thread(
-                        checkout.reset_worktree, old.git_dir, old.path, branch, base
-                    )
-            except Exception:  # a folder the agent locked, a broken index: start afresh instead
-                await self._drop_worktree(old)
-                return None
+            switched = None
+            if known:
+                try:
+                    with anyio.CancelScope(shield=True):
+                        switched = await inproc.in_thread(
+                            checkout.reset_known, old.git_dir, old.path, branch, base, dirty
+                        )
+                except Exception:  # not as known (a folder where a file goes, a link): in full instead
+                    known = False
+            if switched is None:
+                try:
+                    await self.scrub(
+                        old
+                    )  # a tracked gitlink's folder keeps a planted .git through checkout + clean
+                    with anyio.CancelScope(shield=True):
+                        switched = await inproc.in_thread(
+                            checkout.reset_worktree, old.git_dir, old.path, branch, base
+                        )
+                except Exception:  # a folder the agent locked, a broken index: start afresh instead
+                    await self._drop_worktree(old)
+                    return None
             if switched:
                 break
         else:
@@ -225,6 +255,8 @@ class SessionRepo:
         wt = Worktree(
             path=old.path, branch=branch, base=base, task_id=task_id, agent_id=agent_id, git_dir=old.git_dir
         )
+        if self.follow_changes:
+            wt.followed = changes.follow(wt.path)
         return wt
 
     async def scrub(self, wt: Worktree) -> list[str]:
@@ -264,6 +296,8 @@ class SessionRepo:
         await self._drop_worktree(wt)
 
     async def _drop_worktree(self, wt: Worktree) -> None:
+        if wt.followed is not None:
+            changes.unfollow(wt.followed)
         await self._remove_folder(wt.path)
         forget_worktree(wt.path)
         await self._doom(wt)
@@ -314,6 +348,8 @@ class SessionRepo:
                     await anyio.to_thread.run_sync(_remove_folders, [wt.path for wt in idle])
                     await self._worktree_cmd("prune")
                 for wt in idle:
+                    if wt.followed is not None:
+                        changes.unfollow(wt.followed)
                     forget_worktree(wt.path)
                     await self._doom(wt)
             await self.delete_landed_branches()
@@ -364,14 +400,18 @@ class SessionRepo:
 
         The message gets ``Formicary-Task``/``Formicary-Agent`` trailers. In-process (:mod:`.inproc`): no
         hook, no fsmonitor, no filter program, no auto maintenance (see :meth:`maintain`), no process; the
-        task's own check command is what judges the work.
+        task's own check command is what judges the work. While only the tools changed the worktree
+        (``wt.followed``), only the paths they wrote are looked at (no scan, no nested ``.git`` to look for:
+        the tools refuse that name).
         """
         who = identity or wt.identity
         full = f"{message.rstrip()}\n\nFormicary-Task: {wt.task_id}\nFormicary-Agent: {wt.agent_id}\n"
-        await self.scrub(wt)
+        paths = sorted(wt.followed.paths) if wt.followed is not None and wt.followed.known else None
+        if paths is None:
+            await self.scrub(wt)
         if wt.git_dir is None:
             raise GitError(f"worktree {wt.path.name} has no known git dir")
-        made = await inproc.in_thread(inproc.commit_worktree, wt.git_dir, full, who.name, who.email)
+        made = await inproc.in_thread(inproc.commit_worktree, wt.git_dir, full, who.name, who.email, paths)
         if made is None:
             return None
         sha, paths = made

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..tools.changes import Changes
 from .run import Identity
 
 
@@ -27,6 +28,9 @@ class Worktree:
     changed: set[str] | None = field(default_factory=set)
     """Paths this task's commits changed, from ``git add -v`` (a superset; None: not known, ask git). The
     landing gate uses it to skip a process when no changed file needs parsing."""
+    followed: Changes | None = None
+    """What formicary's tools changed here since the worktree last held its HEAD's tree exactly, and whether
+    nothing else did (see :mod:`formicary.agents.tools.changes`); None: not followed, always scanned."""
     nested_removed: list[str] = field(default_factory=list)
     """Nested ``.git`` entries removed from this worktree by formicary's git (see :mod:`.nested`)."""
 

@@ -33,14 +33,10 @@ def snapshot(root: str, path: str) -> bytes | None:
 
 
 def restore(root: str, path: str, data: bytes | None) -> None:
-    """Put back what :func:`snapshot` read (remove the file if it did not exist)."""
-    real, _ = confine.resolve(root, path)
-    if data is None:
-        with contextlib.suppress(OSError):
-            os.unlink(real)
-    else:
-        with open(real, "wb") as fh:
-            fh.write(data)
+    """Put back what :func:`snapshot` read (remove the file if it did not exist), as the tools write: confined,
+    and recorded for the commit."""
+    with contextlib.suppress(OSError):
+        confine.put_bytes(root, path, data)
 
 
 @dataclass

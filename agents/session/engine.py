@@ -92,8 +92,14 @@ class Engine(SessionContext):
         branch = self.resume_branch or self.settings.branch or None
         # Worktrees are parked and reused: a fresh one per task writes every file of the repository and
         # removes them again, serialized behind the worktree lock; a reused one rewrites only what changed.
+        # Only formicary changes them, so commits and resets follow what its tools wrote (tools/changes.py).
         self.git = await SessionRepo.open(
-            self.repo_path, self.session_id, branch=branch, resume=self.resuming, reuse_worktrees=True
+            self.repo_path,
+            self.session_id,
+            branch=branch,
+            resume=self.resuming,
+            reuse_worktrees=True,
+            follow_changes=True,
         )
         await self._setup_gate()
 

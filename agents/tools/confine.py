@@ -19,6 +19,8 @@ import stat
 import time
 from collections import deque
 
+from . import changes
+
 REFUSED_ESCAPE = "refused: path escapes the worktree"
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
@@ -180,8 +182,11 @@ def _is_binary(data: bytes) -> bool:
     return b"\x00" in data[:8192]
 
 
-def _write_bytes(real: str, shown: str, data: bytes) -> None:
-    """Write a whole file without following a symlink, creating parent directories inside the worktree."""
+def _write_bytes(root: str, real: str, shown: str, data: bytes) -> None:
+    """Write a whole file without following a symlink, creating parent directories inside the worktree.
+
+    Every write a tool makes comes here, and is recorded for the worktree's commit (:mod:`.changes`)."""
+    changes.wrote(root, real)  # first: a write that fails half way has changed the file too
     st = _lstat(real)
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
@@ -247,9 +252,23 @@ def write_text(root: str, path: object, content: str) -> str:
     if len(data) > MAX_WRITE_BYTES:
         raise ActionFailed(f"error: content is too large ({len(data)} bytes; the limit is {MAX_WRITE_BYTES})")
     existed = _lstat(real) is not None
-    _write_bytes(real, shown, data)
+    _write_bytes(root, real, shown, data)
     lines = content.count("\n") + (0 if content.endswith("\n") or not content else 1)
     return f"{'wrote' if existed else 'created'} {shown} ({lines} lines, {len(data)} bytes)"
+
+
+def put_bytes(root: str, path: object, data: bytes | None) -> None:
+    """Make ``path`` hold ``data`` exactly, or remove the file when ``data`` is None (a worker's undo)."""
+    real, shown = resolve(root, path)
+    if real == root:
+        raise ActionFailed("error: a file path is needed")
+    if data is not None:
+        _write_bytes(root, real, shown, data)
+        return
+    changes.wrote(root, real)
+    st = _lstat(real)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        os.unlink(real)
 
 
 def replace_text(root: str, path: object, search: str, replacement: str) -> str:
@@ -277,7 +296,7 @@ def replace_text(root: str, path: object, search: str, replacement: str) -> str:
             f"error: the search text occurs {count} times in {shown}; it must occur exactly "
             "once, so include more surrounding lines"
         )
-    _write_bytes(real, shown, text.replace(search, replacement, 1).encode("utf-8", "surrogateescape"))
+    _write_bytes(root, real, shown, text.replace(search, replacement, 1).encode("utf-8", "surrogateescape"))
     line = text[: text.index(search)].count("\n") + 1
     return f"replaced 1 occurrence in {shown} at line {line}"
 

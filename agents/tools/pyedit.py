@@ -427,7 +427,7 @@ def write_function(root: str, path: object, name: str, content: str) -> str:
     text = data.decode("utf-8", "surrogateescape")
     before = defined_names(text)
     new_text, line = replace_function(text, name, content)
-    confine._write_bytes(real, shown, new_text.encode("utf-8", "surrogateescape"))
+    confine._write_bytes(root, real, shown, new_text.encode("utf-8", "surrogateescape"))
     asked = name.strip().removesuffix("()").rsplit(".", 1)[-1]
     if asked in before:
         return f"replaced function {name.strip()} in {shown} (now at line {line})"

@@ -35,6 +35,7 @@ import anyio
 import anyio.abc
 
 from ...store.redact import secret_env_names
+from . import changes
 from .bwrap import (
     BASE_BINDS,
     PROBE_LOCK,
@@ -242,6 +243,9 @@ async def run_command(
         problem = await anyio.to_thread.run_sync(sandbox_problem, opts)
         if problem is not None:
             return CommandResult(refusal(problem), None, refused=True)
+    # Whatever it does there (and, unsandboxed, anywhere) is unknown to formicary from now on: commits and resets
+    # of the worktrees it could write in scan them again.
+    changes.ran(worktree, confined=opts.mode != "none")
     out = CappedOutput(opts.output_cap if output_cap is None else output_cap)
     started = time.perf_counter()
     async with _spawn(command, worktree, opts, extra_secret_names) as (process, init, cgroup):
