@@ -252,9 +252,8 @@ def failing_ids(output: str, runner: str = "custom") -> list[str]:
     if every or runner == "pytest":
         found += [(m.start(), m.group(1)) for m in _PYTEST_LINE.finditer(output)]
     if every or runner == "unittest":
-        for m in _UNITTEST_LINE.finditer(
-            output
-        ):  # "FAIL: test_x (mod.Class.test_x)" (3.11+) or "(mod.Class)"
+        # "FAIL: test_x (mod.Class.test_x)" (3.11+) or "(mod.Class)"
+        for m in _UNITTEST_LINE.finditer(output):
             method, where = m.group(1), m.group(2)
             found.append((m.start(), where if where.endswith("." + method) else f"{where}.{method}"))
     if every or runner == "go":

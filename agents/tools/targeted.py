@@ -39,7 +39,9 @@ _SOURCE = re.compile(r"\.(py|[cm]?[jt]sx?|go|rb)$")
 def module_name(path: str) -> str:
     """``pkg/mod.py`` → ``mod``; ``pkg/__init__.py`` → ``pkg``; ``src/lib.js`` → ``lib``."""
     p = PurePosixPath(path)
-    return p.parent.name if p.stem == "__init__" else p.stem.split(".")[0] if p.suffix != ".py" else p.stem
+    if p.stem == "__init__":
+        return p.parent.name
+    return p.stem if p.suffix == ".py" else p.stem.split(".")[0]  # lib.d.ts → lib
 
 
 def module_tested(test_path: str) -> str:
