@@ -218,10 +218,11 @@ class SessionRepo:
         any other, or one that turns out not to be as known, a full checkout + clean after a scrub.
         """
         base = self.shared.tip or await self.shared.read_tip(self.root)
-        known = old.followed is not None and old.followed.known
-        dirty = sorted(old.followed.paths) if old.followed is not None else []
-        if old.followed is not None:
-            changes.unfollow(old.followed)
+        followed = old.followed
+        known = followed is not None and followed.known
+        dirty = sorted(followed.paths) if followed is not None else []
+        if followed is not None:
+            changes.unfollow(followed)
         for n in range(1, 100):
             branch = self._names(task_id, n)[0]
             # No lock: unlike add, a new branch and a checkout read no other worktree's metadata. Shielded, so a
@@ -256,7 +257,7 @@ class SessionRepo:
             path=old.path, branch=branch, base=base, task_id=task_id, agent_id=agent_id, git_dir=old.git_dir
         )
         if self.follow_changes:
-            wt.followed = changes.follow(wt.path)
+            wt.followed = changes.follow(wt.path, followed.root if followed is not None else None)
         return wt
 
     async def scrub(self, wt: Worktree) -> list[str]:
