@@ -109,7 +109,7 @@ def load_summary(db: Database, session_id: str) -> Summary:
     verdicts = q.verdicts(db, session_id)
     if verdicts:
         s.last_reason = verdicts[-1]["reason"]
-    s.check_start, s.check_end = check_results(db, session_id, verdicts)
+    s.check_start, s.check_end = check_results(db, session_id, verdicts, base)
     columns = db["sessions"].columns_dict
     if "check_command" in columns:
         extra = next(db.query("SELECT check_command, check_source FROM sessions WHERE id = ?", [session_id]))
@@ -130,15 +130,23 @@ def _last_line(text: str | None, width: int = 100) -> str:
 
 
 def check_results(
-    db: Database, session_id: str, verdicts: list[dict[str, Any]]
+    db: Database, session_id: str, verdicts: list[dict[str, Any]], base: str | None = None
 ) -> tuple[CheckResult | None, CheckResult | None]:
     """The check's result when the session started and when it last ran, or None where there was none.
 
-    Start: the landing gate's first check of the shared branch's tip. End: the check the judge saw last (its exit
+    Start: the landing gate's check of ``base``, the commit the session started from (a gate that did not need
+    the tip's result has none; a later tip's result is not the start's). End: the check the judge saw last (its exit
     status from the timeline), else the check of the last tree the gate let land.
     """
     gates = _gate_rows(db, session_id)
-    start = next((CheckResult(r["tip_exit"] == 0, "") for r in gates if r.get("tip_exit") is not None), None)
+    start = next(
+        (
+            CheckResult(r["tip_exit"] == 0, "")
+            for r in gates
+            if r.get("tip_exit") is not None and (base is None or r.get("tip") == base)
+        ),
+        None,
+    )
     end = None
     with_output = [v for v in verdicts if v.get("check_output")]
     last_exit = None

@@ -11,7 +11,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from .db import iso
-from .derived import SOURCES
+from .derived import SOURCES, SOURCES_M016
 from .packing import OBSERVATION, REPLY, Context, Dictionaries, needs_dictionary, unpack
 from .schema_m013 import UNBOUNDED
 
@@ -49,6 +49,7 @@ class RecordTexts:
         self.db = db
         self.found: dict[int, bytes | None] = {}
         self.texts: dict[int, str | None] = {}
+        self.sources: dict[int, str] | None = None
 
     def __call__(self, adler: int) -> bytes | None:
         if adler not in self.found:
@@ -58,10 +59,23 @@ class RecordTexts:
 
     def text(self, ref: int) -> str | None:
         if ref not in self.texts:
-            source = SOURCES.get(ref & 3)
+            source = self._sources().get(ref & 3)
             row = self.db.execute(source, [ref >> 2]).fetchone() if source else None
             self.texts[ref] = unpack(row[0], shared=self) if row else None
         return self.texts[ref]
+
+    def _sources(self) -> dict[int, str]:
+        if self.sources is None:
+            self.sources = SOURCES_M016 if holds_steps(self.db) else SOURCES
+        return self.sources
+
+
+def holds_steps(db: Database | Any) -> bool:
+    """Whether a call's row may hold its step (m016)."""
+    try:
+        return any(row[1] == "step" for row in db.execute("PRAGMA table_info(calls)").fetchall())
+    except sqlite3.Error:
+        return False
 
 
 def dictionaries(db: Database | Any) -> Dictionaries:

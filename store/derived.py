@@ -24,6 +24,12 @@ from .templates import observation_request, reply_arguments
 COLUMNS = {("llm_calls", "response"): 0, ("llm_calls", "request"): 1, ("actions", "observation"): 2}
 """The texts a reference can name, and the low two bits of a reference naming them."""
 SOURCES = {code: f"SELECT {column} FROM {table} WHERE seq = ?" for (table, column), code in COLUMNS.items()}
+"""Where a referenced text is read (before m016)."""
+SOURCES_M016 = SOURCES | {
+    2: "SELECT observation FROM steps WHERE seq = ?1 UNION ALL "
+    "SELECT observation FROM calls WHERE seq = ?1 - 1 AND step IS NOT NULL"
+}
+"""... since m016: an observation may be in the row of the call that chose its step, one place before it."""
 LIKE_DEPTH = 8
 """A reader follows at most this many references to read a :data:`~.packing.LIKE` text."""
 LIKE_MIN = 256

@@ -16,6 +16,8 @@ from .schema_m011 import upgrade_statements as agents_upgrade
 from .schema_m012 import upgrade_statements as tasks_upgrade
 from .schema_m013 import upgrade_statements as ranges_upgrade
 from .schema_m014 import upgrade_statements as profiles_upgrade
+from .schema_m015 import upgrade_statements as lean_links_upgrade
+from .schema_m016 import upgrade_statements as call_steps_upgrade
 
 migrations = Migrations("formicary")
 
@@ -447,6 +449,24 @@ def m014_call_profiles_and_agent_times(db: Database) -> None:
     from its agent's start, a step's task is its agent's unless it says otherwise; a call's server timings are
     integer hundredths of a millisecond (see ``store.schema_m014``)."""
     for sql in profiles_upgrade():
+        db.execute(sql)
+
+
+@migrations(name="m015_previous_call_and_landed_commits")
+def m015_previous_call_and_landed_commits(db: Database) -> None:
+    """A call's parent is stored as "its agent's previous call"; commit rows are indexed by their task, so a
+    landing's event need not repeat its commit row (see ``store.schema_m015``)."""
+    for sql in lean_links_upgrade():
+        db.execute(sql)
+
+
+@migrations(name="m016_calls_hold_their_steps")
+def m016_calls_hold_their_steps(db: Database) -> None:
+    """A worker's step is stored in the row of the call that chose it (see ``store.schema_m016``)."""
+    existing = dict(
+        db.execute("SELECT name, sql FROM sqlite_schema WHERE type IN ('trigger', 'view')").fetchall()
+    )
+    for sql in call_steps_upgrade(existing):
         db.execute(sql)
 
 

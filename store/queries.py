@@ -14,6 +14,7 @@ from .conversations import (
     agent_calls,
     call_messages,
     dictionaries,
+    holds_steps,
     log_table,
     read_texts,
     step_range,
@@ -21,6 +22,9 @@ from .conversations import (
 from .db import iso
 from .packing import unpack
 from .schema_m008 import LAST_SEQ
+from .schema_m013 import hex_of
+from .schema_m016 import LAST_SEQ as LAST_SEQ_M016
+from .schema_m016 import step_event
 
 ROW_EVENTS = {
     "agent_started": {"role": "role", "name": "name", "model": "model"},
@@ -33,6 +37,54 @@ ROW_EVENTS = {
 }
 """Events stored without their data since it is what the agent's row says (``agents.session.record``): per
 kind, each key of the data and the ``agents`` column it is."""
+TASK_EVENTS = {
+    "task_created": {
+        "title": "title",
+        "kind": "kind",
+        "parent_id": "parent_id",
+        "depth": "depth",
+        "cycle_id": "cycle_id",
+    },
+    "task_started": {"title": "title", "kind": "kind"},
+    "commit_landed": {"title": "title"},
+}
+"""Events whose data repeats their task's row (written before them): stored without those keys (m015), read
+from the ``tasks`` row. Per kind, each key and the ``tasks`` column it is."""
+LANDED_EVENTS = {
+    "commit_landed": {
+        "sha": "sha",
+        "integrated_sha": "integrated_sha",
+        "retries": "retries",
+        "conflicts": "conflicts",
+    }
+}
+"""... and those repeating their task's landed commit row: stored without the keys whose values the row has
+(``Writer.landed``), read from the ``commits`` row of the task that landed."""
+IMPLIED = {"task_started": {"attempt": 1}, "commit_landed": {"refusals": 0, "gate_ms": 0.0}}
+"""Keys of these events not stored when they have these values (the usual ones)."""
+
+
+LANDED_COMMITS = (
+    f"SELECT k.name AS task_id, {hex_of('c.sha')} AS sha, {hex_of('c.integrated_sha')} AS integrated_sha, "
+    "c.retries, c.conflicts FROM names k JOIN commit_rows c ON c.task = k.id WHERE k.name IN ({}) "
+    "AND c.status = (SELECT id FROM names WHERE name = 'integrated')"
+)
+"""The landed commit rows of some tasks (the ``commits`` view's outer joins cannot search by task)."""
+
+
+def lean_event_data(kind: str, data: dict[str, Any], landed: dict[str, Any]) -> dict[str, Any]:
+    """``data`` of a ``kind`` event as stored: without what its task's row, its landed commit's row
+    (``landed``: what that row says) or :data:`IMPLIED` give back (:func:`_task_event_data` reads it)."""
+    implied = IMPLIED.get(kind, {})
+    derived = TASK_EVENTS.get(kind, {})
+    return {
+        key: value
+        for key, value in data.items()
+        if key not in derived
+        and not (key in landed and landed[key] == value)
+        and not (key in implied and implied[key] == value and type(implied[key]) is type(value))
+    }
+
 
 __all__ = ["Contexts", "RecordTexts", "agent_calls", "call_messages", "dictionaries", "log_table"]
 
@@ -103,13 +155,16 @@ def commits(db: Database, session_id: str) -> list[dict[str, Any]]:
 
 def events_since(db: Database, session_id: str, seq: int = 0, limit: int = 5000) -> list[dict[str, Any]]:
     """The timeline after ``seq``: how a live or attached UI follows a session."""
-    rows = list(
-        db.query(
-            "SELECT * FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            [session_id, seq, limit],
+    if holds_steps(db):  # the steps held by calls are searched by the call's seq (see store.schema_m016)
+        sql = (
+            "SELECT * FROM events_rows WHERE session_id = ? AND seq > ? UNION ALL "
+            f"SELECT * FROM ({step_event(' AND c.seq >= ?')}) WHERE session_id = ? ORDER BY seq LIMIT ?"
         )
-    )
-    return _event_data(db, rows)
+        params: list[Any] = [session_id, seq, seq, session_id, limit]
+    else:
+        sql = "SELECT * FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        params = [session_id, seq, limit]
+    return _event_data(db, list(db.query(sql, params)))
 
 
 def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -122,15 +177,48 @@ def _event_data(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]
         row["data"] = json.loads(unpack(row["data"], shared=shared) or "{}") if row["data"] else {}
         if row["kind"] == "agent_step" and row["data"].get("observation") is None:
             missing[row["seq"]] = row["data"]
+    held = holds_steps(db) if missing else False
     for chunk in _chunks(list(missing)):
-        for found in db.execute(
-            f"SELECT seq, observation FROM actions WHERE seq IN ({_in_clause(chunk)})", chunk
-        ).fetchall():
+        sql = f"SELECT seq, observation FROM actions WHERE seq IN ({_in_clause(chunk)})"
+        if held:  # (the view's seq of a step held by its call is not searchable)
+            sql = (
+                f"SELECT seq, observation FROM steps WHERE seq IN ({_in_clause(chunk)}) UNION ALL "
+                f"SELECT seq + 1, observation FROM calls WHERE seq IN ({_in_clause(chunk)}) AND step IS NOT NULL"
+            )
+            chunk = chunk + [s - 1 for s in chunk]
+        for found in db.execute(sql, chunk).fetchall():
             missing[found[0]]["observation"] = (unpack(found[1], shared=shared) or "")[:300]
     _row_event_data(
         db, [row for row in rows if row["kind"] in ROW_EVENTS and not row["data"] and row["agent_id"]]
     )
+    _task_event_data(db, [row for row in rows if row["kind"] in TASK_EVENTS and row["task_id"]])
     return rows
+
+
+def _task_event_data(db: Database, rows: list[dict[str, Any]]) -> None:
+    """A task's event stored without what its task's row or landed commit's row says (m015): read from them.
+    An event that stored everything (written before m015) costs no look-up."""
+    lean = [row for row in rows if any(key not in row["data"] for key in TASK_EVENTS[row["kind"]])]
+    if not lean:
+        return
+    ids = sorted({row["task_id"] for row in lean})
+    found: dict[str, dict[str, Any]] = {}
+    landed: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(ids):
+        for task in db.query(f"SELECT * FROM tasks WHERE id IN ({_in_clause(chunk)})", chunk):
+            found[task["id"]] = task
+        if any(row["kind"] in LANDED_EVENTS for row in lean):
+            for commit in db.query(LANDED_COMMITS.format(_in_clause(chunk)), chunk):
+                landed[commit["task_id"]] = commit
+    for row in lean:
+        data, kind = row["data"], row["kind"]
+        for source, keys in ((found, TASK_EVENTS[kind]), (landed, LANDED_EVENTS.get(kind, {}))):
+            stored = source.get(row["task_id"])
+            for key, column in keys.items():
+                if key not in data and stored is not None:
+                    data[key] = stored[column]
+        for key, value in IMPLIED.get(kind, {}).items():
+            data.setdefault(key, value)
 
 
 def _row_event_data(db: Database, rows: list[dict[str, Any]]) -> None:
@@ -198,7 +286,7 @@ def max_event_seq(db: Database, session_id: str) -> int:
     # is already written), and reading it costs no scan of the rows without an index (since m013 the log is
     # not indexed by session either).
     if "log" in db.table_names():  # m008: read the tables under the views (a view's MAX is a scan)
-        return int(db.execute(LAST_SEQ).fetchone()[0])
+        return int(db.execute(LAST_SEQ_M016 if holds_steps(db) else LAST_SEQ).fetchone()[0])
     row = db.execute(
         "SELECT MAX(COALESCE((SELECT MAX(seq) FROM event_log WHERE session_id = ?), 0),"
         " COALESCE((SELECT MAX(seq) FROM actions), 0), COALESCE((SELECT MAX(seq) FROM llm_calls), 0))",

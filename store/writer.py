@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import pairing
 from .db import connect, now_ms
 from .derived import COLUMNS, References, derive
 from .packing import REPLY, WINDOW, Context, Zipped, pack, shared_dictionary
+from .pairing import Pairs, paired
 from .redact import Redactor
-from .schema_m008 import LAST_SEQ
+from .schema_m016 import LAST_SEQ
 
 MAX_BATCH = 2000
 BUSY_BATCH = 16
@@ -54,6 +56,9 @@ TABLE_FOR = {"events": "event_log"}
 SHAS = {"commits": frozenset({"sha", "integrated_sha"}), "integrations": frozenset({"old_tip", "new_tip"})}
 """Columns holding a git object id, stored as its bytes (half the size) when they read back as the same hex."""
 """``events`` is a view over the timeline's tables; a row written to it goes to ``event_log``."""
+LANDED = ("sha", "integrated_sha", "retries", "conflicts")
+"""What a landed commit's row says that its ``commit_landed`` event repeats (see :meth:`Writer.landed`)."""
+LANDED_KEPT = 4096
 
 
 @dataclass
@@ -64,6 +69,9 @@ class _Op:
     """The last parameter is the row's ``seq``, assigned when it is written."""
     codes: tuple[int | None, ...] = ()
     """Per parameter, the code a reference to it carries (``derived.COLUMNS``), when it can be referred to."""
+    split: int = 0
+    """A call and its step (see :mod:`.pairing`): the step's parameters from here on; the pair takes two places
+    in the timeline, the call's and, next, the step's."""
 
 
 @dataclass
@@ -115,6 +123,9 @@ class Writer:
         self._samples: dict[str, list[str]] = {}
         """Per key, the first texts of that key (:meth:`_sample`)."""
         """Shared dictionaries adopted since the last batch was written: written with it."""
+        self._pairs = Pairs(self._alone)
+        self._landed: dict[str, dict[str, Any]] = {}
+        """Per task, what its landed commit's row (queued, not yet announced) says: :meth:`landed`."""
         self.rows_written = 0
         self.batches = 0
         self._opened = threading.Event()
@@ -129,7 +140,28 @@ class Writer:
 
     def insert(self, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
         table = TABLE_FOR.get(table, table)
-        sequenced = table in SEQUENCED and "seq" not in row
+        if not replace and "seq" not in row:  # a worker's call waits for its step (see .pairing)
+            if table in SEQUENCED:  # one held too long goes first
+                self._pairs.release(older_than=pairing.HOLD_S)
+            if table == "llm_calls":
+                if self._pairs.hold(row):
+                    return
+            elif table == "actions":
+                call = self._pairs.step(row)
+                if call is not None:
+                    self._queue_row("call_steps", paired(call, row), split=len(call))
+                    return
+            elif table in SEQUENCED and row.get("agent_id"):
+                self._pairs.release(row["agent_id"])
+            elif table == "agents" and row.get("id"):
+                self._pairs.agent_started(row)
+        self._queue_row(table, row, replace=replace)
+
+    def _alone(self, call: dict[str, Any]) -> None:
+        self._queue_row("llm_calls", call)
+
+    def _queue_row(self, table: str, row: dict[str, Any], *, replace: bool = False, split: int = 0) -> None:
+        sequenced = (table in SEQUENCED or split > 0) and "seq" not in row
         cols = (*row, "seq") if sequenced else tuple(row)
         key = (("R:" if replace else "I:") + table, cols)
         sql = self._sql_cache.get(key)
@@ -137,14 +169,32 @@ class Writer:
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             self._sql_cache[key] = sql
+        if table == "commits" and row.get("status") == "integrated" and row.get("task_id"):
+            self._landed[row["task_id"]] = {key: row.get(key) for key in LANDED}
+            if len(self._landed) > LANDED_KEPT:
+                self._landed.pop(next(iter(self._landed)))
         shas = SHAS.get(table)
         if shas is not None:
             row = {c: _sha_bytes(v) if c in shas else v for c, v in row.items()}
         params = (*row.values(), None) if sequenced else tuple(row.values())
-        codes = tuple(COLUMNS.get((table, c)) for c in row) if sequenced else ()
-        self._queue.put(_Op(sql, params, sequenced, codes))
+        if split:  # a call's texts, then its step's
+            codes = tuple(COLUMNS.get(("llm_calls", c)) for c in list(row)[:split]) + tuple(
+                COLUMNS.get(("actions", c.removeprefix("step_"))) for c in list(row)[split:]
+            )
+        else:
+            codes = tuple(COLUMNS.get((table, c)) for c in row) if sequenced else ()
+        self._queue.put(_Op(sql, params, sequenced, codes, split))
+
+    def landed(self, task_id: str | None, *, forget: bool = False) -> dict[str, Any]:
+        """What the landed commit row queued for ``task_id`` says (:data:`LANDED`; empty when none was): the
+        landing's event and the task's handoff need not repeat it (``forget``: the last to ask, the handoff)."""
+        if not task_id:
+            return {}
+        return (self._landed.pop(task_id, None) if forget else self._landed.get(task_id)) or {}
 
     def update(self, table: str, pk: str, changes: dict[str, Any], *, pk_column: str = "id") -> None:
+        if table == "agents":  # an agent's end: its call waits no more
+            self._pairs.release(pk)
         sets = ", ".join(f"{c} = ?" for c in changes)
         self._queue.put(_Op(f"UPDATE {table} SET {sets} WHERE {pk_column} = ?", (*changes.values(), pk)))
 
@@ -177,6 +227,7 @@ class Writer:
 
     def flush(self, timeout: float | None = 60) -> None:
         """Block until every queued write is committed; raise :class:`StoreError` on new failures."""
+        self._pairs.release()
         barrier = _Barrier()
         self._queue.put(barrier)
         if not barrier.done.wait(timeout):
@@ -194,6 +245,7 @@ class Writer:
     def close(self) -> None:
         """Write what is queued and stop the thread."""
         if self._thread.is_alive():
+            self._pairs.release()
             self._queue.put(_STOP)
             self._thread.join()
 
@@ -218,7 +270,11 @@ class Writer:
         self._opened.set()
         stopping = False
         while not stopping:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=pairing.HOLD_S)
+            except queue.Empty:
+                self._pairs.release(older_than=pairing.HOLD_S)
+                continue
             batch: list[_Op] = []
             barriers: list[_Barrier] = []
             while True:
@@ -238,6 +294,7 @@ class Writer:
                 self._write(conn, batch)
             for b in barriers:
                 b.done.set()
+            self._pairs.release(older_than=pairing.HOLD_S)
             if len(batch) >= BUSY_BATCH and not stopping:
                 time.sleep(BUSY_PAUSE)
         conn.close()
@@ -246,10 +303,25 @@ class Writer:
         """``op``'s parameters as stored (``seq``: the row's place in the timeline, when known). A text
         ``against`` an agent is rebuilt from or compressed with that agent's context as it is before this row;
         the texts this row ``remember``s update the context after it. A text of a shared key may refer to an
-        equal or similar one stored before (see :mod:`.derived`)."""
-        params = []
+        equal or similar one stored before (see :mod:`.derived`). A call and its step are two rows in this:
+        the step's texts come after the call's reply, at the next place."""
+        params: list[Any] = []
+        if op.split:
+            self._prepare_part(op, 0, op.split, seq, contexts, params)
+            after = seq + 1 if seq is not None else None
+            self._prepare_part(op, op.split, len(op.params), after, contexts, params)
+        else:
+            self._prepare_part(op, 0, len(op.params), seq, contexts, params)
+        if seq is not None and op.sequenced:
+            params[-1] = seq
+        return tuple(params)
+
+    def _prepare_part(
+        self, op: _Op, start: int, end: int, seq: int | None, contexts: bool, params: list[Any]
+    ) -> None:
         learned: list[tuple[tuple[str, str], str, tuple[int, str] | None]] = []
-        for i, value in enumerate(op.params):
+        for i in range(start, end):
+            value = op.params[i]
             if isinstance(value, Zipped) and (value.against or value.remember or value.shared):
                 text = self.redact(value.text)
                 if value.remember:
@@ -281,9 +353,6 @@ class Writer:
             self._contexts[agent] = (context, reply_whole, observation_whole)
             if len(self._contexts) > CONTEXTS_KEPT:
                 self._contexts.pop(next(iter(self._contexts)))
-        if seq is not None and op.sequenced:
-            params[-1] = seq
-        return tuple(params)
 
     def _sample(self, key: str, text: str, ratio: float) -> None:
         """Keep ``text`` as a sample of its key's texts when it is one of the first or compressed poorly against
@@ -324,6 +393,8 @@ class Writer:
                 if op.sequenced:
                     seq += 1
                 params.append(self._prepare(op, seq if op.sequenced else None))
+                if op.split:
+                    seq += 1
             new_shared, self._new_shared = self._new_shared, []
             self._execute(conn, batch, params, new_shared)
             conn.execute("COMMIT")

@@ -82,6 +82,13 @@ def test_failing_ids_from_runner_output():
         "package ex/pkg",
     }
     assert failing_from_output("cargo", "test a::b ... FAILED\ntest c ... ok\n") == {"a::b"}
+    tap = "TAP version 13\nok 1 - reverse\nnot ok 2 - isPalindrome\n  ---\n    not ok 1 - nested case\nnot ok 3 - later # TODO\n"
+    assert failing_from_output("npm", tap) == {"isPalindrome", "nested case"}
+    jest = "  ● strings › isPalindrome handles case\n\n    expect(received).toBe(expected)\n"
+    assert failing_from_output("npm", jest) == {"strings › isPalindrome handles case"}
+    assert failing_from_output("npm", " FAIL  lib.test.js > strings > reverse\n") == {
+        "lib.test.js > strings > reverse"
+    }
     assert parse_junit(b"<html/>") is None and parse_junit(b"not xml") is None
     xml = (
         b'<testsuites><testsuite><testcase classname="m" name="a"/>'

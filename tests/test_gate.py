@@ -330,3 +330,26 @@ async def test_a_task_whose_change_another_task_landed_reports_no_commit_of_its_
     statuses = sorted(r["status"] for r in rows(db, "SELECT status FROM commits"))
     assert statuses == ["already", "integrated"]
     assert len(first_parent_history(repo, engine.git.branch)) == 2
+
+
+async def test_the_summary_never_shows_a_later_tips_check_as_the_sessions_start(tmp_path):
+    """The first landing passes outright (the tip's check is not needed), the second is refused against the new
+    tip, which passes: that result is not the start's (at the start mean was broken and the check failed)."""
+    from formicary.summary import load_summary
+
+    repo = project(tmp_path)
+    team = ScriptedTeam(
+        root_plans=[plan([task("Fix mean"), task("Simplify calc")])],
+        work={
+            "Fix mean": [write("stats.py", FIXED_STATS), finish()],
+            "Simplify calc": [write("calc.py", "def add(a, b):\n    return a + b\n"), finish()],
+        },
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(gate_settings(server, workers=1, gate_rounds=0), repo, "fix", db_path=db)
+        await engine.run()
+    gates = rows(db, "SELECT verdict, tip_exit FROM gates ORDER BY created_at")
+    assert [(g["verdict"], g["tip_exit"]) for g in gates] == [("passed", None), ("refused", 0)]
+    summary = load_summary(store_db.connect(db), engine.session_id)
+    assert summary.check_start is None  # not "passed": no check of the start's tip was run

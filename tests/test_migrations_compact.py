@@ -191,19 +191,15 @@ def test_events_written_for_every_task_are_stored_compressed_and_read_back(tmp_p
     writer = Writer(tmp_path / "f.db")
     record = Record(writer, "S1")
     for i in range(3):
-        record.emit(
-            ev.TaskStarted(
-                task_id=f"T{i}", title=f"task number {i} of the bench", task_kind="work", attempt=1
-            )
-        )
+        record.emit(ev.TaskEnded(task_id=f"T{i}", status="done", summary=f"task number {i} of the bench"))
     record.warning("plain")
     writer.flush()
     writer.close()
     db = store_db.connect(tmp_path / "f.db")
     events = queries.events_since(db, "S1")
-    assert [e["data"].get("title") for e in events] == [f"task number {i} of the bench" for i in range(3)] + [
-        None
-    ]
+    assert [e["data"].get("summary") for e in events] == [
+        f"task number {i} of the bench" for i in range(3)
+    ] + [None]
     assert events[-1]["data"] == {"message": "plain"}
     stored = [r[0] for r in db.execute("SELECT data FROM log ORDER BY seq")]
     assert [type(v) for v in stored] == [str, bytes, bytes, str], "the first of a kind is the dictionary"

@@ -77,7 +77,7 @@ def actions(db_path, title=None):
     """The worker's action rows, texts read through the record's queries (stored compressed, arguments against
     the reply that chose them)."""
     db = store_db.connect(db_path)
-    rows = list(db.query("SELECT a.seq, a.agent_id FROM actions a ORDER BY a.created_at, a.step"))
+    rows = list(db.query("SELECT a.seq, a.agent_id FROM actions a ORDER BY a.created_at, a.step, a.seq"))
     read = {
         agent: {r["seq"]: r for r in queries.actions(db, agent)} for agent in {r["agent_id"] for r in rows}
     }
@@ -89,7 +89,13 @@ def fix_task() -> dict:
 
 
 async def run(tmp_path, team, **kw):
-    repo = units_repo(tmp_path)
+    files = {"units.py": UNITS, "test_units.py": TESTS, "README.md": "x\n"}
+    return await run_in(tmp_path, team, files, **kw)
+
+
+async def run_in(tmp_path, team, files, **kw):
+    """One session of ``team`` on a new repository of ``files``: (engine, outcome, request bodies, db, repo)."""
+    repo = make_repo(tmp_path / "repo", files)
     db = tmp_path / "f.db"
     with ScriptedServer(responder=team) as server:
         engine = Engine.create(settings_for(server, **kw), repo, "Fix units", db_path=db)
@@ -364,6 +370,16 @@ async def test_when_every_redraw_fails_the_last_try_stays_in_the_conversation(tm
     record = store_db.connect(db)
     worker = next(r["id"] for r in record.query("SELECT id FROM agents WHERE role = 'worker'"))
     assert [c["messages"] for c in queries.agent_calls(record, worker)] == [c["messages"] for c in calls]
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+async def test_an_edit_failing_on_a_missing_name_is_not_drawn_again_but_shown(tmp_path):
+    """A NameError says what to fix; a redraw from the same prompt would not know it."""
+    responder = by_temperature(["return celsius * 9 / 5 + 32"], then="return c * 9 / 5 + 32")
+    engine, outcome, bodies, db, repo = await run(tmp_path, responder, check="python3 -m unittest", slots=1)
+    calls = worker_bodies(bodies)
+    assert len(calls) == 2 and calls[1]["messages"] != calls[0]["messages"]
+    assert "NameError: name 'celsius' is not defined" in calls[1]["messages"][-1]["content"]
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
 
 

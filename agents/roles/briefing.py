@@ -164,7 +164,12 @@ def done_before_nudge(step: int, observation: str) -> str:
     )
 
 
-TEST_FILE = re.compile(r"(^|/)(tests?/|test_[^/]*\.py$|[^/]*_test\.py$|conftest\.py$)")
+TEST_FOLDER = re.compile(r"(^|/)(tests?|__tests__|spec)/|(^|/)conftest\.py$")
+
+
+def is_test_file(path: str) -> bool:
+    """A test file in any language the check detects, or anything under a test folder."""
+    return bool(TEST_FOLDER.search(path) or targeted.TEST_FILE.match(os.path.basename(path)))
 
 
 def test_edit_refusal(root: str, path: str, task_files: list[str]) -> str | None:
@@ -174,7 +179,7 @@ def test_edit_refusal(root: str, path: str, task_files: list[str]) -> str | None
     editing the test's expected value. A task that names a test file may edit it; new test files may be added.
     """
     norm = os.path.normpath(path).lstrip("./")
-    if not TEST_FILE.search(norm) or norm in {os.path.normpath(f) for f in task_files}:
+    if not is_test_file(norm) or norm in {os.path.normpath(f) for f in task_files}:
         return None
     if not os.path.isfile(os.path.join(root, norm)):
         return None

@@ -68,7 +68,7 @@ async def _draw(loop: WorkerLoop, settings: Any, n: int) -> list[tuple[str, Any]
         settings,
         loop.messages,
         "action",
-        reply_schema(),
+        reply_schema(loop.python),
         role="worker",
         agent_id=loop.agent.id,
         temperature=min(1.2, settings.temperature + TEMPERATURE_STEP),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from ..tools.check import failing_ids
 from .context import Landed
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -52,8 +53,6 @@ _STOP = frozenset(
         "passes",
     ]
 )
-_PYTEST_FAILED = re.compile(r"^(?:FAILED|ERROR) ([^\s(]\S*)", re.M)  # not unittest's "FAILED (failures=1)"
-_UNITTEST_FAILED = re.compile(r"^(?:FAIL|ERROR): (\S+) \(([^)]+)\)", re.M)
 MAX_FAILING = 30
 
 
@@ -83,15 +82,8 @@ def repeats_landed(title: str, files: list[str], landed: list[Landed]) -> Landed
 
 
 def failing_tests(output: str, limit: int | None = MAX_FAILING) -> list[str]:
-    """Failing test ids in a pytest or unittest output (empty when it reports none in a form known here)."""
-    found = [m.group(1) for m in _PYTEST_FAILED.finditer(output)]
-    for m in _UNITTEST_FAILED.finditer(output):  # "FAIL: test_x (mod.Class.test_x)" (3.11+) or "(mod.Class)"
-        name, where = m.group(1), m.group(2)
-        found.append(where if where.endswith("." + name) else f"{where}.{name}")
-    seen: dict[str, None] = {}
-    for test in found:
-        seen.setdefault(test, None)
-    return list(seen)[:limit]
+    """Failing test ids in a check's output, in any runner format the gate reads (empty when it names none)."""
+    return failing_ids(output)[:limit]
 
 
 def check_summary(exit_code: int | None, output: str, tail: int = 1500) -> str:

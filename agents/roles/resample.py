@@ -21,6 +21,7 @@ for when every slot is busy — the usual case when workers outnumber slots.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -51,6 +52,7 @@ class EditingLoop(Protocol):
     last_check: Any
     edit_failed: bool
     redraws_left: int
+    python: bool
     _previous: Any
 
     async def act(self, content: str, action: Any, step: int) -> dict[str, Any] | None: ...
@@ -58,6 +60,18 @@ class EditingLoop(Protocol):
 
 def wanted(loop: EditingLoop, action: Any) -> bool:
     return action.name in EDIT_ACTIONS and loop.redraws_left > 0
+
+
+_NAME_ERROR = re.compile(
+    r"\b(NameError: name '\w+' is not defined|ImportError: cannot import name|ModuleNotFoundError: No module named)"
+)
+
+
+def needs_feedback(check: Any) -> bool:
+    """The edit's tests failed on a missing name or import: the fix is in the error message (measured: a test
+    written without importing the function it tests was redrawn twice, the same way, before the model saw
+    its NameError)."""
+    return check is not None and not check.passed and _NAME_ERROR.search(check.output or "") is not None
 
 
 def _signature(action: Any) -> str:
@@ -78,6 +92,8 @@ async def edit(
         result = await loop.act(content, action, step)
         if result is not None or not loop.edit_failed or len(loop.messages) != len(prompt) + 2:
             return result  # finished, passed, or the loop started over / answered from context
+        if needs_feedback(loop.last_check):
+            return None  # a name it must import or define: the error says which, another sample would not
         redrawn = await _redraw(loop, settings, prompt, attempt, tried)
         if redrawn is None:
             break
@@ -112,7 +128,7 @@ async def _redraw(
         )
         try:
             reply = await ask_once(
-                loop.context, loop.agent, Role.WORKER, prompt, SCHEMA_NAME, reply_schema(), hotter
+                loop.context, loop.agent, Role.WORKER, prompt, SCHEMA_NAME, reply_schema(loop.python), hotter
             )
         except ReplyFormatError:
             loop.redraws_left -= 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from ..tools import pyedit
-from ..tools.targeted import TEST_FILE
+from .briefing import is_test_file
 from .replies import PlannedTask
 
 _FUNCTION = re.compile(r"`?\b([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\(\)`?")
@@ -40,11 +40,6 @@ class Target:
     @property
     def title(self) -> str:
         return f"{self.function}() in {self.path}"[:100]
-
-
-def is_test_path(path: str) -> bool:
-    parts = PurePosixPath(path).parts
-    return bool(TEST_FILE.match(parts[-1])) or any(p in ("tests", "test") for p in parts[:-1])
 
 
 def _mentions(text: str, files: set[str]) -> list[tuple[int, str, str]]:
@@ -75,7 +70,7 @@ def find_targets(goal: str, files: list[str], read) -> list[Target]:
             if later_kind == "function":
                 end = later_pos
                 break
-            if is_test_path(later):
+            if is_test_file(later):
                 tests = tests or later
             elif not source:
                 source = later

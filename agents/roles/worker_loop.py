@@ -97,6 +97,7 @@ class WorkerLoop:
         self._previous: tuple[str, str] | None = None
         self._repeats = 0
         self.brief = Briefing()
+        self.python = True  # the task may touch Python files: write_function is offered
         self.seen = Seen()
         # the session's check (the one the gate lands by), not the planner's guess at one
         self.check = (check_command(ctx) or task.check or "").strip()
@@ -118,6 +119,7 @@ class WorkerLoop:
             lambda: prepare(root, task.title, task.instructions, list(task.files))
         )
         self.first_check = await self._starting_check()
+        self.python = not task.files or any(f.endswith((".py", ".pyi")) for f in task.files)
         self.messages = render(
             "worker",
             self.context.settings.prompt_override("worker"),
@@ -132,6 +134,7 @@ class WorkerLoop:
             first_check=self.first_check.summary() if self.first_check is not None else "",
             repo_map=await self.context.repo_map(max_age=MAP_MAX_AGE),
             max_steps=self.limits.steps_per_worker,
+            python=self.python,
         )
         self.first_prompt = self.messages[1]["content"]
         self._remember_shown()
@@ -170,7 +173,13 @@ class WorkerLoop:
             return await candidates.step(self, settings, step)
         try:
             reply = await ask_once(
-                self.context, self.agent, Role.WORKER, self.messages, SCHEMA_NAME, reply_schema(), settings
+                self.context,
+                self.agent,
+                Role.WORKER,
+                self.messages,
+                SCHEMA_NAME,
+                reply_schema(self.python),
+                settings,
             )
             content = reply.content
             action = reply.data.action

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...store.db import connect, iso, now, now_ms
 from ...store.packing import Zipped
-from ...store.queries import ROW_EVENTS
+from ...store.queries import ROW_EVENTS, TASK_EVENTS, lean_event_data
 from ...store.writer import Writer
 from ..status import CycleReason, CycleStatus, SessionStatus, TaskKind, TaskStatus
 from . import events as ev
@@ -64,7 +64,10 @@ class Record(WorkRecord):
             data: Any = event.data() or None
             if event.kind in ROW_KINDS:
                 data = None
-            elif data and event.kind in PACKED_KINDS:
+            elif data and event.kind in TASK_EVENTS:
+                landed = self.writer.landed(event.task_id) if event.kind == "commit_landed" else {}
+                data = lean_event_data(event.kind, data, landed) or None
+            if data and event.kind in PACKED_KINDS:
                 data = Zipped(json.dumps(data, default=str, ensure_ascii=False), shared=f"event:{event.kind}")
             self.writer.insert(
                 "event_log",
@@ -220,12 +223,17 @@ class Record(WorkRecord):
         changes: dict[str, Any] = {"status": status, "ended_at": now()}
         if error is not None:
             changes["error"] = error
+        landed = self.writer.landed(task.id, forget=True)
         if handoff is not None:
             changes["handoff"] = {
                 "summary": handoff.summary,
                 "notes": handoff.notes,
                 "commit": handoff.commit,
             }
+            if handoff.commit and handoff.commit == landed.get("integrated_sha"):
+                # the commit its landed commit row names: stored without it, as UTF-8 (store.schema_m015)
+                lean = {"summary": handoff.summary, "notes": handoff.notes}
+                changes["handoff"] = self.redact(json.dumps(lean, ensure_ascii=False)).encode()
         self.writer.update("tasks", task.id, changes)
         self.emit(
             ev.TaskEnded(

@@ -254,9 +254,27 @@ def action_target(arguments: dict[str, Any]) -> str:
     return ""
 
 
-def reply_schema() -> type[ActionReply]:
-    """The model class the model client asks for (its JSON schema is :data:`ACTION_SCHEMA`)."""
-    return ActionReply
+class ActionReplyNoPython(ActionReply):
+    """The same reply, for a task with no Python file: its schema has no ``write_function`` (the grammar-bound
+    model cannot pick it; measured, the 1.5B model offered it wrote a Python ``def`` into a JavaScript file)."""
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        return copy.deepcopy(ACTION_SCHEMA_NO_PYTHON)
+
+
+ACTION_SCHEMA_NO_PYTHON: dict[str, Any] = copy.deepcopy(ACTION_SCHEMA)
+ACTION_SCHEMA_NO_PYTHON["properties"]["action"]["anyOf"] = [
+    v
+    for v in ACTION_SCHEMA["properties"]["action"]["anyOf"]
+    if v["properties"]["name"]["enum"] != ["write_function"]
+]
+
+
+def reply_schema(python: bool = True) -> type[ActionReply]:
+    """The model class the model client asks for (its JSON schema is :data:`ACTION_SCHEMA`, without
+    ``write_function`` when the task has no Python file)."""
+    return ActionReply if python else ActionReplyNoPython
 
 
 def parse_action(text: str) -> Action:

@@ -40,6 +40,10 @@ _UNITTEST_LINE = re.compile(r"^(?:FAIL|ERROR): (\S+) \(([^)\s]+)\)", re.M)
 _GO_LINE = re.compile(r"^\s*--- FAIL: (\S+)", re.M)
 _GO_PKG = re.compile(r"^FAIL\s+(\S+)\s", re.M)
 _CARGO_LINE = re.compile(r"^test (\S+) \.\.\. FAILED", re.M)
+_TAP_LINE = re.compile(r"^\s*not ok \d+(?: -)? (.+)$", re.M)  # TAP: node --test, tape
+_TAP_DIRECTIVE = re.compile(r"\s#\s*(TODO|SKIP)\b", re.I)  # an expected failure, or a skip: not a failure
+_JEST_LINE = re.compile(r"^\s*● (.+?)\s*$", re.M)  # jest's failure headers: "● suite › test"
+_VITEST_LINE = re.compile(r"^\s*FAIL\s+(\S+ > .+?)\s*$", re.M)  # vitest: "FAIL  lib.test.js > suite > test"
 _NPM_PLACEHOLDER = "no test specified"
 
 
@@ -240,19 +244,38 @@ def parse_junit(data: bytes) -> tuple[frozenset[str], int] | None:
     return frozenset(failing), passed
 
 
+def failing_ids(output: str, runner: str = "custom") -> list[str]:
+    """Failing test ids named in a runner's text output, in the order it names them, each once (empty when it
+    names none). ``custom`` and ``make`` read every format known here."""
+    every = runner in ("custom", "make")
+    found: list[tuple[int, str]] = []
+    if every or runner == "pytest":
+        found += [(m.start(), m.group(1)) for m in _PYTEST_LINE.finditer(output)]
+    if every or runner == "unittest":
+        for m in _UNITTEST_LINE.finditer(
+            output
+        ):  # "FAIL: test_x (mod.Class.test_x)" (3.11+) or "(mod.Class)"
+            method, where = m.group(1), m.group(2)
+            found.append((m.start(), where if where.endswith("." + method) else f"{where}.{method}"))
+    if every or runner == "go":
+        found += [(m.start(), m.group(1)) for m in _GO_LINE.finditer(output)]
+        found += [(m.start(), f"package {m.group(1)}") for m in _GO_PKG.finditer(output)]
+    if every or runner == "cargo":
+        found += [(m.start(), m.group(1)) for m in _CARGO_LINE.finditer(output)]
+    if every or runner == "npm":
+        found += [
+            (m.start(), m.group(1).strip())
+            for m in _TAP_LINE.finditer(output)
+            if not _TAP_DIRECTIVE.search(m.group(1))
+        ]
+        for pattern in (_JEST_LINE, _VITEST_LINE):
+            found += [(m.start(), m.group(1)) for m in pattern.finditer(output)]
+    return list(dict.fromkeys(name for _, name in sorted(found)))
+
+
 def failing_from_output(runner: str, output: str) -> frozenset[str]:
     """Failing test ids named in a runner's text output (empty when it names none)."""
-    ids: set[str] = set()
-    if runner in ("pytest", "custom", "make"):
-        ids |= set(_PYTEST_LINE.findall(output))
-    if runner in ("unittest", "custom", "make"):
-        for method, where in _UNITTEST_LINE.findall(output):
-            ids.add(where if where.endswith("." + method) else f"{where}.{method}")
-    if runner in ("go", "custom", "make"):
-        ids |= set(_GO_LINE.findall(output)) | {f"package {p}" for p in _GO_PKG.findall(output)}
-    if runner in ("cargo", "custom", "make"):
-        ids |= set(_CARGO_LINE.findall(output))
-    return frozenset(ids)
+    return frozenset(failing_ids(output, runner))
 
 
 # -- running -----------------------------------------------------------------------------------------------

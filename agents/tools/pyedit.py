@@ -417,6 +417,11 @@ def _top_level_names(text: str) -> set[str]:
 def write_function(root: str, path: object, name: str, content: str) -> str:
     """The ``write_function`` action: replace one function of a Python file by its complete new definition, or
     add it when the file has none of that name."""
+    if not str(path).endswith((".py", ".pyi")):
+        raise confine.ActionFailed(
+            f"error: write_function edits Python files only, and {path} is not one: use replace (one exact,"
+            " unique piece of the file) or write_file (the whole file), in that file's own language"
+        )
     real, shown = confine.resolve(root, path)
     data = confine._read_bytes(real, shown)
     text = data.decode("utf-8", "surrogateescape")

@@ -25,17 +25,32 @@ MAX_TEST_FILES = 4
 OUTPUT_TAIL = 1500
 """Characters of a check's output in an observation (its tail: pytest ends with the failure and summary)."""
 NO_TESTS_RAN = 5  # pytest's and (3.12+) unittest's exit status when the selection is empty
-TEST_FILE = re.compile(r"^(test_.*|.*_test)\.py$")
+TEST_FILE = re.compile(
+    r"^(test_.*|.*_test)\.py$"  # pytest, unittest
+    r"|^.*[._](test|spec)\.[cm]?[jt]sx?$"  # JavaScript / TypeScript: lib.test.js, lib.spec.ts
+    r"|^.*_test\.go$"  # go test
+    r"|^(test_.*|.*_(test|spec))\.rb$"  # minitest, rspec
+)
+"""A test file's name, in the languages whose runners the check detects (a test folder alone is not enough)."""
+_TEST_AFFIX = re.compile(r"^test_|([._](test|spec))$|_test$")
+_SOURCE = re.compile(r"\.(py|[cm]?[jt]sx?|go|rb)$")
 
 
 def module_name(path: str) -> str:
-    """``pkg/mod.py`` → ``mod``; ``pkg/__init__.py`` → ``pkg``."""
+    """``pkg/mod.py`` → ``mod``; ``pkg/__init__.py`` → ``pkg``; ``src/lib.js`` → ``lib``."""
     p = PurePosixPath(path)
-    return p.parent.name if p.stem == "__init__" else p.stem
+    return p.parent.name if p.stem == "__init__" else p.stem.split(".")[0] if p.suffix != ".py" else p.stem
+
+
+def module_tested(test_path: str) -> str:
+    """The module a test file is named after: ``test_mod.py`` → ``mod``, ``lib.test.js`` → ``lib``."""
+    name = PurePosixPath(test_path).name
+    return _TEST_AFFIX.sub("", _SOURCE.sub("", name))
 
 
 def test_files(root: str) -> list[str]:
-    """Every ``test_*.py`` / ``*_test.py`` under ``root`` (relative paths), skipping caches and virtualenvs."""
+    """Every test file (:data:`TEST_FILE`) under ``root`` (relative paths), skipping caches, virtualenvs and
+    dependencies (node_modules)."""
     found: list[str] = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in NOT_EXPANDED and not d.startswith("."))
@@ -54,15 +69,14 @@ def related_tests(root: str, files: list[str], names: set[str]) -> list[str]:
     :data:`MAX_TEST_FILES`. Test files in ``files`` themselves count as related.
     """
     modules = {
-        module_name(f) for f in files if f.endswith(".py") and not TEST_FILE.match(PurePosixPath(f).name)
+        module_name(f) for f in files if _SOURCE.search(f) and not TEST_FILE.match(PurePosixPath(f).name)
     }
     scored: list[tuple[int, str]] = []
     for rel in test_files(root):
         score = 0
-        stem = PurePosixPath(rel).stem
         if rel in files:
             score += 8
-        if stem.removeprefix("test_").removesuffix("_test") in modules:
+        if module_tested(rel) in modules:
             score += 4
         try:
             with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as fh:
@@ -73,6 +87,11 @@ def related_tests(root: str, files: list[str], names: set[str]) -> list[str]:
             score += 6
         if any(re.search(rf"^\s*(from|import)\s+[\w.]*\b{re.escape(m)}\b", text, re.M) for m in modules):
             score += 2
+        elif any(
+            re.search(rf"""(require\(|\bfrom\s+|\bimport\s+)['"][\w./-]*\b{re.escape(m)}\b""", text)
+            for m in modules
+        ):
+            score += 2  # require("./lib"), import x from "../src/lib"
         if score:
             scored.append((-score, rel))
     return [rel for _, rel in sorted(scored)[:MAX_TEST_FILES]]
