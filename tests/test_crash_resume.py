@@ -155,3 +155,51 @@ def test_crash_kill9_at_random_moments_then_resume_loses_nothing(tmp_path):
     assert len(git(repo, "worktree", "list").splitlines()) == 1
     assert git(repo, "status", "--porcelain") == ""
     print(f"crash figures: kill points {kills}, integrated commits {landed}, lost 0, stuck running 0")
+
+
+def test_resume_removes_the_ref_locks_a_killed_run_left_on_its_own_branches(tmp_path):
+    """``kill -9`` while a task branch or the shared branch was being written leaves a ``.lock``: the resumed
+    run removes this session's own and finishes (before: "cannot create branch … failed to lock file")."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "demo\n"})
+    home = tmp_path / "home"
+    db = home / "data" / "formicary.db"
+    proc, base_url = spawn_server_process(responder="tests.scripted_team:crash_responder", latency=0.5)
+    env = _env(home, base_url)
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "formicary", "run", "--repo", str(repo), "--goal", "write", "--headless"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while not _query(db, "SELECT id FROM tasks WHERE kind = 'work' AND status = 'running'"):
+            assert run.poll() is None and time.monotonic() < deadline, "no worker started"
+            time.sleep(0.05)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        session = _query(db, "SELECT id, branch FROM sessions")[0]
+        heads = repo / ".git" / "refs" / "heads"
+        unfinished = _query(
+            db, "SELECT id FROM tasks WHERE kind = 'work' AND status IN ('running', 'pending')"
+        )
+        planted = [heads / f"{session['branch']}.lock"]
+        for task in unfinished:
+            for n in range(1, 41):
+                suffix = "" if n == 1 else f"-{n}"
+                planted.append(heads / "formicary-tasks" / session["id"] / f"{task['id']}{suffix}.lock")
+        for lock in planted:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            lock.write_text("0" * 40 + "\n")
+        final = subprocess.run(
+            [sys.executable, "-m", "formicary", "resume", "--headless"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        stop_server_process(proc)
+    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
+    assert not [lock for lock in planted if lock.exists()]
+    assert _query(db, "SELECT status FROM sessions")[0]["status"] == "done"

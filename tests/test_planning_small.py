@@ -89,6 +89,9 @@ async def test_an_item_repeated_in_one_plan_is_queued_once(tmp_path):
         await Engine.create(settings_for(server, cycles=1, workers=4), repo, "goal", db_path=db).run()
     titles = [r["title"] for r in rows(db, "SELECT title FROM tasks WHERE kind = 'work' ORDER BY created_at")]
     assert titles == ["Add alpha", "Split the goal"]
+    status = [r["data"] for r in rows(db, "SELECT data FROM events WHERE kind = 'status'")]
+    assert any("its 2 sub-planner area(s) become work tasks" in d for d in status)
+    assert sum("dropped a repeat within the plan" in d for d in status) == 2
 
 
 async def test_subplanner_fanout_is_bounded_by_the_endpoint_slots(tmp_path):

@@ -260,6 +260,7 @@ def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, al
     planned_tasks = list(plan.tasks)
     subplanners = list(plan.subplanners) if allow_sub else []
     if subplanners and _small(plan, ctx):
+        ctx.recorder.status(f"a small plan: its {len(subplanners)} sub-planner area(s) become work tasks")
         planned_tasks += [
             PlannedTask(title=s.title, instructions=s.scope, files=[], check="") for s in subplanners
         ]
@@ -270,6 +271,7 @@ def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, al
             break
         key = " ".join((planned.title or planned.instructions[:60]).lower().split())
         if key in queued:  # a small model repeats an item in one plan (measured: two identical sub-planners)
+            ctx.recorder.status(f"dropped a repeat within the plan: {planned.title or key}")
             continue
         queued.add(key)
         title = planned.title or planned.instructions[:60]

@@ -6,12 +6,15 @@ verdicts of the session, settles what cannot go on, and hands the loop a :class:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from ...store import queries as q
 from ...store.db import connect
+from ..git.workspace import TASK_BRANCH_PREFIX
 from ..status import CycleStatus, TaskKind, TaskStatus
 from .context import SessionContext
 from .controls import pid_alive
@@ -38,12 +41,28 @@ async def clean_leftovers(ctx: SessionContext) -> None:
 
     live = await anyio.to_thread.run_sync(live_sessions)
     removed = await ctx.git.prune_stale(live_sessions=live)
-    lock = ctx.git.common_dir / "refs" / "heads" / f"{ctx.git.branch}.lock"
-    if ctx.resuming and lock.exists():
-        lock.unlink(missing_ok=True)
-        removed.append(lock)
+    if ctx.resuming:
+        removed += await anyio.to_thread.run_sync(_stale_ref_locks, ctx)
     if removed:
         ctx.record.status(f"removed {len(removed)} leftover worktree(s) or lock(s)")
+
+
+def _stale_ref_locks(ctx: SessionContext) -> list[Path]:
+    """Remove the ref locks a killed process of this session left: its shared branch's, and any under its own
+    task branches (``formicary-tasks/<session>/``). Measured: a ``kill -9`` while a worker's task branch was
+    being made left its ``.lock``, and the resumed session failed at once ("cannot create branch … failed to lock
+    file"). Only this session's refs: no other process writes them, and this one has not started yet."""
+    heads = ctx.git.common_dir / "refs" / "heads"
+    found = [heads / f"{ctx.git.branch}.lock"]
+    own = heads / TASK_BRANCH_PREFIX / ctx.session_id
+    for folder, _dirs, files in os.walk(own):  # never follows a symlink
+        found += [Path(folder) / name for name in files if name.endswith(".lock")]
+    removed = []
+    for lock in found:
+        if lock.is_file():
+            lock.unlink(missing_ok=True)
+            removed.append(lock)
+    return removed
 
 
 async def recover(ctx: SessionContext) -> None:
