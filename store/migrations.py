@@ -18,6 +18,7 @@ from .schema_m013 import upgrade_statements as ranges_upgrade
 from .schema_m014 import upgrade_statements as profiles_upgrade
 from .schema_m015 import upgrade_statements as lean_links_upgrade
 from .schema_m016 import upgrade_statements as call_steps_upgrade
+from .schema_m017 import upgrade_statements as event_times_upgrade
 
 migrations = Migrations("formicary")
 
@@ -467,6 +468,13 @@ def m016_calls_hold_their_steps(db: Database) -> None:
         db.execute("SELECT name, sql FROM sqlite_schema WHERE type IN ('trigger', 'view')").fetchall()
     )
     for sql in call_steps_upgrade(existing):
+        db.execute(sql)
+
+
+@migrations(name="m017_event_times_since_agent_or_task")
+def m017_event_times_since_agent_or_task(db: Database) -> None:
+    """An event's time counts from its agent's start or its task's creation (see ``store.schema_m017``)."""
+    for sql in event_times_upgrade():
         db.execute(sql)
 
 

@@ -181,3 +181,39 @@ async def test_a_known_reset_never_writes_through_a_symlink(tmp_path: Path) -> N
         assert disk_of(second.path) == tree_of(session.root, tip)
     assert list(outside.iterdir()) == []
     await session.close()
+
+
+def test_the_blob_cache_returns_each_blob_s_bytes_within_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pygit2
+
+    repo = pygit2.init_repository(str(tmp_path / "r"), bare=True)
+    monkeypatch.setattr(checkout, "_blobs", {})
+    monkeypatch.setattr(checkout, "_blobs_bytes", 0)
+    monkeypatch.setattr(checkout, "BLOB_CACHE_BYTES", 1000)
+    blobs = {repo.create_blob(f"blob {n}\n".encode() * 20): f"blob {n}\n".encode() * 20 for n in range(30)}
+    for _ in range(2):
+        for oid, data in blobs.items():
+            assert checkout._blob(repo.odb, oid) == data
+    assert 0 < checkout._blobs_bytes <= 1000
+    assert checkout._blobs_bytes == sum(len(d) for d in checkout._blobs.values())
+
+
+@pytest.mark.anyio
+async def test_a_worker_s_undo_is_recorded_like_its_writes(tmp_path: Path) -> None:
+    from formicary.agents.roles.restart import Attempts
+
+    session = await session_of(tmp_path)
+    async with session.worktree("t1", "w") as wt:
+        root = os.path.realpath(wt.path)
+        attempts = Attempts()
+        for path in ("src/d01/file001.txt", "made.txt"):
+            attempts.before_edit(root, path)
+            await write(wt.path, path, "a try that failed\n")
+        await write(wt.path, "kept.txt", "kept\n")
+        attempts.undo(root)  # file001 back as it was, made.txt gone
+        assert not (wt.path / "made.txt").exists()
+        sha = await session.commit(wt, "after an undo")
+        assert sha is not None and committed(session.root, sha) == {"kept.txt"}
+    await session.close()

@@ -22,6 +22,7 @@ from ..tools import changes
 from ..tools.nested import remove_nested_git
 from . import checkout, inproc, linked
 from .integration import Conflict, IntegrationResult, SharedBranch, integrate
+from .opening import WorkspaceError, new_session_checks, resume_checks
 from .run import GitError, Identity, check_name, forget_worktree, git, register_worktree
 from .worktree import Worktree
 
@@ -29,10 +30,6 @@ __all__ = ["SessionRepo", "WorkspaceError", "Worktree"]
 
 TASK_BRANCH_PREFIX = "formicary-tasks"
 BRANCH_BATCH = 32  # task branches deleted per update-ref process
-
-
-class WorkspaceError(GitError):
-    """The target repository can't host a session; the message is one line for the operator."""
 
 
 class SessionRepo:
@@ -127,11 +124,11 @@ class SessionRepo:
         if worktrees_dir.is_relative_to(root.resolve()):
             raise WorkspaceError(f"worktrees folder {worktrees_dir} must be outside the repository {root}")
         if resume:
-            tip, tree = await _resume_checks(root, branch)
+            tip, tree = await resume_checks(root, branch)
             return cls(
                 root, common, session_id, branch, tip, tree, worktrees_dir, reuse_worktrees, follow_changes
             )
-        head = await _new_session_checks(root)
+        head = await new_session_checks(root)
         made = await git("branch", "--no-track", branch, head, cwd=root, check=False)
         if made.rc != 0:
             if "already exists" in made.err:
@@ -218,10 +215,11 @@ class SessionRepo:
         any other, or one that turns out not to be as known, a full checkout + clean after a scrub.
         """
         base = self.shared.tip or await self.shared.read_tip(self.root)
-        known = old.followed is not None and old.followed.known
-        dirty = sorted(old.followed.paths) if old.followed is not None else []
-        if old.followed is not None:
-            changes.unfollow(old.followed)
+        followed = old.followed
+        known = followed is not None and followed.known
+        dirty = sorted(followed.paths) if followed is not None else []
+        if followed is not None:
+            changes.unfollow(followed)
         for n in range(1, 100):
             branch = self._names(task_id, n)[0]
             # No lock: unlike add, a new branch and a checkout read no other worktree's metadata. Shielded, so a
@@ -256,7 +254,7 @@ class SessionRepo:
             path=old.path, branch=branch, base=base, task_id=task_id, agent_id=agent_id, git_dir=old.git_dir
         )
         if self.follow_changes:
-            wt.followed = changes.follow(wt.path)
+            wt.followed = changes.follow(wt.path, followed.root if followed is not None else None)
         return wt
 
     async def scrub(self, wt: Worktree) -> list[str]:
@@ -449,52 +447,3 @@ def _unneeded_at(wt: Worktree) -> str | None:
     if wt.head is None:
         return wt.base
     return None  # a commit that did not land: keep the work
-
-
-async def _new_session_checks(root: Path) -> str:
-    """Refuse anything but a clean, attached, non-empty repository; return the HEAD commit."""
-    st = await git("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", cwd=root)
-    oid = head = None
-    dirty: list[str] = []
-    records = iter(st.out.split("\0"))
-    for rec in records:
-        kind = rec[:2]
-        if rec.startswith("# branch.oid "):
-            oid = rec[len("# branch.oid ") :]
-        elif rec.startswith("# branch.head "):
-            head = rec[len("# branch.head ") :]
-        elif kind in ("1 ", "2 ", "u "):
-            fields = {"1 ": 8, "2 ": 9, "u ": 10}[kind]
-            dirty.append(rec.split(" ", fields)[-1])
-            if kind == "2 ":
-                next(records, None)  # a rename's original path
-        elif kind == "? ":
-            dirty.append(rec[2:])
-    if oid in (None, "(initial)"):
-        raise WorkspaceError(f"{root} has no commits yet; commit something first")
-    if head == "(detached)":
-        raise WorkspaceError(f"{root} has a detached HEAD; check out a branch first")
-    if dirty:
-        shown = ", ".join(dirty[:3]) + (", …" if len(dirty) > 3 else "")
-        raise WorkspaceError(
-            f"{root} has uncommitted changes ({len(dirty)} path(s): {shown}); commit or stash them first"
-        )
-    assert oid is not None
-    return oid
-
-
-async def _resume_checks(root: Path, branch: str) -> tuple[str, str]:
-    ref = f"refs/heads/{branch}"
-    res = await git("rev-parse", "--verify", "-q", ref, cwd=root, check=False)
-    if res.rc != 0:
-        raise WorkspaceError(f"cannot resume: branch {branch} does not exist")
-    listing = await git("worktree", "list", "--porcelain", cwd=root)
-    for block in listing.out.split("\n\n"):
-        if f"\nbranch {ref}" in f"\n{block}":
-            where = block.splitlines()[0].removeprefix("worktree ")
-            raise WorkspaceError(
-                f"branch {branch} is checked out in {where}; switch that work tree away first"
-            )
-    tip = res.out.strip()
-    tree = (await git("rev-parse", f"{tip}^{{tree}}", cwd=root)).out.strip()
-    return tip, tree

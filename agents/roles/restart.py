@@ -35,8 +35,11 @@ def snapshot(root: str, path: str) -> bytes | None:
 def restore(root: str, path: str, data: bytes | None) -> None:
     """Put back what :func:`snapshot` read (remove the file if it did not exist), as the tools write: confined,
     and recorded for the commit."""
-    with contextlib.suppress(OSError):
+    if data is not None:
         confine.put_bytes(root, path, data)
+        return
+    with contextlib.suppress(OSError):
+        confine.put_bytes(root, path, None)
 
 
 @dataclass

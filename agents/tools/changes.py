@@ -42,9 +42,10 @@ _followed: dict[str, Changes] = {}
 _lock = threading.Lock()
 
 
-def follow(root: str | os.PathLike[str]) -> Changes:
-    """Start following the worktree at ``root``, which holds its HEAD's tree and index exactly right now."""
-    real = os.path.realpath(root)
+def follow(root: str | os.PathLike[str], real: str | None = None) -> Changes:
+    """Start following the worktree at ``root``, which holds its HEAD's tree exactly right now. ``real``: its
+    real path when known already (a parked worktree's: ``realpath`` walks every folder from ``/``)."""
+    real = real or os.path.realpath(root)
     changes = Changes(real)
     with _lock:
         _followed[real] = changes
