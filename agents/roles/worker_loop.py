@@ -97,10 +97,9 @@ class WorkerLoop:
         self._previous: tuple[str, str] | None = None
         self._repeats = 0
         self.brief = Briefing()
-        self.python = True  # the task may touch Python files: write_function is offered
+        self.python = True  # the task may touch Python files (set in start): write_function is offered
         self.seen = Seen()
-        # the session's check (the one the gate lands by), not the planner's guess at one
-        self.check = (check_command(ctx) or task.check or "").strip()
+        self.check = (check_command(ctx) or task.check or "").strip()  # the gate's, not the planner's guess
         self.last_check: CheckRun | None = None
         self.first_check: CheckRun | None = None
         self.attempts = Attempts()
@@ -108,9 +107,8 @@ class WorkerLoop:
         self.edits = 0
         self.edit_failed = False  # the last edit was refused for its code or failed the task's tests
         self.redraws_left = self.limits.redraws_per_worker
-        self._history: dict[
-            tuple[str, str], tuple[int, str, int]
-        ] = {}  # action -> (step, observation, edits)
+        # action -> (step, observation, edits)
+        self._history: dict[tuple[str, str], tuple[int, str, int]] = {}
 
     async def start(self) -> None:
         root = self.ctx.real_root
