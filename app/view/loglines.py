@@ -122,7 +122,8 @@ def event_chunk(event: ev.Event, role: str | None) -> LogChunk | None:
                 ),
             )
         case ev.PlanMade():
-            lines = [f"plan: {len(event.tasks)} tasks, {len(event.subplanners)} sub-planners"]
+            tasks, subs = len(event.tasks), len(event.subplanners)
+            lines = [f"plan: {tasks} task{'s' * (tasks != 1)}, {subs} sub-planner{'s' * (subs != 1)}"]
             lines += [_clip(f"    task  {t}") for t in event.tasks]
             lines += [_clip(f"    sub   {s}") for s in event.subplanners]
             pad = [ln for ln in event.scratchpad.splitlines() if ln.strip()]
