@@ -22,8 +22,7 @@ from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
-# Every name of scripted_replies stays importable from here (tests import them from this module).
-from tests.scripted_replies import (  # noqa: F401
+from tests.scripted_replies import (  # noqa: F401 (every name stays importable from here, as tests do)
     _PARTIAL,
     CONTEXT_MESSAGE,
     DEFAULT_MODEL,
