@@ -130,3 +130,41 @@ async def test_the_gate_names_failing_node_tests_so_a_change_that_breaks_another
     assert [g["verdict"] for g in gate] == ["refused"] and "1 test(s) fail with this change" in gate[0][
         "reason"
     ]
+
+
+def test_test_files_are_found_as_a_walk_finds_them_and_new_ones_at_once(tmp_path):
+    """The listing kept per folder (a worker's first prompt looks for tests in every task) sees what a walk
+    sees: no hidden folders, no dependencies, no folder behind a link; and a test added later, even in a folder
+    listed long ago, is found at once."""
+    import os
+
+    from formicary.agents.tools.targeted import test_files
+
+    root = tmp_path / "wt"
+    for rel in [
+        "tests/test_a.py",
+        "src/lib.js",
+        "src/lib.test.js",
+        "node_modules/x/test_n.py",
+        ".venv/test_v.py",
+        "go/x_test.go",
+        "tests/deep/test_b.py",
+        "README.md",
+    ]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x\n")
+    (root / "linked").symlink_to(root / "tests", target_is_directory=True)
+    past = 1_000_000_000
+    for folder, dirs, _ in os.walk(root):
+        os.utime(folder, (past, past))
+    expected = ["go/x_test.go", "src/lib.test.js", "tests/test_a.py", "tests/deep/test_b.py"]
+    assert test_files(str(root)) == expected
+    assert test_files(str(root)) == expected  # from the kept listings
+    (root / "tests" / "deep" / "test_c.py").write_text("x\n")
+    (root / "tests" / "test_a.py").unlink()
+    assert test_files(str(root)) == [
+        "go/x_test.go",
+        "src/lib.test.js",
+        "tests/deep/test_b.py",
+        "tests/deep/test_c.py",
+    ]

@@ -184,7 +184,7 @@ class SessionRepo:
             async with self._worktree_lock:  # an in-process prune never sees one half made
                 with anyio.CancelScope(shield=True):
                     try:
-                        git_dir = await inproc.in_thread(
+                        git_dir = await inproc.in_locked_thread(
                             linked.add_worktree, self.common_dir, path, branch, base
                         )
                     except OSError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -54,14 +55,58 @@ def test_files(root: str) -> list[str]:
     """Every test file (:data:`TEST_FILE`) under ``root`` (relative paths), skipping caches, virtualenvs and
     dependencies (node_modules)."""
     found: list[str] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in NOT_EXPANDED and not d.startswith("."))
-        for name in sorted(files):
-            if TEST_FILE.match(name):
-                found.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
-        if len(found) > 2000:
-            break
+    stack = [("", os.path.join(root, ""))]
+    while stack and len(found) <= 2000:
+        rel, folder = stack.pop()
+        names, subfolders = _listing(folder)
+        found.extend(rel + name for name in names)
+        stack.extend((f"{rel}{d}/", f"{folder}{d}/") for d in reversed(subfolders))
     return found
+
+
+LISTINGS_MAX = 200_000
+_listings: dict[str, tuple[int, list[str], list[str]]] = {}
+
+
+def _listing(folder: str) -> tuple[list[str], list[str]]:
+    """A folder's test files and the folders to descend into, both sorted, as ``os.walk`` sees them (links to
+    folders are not descended). Kept while the folder's mtime stays: writing a file in place does not change
+    it, adding, removing or renaming one does. Why: every worker's first prompt looks for its tests, and a
+    walk of a 2,000-file worktree per task was ~9 % of the engine's CPU at 1,024 workers."""
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:
+        return [], []
+    kept = _listings.get(folder)
+    if kept is not None and kept[0] == mtime:
+        return kept[1], kept[2]
+    names, subfolders = [], []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    continue
+                if not is_dir:
+                    if TEST_FILE.match(entry.name):
+                        names.append(entry.name)
+                elif (
+                    entry.name not in NOT_EXPANDED
+                    and not entry.name.startswith(".")
+                    and not entry.is_symlink()
+                ):
+                    subfolders.append(entry.name)
+    except OSError:
+        return [], []
+    names.sort()
+    subfolders.sort()
+    # Not kept while the mtime is recent: a change within the file system's clock tick would not move it.
+    if time.time_ns() - mtime > 2_000_000_000:
+        if len(_listings) >= LISTINGS_MAX:
+            _listings.clear()
+        _listings[folder] = (mtime, names, subfolders)
+    return names, subfolders
 
 
 def related_tests(root: str, files: list[str], names: set[str]) -> list[str]:
