@@ -127,6 +127,12 @@ async def test_a_known_worktree_resets_by_the_tree_diff_to_the_tip(
     monkeypatch.setattr(checkout, "reset_worktree", no_full_reset)
     async with session.worktree("t2", "w") as second:
         assert second.path == first.path and second.base == tip
+        # lazy: nothing written yet; what the tip changed is written on first use (here: all at once)
+        assert second.followed is not None and "src/d04/file004.txt" in second.followed.pending
+        assert (second.path / "src/d04/file004.txt").read_text() == "abandoned edit\n"
+        assert disk_of(second.path) != tree_of(session.root, tip)
+        changes.settle_all(second.followed.root)
+        assert not second.followed.pending
         assert disk_of(second.path) == tree_of(session.root, tip)
         assert not (second.path / "new").exists()  # a folder whose last file went is gone, as with git
         assert git(second.path, "status", "--porcelain=v1", "--untracked-files=all", "--ignored") == ""
@@ -136,6 +142,8 @@ async def test_a_known_worktree_resets_by_the_tree_diff_to_the_tip(
     tip = land(session.root, session.branch, {"link": "a file again\n", "src/d02": None}, "back")
     session.shared.tip, session.shared.tip_tree = tip, git(session.root, "rev-parse", f"{tip}^{{tree}}")
     async with session.worktree("t3", "w") as third:  # a link becomes a file, a folder goes again
+        assert third.followed is not None
+        changes.settle_all(third.followed.root)
         assert disk_of(third.path) == tree_of(session.root, tip)
         assert git(third.path, "status", "--porcelain=v1", "--untracked-files=all", "--ignored") == ""
     await session.close()

@@ -155,7 +155,7 @@ def test_test_files_are_found_as_a_walk_finds_them_and_new_ones_at_once(tmp_path
         (root / rel).write_text("x\n")
     (root / "linked").symlink_to(root / "tests", target_is_directory=True)
     past = 1_000_000_000
-    for folder, dirs, _ in os.walk(root):
+    for folder, _dirs, _ in os.walk(root):
         os.utime(folder, (past, past))
     expected = ["go/x_test.go", "src/lib.test.js", "tests/test_a.py", "tests/deep/test_b.py"]
     assert test_files(str(root)) == expected

@@ -18,7 +18,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from .inproc import _LINK, _changes, _entry, _pygit2, repository
+from .inproc import _LINK, _entry, _pygit2, repository
 
 
 def _symlinks(top: str) -> list[str]:
@@ -166,43 +166,93 @@ class NotKnown(Exception):
     """The worktree does not hold what a known-clean reset assumes: reset it in full instead."""
 
 
-def reset_known(
-    git_dir: Path | str, path: Path | str, branch: str, base: str, dirty: Collection[str]
-) -> bool:
-    """:func:`reset_worktree` for a worktree known to hold its HEAD's tree except at ``dirty`` (paths formicary's
-    tools wrote: :mod:`formicary.agents.tools.changes`): only the paths that differ between HEAD's tree and
-    ``base``'s, and ``dirty``, are written or removed, and only their index entries updated. No stat of every
-    file, no walk for untracked files or symlinks.
+def reset_lazy(
+    git_dir: Path | str,
+    path: Path | str,
+    branch: str,
+    base: str,
+    dirty: Collection[str],
+    pending: Collection[str] = (),
+    structural: Collection[str] = (),
+) -> tuple[set[str], set[str], str] | None:
+    """Point a known worktree at a new ``branch`` from ``base`` and say which files must still be written:
+    ``(pending, structural, tree)`` — the paths whose files may differ from ``base``'s tree (those that differ
+    between HEAD's tree and it, ``dirty`` and the still ``pending`` ones of the last reset), the ones among them
+    that may be added or removed, and the tree's id. None (nothing done) when ``branch`` exists.
 
-    Why files are overwritten in place (no ``O_TRUNC``): truncating a file that has data makes ext4 flush it at
-    close, ~2.5x the CPU of the whole reset (measured: 1,000 changed files, 100 ms with libgit2's checkout, 40 ms
-    here). Trust (rule 7): a known-clean tree holds no symlink but the ones its trees track, so no parent of a
-    path written is one (each folder is checked once: a link raises :class:`NotKnown`), the file itself is
-    opened without following one, and no filter runs (as in :func:`_check_out`). Raises :class:`NotKnown` (or
-    an OSError) with HEAD not moved when the tree is not as known; the caller resets in full then.
+    Nothing is written but the index (entries of unchanged paths keep their stat data: a later scan does not
+    hash those files again) and the refs: the files are written when first used (changes.py, "lazy resets").
+    Why: at 1,024 workers every reset had ~1,000 files to write (what landed during the last task), ~20 ms of
+    CPU each, most never opened by the next task. Raises :class:`NotKnown` (nothing moved) when a path to write
+    is where the new tree has a folder: a full reset sorts that out.
     """
     pygit2 = _pygit2()
-    from pygit2.enums import DiffOption
+    from pygit2.enums import DeltaStatus, DiffOption
 
     with repository(git_dir, pooled=False) as repo:
         commit = repo[pygit2.Oid(hex=base)]
         ref = f"refs/heads/{branch}"
         if ref in repo.references:
-            return False
+            return None
         target = commit.tree
-        changes = _changes(repo.diff(repo.head.peel(pygit2.Tree), target, flags=DiffOption.SKIP_BINARY_CHECK))
-        for rel in dirty:
-            changes.setdefault(rel, _entry(target, rel))
-        if changes:
-            _write_changes(repo, os.fspath(path), target, changes)
-            # libgit2 keeps the stat data of every entry whose id and mode stay: a file not rewritten is not
-            # hashed again by a later scan (one pass in C; an entry at a time cost ~10 us each from Python)
+        left, moved = set(pending), set(structural)
+        for rel in (*dirty, *pending):
+            if (kept := _entry(target, rel)) is not None and kept[1] == 0o040000:
+                raise NotKnown(f"{rel} is a folder in the new tree")
+        left.update(dirty)
+        moved.update(dirty)  # a tool may have made or removed it
+        diff = repo.diff(repo.head.peel(pygit2.Tree), target, flags=DiffOption.SKIP_BINARY_CHECK)
+        for delta in diff.deltas:
+            old, new = delta.old_file, delta.new_file
+            left.update((old.path, new.path))
+            if delta.status != DeltaStatus.MODIFIED or old.mode != new.mode:
+                moved.update((old.path, new.path))
+        top, folders = os.fspath(path), {""}
+        for rel in left:  # a link where a folder was (not made by the tools): found now, not at first use
+            _real_folder(top, os.path.dirname(rel), folders, make=False)
+        if left:
             index = repo.index
             index.read(False)
             index.read_tree(target)
             index.write()
         _start_branch(repo, ref, commit.id)
-    return True
+    return left, moved, str(target.id)
+
+
+def write_pending(git_dir: Path | str, path: Path | str, tree: str, paths: Collection[str]) -> None:
+    """Write ``paths`` as ``tree`` holds them (removed where it has none) in a known worktree, as the reset of
+    :func:`reset_lazy` would have. Trust (rule 7): a known-clean tree holds no symlink but the ones its trees
+    track, so no parent of a path written is one (each folder is checked once: a link raises
+    :class:`NotKnown`), the file itself is opened without following one, and no filter runs (as in
+    :func:`_check_out`).
+
+    Why files are overwritten in place (no ``O_TRUNC``): truncating a file that has data makes ext4 flush it at
+    close, ~2.5x the CPU of the whole reset (measured: 1,000 changed files, 100 ms with libgit2's checkout, 40 ms
+    here).
+    """
+    pygit2 = _pygit2()
+    top = os.fspath(path)
+    with repository(git_dir, pooled=False) as repo:
+        target = repo[pygit2.Oid(hex=tree)]
+        changes: dict[str, Any] = {}
+        for rel in paths:
+            kept = _entry(target, rel)
+            if kept is not None and kept[1] == 0o040000:  # a folder now: only a file in its way goes
+                full = os.path.join(top, rel)
+                if _real_folder(top, os.path.dirname(rel), set(), make=False):
+                    st = _lstat(full)
+                    if st is not None and not stat.S_ISDIR(st.st_mode):
+                        os.unlink(full)
+                continue
+            changes[rel] = kept
+        _write_changes(repo, top, target, changes)
+
+
+def _lstat(full: str) -> os.stat_result | None:
+    try:
+        return os.lstat(full)
+    except FileNotFoundError:
+        return None
 
 
 def _write_changes(repo: Any, top: str, target: Any, changes: dict[str, Any]) -> None:

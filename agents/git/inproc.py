@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Collection, Container, Iterator, Mapping
+from collections.abc import Callable, Collection, Container, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,7 +148,12 @@ def signature(name: str, email: str) -> Any:
 
 
 def commit_worktree(
-    git_dir: Path, message: str, name: str, email: str, paths: Collection[str] | None = None
+    git_dir: Path,
+    message: str,
+    name: str,
+    email: str,
+    paths: Collection[str] | None = None,
+    before_scan: Callable[[], None] | None = None,
 ) -> tuple[str, list[str]] | None:
     """``git add -A`` + ``git commit`` in a worktree: the new commit and the paths it changed, None if none.
 
@@ -156,7 +161,8 @@ def commit_worktree(
     HEAD: :mod:`formicary.agents.tools.changes`), only those files are read (blobs hashed in-process), nothing
     else is looked at, and the index is neither read nor written (~2 ms on a 2,000-file repository): its
     entries for these paths stay behind, which any later scan sees from their stat data, as for any file
-    changed after it was staged. Without, the index is refreshed from the whole work tree (stat first, hashing
+    changed after it was staged (``before_scan`` is called first when these paths cannot be applied alone and the
+    tree is scanned after all: files a lazy reset left for later are written then). Without, the index is refreshed from the whole work tree (stat first, hashing
     only what changed) and written back. The new tree is HEAD's with the changed entries put in (only the
     trees on their paths are written: the cost follows the change, not the repository); the commit moves the
     worktree's branch through HEAD. Gitlinks stay gitlinks (their folders are not added).
@@ -173,6 +179,8 @@ def commit_worktree(
             except _NotTrivial:
                 tree = None
         if tree is None:
+            if before_scan is not None:
+                before_scan()
             index = repo.index
             index.read(False)
             index.add_all()

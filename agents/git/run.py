@@ -237,7 +237,6 @@ async def _run(
     busy machine), and asyncio's default child watcher starts and waits for a thread per process as well. On
     the event loop both stall every agent: a quarter of the loop's time at 256 workers (bench/efficiency.py).
     """
-    changes.ran(cwd, confined=True)  # a git process in a worktree may change its files and index
     lock, finished = threading.Lock(), threading.Event()
     state: dict[str, Any] = {"cancelled": False, "proc": None}
 
@@ -246,6 +245,8 @@ async def _run(
             with lock:  # a cancellation either comes before the start (no process) or sees the process
                 if state["cancelled"]:
                     return -1, b"", b"cancelled"
+                # A git process in a worktree may change its files and index (and must see its pending files).
+                changes.ran(cwd, confined=True)
                 proc = state["proc"] = subprocess.Popen(
                     git_argv(args, git_dir, cwd if git_dir is not None else None, cwd),
                     cwd=str(cwd),

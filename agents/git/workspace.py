@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -211,27 +212,36 @@ class SessionRepo:
     async def _recycle(self, old: Worktree, task_id: str, agent_id: str) -> Worktree | None:
         """Point a parked worktree at a new task branch from the tip; None (and removed) if it won't.
 
-        A worktree only the tools changed since its last full reset gets the tree diff (:func:`checkout.reset_known`);
-        any other, or one that turns out not to be as known, a full checkout + clean after a scrub.
+        A worktree only the tools changed since its last full reset is reset lazily (:func:`checkout.reset_lazy`:
+        the files that differ are written when first used, changes.py); any other, or one that turns out not to
+        be as known, gets a full checkout + clean after a scrub.
         """
         base = self.shared.tip or await self.shared.read_tip(self.root)
         followed = old.followed
         known = followed is not None and followed.known
-        dirty = sorted(followed.paths) if followed is not None else []
         if followed is not None:
             changes.unfollow(followed)
+        deferred = None
         for n in range(1, 100):
             branch = self._names(task_id, n)[0]
             # No lock: unlike add, a new branch and a checkout read no other worktree's metadata. Shielded, so a
             # cancellation cannot strand the worktree half switched. In-process: see checkout.reset_worktree.
             switched = None
-            if known:
+            if known and followed is not None:
                 try:
                     with anyio.CancelScope(shield=True):
-                        switched = await inproc.in_thread(
-                            checkout.reset_known, old.git_dir, old.path, branch, base, dirty
+                        deferred = await inproc.in_thread(
+                            checkout.reset_lazy,
+                            old.git_dir,
+                            old.path,
+                            branch,
+                            base,
+                            sorted(followed.paths),
+                            sorted(followed.pending),
+                            sorted(followed.structural),
                         )
-                except Exception:  # not as known (a folder where a file goes, a link): in full instead
+                    switched = deferred is not None
+                except Exception:  # not as known (a folder where a file goes): in full instead
                     known = False
             if switched is None:
                 try:
@@ -255,6 +265,11 @@ class SessionRepo:
         )
         if self.follow_changes:
             wt.followed = changes.follow(wt.path, followed.root if followed is not None else None)
+            if known and deferred is not None and deferred[0]:
+                pending, structural, tree = deferred
+                wt.followed.defer(
+                    pending, structural, partial(checkout.write_pending, old.git_dir, old.path, tree)
+                )
         return wt
 
     async def scrub(self, wt: Worktree) -> list[str]:
@@ -409,7 +424,11 @@ class SessionRepo:
             await self.scrub(wt)
         if wt.git_dir is None:
             raise GitError(f"worktree {wt.path.name} has no known git dir")
-        made = await inproc.in_thread(inproc.commit_worktree, wt.git_dir, full, who.name, who.email, paths)
+        followed = wt.followed
+        settle = (lambda: followed.settle("")) if followed is not None else None
+        made = await inproc.in_thread(
+            inproc.commit_worktree, wt.git_dir, full, who.name, who.email, paths, settle
+        )
         if made is None:
             return None
         sha, paths = made

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..tools import confine, pyedit, targeted
+from ..tools import changes, confine, pyedit, targeted
 
 if TYPE_CHECKING:
     from ..git.integration import Conflict
@@ -181,6 +181,7 @@ def test_edit_refusal(root: str, path: str, task_files: list[str]) -> str | None
     norm = os.path.normpath(path).lstrip("./")
     if not is_test_file(norm) or norm in {os.path.normpath(f) for f in task_files}:
         return None
+    changes.settle(root, norm)
     if not os.path.isfile(os.path.join(root, norm)):
         return None
     return (

@@ -12,18 +12,30 @@ run without a sandbox may write in any worktree, so it makes every followed work
 
 Only worktrees that are followed (:func:`follow`, by the session's workspace, right after a full checkout)
 are tracked; a write anywhere else is not recorded, and a worktree nobody follows is always scanned.
+
+**Lazy resets.** A parked worktree's reset to the new tip need not write the files that changed since its last
+task (at 1,024 workers ~1,000 files, landed by others, most of which the next task never opens): they are left
+*pending* and written on first use. A tool that opens a path settles it first (:func:`settle`, from
+``confine.resolve``); anything that looks at names (a listing, a search, the test files) settles what may be
+added or removed (:func:`settle_names`) or everything (:func:`settle_all`); and before any process runs in the
+worktree, everything is written (:func:`ran`), so a process, a scan or a check never sees an older file. A
+pending worktree is always a known one: whatever makes a worktree unknown settles it first.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Collection
+
+Writer = Callable[[list[str]], None]
+"""Writes the given pending paths as HEAD's tree holds them (set by the git layer, which knows the tree)."""
 
 
 class Changes:
     """One followed worktree: the paths the tools wrote or removed, and whether that is all that changed."""
 
-    __slots__ = ("known", "paths", "root")
+    __slots__ = ("_lock", "_write", "known", "paths", "pending", "pending_folders", "root", "structural")
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -32,10 +44,56 @@ class Changes:
         checkout or reset; every other path holds what HEAD's tree holds (a superset: a path may match again)."""
         self.known = True
         """False once a process ran in the worktree: only a full scan can say what changed."""
+        self.pending: set[str] = set()
+        """Paths a lazy reset left for later: their files may still hold an older tree's (or be missing)."""
+        self.structural: set[str] = set()
+        """The pending paths that may be missing, or there though HEAD's tree has none (not only changed)."""
+        self.pending_folders: set[str] = set()
+        """Every folder above a pending path, to find the pending paths below a folder."""
+        self._write: Writer | None = None
+        self._lock = threading.Lock()
 
     def reset(self) -> None:
         """The worktree holds its HEAD's tree exactly again (a reset just wrote it)."""
         self.paths.clear()
+
+    def defer(self, pending: Collection[str], structural: Collection[str], write: Writer) -> None:
+        """Leave ``pending`` for later: ``write(paths)`` puts HEAD's version of them in place."""
+        with self._lock:
+            self.pending = set(pending)
+            self.structural = set(structural) & self.pending
+            self.pending_folders = {f for p in self.pending for f in _folders(p)}
+            self._write = write
+
+    def settle(self, rel: str) -> None:
+        """Write the pending paths at, above or below ``rel`` (a clean relative path; "" is the whole tree)."""
+        if not self.pending:
+            return
+        with self._lock:
+            if not rel:
+                due = list(self.pending)
+            else:
+                due = [f for f in (*_folders(rel), rel) if f in self.pending]
+                if rel in self.pending_folders:
+                    due += [p for p in self.pending if p.startswith(rel + "/")]
+            self._settle(due)
+
+    def settle_names(self) -> None:
+        """Write the pending paths that may be missing or extra, so a listing sees HEAD's names."""
+        if not self.structural:
+            return
+        with self._lock:
+            self._settle([p for p in self.structural if p in self.pending])
+
+    def _settle(self, due: list[str]) -> None:
+        if not due or self._write is None:
+            return
+        self._write(due)  # raises with nothing forgotten: the paths stay pending
+        self.pending.difference_update(due)
+        self.structural.difference_update(due)
+        if not self.pending:
+            self.structural.clear()
+            self.pending_folders.clear()
 
 
 _followed: dict[str, Changes] = {}
@@ -58,6 +116,43 @@ def unfollow(changes: Changes) -> None:
     with _lock:
         if _followed.get(changes.root) is changes:
             del _followed[changes.root]
+
+
+def _folders(rel: str) -> list[str]:
+    """The folders above a relative path: ``a/b/c`` → ``a``, ``a/b``."""
+    parts = rel.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def settle(root: str, rel: str) -> None:
+    """Before a tool opens ``rel`` in the worktree at ``root`` (a real path): write it if a reset left it."""
+    changes = _followed.get(root)
+    if changes is not None and changes.pending:
+        changes.settle(rel)
+
+
+def settle_names(root: str) -> None:
+    """Before the names under ``root`` are listed: write the pending paths that add or remove one."""
+    changes = _followed.get(root)
+    if changes is not None and changes.structural:
+        changes.settle_names()
+
+
+def settle_all(root: str) -> None:
+    """Before anything reads the worktree at ``root`` as a whole (a search): write every pending path."""
+    changes = _followed.get(root)
+    if changes is not None and changes.pending:
+        changes.settle("")
+
+
+def pending_in(folder: str | os.PathLike[str], *, confined: bool) -> bool:
+    """Whether :func:`ran` would write files first (so a caller on the event loop calls it in a thread)."""
+    if not _followed:
+        return False
+    if not confined:
+        return any(c.pending for c in list(_followed.values()))
+    changes = _owner(os.path.realpath(folder))
+    return bool(changes is not None and changes.pending)
 
 
 def wrote(root: str, real: str) -> None:
@@ -84,15 +179,20 @@ def ran(folder: str | os.PathLike[str], *, confined: bool) -> None:
     """A process is about to run in ``folder``: what it changes there is unknown from now on.
 
     ``confined``: it can write only below ``folder`` (a sandboxed command; formicary's own git in a worktree).
-    Otherwise (no sandbox) it can write anywhere, so every followed worktree becomes unknown.
+    Otherwise (no sandbox) it can write anywhere, so every followed worktree becomes unknown. Blocking: what a
+    lazy reset left pending there is written first (the process must see HEAD's files, and a worktree that is
+    not known is scanned, which must not take an older file for a change).
     """
     if not _followed:
         return
     if confined:
         changes = _owner(os.path.realpath(folder))
         if changes is not None:
+            changes.settle("")
             changes.known = False
         return
     with _lock:
-        for changes in _followed.values():
-            changes.known = False
+        every = list(_followed.values())
+    for changes in every:
+        changes.settle("")
+        changes.known = False

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import changes
 from .sandbox import SandboxLike, run_command
 
 JUNIT_FILE = ".formicary-check-junit.xml"
@@ -361,6 +362,7 @@ def related_tests(folder: str | Path, touched: Iterable[str], limit: int = 2000)
     if not names:
         return found
     seen = 0
+    changes.settle_names(os.path.realpath(root))
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [
             d for d in dirnames if not d.startswith(".") and d not in ("node_modules", "__pycache__")

@@ -90,6 +90,7 @@ def resolve(root: str, path: object) -> tuple[str, str]:
     ``root`` must itself be a real path (no symlinks). Raises :class:`PathRefused`.
     """
     rel = clean_relative(path)
+    changes.settle(root, rel)  # a file a lazy reset left for later is written before anything looks at it
     if rel and not _through_link(root, rel):  # the common case, without realpath's walk from "/"
         return os.path.join(root, rel), rel
     real = os.path.realpath(os.path.join(root, rel)) if rel else root
@@ -311,6 +312,7 @@ def _children(real: str) -> list[os.DirEntry[str]]:
 
 def list_tree(root: str, path: object = ".", max_entries: int = MAX_LIST_ENTRIES) -> str:
     """The files under ``path``, shallowest first up to ``max_entries``, shown sorted; symlinks are not followed."""
+    changes.settle_all(root)  # sizes are shown too
     real, shown = resolve(root, path)
     st = _lstat(real)
     if st is None:
@@ -367,6 +369,7 @@ def search_tree(root: str, pattern: object, path: object = ".", max_matches: int
     if not isinstance(pattern, str) or not pattern:
         raise ActionFailed("error: pattern is empty")
     regex, note = _compile(pattern)
+    changes.settle_all(root)
     real, shown = resolve(root, path)
     st = _lstat(real)
     if st is None:

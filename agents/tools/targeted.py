@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from . import changes
 from .confine import NOT_EXPANDED
 from .sandbox import run_command
 
@@ -54,6 +55,7 @@ def module_tested(test_path: str) -> str:
 def test_files(root: str) -> list[str]:
     """Every test file (:data:`TEST_FILE`) under ``root`` (relative paths), skipping caches, virtualenvs and
     dependencies (node_modules)."""
+    changes.settle_names(root)
     found: list[str] = []
     stack = [("", os.path.join(root, ""))]
     while stack and len(found) <= 2000:
@@ -126,6 +128,7 @@ def related_tests(root: str, files: list[str], names: set[str]) -> list[str]:
         if module_tested(rel) in modules:
             score += 4
         try:
+            changes.settle(root, rel)
             with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as fh:
                 text = fh.read(400_000)
         except OSError:
