@@ -5,6 +5,7 @@ tree, or a commit that quietly reverts what others landed."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -113,4 +114,25 @@ async def test_changes_left_for_later_add_up_over_several_resets(tmp_path: Path)
         assert {"src/d02/file002.txt", "src/d06/file006.txt"} <= wt.followed.pending
         changes.settle_all(wt.followed.root)
         assert disk_of(wt.path) == tree_of(session.root, tip)
+    await session.close()
+
+
+@pytest.mark.anyio
+async def test_a_full_reset_over_files_left_for_later_writes_them_too(tmp_path: Path) -> None:
+    """A folder turned into a link by hand (no tool, no process) makes the next reset a full one: what the
+    lazy resets before it left unwritten is written by it, and nothing goes through the link."""
+    session, _ = await parked_behind_the_tip(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    async with session.worktree("t2", "w") as wt:
+        assert wt.followed is not None and "src/d04/file004.txt" in wt.followed.pending
+        os.rename(wt.path / "src" / "d07", tmp_path / "moved")
+        (wt.path / "src" / "d07").symlink_to(outside)
+    tip = land(session.root, session.branch, {"src/d07/file007.txt": "landed\n"}, "through the link?")
+    session.shared.tip, session.shared.tip_tree = tip, git(session.root, "rev-parse", f"{tip}^{{tree}}")
+    async with session.worktree("t3", "w") as wt:
+        assert wt.followed is not None and not wt.followed.pending
+        assert not (wt.path / "src" / "d07").is_symlink()
+        assert disk_of(wt.path) == tree_of(session.root, tip)
+    assert list(outside.iterdir()) == []
     await session.close()

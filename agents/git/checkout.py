@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Container
 from pathlib import Path
 from typing import Any
 
@@ -172,19 +172,19 @@ def reset_lazy(
     branch: str,
     base: str,
     dirty: Collection[str],
-    pending: Collection[str] = (),
-    structural: Collection[str] = (),
+    pending: Container[str] = frozenset(),
 ) -> tuple[set[str], set[str], str] | None:
-    """Point a known worktree at a new ``branch`` from ``base`` and say which files must still be written:
-    ``(pending, structural, tree)`` — the paths whose files may differ from ``base``'s tree (those that differ
-    between HEAD's tree and it, ``dirty`` and the still ``pending`` ones of the last reset), the ones among them
-    that may be added or removed, and the tree's id. None (nothing done) when ``branch`` exists.
+    """Point a known worktree at a new ``branch`` from ``base`` and say which more files must be written:
+    ``(paths, structural, tree)`` — the paths that differ between HEAD's tree and ``base``'s and ``dirty`` (the
+    tools wrote them), the ones among them that may be added or removed, and the tree's id; files still
+    ``pending`` from the last reset stay so. None (nothing done) when ``branch`` exists.
 
     Nothing is written but the index (entries of unchanged paths keep their stat data: a later scan does not
     hash those files again) and the refs: the files are written when first used (changes.py, "lazy resets").
     Why: at 1,024 workers every reset had ~1,000 files to write (what landed during the last task), ~20 ms of
-    CPU each, most never opened by the next task. Raises :class:`NotKnown` (nothing moved) when a path to write
-    is where the new tree has a folder: a full reset sorts that out.
+    CPU each, most never opened by the next task. The cost here follows the diff, not what is pending. Raises
+    :class:`NotKnown` (nothing moved) when a path to write is where the new tree has a folder, or a link is
+    where a folder was: a full reset sorts that out.
     """
     pygit2 = _pygit2()
     from pygit2.enums import DeltaStatus, DiffOption
@@ -195,28 +195,31 @@ def reset_lazy(
         if ref in repo.references:
             return None
         target = commit.tree
-        left, moved = set(pending), set(structural)
-        for rel in (*dirty, *pending):
-            if (kept := _entry(target, rel)) is not None and kept[1] == 0o040000:
-                raise NotKnown(f"{rel} is a folder in the new tree")
-        left.update(dirty)
-        moved.update(dirty)  # a tool may have made or removed it
+        added, moved = set(dirty), set(dirty)  # a tool may have made or removed a file
         diff = repo.diff(repo.head.peel(pygit2.Tree), target, flags=DiffOption.SKIP_BINARY_CHECK)
         for delta in diff.deltas:
             old, new = delta.old_file, delta.new_file
-            left.update((old.path, new.path))
+            added.update((old.path, new.path))
             if delta.status != DeltaStatus.MODIFIED or old.mode != new.mode:
                 moved.update((old.path, new.path))
-        top, folders = os.fspath(path), {""}
-        for rel in left:  # a link where a folder was (not made by the tools): found now, not at first use
-            _real_folder(top, os.path.dirname(rel), folders, make=False)
-        if left:
+        top, folders, around = os.fspath(path), {""}, set()
+        for rel in added:
+            folder = os.path.dirname(rel)
+            _real_folder(top, folder, folders, make=False)  # a link where a folder was (not the tools')
+            while folder and folder not in around:
+                around.add(folder)
+                folder = os.path.dirname(folder)
+        # a file to write where the new tree has a folder: only where the diff touched something below it
+        for rel in (*dirty, *(p for p in around if p in pending)):
+            if (kept := _entry(target, rel)) is not None and kept[1] == 0o040000:
+                raise NotKnown(f"{rel} is a folder in the new tree")
+        if added:
             index = repo.index
             index.read(False)
             index.read_tree(target)
             index.write()
         _start_branch(repo, ref, commit.id)
-    return left, moved, str(target.id)
+    return added, moved, str(target.id)
 
 
 def write_pending(git_dir: Path | str, path: Path | str, tree: str, paths: Collection[str]) -> None:

@@ -31,6 +31,9 @@ __all__ = ["SessionRepo", "WorkspaceError", "Worktree"]
 
 TASK_BRANCH_PREFIX = "formicary-tasks"
 BRANCH_BATCH = 32  # task branches deleted per update-ref process
+LAZY_MAX = 20_000
+"""Files a parked worktree may have left to write (lazy resets) before they are written at once: a reset's
+cost follows its diff, but a listing's or a search's first use follows what is pending."""
 
 
 class SessionRepo:
@@ -237,8 +240,7 @@ class SessionRepo:
                             branch,
                             base,
                             sorted(followed.paths),
-                            sorted(followed.pending),
-                            sorted(followed.structural),
+                            followed.pending,
                         )
                     switched = deferred is not None
                 except Exception:  # not as known (a folder where a file goes): in full instead
@@ -265,11 +267,12 @@ class SessionRepo:
         )
         if self.follow_changes:
             wt.followed = changes.follow(wt.path, followed.root if followed is not None else None)
-            if known and deferred is not None and deferred[0]:
-                pending, structural, tree = deferred
-                wt.followed.defer(
-                    pending, structural, partial(checkout.write_pending, old.git_dir, old.path, tree)
-                )
+            if known and deferred is not None:
+                paths, structural, tree = deferred
+                writer = partial(checkout.write_pending, old.git_dir, old.path, tree)
+                wt.followed.defer(followed, paths, structural, writer)
+                if len(wt.followed.pending) > LAZY_MAX:  # a long run without a check: write them now
+                    await inproc.in_thread(wt.followed.settle, "")
         return wt
 
     async def scrub(self, wt: Worktree) -> list[str]:

@@ -208,9 +208,10 @@ class WorkerLoop:
                          error=True)  # fmt: skip
             await self.restart()
             return None
-        free = await anyio.to_thread.run_sync(self._from_context, action)
-        if free is None:
-            free = self._done_before(action)
+        free = (
+            await anyio.to_thread.run_sync(self._from_context, action) if action.name == "read_file" else None
+        )
+        free = free or self._done_before(action)
         if free is not None:  # answered from the conversation: no step spent
             self.agent.steps -= 1
             self._observe(content, free, step, action.name, action.arguments(), None, 0.0, error=False)
@@ -348,7 +349,7 @@ class WorkerLoop:
             where = "shown in your task" if self.messages[1] is self._holder(action.path) else "above"
             self.seen.free_left -= 1
             return already_shown_nudge(action.path, where)
-        lines = line_count(root, action.path)
+        lines = line_count(root, action.path) if action.start > 1 else None  # from the top: not past the end
         if lines is not None and action.start > lines and self.seen.past_end_again(action.path):
             self.seen.free_left -= 1
             return past_end_nudge(action.path)

@@ -57,12 +57,21 @@ class Changes:
         """The worktree holds its HEAD's tree exactly again (a reset just wrote it)."""
         self.paths.clear()
 
-    def defer(self, pending: Collection[str], structural: Collection[str], write: Writer) -> None:
-        """Leave ``pending`` for later: ``write(paths)`` puts HEAD's version of them in place."""
+    def defer(
+        self, last: Changes | None, paths: Collection[str], structural: Collection[str], write: Writer
+    ) -> None:
+        """Leave ``paths`` for later, with what the ``last`` follower of this worktree still had pending (its
+        sets are taken over, not copied: it is done with); ``write(paths)`` puts HEAD's version in place."""
         with self._lock:
-            self.pending = set(pending)
-            self.structural = set(structural) & self.pending
-            self.pending_folders = {f for p in self.pending for f in _folders(p)}
+            if last is not None:
+                self.pending, self.structural, self.pending_folders = (
+                    last.pending,
+                    last.structural,
+                    last.pending_folders,
+                )
+            self.pending.update(paths)
+            self.structural.update(structural)
+            self.pending_folders.update(f for p in paths for f in _folders(p))
             self._write = write
 
     def settle(self, rel: str) -> None:
