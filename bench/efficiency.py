@@ -10,8 +10,8 @@ generated file i mod ``--files`` (default: twice the workers, so that task i + f
 landed and tasks do not conflict; the conflict path is measured elsewhere); the tree keeps its size, like real
 work. ``--work add``: each task adds a new file of its own, the workload before: the tree grows by one file a
 task, every parked worktree checks all of them out (at 1,024 workers that fills /dev/shm's inodes). Sandbox mode is "none": no task runs a command. The warm-up
-starts once every worker has its worktree (``first_wave_s``: they are made one at a time, which takes minutes
-at 1,024 workers on a busy machine, so a blind warm-up would measure the first wave); after ``--warmup``
+starts once every worker has its worktree (``first_wave_s``: every worktree's files are written then, ~45 s at
+1,024 workers here, so a blind warm-up would measure the first wave); after ``--warmup``
 seconds more (at least one task duration: the first wave's tasks have finished) the engine is measured for at
 least ``--window`` seconds, then stopped gracefully.
 
@@ -207,7 +207,7 @@ async def measure(args: argparse.Namespace, base: Path, base_url: str, server_pi
         tg.start_soon(probe.sample_lag)
         began = time.monotonic()
         while probe.first_wave(args.workers) and time.monotonic() - began < FIRST_WAVE_MAX:
-            await anyio.sleep(0.5)  # every worker has had a worktree (they are made one at a time)
+            await anyio.sleep(0.5)  # until every worker has had a worktree
         first_wave = time.monotonic() - began
         await anyio.sleep(args.warmup)
         a = snapshot(engine, server_pid)
