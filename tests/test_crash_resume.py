@@ -188,9 +188,11 @@ def test_resume_removes_the_ref_locks_a_killed_run_left_on_its_own_branches(tmp_
             for n in range(1, 41):
                 suffix = "" if n == 1 else f"-{n}"
                 planted.append(heads / "formicary-tasks" / session["id"] / f"{task['id']}{suffix}.lock")
+        planted.append(repo / ".git" / "packed-refs.lock")
         for lock in planted:
             lock.parent.mkdir(parents=True, exist_ok=True)
             lock.write_text("0" * 40 + "\n")
+        os.utime(planted[-1], (time.time() - 3600, time.time() - 3600))  # a dead process's, an hour old
         final = subprocess.run(
             [sys.executable, "-m", "formicary", "resume", "--headless"],
             env=env,

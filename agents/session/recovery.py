@@ -6,7 +6,9 @@ verdicts of the session, settles what cannot go on, and hands the loop a :class:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from .record import task_from_row
 from .state import ResumeCycle
 
 RESUMED_INBOX = 100_000
+PACKED_LOCK_AGE = 60.0  # seconds
 
 
 async def clean_leftovers(ctx: SessionContext) -> None:
@@ -51,9 +54,16 @@ def _stale_ref_locks(ctx: SessionContext) -> list[Path]:
     """Remove the ref locks a killed process of this session left: its shared branch's, and any under its own
     task branches (``formicary-tasks/<session>/``). Measured: a ``kill -9`` while a worker's task branch was
     being made left its ``.lock``, and the resumed session failed at once ("cannot create branch … failed to lock
-    file"). Only this session's refs: no other process writes them, and this one has not started yet."""
+    file"). Only this session's refs: no other process writes them, and this one has not started yet. And
+    ``packed-refs.lock`` once it is older than :data:`PACKED_LOCK_AGE`: shared by every ref of the repository,
+    so it may be another git's at work, but git holds it for milliseconds and never removes a dead one itself
+    (while it is there, no task branch can be deleted)."""
     heads = ctx.git.common_dir / "refs" / "heads"
     found = [heads / f"{ctx.git.branch}.lock"]
+    packed = ctx.git.common_dir / "packed-refs.lock"  # a batch of task branch deletions rewrites packed-refs
+    with contextlib.suppress(OSError):
+        if time.time() - packed.lstat().st_mtime > PACKED_LOCK_AGE:
+            found.append(packed)
     own = heads / TASK_BRANCH_PREFIX / ctx.session_id
     for folder, _dirs, files in os.walk(own):  # never follows a symlink
         found += [Path(folder) / name for name in files if name.endswith(".lock")]
