@@ -208,9 +208,8 @@ class WorkerLoop:
                          error=True)  # fmt: skip
             await self.restart()
             return None
-        free = (
-            await anyio.to_thread.run_sync(self._from_context, action) if action.name == "read_file" else None
-        )
+        reads = action.name == "read_file"  # only a read can be answered from the conversation
+        free = await anyio.to_thread.run_sync(self._from_context, action) if reads else None
         free = free or self._done_before(action)
         if free is not None:  # answered from the conversation: no step spent
             self.agent.steps -= 1
