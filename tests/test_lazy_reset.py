@@ -136,3 +136,20 @@ async def test_a_full_reset_over_files_left_for_later_writes_them_too(tmp_path: 
         assert disk_of(wt.path) == tree_of(session.root, tip)
     assert list(outside.iterdir()) == []
     await session.close()
+
+
+@pytest.mark.anyio
+async def test_a_read_through_a_tracked_link_gets_the_tip_s_file(tmp_path: Path) -> None:
+    """The file a link leads to is written before it is read, though its own path was never named."""
+    session = await session_of(tmp_path)
+    tip = land(session.root, session.branch, {"link": "->src/d02"}, "a link")
+    session.shared.tip, session.shared.tip_tree = tip, git(session.root, "rev-parse", f"{tip}^{{tree}}")
+    async with session.worktree("t1", "w") as first:
+        assert (first.path / "link").is_symlink()
+    tip = land(session.root, session.branch, {"src/d02/file002.txt": "landed behind the link\n"}, "landing")
+    session.shared.tip, session.shared.tip_tree = tip, git(session.root, "rev-parse", f"{tip}^{{tree}}")
+    async with session.worktree("t2", "w") as wt:
+        assert wt.followed is not None and "src/d02/file002.txt" in wt.followed.pending
+        shown = confine.read_text(wt.followed.root, "link/file002.txt")
+        assert shown.endswith("landed behind the link"), shown
+    await session.close()

@@ -93,6 +93,7 @@ def resolve(root: str, path: object) -> tuple[str, str]:
     changes.settle(root, rel)  # a file a lazy reset left for later is written before anything looks at it
     if rel and not _through_link(root, rel):  # the common case, without realpath's walk from "/"
         return os.path.join(root, rel), rel
+    changes.settle_all(root)  # through a link: where it leads may be left for later too (rare: all at once)
     real = os.path.realpath(os.path.join(root, rel)) if rel else root
     if real != root and not real.startswith(root + os.sep):
         raise PathRefused(f"{REFUSED_ESCAPE} (through a symlink)")
