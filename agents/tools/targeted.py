@@ -129,7 +129,9 @@ def related_tests(root: str, files: list[str], names: set[str]) -> list[str]:
             score += 4
         try:
             changes.settle(root, rel)
-            with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as fh:
+            if os.path.islink(full := os.path.join(root, rel)):
+                changes.settle_all(root)  # where it leads may be left for later too
+            with open(full, encoding="utf-8", errors="replace") as fh:
                 text = fh.read(400_000)
         except OSError:
             continue
