@@ -153,3 +153,17 @@ async def test_a_read_through_a_tracked_link_gets_the_tip_s_file(tmp_path: Path)
         shown = confine.read_text(wt.followed.root, "link/file002.txt")
         assert shown.endswith("landed behind the link"), shown
     await session.close()
+
+
+@pytest.mark.anyio
+async def test_past_the_pending_bound_a_reset_writes_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from formicary.agents.git import workspace
+
+    monkeypatch.setattr(workspace, "LAZY_MAX", 2)
+    session, tip = await parked_behind_the_tip(tmp_path)
+    async with session.worktree("t2", "w") as wt:
+        assert wt.followed is not None and not wt.followed.pending
+        assert disk_of(wt.path) == tree_of(session.root, tip)
+    await session.close()

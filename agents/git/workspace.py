@@ -31,9 +31,10 @@ __all__ = ["SessionRepo", "WorkspaceError", "Worktree"]
 
 TASK_BRANCH_PREFIX = "formicary-tasks"
 BRANCH_BATCH = 32  # task branches deleted per update-ref process
-LAZY_MAX = 20_000
+LAZY_MAX = 4_096
 """Files a parked worktree may have left to write (lazy resets) before they are written at once: a reset's
-cost follows its diff, but a listing's or a search's first use follows what is pending."""
+cost follows its diff, but the pending paths cost memory (~100 bytes each, per worktree) and a search writes
+them all."""
 
 
 class SessionRepo:
