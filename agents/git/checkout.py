@@ -241,21 +241,11 @@ def write_pending(git_dir: Path | str, path: Path | str, tree: str, paths: Colle
         for rel in paths:
             kept = _entry(target, rel)
             if kept is not None and kept[1] == 0o040000:  # a folder now: only a file in its way goes
-                full = os.path.join(top, rel)
                 if _real_folder(top, os.path.dirname(rel), set(), make=False):
-                    st = _lstat(full)
-                    if st is not None and not stat.S_ISDIR(st.st_mode):
-                        os.unlink(full)
+                    _clear(os.path.join(top, rel), keep_folder=True)
                 continue
             changes[rel] = kept
         _write_changes(repo, top, target, changes)
-
-
-def _lstat(full: str) -> os.stat_result | None:
-    try:
-        return os.lstat(full)
-    except FileNotFoundError:
-        return None
 
 
 def _write_changes(repo: Any, top: str, target: Any, changes: dict[str, Any]) -> None:

@@ -154,16 +154,6 @@ def settle_all(root: str) -> None:
         changes.settle("")
 
 
-def pending_in(folder: str | os.PathLike[str], *, confined: bool) -> bool:
-    """Whether :func:`ran` would write files first (so a caller on the event loop calls it in a thread)."""
-    if not _followed:
-        return False
-    if not confined:
-        return any(c.pending for c in list(_followed.values()))
-    changes = _owner(os.path.realpath(folder))
-    return bool(changes is not None and changes.pending)
-
-
 def wrote(root: str, real: str) -> None:
     """A tool wrote or removed ``real`` (symlink-free, inside the worktree ``root``, itself a real path)."""
     changes = _followed.get(root)

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import changes
 from .sandbox import SandboxLike, run_command
+from .targeted import test_files
 
 JUNIT_FILE = ".formicary-check-junit.xml"
 """Where a pytest check writes its junit XML inside the checkout (removed after reading)."""
@@ -344,10 +344,9 @@ def _read_junit(path: Path, remove: bool) -> tuple[frozenset[str], int] | None:
 # -- a worker's check after a write ------------------------------------------------------------------------
 
 
-def related_tests(folder: str | Path, touched: Iterable[str], limit: int = 2000) -> list[str]:
+def related_tests(folder: str | Path, touched: Iterable[str]) -> list[str]:
     """Test files that go with ``touched`` Python files: the touched tests themselves, ``test_<mod>.py`` and
-    ``<mod>_test.py`` anywhere in the tree (the first ``limit`` files looked at)."""
-    root = Path(folder)
+    ``<mod>_test.py`` anywhere in the tree (as :func:`.targeted.test_files` finds test files)."""
     names: set[str] = set()
     direct: list[str] = []
     for path in touched:
@@ -361,21 +360,8 @@ def related_tests(folder: str | Path, touched: Iterable[str], limit: int = 2000)
     found = list(dict.fromkeys(direct))
     if not names:
         return found
-    seen = 0
-    changes.settle_names(os.path.realpath(root))
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [
-            d for d in dirnames if not d.startswith(".") and d not in ("node_modules", "__pycache__")
-        ]
-        for name in filenames:
-            seen += 1
-            if name in names:
-                rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
-                if rel not in found:
-                    found.append(rel)
-        if seen > limit:
-            break
-    return found
+    found += [rel for rel in test_files(os.path.realpath(folder)) if rel.rsplit("/", 1)[-1] in names]
+    return list(dict.fromkeys(found))
 
 
 def targeted(spec: CheckSpec, folder: str | Path, touched: Iterable[str]) -> CheckSpec:

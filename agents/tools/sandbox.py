@@ -245,11 +245,8 @@ async def run_command(
             return CommandResult(refusal(problem), None, refused=True)
     # Whatever it does there (and, unsandboxed, anywhere) is unknown to formicary from now on: commits and resets
     # of the worktrees it could write in scan them again.
-    confined = opts.mode != "none"
-    if changes.pending_in(worktree, confined=confined):  # files to write first: not on the event loop
-        await anyio.to_thread.run_sync(lambda: changes.ran(worktree, confined=confined))
-    else:
-        changes.ran(worktree, confined=confined)
+    # In a thread: files a lazy reset left for later are written first.
+    await anyio.to_thread.run_sync(lambda: changes.ran(worktree, confined=opts.mode != "none"))
     out = CappedOutput(opts.output_cap if output_cap is None else output_cap)
     started = time.perf_counter()
     async with _spawn(command, worktree, opts, extra_secret_names) as (process, init, cgroup):
