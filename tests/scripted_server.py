@@ -342,11 +342,6 @@ class ScriptedServer:
                 try:
                     reply = await self._reply(body)
                     failure = _as_failure(reply.get("fail"))
-                    # several samples of one prompt (llama-server's ``n`` / ``n_cmpl``): the responder is asked
-                    # once per sample, the later ones seeing ``sample: i`` in the body
-                    count = int(body.get("n") or body.get("n_cmpl") or 1)
-                    more = [await self._reply({**body, "sample": i}) for i in range(1, count)]
-                    reply["samples"] = [reply["content"], *(m["content"] for m in more)]
                 except Exception as exc:
                     message = f"scripted server: {type(exc).__name__}: {exc}"
                     with self._lock:
@@ -431,29 +426,24 @@ class ScriptedServer:
         }
         if truncated is not None:
             conn.keep_alive = False
-        samples = reply.get("samples") or [content]
-        if "input_prefix" in body and truncated is None:  # llama-server's /infill answer (a list for n_cmpl)
+        if "input_prefix" in body and truncated is None:  # llama-server's /infill answer
             evaluated = _tokens(str(body["input_prefix"]) + str(body.get("input_suffix") or ""))
-            drafts = [
-                {
-                    "index": i,
-                    "content": text,
-                    "tokens_evaluated": evaluated,
-                    "tokens_predicted": _tokens(text),
-                }
-                for i, text in enumerate(samples)
-            ]
-            await conn.send(200, drafts if body.get("n_cmpl") else drafts[0])
+            draft = {
+                "index": 0,
+                "content": content,
+                "tokens_evaluated": evaluated,
+                "tokens_predicted": _tokens(content),
+            }
+            await conn.send(200, draft)
             return
         if not body.get("stream"):
             choices = [
                 {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
                     "finish_reason": finish,
                     "logprobs": None,
                 }
-                for i, text in enumerate(samples)
             ]
             payload = {**base, "object": "chat.completion", "choices": choices, "usage": usage}
             if isinstance(

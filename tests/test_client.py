@@ -9,7 +9,6 @@ import pytest
 from pydantic import BaseModel
 
 from formicary.agents.model.client import AdaptiveLimiter, ModelClient, ModelError, ReplyFormatError
-from formicary.agents.model.slots import SlotPool
 from formicary.agents.settings import ModelSettings
 from formicary.store import db as store_db
 from formicary.store.writer import Writer
@@ -288,16 +287,3 @@ def test_the_proxy_is_read_from_the_environment_once(monkeypatch):
     assert ChatEndpoint("http://models.invalid/v1", "").proxy == "http://proxy.invalid:3128"
     monkeypatch.setenv("NO_PROXY", "models.invalid")
     assert ChatEndpoint("http://models.invalid/v1", "").proxy is None
-
-
-async def test_samples_take_only_free_slots_no_live_agent_holds():
-    """Several samples of one prompt borrow free slots; another agent's slot keeps its cached prompt."""
-    pool = SlotPool(4)
-    own = await pool.acquire("a")
-    other = await pool.acquire("b")
-    await pool.release(other)  # b is between calls: its slot is free but b will come back to it
-    extra = await pool.take_idle(3)
-    assert sorted(lease.slot for lease in extra) == sorted({0, 1, 2, 3} - {own.slot, other.slot})
-    assert pool.idle == 1  # b's slot
-    pool.forget("b")  # b ended: its slot may be borrowed now
-    assert [lease.slot for lease in await pool.take_idle(3)] == [other.slot]

@@ -210,37 +210,6 @@ async def test_a_written_file_that_does_not_parse_is_said_at_once_not_the_tests_
     assert "ERROR: tests/test_more.py does not parse now (SyntaxError" in wrote and "CHECK" not in wrote
 
 
-async def test_idle_slots_draw_candidates_and_the_passing_edit_is_kept(tmp_path):
-    """After a failed check, the next edit is drawn as several samples of one request (``n``, one prompt read
-    once); the first sample is wrong, a later one right, and the worker keeps the one whose check passes."""
-    wrong = UNITS.replace("    return None\n", "    return c * 2\n")
-    state = {"actions": 0}
-
-    def responder(body):
-        name = schema_name(body)
-        if name == "plan":
-            return json.dumps(plan([fix_task()]))
-        if name == "verdict":
-            return json.dumps({"decision": "done", "reason": "ok", "notes": ""})
-        steps = sum(1 for m in body["messages"] if m["role"] == "assistant")
-        state["actions"] += 1
-        if steps == 0:
-            return json.dumps(write("units.py", wrong))
-        if "PASSED" in body["messages"][-1]["content"]:
-            return json.dumps(finish("fixed"))
-        later = body.get("sample", 0) > 0
-        return json.dumps(write("units.py", UNITS_FIXED if later else wrong))
-
-    engine, outcome, bodies, db, repo = await run(
-        tmp_path, responder, check="python3 -m unittest", llama_cpp=True
-    )
-    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
-    sampled = [b for b in worker_bodies(bodies) if b.get("n", 1) > 1]
-    assert sampled and all("id_slot" in b for b in sampled)  # one request for the candidates, on a slot
-    kept = [r["observation"] for r in actions(db) if "kept candidate" in r["observation"]]
-    assert kept and "PASSED" in kept[0]
-
-
 async def test_without_named_files_the_check_is_narrowed_to_the_edited_files_tests(tmp_path):
     bare = task("Implement c_to_f", "Make c_to_f convert Celsius.")  # the planner named no files
     team = ScriptedTeam(

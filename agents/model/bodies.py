@@ -1,8 +1,14 @@
 """What a chat or fill-in-the-middle request sends, and how its reply is read: one place per wire format.
 
 Why apart from the client: the client's job is the call's life (pool, slots, retries, record); the fields of
-OpenAI's chat body and llama-server's own (``id_slot``, ``cache_prompt``, several samples of one prompt) are
-read and tested here without a server.
+OpenAI's chat body and llama-server's own (``id_slot``, ``cache_prompt``) are read and tested here without a
+server.
+
+One reply per request, always. llama-server can sample one prompt several times on free slots (``n`` /
+``n_cmpl``), and formicary used that for candidate edits and drafts; in 3 of 12 effectiveness runs such a request
+never answered: the asking slot and its child slot both sat without a token until the server stopped (3-5 min of
+an 8-minute budget, a worker gone, two of four slots held). Extra samples are now drawn one request at a time on
+the agent's own slot, whose cached prompt makes each cost generation only.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ INFILL_STOPS = [
     "\nif __name__",
 ]  # the body ended: the next top-level thing began
 
-Texts = tuple[list[str], tuple[int, int]]
-"""The replies' texts, and (prompt tokens, generated tokens) of the whole request."""
+Text = tuple[str, tuple[int, int]]
+"""A reply's text, and (prompt tokens, generated tokens)."""
 
 
 @lru_cache(maxsize=64)
@@ -43,7 +49,6 @@ def chat_body(
     messages: list[dict[str, str]],
     fmt: dict[str, Any],
     slot: int | None,
-    n: int,
 ) -> dict[str, Any]:
     """An OpenAI chat request; llama-server's own fields only for llama-server (others may reject them)."""
     body: dict[str, Any] = {
@@ -56,21 +61,19 @@ def chat_body(
     if settings.is_llama_cpp:
         body["repeat_penalty"] = settings.repeat_penalty
         body["cache_prompt"] = True
-        if n > 1:
-            body["n"] = n  # one prompt read once, sampled on n slots
         if slot is not None:
             body["id_slot"] = slot
     return body
 
 
-def chat_texts(data: Any, n: int) -> Texts:
-    """The choices' texts (at most ``n``) and the usage of a chat reply."""
+def chat_text(data: Any) -> Text:
+    """The first choice's text and the usage of a chat reply."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices or not isinstance(choices[0], dict):
         raise ValueError("reply has no choices")
-    texts = [(c.get("message") or {}).get("content") or "" for c in choices if isinstance(c, dict)]
     usage = data.get("usage") or {}
-    return texts[: max(1, n)], (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+    content = (choices[0].get("message") or {}).get("content") or ""
+    return content, (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
 
 
 def infill_body(
@@ -80,9 +83,8 @@ def infill_body(
     max_tokens: int,
     stop: list[str] | None,
     slot: int | None,
-    n: int,
 ) -> dict[str, Any]:
-    """llama-server's ``/infill`` request: the code between ``prefix`` and ``suffix``, ``n`` samples of it."""
+    """llama-server's ``/infill`` request: the code between ``prefix`` and ``suffix``."""
     body: dict[str, Any] = {
         "input_prefix": prefix,
         "input_suffix": suffix,
@@ -92,22 +94,19 @@ def infill_body(
         "cache_prompt": True,
         "stop": [*INFILL_STOPS, *(stop or [])],
     }
-    if n > 1:
-        body["n_cmpl"] = n
     if slot is not None:
         body["id_slot"] = slot
     return body
 
 
-def infill_texts(data: Any) -> tuple[Texts, dict[str, Any]]:
-    """The drafts' texts and usage of an ``/infill`` reply (one object, or a list of them for ``n_cmpl``), and
-    the first draft's object (its ``timings``)."""
-    drafts = [d for d in (data if isinstance(data, list) else [data]) if isinstance(d, dict)]
-    if not drafts:
+def infill_text(data: Any) -> tuple[Text, dict[str, Any]]:
+    """The draft's text and usage of an ``/infill`` reply (an object; a list's first), and the object itself
+    (its ``timings``)."""
+    draft = data[0] if isinstance(data, list) and data else data
+    if not isinstance(draft, dict):
         raise ValueError("reply has no content")
-    evaluated = int(drafts[0].get("tokens_evaluated") or 0)
-    predicted = sum(int(d.get("tokens_predicted") or 0) for d in drafts)
-    return ([str(d.get("content") or "") for d in drafts], (evaluated, predicted)), drafts[0]
+    usage = (int(draft.get("tokens_evaluated") or 0), int(draft.get("tokens_predicted") or 0))
+    return (str(draft.get("content") or ""), usage), draft
 
 
 def format_reason(exc: ValidationError, content: str) -> str:

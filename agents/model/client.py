@@ -26,10 +26,10 @@ from .bodies import (
     INFILL_PATH,
     INFILL_TOKENS,
     chat_body,
-    chat_texts,
+    chat_text,
     format_reason,
     infill_body,
-    infill_texts,
+    infill_text,
     response_format,
 )
 from .call_log import CallLog, CallTimings
@@ -177,11 +177,6 @@ class ModelClient:
         url = settings.base_url or (self.embedded_base_url or "")
         return self._slots_of(url, settings.max_concurrency)
 
-    def idle_slots(self, settings: ModelSettings) -> int:
-        """Slots of ``settings``' endpoint nobody is calling on now (0 where slots are not known)."""
-        pool = self.slots(settings)
-        return pool.idle if pool is not None else 0
-
     def forget_agent(self, agent_id: str) -> None:
         """An agent ended: it no longer claims a slot."""
         for pool in self._slot_pools.values():
@@ -244,42 +239,12 @@ class ModelClient:
             EndpointError: the endpoint refused the request in a way retrying cannot fix (the session ends).
             ModelError: the endpoint kept failing past ``settings.retries``.
         """
-        replies = await self.complete_samples(
-            settings, messages, schema_name, schema, role=role, agent_id=agent_id, temperature=temperature,
-            samples=1,
-        )  # fmt: skip
-        if isinstance(replies[0], ReplyFormatError):
-            raise replies[0]
-        return replies[0]
-
-    async def complete_samples(
-        self,
-        settings: ModelSettings,
-        messages: list[dict[str, str]],
-        schema_name: str,
-        schema: type[BaseModel],
-        *,
-        role: str,
-        agent_id: str | None = None,
-        temperature: float | None = None,
-        samples: int = 2,
-    ) -> list[Reply | ReplyFormatError]:
-        """Up to ``samples`` replies to one request, each recorded as a call: on llama-server, one prompt read
-        once and sampled on as many slots as are free now (``n``), so the extra samples cost generation only;
-        elsewhere one reply. A sample that breaks the schema is its :class:`ReplyFormatError`.
-
-        Raises:
-            EndpointError, ModelError: as for :meth:`complete`.
-        """
         if temperature is not None:
             settings = settings.model_copy(update={"temperature": temperature})
-        samples = samples if settings.is_llama_cpp and settings.api != "litellm" else 1
         fmt = response_format(schema_name, schema)
 
-        async def send(
-            endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings, n: int
-        ) -> Any:
-            return await self._call(settings, endpoint, model, messages, fmt, lease, timings, n)
+        async def send(endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings) -> Any:
+            return await self._call(settings, endpoint, model, messages, fmt, lease, timings)
 
         def validate(content: str) -> tuple[BaseModel | None, str | None]:
             try:
@@ -287,7 +252,10 @@ class ModelClient:
             except ValidationError as exc:
                 return None, format_reason(exc, content)
 
-        return await self._exchange(settings, role, agent_id, schema_name, messages, send, validate, samples)
+        reply = await self._exchange(settings, role, agent_id, schema_name, messages, send, validate)
+        if isinstance(reply, ReplyFormatError):
+            raise reply
+        return reply
 
     def can_infill(self, settings: ModelSettings, role: str) -> bool:
         """Whether :meth:`infill` may work for ``settings``: a llama-server endpoint not known to lack it."""
@@ -306,11 +274,9 @@ class ModelClient:
         temperature: float = 0.0,
         max_tokens: int = INFILL_TOKENS,
         stop: list[str] | None = None,
-        samples: int = 1,
-    ) -> list[Reply]:
+    ) -> Reply:
         """The code a fill-in-the-middle model writes between ``prefix`` and ``suffix`` (llama-server's
-        ``/infill``), recorded like any call (its request as a ``prefix`` and a ``suffix`` message): up to
-        ``samples`` drafts, the prompt read once and sampled on as many slots as are free now (``n_cmpl``).
+        ``/infill``), recorded like any call (its request as a ``prefix`` and a ``suffix`` message).
 
         Raises:
             InfillUnsupported: the endpoint or its model has no fill-in-the-middle (not llama-server, or a
@@ -322,13 +288,11 @@ class ModelClient:
         settings = settings.model_copy(update={"temperature": temperature})
         messages = [{"role": "prefix", "content": prefix}, {"role": "suffix", "content": suffix}]
 
-        async def send(
-            endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings, n: int
-        ) -> Any:
+        async def send(endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings) -> Any:
             if endpoint.url in self._no_infill:
                 raise InfillUnsupported(self._no_infill[endpoint.url])
             slot = timings.slot = lease.slot if lease is not None else None
-            body = infill_body(settings, prefix, suffix, max_tokens, stop, slot, n)
+            body = infill_body(settings, prefix, suffix, max_tokens, stop, slot)
             try:
                 data = await self._transport(endpoint).post(body, settings.timeout, path=INFILL_PATH)
             except HTTPStatusError as exc:
@@ -336,14 +300,15 @@ class ModelClient:
                     self._no_infill[endpoint.url] = f"{endpoint.label}: no fill-in-the-middle ({exc})"
                     raise InfillUnsupported(self._no_infill[endpoint.url]) from exc
                 raise
-            texts, first = infill_texts(data)
-            timings.read(first)
-            return texts
+            text, draft = infill_text(data)
+            timings.read(draft)
+            return text
 
-        replies = await self._exchange(
-            settings, role, agent_id, "infill", messages, send, lambda c: (None, None), samples
+        reply = await self._exchange(
+            settings, role, agent_id, "infill", messages, send, lambda c: (None, None)
         )
-        return [r for r in replies if isinstance(r, Reply)]
+        assert isinstance(reply, Reply)  # nothing to validate: plain code
+        return reply
 
     async def _exchange(
         self,
@@ -353,15 +318,12 @@ class ModelClient:
         schema_name: str,
         messages: list[dict[str, str]],
         send: Callable[
-            [Endpoint, str, SlotLease | None, CallTimings, int],
-            Awaitable[tuple[list[str], tuple[int, int]]],
+            [Endpoint, str, SlotLease | None, CallTimings], Awaitable[tuple[str, tuple[int, int]]]
         ],
         validate: Callable[[str], tuple[Any, str | None]],
-        samples: int = 1,
-    ) -> list[Reply | ReplyFormatError]:
+    ) -> Reply | ReplyFormatError:
         """One request through ``settings``' pool, slots and retries, every attempt recorded; ``validate``
-        turns a reply's text into (data, None) or (None, why it is malformed). ``samples`` > 1 on llama-server:
-        the agent's slot and up to ``samples - 1`` more that are free now, one reply per slot, each recorded."""
+        turns a reply's text into (data, None) or (None, why it is malformed)."""
         pool = self.pool(settings, role)
         attempt = 0
         outage_started: float | None = None
@@ -373,13 +335,12 @@ class ModelClient:
             model = pool.model(endpoint)
             slots = self._slots_of(endpoint.url, endpoint.cap.ceiling) if settings.is_llama_cpp else None
             lease = await slots.acquire(agent_id) if slots is not None else None
-            extra = await slots.take_idle(samples - 1) if slots is not None and samples > 1 else []
             timings = CallTimings(queue_ms=(time.perf_counter() - queued) * 1000)
             started = time.perf_counter()
-            contents, usage, failure = [""], (0, 0), None
+            content, usage, failure = "", (0, 0), None
             self.in_flight += 1
             try:
-                contents, usage = await send(endpoint, model, lease, timings, 1 + len(extra))
+                content, usage = await send(endpoint, model, lease, timings)
             except InfillUnsupported:
                 endpoint.finished(None, "")
                 raise
@@ -394,27 +355,19 @@ class ModelClient:
                 self.in_flight -= 1
                 if lease is not None:
                     with anyio.CancelScope(shield=True):
-                        for held in (lease, *extra):
-                            await slots.release(held)
+                        await slots.release(lease)
             endpoint.finished(failure.kind if failure else None, failure.reason if failure else "")
             latency = (time.perf_counter() - started) * 1000
             self.calls += 1
             where = (endpoint.label if endpoint.url else settings.endpoint, model)
             if failure is None:
-                results: list[Reply | ReplyFormatError] = []
-                for index, content in enumerate(contents):
-                    data, reason = validate(content)
-                    own = usage if index == 0 else (0, 0)  # the request's tokens, counted once
-                    self.log.record(
-                        where, role, agent_id, schema_name, messages, content, own, latency, attempt, reason,
-                        timings,
-                    )  # fmt: skip
-                    results.append(
-                        ReplyFormatError(reason, content)
-                        if reason is not None
-                        else Reply(data, content, own[0], own[1], latency, attempt)
-                    )
-                return results
+                data, reason = validate(content)
+                self.log.record(
+                    where, role, agent_id, schema_name, messages, content, usage, latency, attempt, reason, timings
+                )  # fmt: skip
+                if reason is not None:
+                    return ReplyFormatError(reason, content)
+                return Reply(data, content, usage[0], usage[1], latency, attempt)
             self.log.record(
                 where,
                 role,
@@ -459,20 +412,18 @@ class ModelClient:
         fmt: dict[str, Any],
         lease: SlotLease | None = None,
         timings: CallTimings | None = None,
-        n: int = 1,
-    ) -> tuple[list[str], tuple[int, int]]:
+    ) -> tuple[str, tuple[int, int]]:
         if settings.api == "litellm":
-            content, usage = await call_litellm(settings, endpoint, model, messages, fmt)
-            return [content], usage
+            return await call_litellm(settings, endpoint, model, messages, fmt)
         slot = lease.slot if lease is not None else None
         if timings is not None and slot is not None and settings.is_llama_cpp:
             timings.slot = slot
-        body = chat_body(settings, model, messages, fmt, slot if settings.is_llama_cpp else None, n)
+        body = chat_body(settings, model, messages, fmt, slot if settings.is_llama_cpp else None)
         data = await self._transport(endpoint).post(body, settings.timeout)
-        texts = chat_texts(data, n)
+        text = chat_text(data)
         if timings is not None:
             timings.read(data)
-        return texts
+        return text
 
     def _transport(self, endpoint: Endpoint) -> ChatEndpoint:
         """``endpoint``'s HTTP session (one connection pool per server)."""

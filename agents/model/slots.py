@@ -61,18 +61,6 @@ class SlotPool:
                 self._owner[agent_id] = slot
         return SlotLease(slot, (time.perf_counter() - started) * 1000, reused)
 
-    async def take_idle(self, k: int) -> list[SlotLease]:
-        """Up to ``k`` more slots that are free now and that no live agent calls its own, without waiting: for
-        several samples of one prompt, which llama-server copies from the asking slot's cache. Another agent's
-        slot is left alone: its cached prompt would be lost, and reading it again costs more CPU (~20-35 s of
-        2 cores for 2,000 tokens) than the samples save."""
-        async with self._cond:
-            claimed = set(self._owner.values())
-            order = sorted((s for s in self._free if s not in claimed), key=self._last_used.__getitem__)
-            order = order[: max(0, k)]
-            self._free.difference_update(order)
-        return [SlotLease(slot, 0.0, False) for slot in order]
-
     async def release(self, lease: SlotLease) -> None:
         async with self._cond:
             self._last_used[lease.slot] = time.monotonic()

@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from .context import Agent, RoleContext, Task
 
 TEMPERATURES = (0.0, 0.7, 0.9, 1.0, 1.1)
-"""Per request: the first draft is the model's best guess; the later ones are hotter, so they differ."""
-MAX_SAMPLES = 4
-"""Drafts per request at most: llama-server reads the prompt once and samples it on this many free slots."""
+"""Per draft: the first is the model's best guess; the later ones are hotter, so they differ. One request each,
+on the worker's own slot: the file is in its cache after the first, so a draft costs generation only (several
+samples in one request sometimes never answer on llama-server, see ``model/bodies.py``)."""
 SHORT_BODY = 20
 """A function the task names whose tests fail is drafted afresh when its body is at most this many lines (a stub
 always is): after step-limited partial work landed, the function the task is planned again for is no stub."""
@@ -112,7 +112,7 @@ async def _draft_one(
 ) -> dict[str, Any] | None:
     prompt_length = len(loop.messages)
     best: tuple[Any, str, Any] | None = None  # (its check, content, action) of the draft that did most
-    drawn, batch = 0, 0
+    drawn = 0
     tested: set[str] = set()  # bodies already tried (hot samples repeat themselves)
     while drawn < tries and loop.agent.steps < loop.limits.steps_per_worker:
         text = await anyio.to_thread.run_sync(read_text, root, path)
@@ -120,60 +120,54 @@ async def _draft_one(
         if gap is None:
             break
         prefix, suffix, head, indent = gap
-        # The first draft alone, cold (the model's best guess, and the file read into the slot's cache); then
-        # batches as wide as the free slots, sampled from that cache at once
-        samples = 1 if batch == 0 else min(tries - drawn, MAX_SAMPLES)
-        replies = await loop.context.client.infill(
+        reply = await loop.context.client.infill(
             loop.settings,
             prefix,
             suffix,
             role=Role.WORKER,
             agent_id=loop.agent.id,
-            temperature=TEMPERATURES[min(batch, len(TEMPERATURES) - 1)],
+            temperature=TEMPERATURES[min(drawn, len(TEMPERATURES) - 1)],
             stop=[f"\n{' ' * max(0, indent - 4)}def "] if indent > 4 else None,
-            samples=samples,
         )
-        batch += 1
         current = (text or "")[len(prefix) : len(text or "") - len(suffix)]
-        for reply in replies:
-            loop.agent.steps += 1
-            drawn += 1
-            body = body_of(reply.content, indent)
-            if body is None or is_stub_body(head, body) or same_code(head, body, current):
-                continue  # nothing new: write_function would refuse it (and the loop would start over)
-            if body.strip() in tested:
-                continue
-            tested.add(body.strip())
-            content = json.dumps(
-                {
-                    "thought": f"A first draft of {name}(), written in place.",
-                    "action": {
-                        "name": "write_function",
-                        "path": path,
-                        "function": name,
-                        "content": head + "\n" + body,
-                    },
-                }
+        loop.agent.steps += 1
+        drawn += 1
+        body = body_of(reply.content, indent)
+        if body is None or is_stub_body(head, body) or same_code(head, body, current):
+            continue  # nothing new: write_function would refuse it (and the loop would start over)
+        if body.strip() in tested:
+            continue
+        tested.add(body.strip())
+        content = json.dumps(
+            {
+                "thought": f"A first draft of {name}(), written in place.",
+                "action": {
+                    "name": "write_function",
+                    "path": path,
+                    "function": name,
+                    "content": head + "\n" + body,
+                },
+            }
+        )
+        action = parse_action(content)
+        before = await anyio.to_thread.run_sync(snapshot, root, path)
+        result = await loop.act(content, action, loop.agent.steps)
+        if result is not None:
+            loop.context.recorder.status(
+                f"{loop.agent.name}: draft {drawn} of {name}() by fill-in-the-middle passed its tests"
             )
-            action = parse_action(content)
-            before = await anyio.to_thread.run_sync(snapshot, root, path)
-            result = await loop.act(content, action, loop.agent.steps)
-            if result is not None:
-                loop.context.recorder.status(
-                    f"{loop.agent.name}: draft {drawn} of {name}() by fill-in-the-middle passed its tests"
-                )
-                return result  # the task's tests pass
-            check = loop.last_check
-            bar = best[0] if best is not None else loop.first_check  # what a draft must beat
-            progressed = check is not None and check.better_than(bar)
-            if progressed and len(loop.messages) == prompt_length + 2:
-                best = (check, content, action)
-            try:
-                await anyio.to_thread.run_sync(restore, root, path, before)
-            except (confine.ActionFailed, OSError):
-                return None
-            del loop.messages[prompt_length:]
-            loop.last_check, loop._previous = None, None
+            return result  # the task's tests pass
+        check = loop.last_check
+        bar = best[0] if best is not None else loop.first_check  # what a draft must beat
+        progressed = check is not None and check.better_than(bar)
+        if progressed and len(loop.messages) == prompt_length + 2:
+            best = (check, content, action)
+        try:
+            await anyio.to_thread.run_sync(restore, root, path, before)
+        except (confine.ActionFailed, OSError):
+            return None
+        del loop.messages[prompt_length:]
+        loop.last_check, loop._previous = None, None
     if drawn:
         then = "the chat loop goes on from the one that did most" if best else "the chat loop takes over"
         loop.context.recorder.status(

@@ -14,8 +14,8 @@ whose search text is wrong needs the feedback, not another sample, and goes on a
 other tries failed. Each redraw is a step and a recorded model call; a worker has ``limits.redraws_per_worker``
 of them in all (0 turns them off).
 
-:mod:`.candidates` is the parallel form (several replies at once on idle slots); this is the sequential one,
-for when every slot is busy — the usual case when workers outnumber slots.
+Redraws are sequential, one request each: llama-server's several-samples-per-request (``n``) sometimes never
+answers (see ``model/bodies.py``), and separate requests on other slots would read the whole prompt again.
 """
 
 from __future__ import annotations

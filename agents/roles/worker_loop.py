@@ -3,8 +3,8 @@
 The model answers under the ``action`` schema with one action per turn; a malformed reply becomes an error
 observation and the loop goes on. What keeps a small model productive lives here: reads of what the prompt
 already holds are answered from it, each edit runs the task's tests by itself, the worker finishes by itself when
-its failing tests pass, idle slots draw candidate edits (candidates.py), and a looping worker starts over
-(restart.py). Step and token limits end a runaway worker with :class:`WorkerLimit`.
+its failing tests pass, an edit that fails without progress is drawn again from the same prompt (resample.py),
+and a looping worker starts over (restart.py). Step and token limits end a runaway worker with :class:`WorkerLimit`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ..tools.actions import (
 )
 from ..tools.parse_gate import parse_problems, parseable
 from ..tools.targeted import CheckRun, check_after_edit, related_tests
-from . import candidates, resample
+from . import resample
 from .ask import ask_once
 from .briefing import (
     PAST_END,
@@ -167,8 +167,6 @@ class WorkerLoop:
         step = self.agent.steps
         self._trim()
         settings = self._sampling()
-        if candidates.wanted(self, settings):
-            return await candidates.step(self, settings, step)
         try:
             reply = await ask_once(
                 self.context,
