@@ -51,12 +51,15 @@ def responder(drafts: list[str], chat_body: str = "return c * 9 / 5 + 32"):
     return respond
 
 
-async def run(tmp_path, respond, *, infill=True, units=None, tests=None, slots=1, **limits):
-    """A one-cycle session on the units repository (its ``units.py``/``test_units.py`` replaced when given)."""
+async def run(tmp_path, respond, *, infill=True, units=None, tests=None, files=None, slots=1, **limits):
+    """A one-cycle session on the units repository (its ``units.py``/``test_units.py`` replaced when given, more
+    ``files`` added)."""
     repo = (
         units_repo(tmp_path)
-        if units is None and tests is None
-        else make_repo(tmp_path / "repo", {"units.py": units or UNITS, "test_units.py": tests or TESTS})
+        if units is None and tests is None and files is None
+        else make_repo(
+            tmp_path / "repo", {"units.py": units or UNITS, "test_units.py": tests or TESTS, **(files or {})}
+        )
     )
     db = tmp_path / "f.db"
     with ScriptedServer(responder=respond, infill=infill) as server:

@@ -74,11 +74,15 @@ def test_which_targets_failing_test_ids_name():
 
 def test_outline_shows_other_functions_and_the_tables_tests_use():
     source = "import re\n\n" + "".join(
-        f'def f{i}(x):\n    """Doc {i}."""\n    return x + {i}\n\n\n' for i in range(40)
+        f'def f{i}(x):\n    """Doc {i}.\n\n    More about it.\n    """\n    return x + {i}\n\n\n'
+        for i in range(40)
     )
+    source += "def bare(x):\n    return x\n"
     shown = pyedit.excerpt(source, {"f7"}, 4000, outline=True)
-    assert 'def f7(x):\n    """Doc 7."""\n    return x + 7' in shown
-    assert "def f8(x):\n    ...\n" in shown and "return x + 8" not in shown
+    assert 'def f7(x):\n    """Doc 7.\n\n    More about it.\n    """\n    return x + 7' in shown
+    # another function: its signature and what its docstring's first line says it does, its body elided
+    assert 'def f8(x):\n    """Doc 8."""\n    ...\n' in shown and "return x + 8" not in shown
+    assert shown.endswith("def bare(x):\n    ...")
     tests = "import pytest\nCASES = [(1, 2)]\nOTHER = [3]\n\n" + "".join(
         f"def test_f{i}():\n    assert f{i}(1)\n\n" for i in range(40)
     )

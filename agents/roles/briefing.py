@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..tools import changes, confine, pyedit, targeted
+from ..tools import changes, confine, imported, pyedit, targeted
 
 if TYPE_CHECKING:
     from ..git.integration import Conflict
@@ -23,9 +23,9 @@ PRELOAD_FILES = 3
 SOURCE_BUDGET = 9000
 """Characters of the task's own files put in the first prompt (whole files, or excerpts when too large)."""
 TEST_BUDGET = 5000
+"""Characters of the related tests put in the first prompt."""
 WHOLE_UNDER = 1500
 """A file this small is shown whole even when only part of it concerns the task."""
-"""Characters of the related tests put in the first prompt."""
 FREE_NUDGES = 4
 """Reads answered from the conversation that cost no step, per worker (a model that keeps asking pays again)."""
 
@@ -47,6 +47,8 @@ class Briefing:
     tests: list[Shown] = field(default_factory=list)
     test_paths: list[str] = field(default_factory=list)
     names: set[str] = field(default_factory=set)
+    helpers: list[str] = field(default_factory=list)
+    """What the task's Python files import from the repository: a signature and a docstring line each."""
 
 
 def _read(root: str, path: str, limit: int = 400_000) -> str | None:
@@ -95,6 +97,9 @@ def prepare(root: str, title: str, instructions: str, files: list[str]) -> Brief
                 shown.text, shown.file_text = marked, (text if marked != shown.text else None)
             brief.files.append(shown)
             budget -= len(shown.text)
+        if path.endswith(".py"):
+            brief.helpers += [h for h in imported.imported_helpers(path, text, lambda p: _read(root, p))
+                              if h not in brief.helpers]  # fmt: skip
     brief.test_paths = targeted.related_tests(root, list(files), brief.names)
     budget = TEST_BUDGET
     for path in brief.test_paths:

@@ -72,6 +72,17 @@ def body_of(text: str, indent: int) -> str | None:
     return body if body.strip() else None
 
 
+def with_helpers(prefix: str, head: str, helpers: list[str]) -> str:
+    """``prefix`` with what the module imports from the repository noted in comments just above the function
+    (a signature and a docstring line each, :mod:`..tools.imported`): what the file alone does not say."""
+    cut = len(prefix) - len(head) - 1
+    if not helpers or cut < 0 or prefix[cut:] != head + "\n":
+        return prefix
+    indent = head[: len(head) - len(head.lstrip())]
+    note = "".join(f"{indent}# {line}\n" for line in ["Imported from this repository:", *helpers])
+    return prefix[:cut] + note + prefix[cut:]
+
+
 def _targets(root: str, files: list[str], names: set[str]) -> list[tuple[str, str]]:
     """(path, function) of each function the task names that can be drafted (a stub, or a short body), in the
     Python files it names."""
@@ -122,7 +133,7 @@ async def _draft_one(
         prefix, suffix, head, indent = gap
         reply = await loop.context.client.infill(
             loop.settings,
-            prefix,
+            with_helpers(prefix, head, loop.brief.helpers),
             suffix,
             role=Role.WORKER,
             agent_id=loop.agent.id,

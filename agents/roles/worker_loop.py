@@ -128,6 +128,7 @@ class WorkerLoop:
             names=sorted(self.brief.names),
             file_contents=[{"path": f.path, "text": f.text, "whole": f.whole} for f in self.brief.files],
             test_contents=[{"path": f.path, "text": f.text, "whole": f.whole} for f in self.brief.tests],
+            helpers=self.brief.helpers,
             test_paths=self.brief.test_paths,
             first_check=self.first_check.summary() if self.first_check is not None else "",
             repo_map=await self.context.repo_map(max_age=MAP_MAX_AGE),

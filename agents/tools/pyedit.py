@@ -290,9 +290,10 @@ def excerpt(text: str, names: set[str], budget: int, *, outline: bool = False) -
     Imports and module constants are kept (a test needs its imports), and so are the module-level values the
     kept parts use (a parametrized test's table of expected results is the specification); of a class, only
     the methods that mention a name (with the class line). With ``outline``, every other top-level function
-    shows its signature with its body elided: a small model writing one function of a large module uses the
-    helpers it can see (measured: ``tableize`` must call ``pluralize`` and ``underscore``). Elided stretches are
-    marked ``# ... (lines a-b not shown)``.
+    shows its signature and its docstring's first line, its body elided: a small model writing one function of a
+    large module uses the helpers it can see, and knows what each does (measured: ``tableize`` must call
+    ``pluralize`` and ``underscore``; shown their names alone, it never called ``underscore`` in 20 steps). Elided
+    stretches are marked ``# ... (lines a-b not shown)``.
     """
     blocks = _blocks(text)
     if blocks is None or not names:
@@ -334,7 +335,8 @@ def excerpt(text: str, names: set[str], budget: int, *, outline: bool = False) -
             first_body = node.body[0].lineno
             keep.update(range(node.lineno, first_body))
             indent = re.match(r"[ \t]*", lines[first_body - 1]).group(0)
-            bodies[first_body] = (end, f"{indent}...")
+            summary = _summary(node)
+            bodies[first_body] = (end, f'{indent}"""{summary}"""\n{indent}...' if summary else f"{indent}...")
     out: list[str] = []
     gap_start = None
     number = 1
@@ -368,6 +370,14 @@ def excerpt(text: str, names: set[str], budget: int, *, outline: bool = False) -
 
 VALUE_LINES = 40
 """Lines of one module-level value an excerpt shows (a long table is cut, its gap marked)."""
+SUMMARY_CHARS = 160
+
+
+def _summary(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> str:
+    """The first line of a definition's docstring, fit to stand inside one triple-quoted line ("" if none)."""
+    doc = ast.get_docstring(node, clean=True) or ""
+    first = doc.strip().split("\n", 1)[0].strip()[:SUMMARY_CHARS]
+    return first.replace("\\", "\\\\").replace('"', "'").rstrip("\\")
 
 
 def _assigned(node: ast.Assign | ast.AnnAssign) -> set[str]:
