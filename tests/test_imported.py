@@ -9,7 +9,9 @@ import pytest
 from formicary.agents.roles.drafts import with_helpers
 from formicary.agents.tools.imported import MAX_NAMES, imported_helpers
 from formicary.agents.tools.pyedit import body_gap
+from tests.scripted_team import ScriptedTeam, finish, plan, write
 from tests.test_drafts import responder, run
+from tests.test_worker_steps import TESTS, UNITS, UNITS_FIXED, actions, fix_task, run_in, worker_bodies
 
 NORM = '''"""Normalizers."""
 
@@ -112,3 +114,19 @@ async def test_the_worker_prompt_and_its_drafts_show_what_the_module_imports(tmp
     assert f"# {line}\n" in respond.infills[0]["input_prefix"]
     chats = [b for b in bodies if b.get("messages") and json.dumps(b).count("TASK:")]
     assert chats and line in chats[0]["messages"][1]["content"]
+
+
+async def test_a_module_nested_too_deep_to_parse_does_not_stop_the_worker(tmp_path):
+    """A hostile repository: the task's module (and a module it imports) nest thousands deep, which exhausts the
+    parser's stack; the worker is still briefed (without an outline of that module) and acts."""
+    deep = "x = a" + ".b" * 5000 + "\n"
+    units = "from deep import x\n" + deep + UNITS
+    team = ScriptedTeam(
+        root_plans=[plan([fix_task()])],
+        work={fix_task()["title"]: [write("units.py", UNITS_FIXED), finish()]},
+    )
+    files = {"units.py": units, "deep.py": deep, "test_units.py": TESTS, "README.md": "x\n"}
+    engine, outcome, bodies, db, repo = await run_in(tmp_path, team, files, check="python3 -m unittest")
+    assert outcome.status in ("done", "stopped"), outcome.reason
+    assert worker_bodies(bodies), "the worker never asked for its first action"
+    assert [r["name"] for r in actions(db)][:1] == ["write_file"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable
 
+from ..tools.pyedit import PARSE_ERRORS
+
 MAX_SHOWN = 8
 
 
@@ -64,7 +66,7 @@ def functions_under_test(
             continue
         try:
             tree = ast.parse(text)
-        except (SyntaxError, ValueError):
+        except PARSE_ERRORS:
             continue
         names: dict[str, str] = {}  # a name the test module binds -> the repository file it comes from
         for node in tree.body:

@@ -14,8 +14,12 @@ import ast
 import os
 from collections.abc import Callable
 
+from .pyedit import PARSE_ERRORS
+
 MAX_NAMES = 12
 MAX_CHARS = 1500
+MAX_IMPORTS = 40
+"""Import statements looked at, at most (each may read a few files; a hostile module may have thousands)."""
 SUMMARY_CHARS = 160
 
 
@@ -24,13 +28,12 @@ def imported_helpers(path: str, text: str, read: Callable[[str], str | None]) ->
     module of the same repository (``read(relative path)`` gives a file's text or None), within the bounds."""
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except PARSE_ERRORS:
         return []
     lines: list[str] = []
     size = 0
-    for node in tree.body:
-        if not isinstance(node, ast.ImportFrom) or not node.names:
-            continue
+    imports = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.names][:MAX_IMPORTS]
+    for node in imports:
         source = _module_file(path, node, read)
         if source is None:
             continue
@@ -77,7 +80,7 @@ def _module_file(
 def _summaries(text: str, names: set[str]) -> list[str]:
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except PARSE_ERRORS:
         return []
     out = []
     for node in tree.body:

@@ -18,6 +18,9 @@ from .pyadd import add_definition
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+PARSE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError)
+"""What parsing a file may raise: a hostile one nested thousands deep exhausts the parser's stack or memory."""
+
 
 def _functions(tree: ast.AST) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
     """(qualified name, node) of every function and method, ``Class.method`` for methods."""
@@ -38,7 +41,7 @@ def defined_names(text: str) -> set[str]:
     """Names of the functions and classes ``text`` defines (empty if it does not parse)."""
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except PARSE_ERRORS:
         return set()
     names = {name.rsplit(".", 1)[-1] for name, _ in _functions(tree)}
     names |= {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
@@ -177,7 +180,7 @@ def show_stubs_as_specs(text: str, names: set[str]) -> str:
     """
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except PARSE_ERRORS:
         return text
     lines = text.split("\n")
     for qual, node in reversed(_functions(tree)):
@@ -209,7 +212,7 @@ def body_gap(source: str, name: str, max_lines: int = 0) -> tuple[str, str, str,
     """
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    except PARSE_ERRORS:
         return None
     matches = [node for qual, node in _functions(tree) if qual == name or qual.rsplit(".", 1)[-1] == name]
     if len(matches) != 1:
@@ -237,7 +240,7 @@ def is_stub_body(head: str, body: str) -> bool:
     """Whether ``head`` (a definition up to its body) + ``body`` is still only a stub."""
     try:
         tree = ast.parse(textwrap.dedent(head + "\n" + body))
-    except (SyntaxError, ValueError):
+    except PARSE_ERRORS:
         return False
     node = tree.body[0] if tree.body else None
     if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -253,7 +256,7 @@ def same_code(head: str, body: str, other_body: str) -> bool:
     for text in (body, other_body):
         try:
             tree = ast.parse(textwrap.dedent(head + "\n" + text))
-        except (SyntaxError, ValueError):
+        except PARSE_ERRORS:
             return body.strip() == other_body.strip()
         trees.append(ast.dump(tree))
     return trees[0] == trees[1]
@@ -275,7 +278,7 @@ def _is_stub(stmt: ast.stmt) -> bool:
 def _blocks(text: str) -> list[tuple[int, int, ast.stmt]] | None:
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except PARSE_ERRORS:
         return None
     blocks = []
     for node in tree.body:
@@ -419,7 +422,7 @@ def refuse_gutting(root: str, path: object, content: str) -> None:
 def _top_level_names(text: str) -> set[str]:
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except PARSE_ERRORS:
         return set(re.findall(r"^(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", text, re.M))
     return {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
 
