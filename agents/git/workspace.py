@@ -22,6 +22,7 @@ import anyio
 from ..tools import changes
 from ..tools.nested import remove_nested_git
 from . import checkout, inproc, linked
+from .catch_up import catch_up
 from .integration import Conflict, IntegrationResult, SharedBranch, integrate
 from .opening import WorkspaceError, new_session_checks, resume_checks
 from .run import GitError, Identity, check_name, forget_worktree, git, register_worktree
@@ -440,6 +441,10 @@ class SessionRepo:
             wt.changed.update(paths)
         wt.head, wt.message = sha, inproc.clean_message(full)
         return sha
+
+    async def catch_up(self, wt: Worktree, edited: Collection[str]) -> list[str]:
+        """Bring what landed since ``wt``'s task began into it (see :mod:`.catch_up`); the paths that came in."""
+        return await catch_up(wt, self.shared.tip, edited)
 
     async def integrate(
         self,

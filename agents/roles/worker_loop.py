@@ -383,13 +383,16 @@ class WorkerLoop:
             self.brief.test_paths = await anyio.to_thread.run_sync(
                 lambda: related_tests(root, [action.path], names)
             )
+        came = await self.context.git.catch_up(self.wt, self.attempts.originals)
         run = await self._task_check()
         if run is None:
             return ""
         self.last_check = run
         if not run.passed:
             self.attempts.failed_try(action, run.summary())
-        return "\n\n" + run.observation() + (PASSED_HINT if run.passed else "")
+        more = f" and {len(came) - 4} more" if len(came) > 4 else ""
+        note = f"\n(Your copy now has what other workers landed meanwhile: {', '.join(came[:4])}{more}.)"
+        return "\n\n" + run.observation() + (PASSED_HINT if run.passed else "") + (note if came else "")
 
     async def restart(self) -> None:
         """Start the task over: edits undone, the first prompt plus what failed (see restart.py)."""
