@@ -227,3 +227,26 @@ async def test_reusing_a_worktree_never_writes_through_a_planted_symlink(tmp_pat
         assert await session.commit(wt2, "task two")
     await session.close()
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", CASES)
+async def test_catching_up_with_the_tip_runs_nothing_planted_in_a_worktree(tmp_path: Path, case: str) -> None:
+    """A worker's copy fast-forwarded to the moved tip (git/catch_up.py) after an agent planted a nested
+    repository, hooks or a redirected ``.git``: git checks out the landed files and runs none of it."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "hi\n", "lib/other.txt": "old\n"})
+    sh_git(repo, "config", "core.hooksPath", ".husky/_")
+    outside = tmp_path / "outside"
+    marker = outside / "ESCAPED"
+    session = await SessionRepo.open(repo, "s1", worktrees_dir=tmp_path / "wts", reuse_worktrees=True)
+    async with session.worktree("t1", "a1") as wt:
+        _plant(case, wt.path, outside, marker)
+        async with session.worktree("t2", "a2") as other:  # another task lands meanwhile
+            (other.path / "lib" / "other.txt").write_text("landed\n")
+            await session.commit(other, "another task")
+            assert (await session.integrate(other)).status == "integrated"
+        came = await session.catch_up(wt, set())
+        assert came == ["lib/other.txt"] and (wt.path / "lib" / "other.txt").read_text() == "landed\n"
+        assert await session.commit(wt, "task one")
+    await session.close()
+    assert not marker.exists(), f"{case}: a planted program ran on the host"

@@ -443,7 +443,12 @@ class SessionRepo:
         return sha
 
     async def catch_up(self, wt: Worktree, edited: Collection[str]) -> list[str]:
-        """Bring what landed since ``wt``'s task began into it (see :mod:`.catch_up`); the paths that came in."""
+        """Bring what landed since ``wt``'s task began into it (see :mod:`.catch_up`); the paths that came in.
+        Nested ``.git`` folders a command may have left are removed first, as before a commit's scan."""
+        if wt.head is not None or self.shared.tip == wt.base:
+            return []
+        if wt.followed is None or not wt.followed.known:
+            await self.scrub(wt)
         return await catch_up(wt, self.shared.tip, edited)
 
     async def integrate(
