@@ -9,6 +9,12 @@ One reply per request, always. llama-server can sample one prompt several times 
 never answered: the asking slot and its child slot both sat without a token until the server stopped (3-5 min of
 an 8-minute budget, a worker gone, two of four slots held). Extra samples are now drawn one request at a time on
 the agent's own slot, whose cached prompt makes each cost generation only.
+
+Never the prompt a slot has just cached, either. A request whose whole prompt the slot already holds (a draft or
+a redraw sent again as it was) sometimes never answers on this llama-server build, children or not: in the
+effectiveness runs every stuck request was such a repeat that could be traced (one more, without ``n``, after ``n`` was gone). So the
+callers that re-send a prompt (drafts, redraws) end every other one with a newline more: the slot then processes
+a token or two and goes on as usual.
 """
 
 from __future__ import annotations

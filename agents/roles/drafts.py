@@ -134,7 +134,7 @@ async def _draft_one(
         reply = await loop.context.client.infill(
             loop.settings,
             with_helpers(prefix, head, loop.brief.helpers),
-            suffix,
+            suffix + "\n" * (drawn % 2),  # never the prompt the slot has just cached (see model/bodies.py)
             role=Role.WORKER,
             agent_id=loop.agent.id,
             temperature=TEMPERATURES[min(drawn, len(TEMPERATURES) - 1)],
