@@ -292,3 +292,34 @@ async def test_a_repeating_worker_is_told_and_its_temperature_rises(tmp_path):
     assert temperatures[0] == temperatures[1] < temperatures[2] < temperatures[3]
     last = actions[-1]["messages"][-1]["content"]
     assert "exactly the same as your previous one" in last
+
+
+async def test_the_judge_does_not_see_notes_about_failures_that_are_gone(tmp_path):
+    """Cycle 1 leaves the check failing and the judge notes why; cycle 2 makes it pass. Cycle 2's judge is told
+    the check went from failing to passing, without the stale notes (the demo's 1.5B judge repeated them for four
+    cycles after every test passed)."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    team = ScriptedTeam(
+        root_plans=[plan([task("Try alpha")]), plan([task("Add alpha")])],
+        work={
+            "Try alpha": [write("beta.txt", "b\n"), finish()],
+            "Add alpha": [write("alpha.txt", "a\n"), finish()],
+        },
+        verdicts=[
+            {"decision": "continue", "reason": "alpha missing", "notes": "STALE-NOTE: alpha.txt is missing."},
+            {"decision": "done", "reason": "ok", "notes": ""},
+        ],
+    )
+    with ScriptedServer(responder=team) as server:
+        settings = settings_for(server, cycles=2)
+        settings.check_command = "cat alpha.txt"
+        engine = Engine.create(settings, repo, "goal", db_path=tmp_path / "f.db")
+        outcome = await engine.run()
+        judged = [b for b in server.requests if b["response_format"]["json_schema"]["name"] == "verdict"]
+    assert outcome.status == "done" and len(judged) == 2
+    second = judged[1]["messages"][-1]["content"]
+    assert "STALE-NOTE" not in second and "failed at the start of this cycle and passes now" in second
+    planner = [b for b in server.requests if b["response_format"]["json_schema"]["name"] == "plan"][-1]
+    assert (
+        "STALE-NOTE" in planner["messages"][-1]["content"]
+    )  # the planner of cycle 2 still got them: true then

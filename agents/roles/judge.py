@@ -4,6 +4,10 @@ It sees the goal, the cycle's handoffs, the diff stat of what landed this cycle 
 command, its result at the start and at the end of the cycle (run in the sandbox, once per tip). Its notes are
 kept free of repeated sentences (a small model loops on one until the length cap).
 
+Its last notes are left out when the check failed at the cycle's start and passes now: they describe failures
+that are gone (measured on the demo: the 1.5B judge said "continue" four cycles running after every test passed,
+each time repeating its notes about a refused task from the first cycle).
+
 A "done" is not taken while a task of the cycle failed and its work never landed: the session would report
 success for work that is not on the branch. The cycle goes on (its planner sees the failed handoffs), and the
 cycle budget still ends the session, as "stopped".
@@ -36,12 +40,14 @@ async def run_judge(
     command = check_command(ctx)
     check_exit, check_output = (None, "")
     start_check = end_check = ""
+    start = None
     if command:
         start = ctx.checked(start_tip)
         check_exit, check_output = await ctx.tip_check() or (None, "")
         end_check = check_summary(check_exit, check_output)
         start_check = check_summary(*start) if start is not None else ""
     work = list(handoffs)
+    now_passing = start is not None and start[0] not in (0, None) and check_exit == 0
     messages = render(
         "judge",
         ctx.settings.prompt_override("judge"),
@@ -57,7 +63,8 @@ async def run_judge(
         check_output=check_output[-CHECK_OUTPUT_CHARS:],
         start_check=start_check,
         end_check=end_check,
-        previous_notes=ctx.verdict_notes,
+        previous_notes="" if now_passing else ctx.verdict_notes,
+        now_passing=now_passing,
     )
     status = AgentStatus.DONE
     try:
