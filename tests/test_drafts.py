@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from itertools import pairwise
 
+import anyio
 import pytest
 
 from formicary.agents.roles.drafts import body_of
@@ -215,4 +216,30 @@ async def test_a_short_failing_function_is_redrafted_and_its_own_code_is_not_tri
     assert [r["name"] for r in actions(db)] == ["write_function", "finish"]
     status = [r["data"] for r in store_db.connect(db).query("SELECT data FROM events WHERE kind = 'status'")]
     assert not any("started its task again" in d for d in status)
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+async def test_a_draft_that_never_answers_is_given_up_and_the_chat_loop_lands_the_fix(tmp_path, monkeypatch):
+    """llama-server sometimes never starts an /infill request: the draft's own timeout ends it (no retry), drafting
+    stops, and the chat loop goes on; the hang costs one draft, not the task."""
+    from formicary.agents.model import client as client_module
+
+    monkeypatch.setattr(client_module, "INFILL_TIMEOUT", 1.0)
+    respond = responder([])
+    plain = respond
+
+    def hanging(body):
+        if schema_name(body) == "infill":
+            plain.infills.append(body)
+            return {"fail": "hang"}
+        return plain(body)
+
+    hanging.infills = plain.infills  # type: ignore[attr-defined]
+    with anyio.fail_after(
+        15
+    ):  # the role's timeout here is 20 s: without the draft's own, the hang outlasts this
+        engine, bodies, db, repo = await run(tmp_path, hanging)
+    assert len(plain.infills) == 1  # given up once, not retried
+    status = [r["data"] for r in store_db.connect(db).query("SELECT data FROM events WHERE kind = 'status'")]
+    assert any("a draft of c_to_f() failed" in d and "drafting stops" in d for d in status)
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED

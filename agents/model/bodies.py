@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 INFILL_PATH = "/infill"  # llama-server's fill-in-the-middle route, at the server's root (not under /v1)
 INFILL_TOKENS = 300  # a stub's body; the stops below end it sooner
+INFILL_TIMEOUT = 240.0
+"""Seconds a draft may take, whatever the role's timeout: a cold 2,000-token draft took up to ~120 s on a busy
+2-core machine, and this llama-server build sometimes never starts a request launched while another slot is deep
+in reading a long prompt (every such request traced was an ``/infill``); a draft given up costs one draft, not the
+rest of the run."""
 INFILL_STOPS = [
     "\ndef ",
     "\nclass ",

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from ..jsontext import extract_json
 from .bodies import (
     INFILL_PATH,
+    INFILL_TIMEOUT,
     INFILL_TOKENS,
     chat_body,
     chat_text,
@@ -285,7 +286,8 @@ class ModelClient:
         """
         if not self.can_infill(settings, role):
             raise InfillUnsupported("fill-in-the-middle needs a llama-server endpoint that has it")
-        settings = settings.model_copy(update={"temperature": temperature})
+        # no retry: a failed draft costs one draft, and the chat loop can take over (see INFILL_TIMEOUT)
+        settings = settings.model_copy(update={"temperature": temperature, "retries": 0})
         messages = [{"role": "prefix", "content": prefix}, {"role": "suffix", "content": suffix}]
 
         async def send(endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings) -> Any:
@@ -294,7 +296,8 @@ class ModelClient:
             slot = timings.slot = lease.slot if lease is not None else None
             body = infill_body(settings, prefix, suffix, max_tokens, stop, slot)
             try:
-                data = await self._transport(endpoint).post(body, settings.timeout, path=INFILL_PATH)
+                timeout = min(settings.timeout, INFILL_TIMEOUT)
+                data = await self._transport(endpoint).post(body, timeout, path=INFILL_PATH)
             except HTTPStatusError as exc:
                 if exc.status_code in (400, 404, 405, 501):  # no such route, or a model without FIM tokens
                     self._no_infill[endpoint.url] = f"{endpoint.label}: no fill-in-the-middle ({exc})"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from ..model.client import InfillUnsupported
+from ..model.errors import EndpointError, ModelError
 from ..status import Role
 from ..tools import confine
 from ..tools.actions import parse_action
@@ -113,6 +114,13 @@ async def fill_stubs(loop: DraftingLoop) -> dict[str, Any] | None:
             done = await _draft_one(loop, root, path, name, per_stub)
         except InfillUnsupported:
             return None
+        except EndpointError:
+            raise
+        except ModelError as exc:  # a draft that timed out or failed: the chat loop takes over
+            loop.context.recorder.status(
+                f"{loop.agent.name}: drafting {name}() stopped ({exc}); the chat loop goes on"
+            )
+            return None
         if done is not None:
             return done
     return None
@@ -131,15 +139,24 @@ async def _draft_one(
         if gap is None:
             break
         prefix, suffix, head, indent = gap
-        reply = await loop.context.client.infill(
-            loop.settings,
-            with_helpers(prefix, head, loop.brief.helpers),
-            suffix + "\n" * (drawn % 2),  # never the prompt the slot has just cached (see model/bodies.py)
-            role=Role.WORKER,
-            agent_id=loop.agent.id,
-            temperature=TEMPERATURES[min(drawn, len(TEMPERATURES) - 1)],
-            stop=[f"\n{' ' * max(0, indent - 4)}def "] if indent > 4 else None,
-        )
+        try:
+            reply = await loop.context.client.infill(
+                loop.settings,
+                with_helpers(prefix, head, loop.brief.helpers),
+                suffix
+                + "\n" * (drawn % 2),  # never the prompt the slot has just cached (see model/bodies.py)
+                role=Role.WORKER,
+                agent_id=loop.agent.id,
+                temperature=TEMPERATURES[min(drawn, len(TEMPERATURES) - 1)],
+                stop=[f"\n{' ' * max(0, indent - 4)}def "] if indent > 4 else None,
+            )
+        except EndpointError:
+            raise
+        except ModelError as exc:  # timed out (see INFILL_TIMEOUT) or failed: the chat loop takes over
+            loop.context.recorder.status(
+                f"{loop.agent.name}: a draft of {name}() failed ({exc}); drafting stops"
+            )
+            break
         current = (text or "")[len(prefix) : len(text or "") - len(suffix)]
         loop.agent.steps += 1
         drawn += 1
