@@ -308,17 +308,15 @@ def by_temperature(bodies_by_heat: list[str], then: str):
 
 async def test_a_failed_edit_is_drawn_again_from_the_same_prompt(tmp_path):
     """The cold draw fails the task's tests; it is undone and the step drawn again, hotter, from the very same
-    messages (so llama-server serves the prompt from its cache) but for a newline more at the end (a slot's whole
-    cached prompt sent again sometimes never answers); the passing redraw lands, and the failed try never entered
-    the conversation."""
+    messages (so llama-server serves the prompt from its cache); the passing redraw lands, and the failed try
+    never entered the conversation."""
     responder = by_temperature(["return c * 2", "return c * 9 / 5 + 32"], then="return None")
     engine, outcome, bodies, db, repo = await run(
         tmp_path, responder, check="python3 -m unittest", llama_cpp=True, slots=1
     )
     calls = worker_bodies(bodies)
     assert len(calls) == 2
-    first, again = calls[0]["messages"], calls[1]["messages"]
-    assert again[:-1] == first[:-1] and again[-1]["content"] == first[-1]["content"] + "\n"
+    assert calls[1]["messages"] == calls[0]["messages"]
     assert calls[1]["temperature"] > calls[0]["temperature"]
     assert calls[1]["id_slot"] == calls[0]["id_slot"]
     rows = actions(db)
@@ -332,14 +330,12 @@ async def test_when_every_redraw_fails_the_last_try_stays_in_the_conversation(tm
     engine, outcome, bodies, db, repo = await run(tmp_path, responder, check="python3 -m unittest", slots=1)
     calls = worker_bodies(bodies)
     assert len(calls) == 4  # the first draw, two redraws, then the next step
-    first = calls[0]["messages"]
-    assert all(c["messages"][:-1] == first[:-1] for c in calls[:3])  # the same prompt; its end alternates
-    assert [c["messages"][-1]["content"][len(first[-1]["content"]) :] for c in calls[:3]] == ["", "\n", ""]
+    assert all(c["messages"] == calls[0]["messages"] for c in calls[:3])
     conversation = calls[3]["messages"]
     assert sum(1 for m in conversation if m["role"] == "assistant") == 1
     assert "return c * 4" in conversation[2]["content"]
     assert conversation[3]["content"].endswith("(2 other tries at this edit failed too.)")
-    # the record rebuilds every request, redraws (nearly the same messages as their parent call) included
+    # the record rebuilds every request, redraws (the same messages as their parent call) included
     record = store_db.connect(db)
     worker = next(r["id"] for r in record.query("SELECT id FROM agents WHERE role = 'worker'"))
     assert [c["messages"] for c in queries.agent_calls(record, worker)] == [c["messages"] for c in calls]

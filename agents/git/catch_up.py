@@ -23,9 +23,8 @@ from .worktree import Worktree
 
 async def catch_up(wt: Worktree, tip: str, edited: Collection[str]) -> list[str]:
     """Fast-forward ``wt`` to ``tip`` unless a path that changed since its base is in ``edited`` (worktree-
-    relative); the paths that came in ([] when nothing was done)."""
-    if wt.head is not None or tip == wt.base:
-        return []
+        relative); the paths that came in ([] when nothing was done). Only before ``wt``'s first commit (the
+    caller, :meth:`SessionRepo.catch_up`, checks that and that the tip moved)."""
     listed = await git(
         "diff-tree", "-r", "-z", "--name-only", "--no-renames", wt.base, tip,
         cwd=wt.path, git_dir=wt.git_dir, check=False, background=True,

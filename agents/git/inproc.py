@@ -163,8 +163,9 @@ def commit_worktree(
     entries for these paths stay behind, which any later scan sees from their stat data, as for any file
     changed after it was staged (``before_scan`` is called first when these paths cannot be applied alone and
     the tree is scanned after all: files a lazy reset left for later are written then). Without, the index is
-    refreshed from the whole work tree (stat first, hashing only what changed) and written back. The new tree is HEAD's with the changed entries put in (only the
-    trees on their paths are written: the cost follows the change, not the repository); the commit moves the
+    refreshed from the whole work tree (stat first, hashing only what changed) and written back. The new tree is
+    HEAD's with the changed entries put in (only the trees on their paths are written: the cost follows the
+    change, not the repository); the commit moves the
     worktree's branch through HEAD. Gitlinks stay gitlinks (their folders are not added).
     """
     with repository(git_dir, pooled=False) as repo:

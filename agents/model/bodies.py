@@ -10,11 +10,9 @@ never answered: the asking slot and its child slot both sat without a token unti
 an 8-minute budget, a worker gone, two of four slots held). Extra samples are now drawn one request at a time on
 the agent's own slot, whose cached prompt makes each cost generation only.
 
-Never the prompt a slot has just cached, either. A request whose whole prompt the slot already holds (a draft or
-a redraw sent again as it was) sometimes never answers on this llama-server build, children or not: in the
-effectiveness runs every stuck request was such a repeat that could be traced (one more, without ``n``, after ``n`` was gone). So the
-callers that re-send a prompt (drafts, redraws) end every other one with a newline more: the slot then processes
-a token or two and goes on as usual.
+A request can hang without children too: every one traced was an ``/infill`` launched while another slot was deep
+in reading a long prompt (a bug of this llama-server build that could not be reproduced on demand). A draft
+therefore has its own timeout (:data:`INFILL_TIMEOUT`) and no retry.
 """
 
 from __future__ import annotations

@@ -143,8 +143,7 @@ async def _draft_one(
             reply = await loop.context.client.infill(
                 loop.settings,
                 with_helpers(prefix, head, loop.brief.helpers),
-                suffix
-                + "\n" * (drawn % 2),  # never the prompt the slot has just cached (see model/bodies.py)
+                suffix,
                 role=Role.WORKER,
                 agent_id=loop.agent.id,
                 temperature=TEMPERATURES[min(drawn, len(TEMPERATURES) - 1)],

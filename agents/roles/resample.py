@@ -85,7 +85,6 @@ async def edit(
     root = loop.ctx.real_root
     prompt = list(loop.messages)  # what the edit was drawn from: every redraw sends exactly this
     tried = {_signature(action)}
-    tail = [""]  # what the last request's last message ended with, beyond ``prompt``
     failures = 0
     for attempt in range(1, PER_EDIT + 1):
         before_check = loop.last_check
@@ -95,7 +94,7 @@ async def edit(
             return result  # finished, passed, or the loop started over / answered from context
         if needs_feedback(loop.last_check):
             return None  # a name it must import or define: the error says which, another sample would not
-        redrawn = await _redraw(loop, settings, prompt, attempt, tried, tail)
+        redrawn = await _redraw(loop, settings, prompt, attempt, tried)
         if redrawn is None:
             break
         failures += 1
@@ -119,28 +118,18 @@ async def edit(
 
 
 async def _redraw(
-    loop: EditingLoop,
-    settings: Any,
-    prompt: list[dict[str, str]],
-    attempt: int,
-    tried: set[str],
-    tail: list[str],
+    loop: EditingLoop, settings: Any, prompt: list[dict[str, str]], attempt: int, tried: set[str]
 ) -> tuple[str, Any] | None:
-    """A new edit drawn from ``prompt``, hotter; None when none is to be had (budget, a non-edit, a bad reply).
-    Every other request ends with a newline more (``tail`` holds the last one's), so the slot never gets the
-    prompt it has just cached (see ``model/bodies.py``)."""
+    """A new edit drawn from ``prompt``, hotter; None when none is to be had (budget, a non-edit, a bad reply)."""
     while loop.redraws_left > 0 and loop.agent.steps < loop.limits.steps_per_worker:
         loop.agent.steps += 1
         hotter = settings.model_copy(
             update={"temperature": min(MAX_TEMPERATURE, settings.temperature + HEAT_STEP * attempt)}
         )
-        tail[0] = "" if tail[0] else "\n"
-        last = prompt[-1] | {"content": prompt[-1]["content"] + tail[0]}
         try:
             reply = await ask_once(
-                loop.context, loop.agent, Role.WORKER, [*prompt[:-1], last], SCHEMA_NAME,
-                reply_schema(loop.python), hotter,
-            )  # fmt: skip
+                loop.context, loop.agent, Role.WORKER, prompt, SCHEMA_NAME, reply_schema(loop.python), hotter
+            )
         except ReplyFormatError:
             loop.redraws_left -= 1
             continue
