@@ -102,8 +102,11 @@ class ScriptedServer:
         strict_model: chat requests naming another model than ``model`` get a 404 (as Ollama and vLLM answer).
         enforce_context: a chat request whose prompt (~4 characters a token) exceeds ``n_ctx`` gets a 400.
         fail_always: every chat request fails in this mode (see :data:`FAIL_MODES`).
-        infill: serve llama-server's ``POST /infill`` (fill-in-the-middle) through the responder, its schema name
-            ``infill`` (see :func:`schema_name`); without it the route is a 404, as on servers that lack it.
+        infill: serve fill-in-the-middle as llama-server does for formicary: ``POST /tokenize`` (a toy tokenizer,
+            one token per character, the Qwen FIM names as ids 1-3) and ``POST /completion`` of a FIM prompt,
+            answered through the responder with the prompt decoded back into ``input_prefix`` and
+            ``input_suffix`` (schema name ``infill``, see :func:`schema_name`); without it both routes are a
+            404, as on servers that lack them.
     """
 
     host = "127.0.0.1"
@@ -135,7 +138,7 @@ class ScriptedServer:
         self.api_key, self.strict_model, self.enforce_context = api_key, strict_model, enforce_context
         self.fail_always = _as_failure(fail_always)
         self.infill = (
-            infill  # serve llama-server's POST /infill like a chat request (else 404, as other servers)
+            infill  # serve /tokenize and FIM /completion like a chat request (else 404, as other servers)
         )
         self.errors: list[str] = []
         """Responder exceptions and exhausted scripts, one message each (tests assert it stays empty)."""
@@ -303,8 +306,12 @@ class ScriptedServer:
         if not conn.authorized and route != "/chat/completions":  # chat requests are counted first
             await conn.error(401, "Invalid API Key", "authentication_error")
             return
-        if method == "POST" and (route == "/chat/completions" or (route == "/infill" and self.infill)):
+        if method == "POST" and route == "/chat/completions":
             await self._chat(conn, raw)
+        elif method == "POST" and route == "/completion" and self.infill:
+            await self._chat(conn, _fim_as_infill(raw))
+        elif method == "POST" and route == "/tokenize" and self.infill:
+            await conn.send(200, {"tokens": _toy_tokens(json.loads(raw))})
         elif method == "GET" and route == "/models":
             model = {"id": self.model, "object": "model", "created": 0, "owned_by": "scripted"}
             await conn.send(200, {"object": "list", "data": [{**model, "meta": {"n_ctx_train": self.n_ctx}}]})
@@ -488,3 +495,41 @@ if __name__ == "__main__":
     from tests.scripted_process import main
 
     sys.exit(main())
+
+
+# ---- fill-in-the-middle: a toy tokenizer ----------------------------------------------------------------------
+
+TOY_FIM = {"<|fim_prefix|>": 1, "<|fim_suffix|>": 2, "<|fim_middle|>": 3}
+TOY_OFFSET = 16  # a character's id is its code point plus this
+
+
+def _toy_tokens(body: dict[str, Any]) -> list[Any]:
+    """``/tokenize``: one token per character, except that with special tokens parsed (the default) each FIM
+    name in the text is one token."""
+    text = str(body.get("content") or "")
+    special = body.get("parse_special", True)
+    ids: list[int] = []
+    i = 0
+    while i < len(text):
+        name = next((n for n in TOY_FIM if special and text.startswith(n, i)), None)
+        ids.append(TOY_FIM[name] if name else ord(text[i]) + TOY_OFFSET)
+        i += len(name) if name else 1
+    if body.get("with_pieces"):
+        names = {v: k for k, v in TOY_FIM.items()}
+        return [{"id": i, "piece": names.get(i) or chr(i - TOY_OFFSET)} for i in ids]
+    return ids
+
+
+def _fim_as_infill(raw: bytes) -> bytes:
+    """A ``/completion`` body whose prompt is ``PRE prefix SUF suffix MID`` (ids), with the code decoded into
+    ``input_prefix`` and ``input_suffix`` for the responder; any other prompt is passed on unchanged."""
+    try:
+        body = json.loads(raw)
+        ids = body["prompt"]
+        pre, suf, mid = (ids.index(TOY_FIM[name]) for name in TOY_FIM)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return raw
+    names = {v: k for k, v in TOY_FIM.items()}
+    text = lambda part: "".join(names.get(i) or chr(i - TOY_OFFSET) for i in part)  # noqa: E731
+    body.update(input_prefix=text(ids[pre + 1 : suf]), input_suffix=text(ids[suf + 1 : mid]))
+    return json.dumps(body).encode()

@@ -10,9 +10,10 @@ never answered: the asking slot and its child slot both sat without a token unti
 an 8-minute budget, a worker gone, two of four slots held). Extra samples are now drawn one request at a time on
 the agent's own slot, whose cached prompt makes each cost generation only.
 
-A request can hang without children too: every one traced was an ``/infill`` launched while another slot was deep
-in reading a long prompt (a bug of this llama-server build that could not be reproduced on demand). A draft
-therefore has its own timeout (:data:`INFILL_TIMEOUT`) and no retry.
+A draft sent to llama-server's ``/infill`` could wait minutes before it started: the server batches only tasks of
+one type together, and ``/infill`` is not the type of the chat calls around it. Drafts are therefore plain
+completions of a fill-in-the-middle prompt (:mod:`.fim`); a draft still has its own timeout
+(:data:`INFILL_TIMEOUT`) and no retry.
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ from pydantic import BaseModel, ValidationError
 if TYPE_CHECKING:
     from ..settings import ModelSettings
 
-INFILL_PATH = "/infill"  # llama-server's fill-in-the-middle route, at the server's root (not under /v1)
+COMPLETION_PATH = "/completion"  # llama-server's own completion route, at the server's root (not under /v1)
 INFILL_TOKENS = 300  # a stub's body; the stops below end it sooner
 INFILL_TIMEOUT = 240.0
 """Seconds a draft may take, whatever the role's timeout: a cold 2,000-token draft took up to ~120 s on a busy
-2-core machine, and this llama-server build sometimes never starts a request launched while another slot is deep
-in reading a long prompt (every such request traced was an ``/infill``); a draft given up costs one draft, not the
-rest of the run."""
+2-core machine; a draft given up costs one draft, not the rest of the run."""
 INFILL_STOPS = [
     "\ndef ",
     "\nclass ",
@@ -85,32 +84,9 @@ def chat_text(data: Any) -> Text:
     return content, (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
 
 
-def infill_body(
-    settings: ModelSettings,
-    prefix: str,
-    suffix: str,
-    max_tokens: int,
-    stop: list[str] | None,
-    slot: int | None,
-) -> dict[str, Any]:
-    """llama-server's ``/infill`` request: the code between ``prefix`` and ``suffix``."""
-    body: dict[str, Any] = {
-        "input_prefix": prefix,
-        "input_suffix": suffix,
-        "temperature": settings.temperature,
-        "n_predict": max_tokens,
-        "repeat_penalty": settings.repeat_penalty,
-        "cache_prompt": True,
-        "stop": [*INFILL_STOPS, *(stop or [])],
-    }
-    if slot is not None:
-        body["id_slot"] = slot
-    return body
-
-
 def infill_text(data: Any) -> tuple[Text, dict[str, Any]]:
-    """The draft's text and usage of an ``/infill`` reply (an object; a list's first), and the object itself
-    (its ``timings``)."""
+    """The draft's text and usage of a ``/completion`` reply (an object; a list's first), and the object
+    itself (its ``timings``)."""
     draft = data[0] if isinstance(data, list) and data else data
     if not isinstance(draft, dict):
         raise ValueError("reply has no content")

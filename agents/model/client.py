@@ -23,18 +23,19 @@ from pydantic import BaseModel, ValidationError
 
 from ..jsontext import extract_json
 from .bodies import (
-    INFILL_PATH,
+    COMPLETION_PATH,
+    INFILL_STOPS,
     INFILL_TIMEOUT,
     INFILL_TOKENS,
     chat_body,
     chat_text,
     format_reason,
-    infill_body,
     infill_text,
     response_format,
 )
 from .call_log import CallLog, CallTimings
 from .errors import EndpointError, Failure, Kind, ModelError, ReplyFormatError, classify, one_line
+from .fim import FimTokens, NoFim, build_prompt, completion_body, find_tokens
 from .http import ChatEndpoint, HTTPStatusError
 from .pool import PROBE_TIMEOUT, AdaptiveLimiter, Endpoint, Pool
 from .slots import SlotLease, SlotPool
@@ -95,6 +96,7 @@ class ModelClient:
         self._http: Any = None  # the probes' httpx client
         self._transports: dict[tuple[str, str], ChatEndpoint] = {}  # (url, key): the calls' HTTP session
         self._no_infill: dict[str, str] = {}  # base URL -> why it cannot fill in the middle
+        self._fim: dict[str, FimTokens] = {}  # base URL -> its model's FIM tokens
         self.notices: list[Callable[[str], None]] = []
         """Told what the operator should know: an endpoint taken out, calls waiting for one, one back."""
         self.revivers: dict[str, Callable[[], Awaitable[object]]] = {}
@@ -276,8 +278,9 @@ class ModelClient:
         max_tokens: int = INFILL_TOKENS,
         stop: list[str] | None = None,
     ) -> Reply:
-        """The code a fill-in-the-middle model writes between ``prefix`` and ``suffix`` (llama-server's
-        ``/infill``), recorded like any call (its request as a ``prefix`` and a ``suffix`` message).
+        """The code a fill-in-the-middle model writes between ``prefix`` and ``suffix`` (a completion of its
+        FIM prompt, see :mod:`.fim`), recorded like any call (its request as a ``prefix`` and a ``suffix``
+        message: the code the model was shown).
 
         Raises:
             InfillUnsupported: the endpoint or its model has no fill-in-the-middle (not llama-server, or a
@@ -293,17 +296,23 @@ class ModelClient:
         async def send(endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings) -> Any:
             if endpoint.url in self._no_infill:
                 raise InfillUnsupported(self._no_infill[endpoint.url])
-            slot = timings.slot = lease.slot if lease is not None else None
-            body = infill_body(settings, prefix, suffix, max_tokens, stop, slot)
+            transport = self._transport(endpoint)
             try:
-                timeout = min(settings.timeout, INFILL_TIMEOUT)
-                data = await self._transport(endpoint).post(body, timeout, path=INFILL_PATH)
-            except HTTPStatusError as exc:
-                if exc.status_code in (400, 404, 405, 501):  # no such route, or a model without FIM tokens
-                    self._no_infill[endpoint.url] = f"{endpoint.label}: no fill-in-the-middle ({exc})"
-                    raise InfillUnsupported(self._no_infill[endpoint.url]) from exc
-                raise
-            text, draft = infill_text(data)
+                fim = self._fim.get(endpoint.url)
+                if fim is None:
+                    fim = self._fim[endpoint.url] = await find_tokens(transport)
+                prompt = await build_prompt(transport, fim, prefix, suffix)
+            except (NoFim, HTTPStatusError) as exc:
+                if isinstance(exc, HTTPStatusError) and exc.status_code not in (400, 404, 405, 501):
+                    raise
+                self._no_infill[endpoint.url] = f"{endpoint.label}: no fill-in-the-middle ({exc})"
+                raise InfillUnsupported(self._no_infill[endpoint.url]) from exc
+            messages[0]["content"], messages[1]["content"] = prompt.prefix, prompt.suffix
+            slot = timings.slot = lease.slot if lease is not None else None
+            stops = [*INFILL_STOPS, *(stop or [])]
+            body = completion_body(prompt, temperature, settings.repeat_penalty, max_tokens, stops, slot)
+            timeout = min(settings.timeout, INFILL_TIMEOUT)
+            text, draft = infill_text(await transport.post(body, timeout, path=COMPLETION_PATH))
             timings.read(draft)
             return text
 
