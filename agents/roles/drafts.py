@@ -27,6 +27,7 @@ from ..model.errors import EndpointError, ModelError
 from ..status import Role
 from ..tools import confine
 from ..tools.actions import parse_action
+from ..tools.imported import module_outline
 from ..tools.pyedit import body_gap, is_stub_body, same_code
 from .briefing import read_text
 from .restart import restore, snapshot
@@ -73,14 +74,17 @@ def body_of(text: str, indent: int) -> str | None:
     return body if body.strip() else None
 
 
-def with_helpers(prefix: str, head: str, helpers: list[str]) -> str:
-    """``prefix`` with what the module imports from the repository noted in comments just above the function
-    (a signature and a docstring line each, :mod:`..tools.imported`): what the file alone does not say."""
+def with_helpers(prefix: str, head: str, helpers: list[str], outline: list[str] | None = None) -> str:
+    """``prefix`` with what the module imports from the repository and what it defines itself noted in
+    comments just above the function (a signature and a docstring line each, :mod:`..tools.imported`): what
+    the code around the function does not say, since a draft sees only its nearest ~2,000 tokens."""
     cut = len(prefix) - len(head) - 1
-    if not helpers or cut < 0 or prefix[cut:] != head + "\n":
+    if not (helpers or outline) or cut < 0 or prefix[cut:] != head + "\n":
         return prefix
     indent = head[: len(head) - len(head.lstrip())]
-    note = "".join(f"{indent}# {line}\n" for line in ["Imported from this repository:", *helpers])
+    lines = ["Imported from this repository:", *helpers] if helpers else []
+    lines += ["Defined in this module:", *outline] if outline else []
+    note = "".join(f"{indent}# {line}\n" for line in lines)
     return prefix[:cut] + note + prefix[cut:]
 
 
@@ -142,7 +146,7 @@ async def _draft_one(
         try:
             reply = await loop.context.client.infill(
                 loop.settings,
-                with_helpers(prefix, head, loop.brief.helpers),
+                with_helpers(prefix, head, loop.brief.helpers, module_outline(text or "", name)),
                 suffix,
                 role=Role.WORKER,
                 agent_id=loop.agent.id,

@@ -77,9 +77,35 @@ def _module_file(
     return None
 
 
-def _summaries(text: str, names: set[str]) -> list[str]:
+def module_outline(text: str, exclude: str) -> list[str]:
+    """The same summary line for each public function and class ``text`` defines at its top level, except
+    ``exclude``, within the bounds: for a draft written between the code before and after a function, which
+    sees only part of a long module (a helper defined far below it, ``underscore`` for inflection's
+    ``tableize``, is otherwise unknown to it)."""
     try:
         tree = ast.parse(text)
+    except PARSE_ERRORS:
+        return []
+    names = {
+        n.name
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and n.name != exclude
+        and not n.name.startswith("_")
+    }
+    lines: list[str] = []
+    size = 0
+    for line in _summaries(tree, names):
+        if len(lines) >= MAX_NAMES or size + len(line) > MAX_CHARS:
+            break
+        lines.append(line)
+        size += len(line) + 1
+    return lines
+
+
+def _summaries(source: str | ast.Module, names: set[str]) -> list[str]:
+    try:
+        tree = ast.parse(source) if isinstance(source, str) else source
     except PARSE_ERRORS:
         return []
     out = []
@@ -90,7 +116,8 @@ def _summaries(text: str, names: set[str]) -> list[str]:
         ):
             continue
         doc = (ast.get_docstring(node, clean=True) or "").strip().split("\n", 1)[0].strip()[:SUMMARY_CHARS]
-        out.append(f"{_signature(node)}  # {doc}" if doc else _signature(node))
+        note = "; ".join(part for part in (_fields(node), doc) if part)
+        out.append(f"{_signature(node)}  # {note}" if note else _signature(node))
     return out
 
 
@@ -101,3 +128,15 @@ def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> s
     returns = f" -> {ast.unparse(node.returns)}" if node.returns else ""
     prefix = "async def" if isinstance(node, ast.AsyncFunctionDef) else "def"
     return f"{prefix} {node.name}({ast.unparse(node.args)}){returns}:"
+
+
+def _fields(node: ast.AST) -> str:
+    """``Name(field: type, ...)`` for a record class (NamedTuple, dataclass, TypedDict): how to build one."""
+    if not isinstance(node, ast.ClassDef):
+        return ""
+    fields = [
+        f"{ast.unparse(f.target)}: {ast.unparse(f.annotation)}"
+        for f in node.body
+        if isinstance(f, ast.AnnAssign) and isinstance(f.target, ast.Name)
+    ]
+    return f"{node.name}({', '.join(fields)})"[:SUMMARY_CHARS] if fields else ""
