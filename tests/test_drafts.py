@@ -11,7 +11,7 @@ import json
 import anyio
 import pytest
 
-from formicary.agents.roles.drafts import body_of
+from formicary.agents.roles.drafts import NOTE_CHARS, body_of, failure_note
 from formicary.agents.session.engine import Engine
 from formicary.agents.tools.pyedit import body_gap, is_stub_body, same_code
 from formicary.store import db as store_db
@@ -80,7 +80,10 @@ async def test_a_passing_draft_lands_without_a_chat_call(tmp_path):
     assert len(infills) == 2 and infills[0]["temperature"] == 0 and infills[1]["temperature"] > 0
     assert infills[0]["input_prefix"].endswith('    """Celsius to Fahrenheit."""\n')
     assert infills[0]["input_suffix"] == ""  # c_to_f ends the file
-    assert infills[0]["input_prefix"] == infills[1]["input_prefix"]  # the failed draft was undone
+    # the failed draft was undone, and the next one is told how it failed, just above the function
+    note = "# A draft of this function failed test_c_to_f: AssertionError: 200 != 212\n"
+    assert infills[1]["input_prefix"].replace(note, "") == infills[0]["input_prefix"]
+    assert note + "def c_to_f(c):" in infills[1]["input_prefix"]
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
     rows = actions(db)
     assert [r["name"] for r in rows] == ["write_function", "write_function", "finish"]
@@ -240,3 +243,17 @@ async def test_a_draft_that_never_answers_is_given_up_and_the_chat_loop_lands_th
     status = [r["data"] for r in store_db.connect(db).query("SELECT data FROM events WHERE kind = 'status'")]
     assert any("a draft of c_to_f() failed" in d and "drafting stops" in d for d in status)
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
+
+
+def test_a_failure_note_is_the_first_failing_test_and_its_error_in_one_line():
+    pytest_out = (
+        "_______________ test_ordinal[11-11th] _______________\n"
+        "    def test_ordinal(number, ordinalized):\n>       assert ordinalized == number + ordinal(number)\n"
+        "E       AssertionError: assert '11th' == '11st'\nE         - 11st\n"
+        "FAILED test_inflection.py::test_ordinal[11-11th]\n1 failed, 3 passed\n"
+    )
+    assert failure_note(pytest_out) == "test_ordinal[11-11th]: AssertionError: assert '11th' == '11st' - 11st"
+    unittest_out = "F\n=====\nFAIL: test_boils (test_units.T.test_boils)\n---\nAssertionError: 200 != 212\n"
+    assert failure_note(unittest_out) == "test_boils: AssertionError: 200 != 212"
+    assert failure_note("Ran 3 tests\nOK\n") is None
+    assert len(failure_note("E   " + "x" * 1000) or "") == NOTE_CHARS

@@ -11,13 +11,16 @@ first, which reads ~2,000 tokens of the file). The chat loop had restored 1-2 of
 A draft goes in through ``write_function`` like the model's own edits (the same checks, the targeted tests
 after it, the record); the worker finishes by itself when its task's tests pass. A draft that fails is undone
 and never enters the conversation, except the one that made the most progress (more of the task's tests
-passing), which stays as the worker's first edit for the chat loop to carry on from. Endpoints without
+passing), which stays as the worker's first edit for the chat loop to carry on from. The next draft is told,
+in a comment above the function, which test the last one failed and how, and every draft sees the module's own
+functions and what it imports (a draft reads only the ~2,000 tokens around the function). Endpoints without
 fill-in-the-middle (not llama-server, or a model without FIM tokens) skip this, once.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -39,6 +42,8 @@ TEMPERATURES = (0.0, 0.7, 0.9, 1.0, 1.1)
 """Per draft: the first is the model's best guess; the later ones are hotter, so they differ. One request each,
 on the worker's own slot: the file is in its cache after the first, so a draft costs generation only (several
 samples in one request sometimes never answer on llama-server, see ``model/bodies.py``)."""
+NOTE_CHARS = 240
+"""A failed draft's note, at most (one comment line)."""
 SHORT_BODY = 20
 """A function the task names whose tests fail is drafted afresh when its body is at most this many lines (a stub
 always is): after step-limited partial work landed, the function the task is planned again for is no stub."""
@@ -74,18 +79,37 @@ def body_of(text: str, indent: int) -> str | None:
     return body if body.strip() else None
 
 
-def with_helpers(prefix: str, head: str, helpers: list[str], outline: list[str] | None = None) -> str:
+def with_helpers(
+    prefix: str, head: str, helpers: list[str], outline: list[str] | None = None, failed: str | None = None
+) -> str:
     """``prefix`` with what the module imports from the repository and what it defines itself noted in
     comments just above the function (a signature and a docstring line each, :mod:`..tools.imported`): what
-    the code around the function does not say, since a draft sees only its nearest ~2,000 tokens."""
+    the code around the function does not say, since a draft sees only its nearest ~2,000 tokens; and how the
+    last draft failed its tests (``failed``, see :func:`failure_note`)."""
     cut = len(prefix) - len(head) - 1
-    if not (helpers or outline) or cut < 0 or prefix[cut:] != head + "\n":
+    if not (helpers or outline or failed) or cut < 0 or prefix[cut:] != head + "\n":
         return prefix
     indent = head[: len(head) - len(head.lstrip())]
     lines = ["Imported from this repository:", *helpers] if helpers else []
     lines += ["Defined in this module:", *outline] if outline else []
+    lines += [f"A draft of this function failed {failed}"] if failed else []
     note = "".join(f"{indent}# {line}\n" for line in lines)
     return prefix[:cut] + note + prefix[cut:]
+
+
+def failure_note(output: str) -> str | None:
+    """The first failing test and its error, in one line (pytest's ``--tb=short`` or unittest's output): what
+    the next draft is told of the last one, as a person fixing it would read it. None when none is found."""
+    name = re.search(r"^_{3,} (\S.*?) _{3,}$", output, re.M) or re.search(
+        r"^(?:FAIL|ERROR): (\S+)", output, re.M
+    )
+    errors = re.findall(r"^E\s+(\S.*)$", output, re.M) or re.findall(
+        r"^(\w+(?:Error|Exception): .+)$", output, re.M
+    )
+    if not errors:
+        return None
+    said = " ".join(e.strip() for e in errors[:2])
+    return (f"{name.group(1)}: {said}" if name else said)[:NOTE_CHARS]
 
 
 def _targets(root: str, files: list[str], names: set[str]) -> list[tuple[str, str]]:
@@ -137,6 +161,7 @@ async def _draft_one(
     best: tuple[Any, str, Any] | None = None  # (its check, content, action) of the draft that did most
     drawn = 0
     tested: set[str] = set()  # bodies already tried (hot samples repeat themselves)
+    failed: str | None = None  # how the last tested draft failed, for the next one
     while drawn < tries and loop.agent.steps < loop.limits.steps_per_worker:
         text = await anyio.to_thread.run_sync(read_text, root, path)
         gap = body_gap(text or "", name, SHORT_BODY)
@@ -146,7 +171,7 @@ async def _draft_one(
         try:
             reply = await loop.context.client.infill(
                 loop.settings,
-                with_helpers(prefix, head, loop.brief.helpers, module_outline(text or "", name)),
+                with_helpers(prefix, head, loop.brief.helpers, module_outline(text or "", name), failed),
                 suffix,
                 role=Role.WORKER,
                 agent_id=loop.agent.id,
@@ -189,6 +214,7 @@ async def _draft_one(
             )
             return result  # the task's tests pass
         check = loop.last_check
+        failed = failure_note(check.output) if check is not None else None
         bar = best[0] if best is not None else loop.first_check  # what a draft must beat
         progressed = check is not None and check.better_than(bar)
         if progressed and len(loop.messages) == prompt_length + 2:
