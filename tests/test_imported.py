@@ -7,7 +7,7 @@ import json
 import pytest
 
 from formicary.agents.roles.drafts import with_helpers
-from formicary.agents.tools.imported import MAX_NAMES, imported_helpers, module_outline
+from formicary.agents.tools.imported import MAX_NAMES, imported_helpers
 from formicary.agents.tools.pyedit import body_gap
 from tests.scripted_team import ScriptedTeam, finish, plan, write
 from tests.test_drafts import responder, run
@@ -107,16 +107,10 @@ def _private(x):
 '''
 
 
-def test_a_draft_sees_the_modules_own_functions_and_how_to_build_a_record():
-    many = "".join(f"\n\ndef f{i}(w):\n    '''Doc {i}.'''\n" for i in range(30))
-    lines = module_outline(RECORDS + many, "tableize")
+def test_an_imported_record_class_says_how_to_build_one():
+    files = {"records.py": RECORDS}
+    lines = imported_helpers("m.py", "from .records import RGB, tableize, _private\n", reader(files))
     assert lines[0] == "class RGB(NamedTuple):  # RGB(red: int, green: int, blue: int); Three ints."
-    assert len(lines) == MAX_NAMES and not any("tableize" in line or "_private" in line for line in lines)
-    assert module_outline("def (:\n", "f") == []
-    prefix, _, head, _ = body_gap(CONV, "hex_to_rgb")
-    below = "def underscore(word: str) -> str:  # Make an underscored form."
-    noted = with_helpers(prefix, head, [], [below])
-    assert noted.endswith(f"# Defined in this module:\n# {below}\n{head}\n")
 
 
 pytestmark = pytest.mark.anyio
@@ -140,16 +134,11 @@ async def test_the_worker_prompt_and_its_drafts_show_what_the_module_imports(tmp
         "helpers.py": 'def scale(x, factor=1.8, offset=32):\n    """Multiply by factor, then add offset."""\n'
         "    return x * factor + offset\n"
     }
-    below = '\n\ndef f_to_c(f):\n    """Fahrenheit to Celsius."""\n    return (f - 32) / 1.8\n'
     _, bodies, _, _ = await run(
-        tmp_path, respond, units=UNITS_WITH_HELPER + below, tests=tests, files=helpers, drafts_per_stub=1
+        tmp_path, respond, units=UNITS_WITH_HELPER, tests=tests, files=helpers, drafts_per_stub=1
     )
     line = "def scale(x, factor=1.8, offset=32):  # Multiply by factor, then add offset."
     assert f"# {line}\n" in respond.infills[0]["input_prefix"]
-    assert (
-        "# Defined in this module:\n# def f_to_c(f):  # Fahrenheit to Celsius.\n"
-        in respond.infills[0]["input_prefix"]
-    )
     chats = [b for b in bodies if b.get("messages") and json.dumps(b).count("TASK:")]
     assert chats and line in chats[0]["messages"][1]["content"]
 

@@ -12,8 +12,8 @@ A draft goes in through ``write_function`` like the model's own edits (the same 
 after it, the record); the worker finishes by itself when its task's tests pass. A draft that fails is undone
 and never enters the conversation, except the one that made the most progress (more of the task's tests
 passing), which stays as the worker's first edit for the chat loop to carry on from. The next draft is told,
-in a comment above the function, which test the last one failed and how, and every draft sees the module's own
-functions and what it imports (a draft reads only the ~2,000 tokens around the function). Endpoints without
+in a comment above the function, which test the last one failed and how, and every draft sees what the module
+imports from the repository. Endpoints without
 fill-in-the-middle (not llama-server, or a model without FIM tokens) skip this, once.
 """
 
@@ -30,7 +30,6 @@ from ..model.errors import EndpointError, ModelError
 from ..status import Role
 from ..tools import confine
 from ..tools.actions import parse_action
-from ..tools.imported import module_outline
 from ..tools.pyedit import body_gap, is_stub_body, same_code
 from .briefing import read_text
 from .restart import restore, snapshot
@@ -79,19 +78,19 @@ def body_of(text: str, indent: int) -> str | None:
     return body if body.strip() else None
 
 
-def with_helpers(
-    prefix: str, head: str, helpers: list[str], outline: list[str] | None = None, failed: str | None = None
-) -> str:
-    """``prefix`` with what the module imports from the repository and what it defines itself noted in
-    comments just above the function (a signature and a docstring line each, :mod:`..tools.imported`): what
-    the code around the function does not say, since a draft sees only its nearest ~2,000 tokens; and how the
-    last draft failed its tests (``failed``, see :func:`failure_note`)."""
+def with_helpers(prefix: str, head: str, helpers: list[str], failed: str | None = None) -> str:
+    """``prefix`` with what the module imports from the repository noted in comments just above the function
+    (a signature and a docstring line each, :mod:`..tools.imported`): what the file alone does not say; and how
+    the last draft failed its tests (``failed``, see :func:`failure_note`).
+
+    Not the module's own functions: listed there too (measured, one effectiveness run), the 1.5B model's drafts
+    called whichever listed name sounded close (``ordinal`` returned ``ordinalize(number)``, ``hex_to_rgb``
+    went through ``hex_to_rgb_percent``) and copied the list into its code."""
     cut = len(prefix) - len(head) - 1
-    if not (helpers or outline or failed) or cut < 0 or prefix[cut:] != head + "\n":
+    if not (helpers or failed) or cut < 0 or prefix[cut:] != head + "\n":
         return prefix
     indent = head[: len(head) - len(head.lstrip())]
     lines = ["Imported from this repository:", *helpers] if helpers else []
-    lines += ["Defined in this module:", *outline] if outline else []
     lines += [f"A draft of this function failed {failed}"] if failed else []
     note = "".join(f"{indent}# {line}\n" for line in lines)
     return prefix[:cut] + note + prefix[cut:]
@@ -171,7 +170,7 @@ async def _draft_one(
         try:
             reply = await loop.context.client.infill(
                 loop.settings,
-                with_helpers(prefix, head, loop.brief.helpers, module_outline(text or "", name), failed),
+                with_helpers(prefix, head, loop.brief.helpers, failed=failed),
                 suffix,
                 role=Role.WORKER,
                 agent_id=loop.agent.id,

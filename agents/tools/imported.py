@@ -77,35 +77,9 @@ def _module_file(
     return None
 
 
-def module_outline(text: str, exclude: str) -> list[str]:
-    """The same summary line for each public function and class ``text`` defines at its top level, except
-    ``exclude``, within the bounds: for a draft written between the code before and after a function, which
-    sees only part of a long module (a helper defined far below it, ``underscore`` for inflection's
-    ``tableize``, is otherwise unknown to it)."""
+def _summaries(text: str, names: set[str]) -> list[str]:
     try:
         tree = ast.parse(text)
-    except PARSE_ERRORS:
-        return []
-    names = {
-        n.name
-        for n in tree.body
-        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-        and n.name != exclude
-        and not n.name.startswith("_")
-    }
-    lines: list[str] = []
-    size = 0
-    for line in _summaries(tree, names):
-        if len(lines) >= MAX_NAMES or size + len(line) > MAX_CHARS:
-            break
-        lines.append(line)
-        size += len(line) + 1
-    return lines
-
-
-def _summaries(source: str | ast.Module, names: set[str]) -> list[str]:
-    try:
-        tree = ast.parse(source) if isinstance(source, str) else source
     except PARSE_ERRORS:
         return []
     out = []
