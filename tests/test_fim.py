@@ -88,3 +88,17 @@ async def test_a_server_without_fill_in_the_middle_is_asked_once():
         assert not client.can_infill(settings(server), "worker")
         await client.aclose()
     assert len(server.requests) == 0  # /tokenize answered 404 once; no completion was asked for
+
+
+async def test_a_note_that_changes_between_drafts_does_not_move_the_cut():
+    """What the slot's prompt cache reuses: everything before the note, whatever the note's length."""
+    prefix = "".join(f"# line {i}\n" for i in range(400))
+    notes = ["# failed: x\ndef f():\n", "# a much longer note about how the last draft failed\ndef f():\n"]
+    with ScriptedServer(responder=lambda body: "    pass\n", infill=True) as server:
+        client = ModelClient()
+        for note in notes:
+            await client.infill(settings(server), prefix, "", near=note, role="worker", agent_id="W")
+        await client.aclose()
+    first, second = (b["prompt"] for b in completions(server))
+    assert first[: PREFIX_TOKENS + 1] == second[: PREFIX_TOKENS + 1]
+    assert [b["input_prefix"] for b in completions(server)] == [prefix[-PREFIX_TOKENS:] + n for n in notes]

@@ -77,13 +77,14 @@ def test_bounds_and_bad_input():
 
 def test_a_draft_sees_the_helpers_just_above_the_function():
     prefix, _, head, _ = body_gap(CONV, "hex_to_rgb")
-    noted = with_helpers(prefix, head, ["def normalize_hex(hex_value: str) -> str:  # Six digits."])
-    assert noted.endswith(
+    far, near = with_helpers(prefix, head, ["def normalize_hex(hex_value: str) -> str:  # Six digits."])
+    assert far + near == prefix.replace(
+        head,
         "# Imported from this repository:\n# def normalize_hex(hex_value: str) -> str:  # Six digits.\n"
-        + head
-        + "\n"
+        + head,
     )
-    assert with_helpers(prefix, head, []) == prefix
+    assert near.startswith("# Imported") and near.endswith(head + "\n")
+    assert with_helpers(prefix, head, []) == (prefix[: -len(head) - 1], head + "\n")
 
 
 RECORDS = '''from typing import NamedTuple

@@ -78,22 +78,25 @@ def body_of(text: str, indent: int) -> str | None:
     return body if body.strip() else None
 
 
-def with_helpers(prefix: str, head: str, helpers: list[str], failed: str | None = None) -> str:
-    """``prefix`` with what the module imports from the repository noted in comments just above the function
-    (a signature and a docstring line each, :mod:`..tools.imported`): what the file alone does not say; and how
-    the last draft failed its tests (``failed``, see :func:`failure_note`).
+def with_helpers(prefix: str, head: str, helpers: list[str], failed: str | None = None) -> tuple[str, str]:
+    """``prefix`` split where notes go, just above the function: (the code before, the notes and the function's
+    head). The notes say what the module imports from the repository (a signature and a docstring line each,
+    :mod:`..tools.imported`), what the file alone does not say, and how the last draft failed its tests
+    (``failed``, see :func:`failure_note`). The code before is what a draft cuts to fit (:mod:`..model.fim`);
+    the second part is never cut, so a note that changes between drafts does not move the cut, and the slot's
+    cached prompt still holds everything up to the note.
 
     Not the module's own functions: listed there too (measured, one effectiveness run), the 1.5B model's drafts
     called whichever listed name sounded close (``ordinal`` returned ``ordinalize(number)``, ``hex_to_rgb``
     went through ``hex_to_rgb_percent``) and copied the list into its code."""
     cut = len(prefix) - len(head) - 1
-    if not (helpers or failed) or cut < 0 or prefix[cut:] != head + "\n":
-        return prefix
+    if cut < 0 or prefix[cut:] != head + "\n":
+        return prefix, ""
     indent = head[: len(head) - len(head.lstrip())]
     lines = ["Imported from this repository:", *helpers] if helpers else []
     lines += [f"A draft of this function failed {failed}"] if failed else []
     note = "".join(f"{indent}# {line}\n" for line in lines)
-    return prefix[:cut] + note + prefix[cut:]
+    return prefix[:cut], note + prefix[cut:]
 
 
 def failure_note(output: str) -> str | None:
@@ -167,11 +170,13 @@ async def _draft_one(
         if gap is None:
             break
         prefix, suffix, head, indent = gap
+        far, near = with_helpers(prefix, head, loop.brief.helpers, failed)
         try:
             reply = await loop.context.client.infill(
                 loop.settings,
-                with_helpers(prefix, head, loop.brief.helpers, failed=failed),
+                far,
                 suffix,
+                near=near,
                 role=Role.WORKER,
                 agent_id=loop.agent.id,
                 temperature=TEMPERATURES[min(drawn, len(TEMPERATURES) - 1)],
