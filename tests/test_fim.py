@@ -102,3 +102,18 @@ async def test_a_note_that_changes_between_drafts_does_not_move_the_cut():
     first, second = (b["prompt"] for b in completions(server))
     assert first[: PREFIX_TOKENS + 1] == second[: PREFIX_TOKENS + 1]
     assert [b["input_prefix"] for b in completions(server)] == [prefix[-PREFIX_TOKENS:] + n for n in notes]
+
+
+async def test_a_tail_comes_last_after_the_cut_suffix_so_the_cached_prompt_holds_the_rest():
+    suffix = "\n" + "".join(f"# after {i}\n" for i in range(200))
+    tails = ["", "\n# A draft of f() failed test_f: AssertionError: 1 != 2\n"]
+    with ScriptedServer(responder=lambda body: "    pass\n", infill=True) as server:
+        client = ModelClient()
+        for tail in tails:
+            await client.infill(
+                settings(server), "def f():\n", suffix, tail=tail, role="worker", agent_id="W"
+            )
+        await client.aclose()
+    first, second = (b["prompt"] for b in completions(server))
+    assert second[: len(first) - 1] == first[:-1] and second[-1] == MID  # the first prompt, then the tail
+    assert completions(server)[1]["input_suffix"] == suffix[:SUFFIX_TOKENS] + tails[1]

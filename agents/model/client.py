@@ -273,6 +273,7 @@ class ModelClient:
         suffix: str,
         *,
         near: str = "",
+        tail: str = "",
         role: str,
         agent_id: str | None = None,
         temperature: float = 0.0,
@@ -281,8 +282,8 @@ class ModelClient:
     ) -> Reply:
         """The code a fill-in-the-middle model writes between ``prefix`` and ``suffix`` (a completion of its
         FIM prompt, see :mod:`.fim`), recorded like any call (its request as a ``prefix`` and a ``suffix``
-        message: the code the model was shown). ``near`` follows ``prefix`` right before the gap and is never
-        cut: what changes between calls goes there, so the cut of ``prefix`` stays where it was.
+        message: the code the model was shown). ``near`` follows ``prefix`` right before the gap, ``tail``
+        follows ``suffix``; neither is cut, so what they say does not move the cuts (see :mod:`.fim`).
 
         Raises:
             InfillUnsupported: the endpoint or its model has no fill-in-the-middle (not llama-server, or a
@@ -293,7 +294,10 @@ class ModelClient:
             raise InfillUnsupported("fill-in-the-middle needs a llama-server endpoint that has it")
         # no retry: a failed draft costs one draft, and the chat loop can take over (see INFILL_TIMEOUT)
         settings = settings.model_copy(update={"temperature": temperature, "retries": 0})
-        messages = [{"role": "prefix", "content": prefix + near}, {"role": "suffix", "content": suffix}]
+        messages = [
+            {"role": "prefix", "content": prefix + near},
+            {"role": "suffix", "content": suffix + tail},
+        ]
 
         async def send(endpoint: Endpoint, model: str, lease: SlotLease | None, timings: CallTimings) -> Any:
             if endpoint.url in self._no_infill:
@@ -303,7 +307,7 @@ class ModelClient:
                 fim = self._fim.get(endpoint.url)
                 if fim is None:
                     fim = self._fim[endpoint.url] = await find_tokens(transport)
-                prompt = await build_prompt(transport, fim, prefix, suffix, near)
+                prompt = await build_prompt(transport, fim, prefix, suffix, near, tail)
             except (NoFim, HTTPStatusError) as exc:
                 if isinstance(exc, HTTPStatusError) and exc.status_code not in (400, 404, 405, 501):
                     raise

@@ -11,9 +11,11 @@ the instant the two chat slots happened to finish together. The same prompt sent
 The prompt is what ``/infill`` builds, minus its placeholder repository header: ``PRE prefix SUF suffix MID``
 with the prefix cut to its last :data:`PREFIX_TOKENS` tokens and the suffix to its first
 :data:`SUFFIX_TOKENS` (the shares ``/infill`` takes of a 2,048-token batch, which the drafts were measured
-with). Notes just above the gap that change from one draft to the next come after the cut, never inside it:
-a cut that moved by a note's length made every draft re-read its whole prompt (prompt cache hits 0.74 -> 0.18
-in one run). The code is tokenized by the server with special tokens *not* parsed, so a file that contains the
+with). Notes go outside the cuts, never inside them: a cut that moved by a note's length made every draft
+re-read its whole prompt (prompt cache hits 0.74 -> 0.18 in one run). A note that changes from one draft to the
+next goes last (``tail``, after the suffix): llama-server reuses a slot's cached prompt up to the first token
+that differs, so a note above the function made each draft re-read the function and the suffix (~600 tokens,
+~9 s of both cores, during which every other slot's generation waits). The code is tokenized by the server with special tokens *not* parsed, so a file that contains the
 text ``<|fim_middle|>`` cannot inject a control token; the FIM tokens themselves are looked up once per server
 by their names, the names llama.cpp itself recognises.
 """
@@ -113,17 +115,29 @@ def _ids(pieces: list[Any]) -> list[int]:
 
 
 async def build_prompt(
-    transport: ChatEndpoint, fim: FimTokens, prefix: str, suffix: str, near: str = ""
+    transport: ChatEndpoint, fim: FimTokens, prefix: str, suffix: str, near: str = "", tail: str = ""
 ) -> FimPrompt:
-    """``PRE prefix near SUF suffix MID`` as ids, the prefix's tail and the suffix's head kept (see the
-    module); ``near`` whole, and outside the prefix's budget, so that what it says does not move the cut."""
-    before = (
-        (await tokenize(transport, prefix, special=False, pieces=True))[-PREFIX_TOKENS:] if prefix else []
-    )
-    close = await tokenize(transport, near, special=False, pieces=True) if near else []
-    after = (await tokenize(transport, suffix, special=False, pieces=True))[:SUFFIX_TOKENS] if suffix else []
-    ids = [*fim.start, fim.prefix, *_ids(before), *_ids(close), fim.suffix, *_ids(after), fim.middle]
-    return FimPrompt(ids, _text(before) + _text(close), _text(after))
+    """``PRE prefix near SUF suffix tail MID`` as ids, the prefix's tail and the suffix's head kept (see the
+    module); ``near`` and ``tail`` whole, outside the budgets, so that what they say does not move a cut."""
+
+    async def ids_of(text: str) -> list[Any]:
+        return await tokenize(transport, text, special=False, pieces=True) if text else []
+
+    before = (await ids_of(prefix))[-PREFIX_TOKENS:]
+    close = await ids_of(near)
+    after = (await ids_of(suffix))[:SUFFIX_TOKENS]
+    last = await ids_of(tail)
+    ids = [
+        *fim.start,
+        fim.prefix,
+        *_ids(before),
+        *_ids(close),
+        fim.suffix,
+        *_ids(after),
+        *_ids(last),
+        fim.middle,
+    ]
+    return FimPrompt(ids, _text(before) + _text(close), _text(after) + _text(last))
 
 
 def completion_body(

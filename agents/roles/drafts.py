@@ -12,8 +12,8 @@ A draft goes in through ``write_function`` like the model's own edits (the same 
 after it, the record); the worker finishes by itself when its task's tests pass. A draft that fails is undone
 and never enters the conversation, except the one that made the most progress (more of the task's tests
 passing), which stays as the worker's first edit for the chat loop to carry on from. The next draft is told,
-in a comment above the function, which test the last one failed and how, and every draft sees what the module
-imports from the repository. Endpoints without
+in a comment after the file, which test the last one failed and how, and every draft sees what the module
+imports from the repository (in a comment above the function). Endpoints without
 fill-in-the-middle (not llama-server, or a model without FIM tokens) skip this, once.
 """
 
@@ -78,13 +78,11 @@ def body_of(text: str, indent: int) -> str | None:
     return body if body.strip() else None
 
 
-def with_helpers(prefix: str, head: str, helpers: list[str], failed: str | None = None) -> tuple[str, str]:
-    """``prefix`` split where notes go, just above the function: (the code before, the notes and the function's
-    head). The notes say what the module imports from the repository (a signature and a docstring line each,
-    :mod:`..tools.imported`), what the file alone does not say, and how the last draft failed its tests
-    (``failed``, see :func:`failure_note`). The code before is what a draft cuts to fit (:mod:`..model.fim`);
-    the second part is never cut, so a note that changes between drafts does not move the cut, and the slot's
-    cached prompt still holds everything up to the note.
+def with_helpers(prefix: str, head: str, helpers: list[str]) -> tuple[str, str]:
+    """``prefix`` split where a note goes, just above the function: (the code before, the note and the
+    function's head). The note says what the module imports from the repository (a signature and a docstring
+    line each, :mod:`..tools.imported`): what the file alone does not say. The code before is what a draft cuts
+    to fit (:mod:`..model.fim`); the second part is never cut.
 
     Not the module's own functions: listed there too (measured, one effectiveness run), the 1.5B model's drafts
     called whichever listed name sounded close (``ordinal`` returned ``ordinalize(number)``, ``hex_to_rgb``
@@ -94,9 +92,14 @@ def with_helpers(prefix: str, head: str, helpers: list[str], failed: str | None 
         return prefix, ""
     indent = head[: len(head) - len(head.lstrip())]
     lines = ["Imported from this repository:", *helpers] if helpers else []
-    lines += [f"A draft of this function failed {failed}"] if failed else []
     note = "".join(f"{indent}# {line}\n" for line in lines)
     return prefix[:cut], note + prefix[cut:]
+
+
+def after_failure(name: str, failed: str | None) -> str:
+    """The note after the file that tells the next draft how the last one failed (see :func:`failure_note`):
+    last in the prompt, so the slot's cached prompt still holds the whole file."""
+    return f"\n# A draft of {name}() failed {failed}\n" if failed else ""
 
 
 def failure_note(output: str) -> str | None:
@@ -170,13 +173,14 @@ async def _draft_one(
         if gap is None:
             break
         prefix, suffix, head, indent = gap
-        far, near = with_helpers(prefix, head, loop.brief.helpers, failed)
+        far, near = with_helpers(prefix, head, loop.brief.helpers)
         try:
             reply = await loop.context.client.infill(
                 loop.settings,
                 far,
                 suffix,
                 near=near,
+                tail=after_failure(name, failed),
                 role=Role.WORKER,
                 agent_id=loop.agent.id,
                 temperature=TEMPERATURES[min(drawn, len(TEMPERATURES) - 1)],
