@@ -15,9 +15,11 @@ with). Notes go outside the cuts, never inside them: a cut that moved by a note'
 re-read its whole prompt (prompt cache hits 0.74 -> 0.18 in one run). A note that changes from one draft to the
 next goes last (``tail``, after the suffix): llama-server reuses a slot's cached prompt up to the first token
 that differs, so a note above the function made each draft re-read the function and the suffix (~600 tokens,
-~9 s of both cores, during which every other slot's generation waits). The code is tokenized by the server with special tokens *not* parsed, so a file that contains the
-text ``<|fim_middle|>`` cannot inject a control token; the FIM tokens themselves are looked up once per server
-by their names, the names llama.cpp itself recognises.
+~9 s of both cores, during which every other slot's generation waits).
+
+The code is tokenized by the server with special tokens *not* parsed, so a file that contains the text
+``<|fim_middle|>`` cannot inject a control token; the FIM tokens themselves are looked up once per server by
+their names, the names llama.cpp itself recognises.
 """
 
 from __future__ import annotations
