@@ -433,7 +433,9 @@ class ScriptedServer:
         }
         if truncated is not None:
             conn.keep_alive = False
-        if "input_prefix" in body and truncated is None:  # llama-server's /infill answer
+        if (
+            "input_prefix" in body and truncated is None
+        ):  # a FIM completion: llama-server's /completion answer
             evaluated = _tokens(str(body["input_prefix"]) + str(body.get("input_suffix") or ""))
             draft = {
                 "index": 0,

@@ -1,6 +1,7 @@
-"""Stub bodies drafted by fill-in-the-middle (llama-server's /infill), tested before the first chat call.
+"""Stub bodies drafted by fill-in-the-middle (a completion of the model's FIM prompt on llama-server), tested
+before the first chat call.
 
-The scripted server answers /infill through the same responder as chat (schema name ``infill``); the repository,
+The scripted server answers a FIM completion through the same responder as chat (schema name ``infill``); the repository,
 its tests, the check and the record are real.
 """
 
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.anyio
 
 
 def responder(drafts: list[str], chat_body: str = "return c * 9 / 5 + 32"):
-    """Answers the i-th /infill with ``drafts[i]`` (the last one after that), every worker chat step with
+    """Answers the i-th draft with ``drafts[i]`` (the last one after that), every worker chat step with
     ``chat_body`` written by write_function."""
     infills: list[dict] = []
 
@@ -220,8 +221,8 @@ async def test_a_short_failing_function_is_redrafted_and_its_own_code_is_not_tri
 
 
 async def test_a_draft_that_never_answers_is_given_up_and_the_chat_loop_lands_the_fix(tmp_path, monkeypatch):
-    """llama-server sometimes never starts an /infill request: the draft's own timeout ends it (no retry), drafting
-    stops, and the chat loop goes on; the hang costs one draft, not the task."""
+    """A draft that never answers (a server stuck behind other slots' prompts): the draft's own timeout ends it
+    (no retry), drafting stops, and the chat loop goes on; the hang costs one draft, not the task."""
     from formicary.agents.model import client as client_module
 
     monkeypatch.setattr(client_module, "INFILL_TIMEOUT", 1.0)

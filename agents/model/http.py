@@ -62,7 +62,7 @@ class ChatEndpoint:
     async def post(self, body: dict[str, Any], timeout: float, path: str = "") -> Any:
         """Send ``body``; the decoded JSON reply, or raise (see the module docstring).
 
-        ``path``: another route of the same server, from its root (``/infill``: llama-server's own).
+        ``path``: another route of the same server, from its root (``/tokenize``, ``/completion``: llama-server's own).
         """
         import aiohttp
 

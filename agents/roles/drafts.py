@@ -3,7 +3,7 @@
 Why: a code model writes a function body best the way it was trained to, between the code before it and the
 code after it, as plain code. Asked through the chat action schema, the same model writes the body as an
 escaped JSON string, after ~40 tokens of thought, and copies what the prompt shows. Measured on the six stubs of
-bench/effectiveness.py (Qwen2.5-Coder-1.5B, llama-server ``/infill``, 2 cores, 5 draws each, the first at
+bench/effectiveness.py (Qwen2.5-Coder-1.5B, llama-server's ``/infill`` then, 2 cores, 5 draws each, the first at
 temperature 0): dasherize 5 of 5 drafts passed their tests, ``_normalize_integer_rgb`` 5 of 5, ``rgb_to_hex``
 2-3 of 5, the other three 0 of 5; a draft takes 2-15 s once the file is in the slot's cache (~35-45 s for the
 first, which reads ~2,000 tokens of the file). The chat loop had restored 1-2 of the six in 8 minutes.
