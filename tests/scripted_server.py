@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
+from tests.scripted_fim import fim_as_infill, toy_tokens
 from tests.scripted_replies import (  # noqa: F401 (every name stays importable from here, as tests do)
     _PARTIAL,
     CONTEXT_MESSAGE,
@@ -309,9 +310,9 @@ class ScriptedServer:
         if method == "POST" and route == "/chat/completions":
             await self._chat(conn, raw)
         elif method == "POST" and route == "/completion" and self.infill:
-            await self._chat(conn, _fim_as_infill(raw))
+            await self._chat(conn, fim_as_infill(raw))
         elif method == "POST" and route == "/tokenize" and self.infill:
-            await conn.send(200, {"tokens": _toy_tokens(json.loads(raw))})
+            await conn.send(200, {"tokens": toy_tokens(json.loads(raw))})
         elif method == "GET" and route == "/models":
             model = {"id": self.model, "object": "model", "created": 0, "owned_by": "scripted"}
             await conn.send(200, {"object": "list", "data": [{**model, "meta": {"n_ctx_train": self.n_ctx}}]})
@@ -433,9 +434,8 @@ class ScriptedServer:
         }
         if truncated is not None:
             conn.keep_alive = False
-        if (
-            "input_prefix" in body and truncated is None
-        ):  # a FIM completion: llama-server's /completion answer
+        # a FIM completion (see tests/scripted_fim.py): llama-server's /completion answer
+        if "input_prefix" in body and truncated is None:
             evaluated = _tokens(str(body["input_prefix"]) + str(body.get("input_suffix") or ""))
             draft = {
                 "index": 0,
@@ -497,41 +497,3 @@ if __name__ == "__main__":
     from tests.scripted_process import main
 
     sys.exit(main())
-
-
-# ---- fill-in-the-middle: a toy tokenizer ----------------------------------------------------------------------
-
-TOY_FIM = {"<|fim_prefix|>": 1, "<|fim_suffix|>": 2, "<|fim_middle|>": 3}
-TOY_OFFSET = 16  # a character's id is its code point plus this
-
-
-def _toy_tokens(body: dict[str, Any]) -> list[Any]:
-    """``/tokenize``: one token per character, except that with special tokens parsed (the default) each FIM
-    name in the text is one token."""
-    text = str(body.get("content") or "")
-    special = body.get("parse_special", True)
-    ids: list[int] = []
-    i = 0
-    while i < len(text):
-        name = next((n for n in TOY_FIM if special and text.startswith(n, i)), None)
-        ids.append(TOY_FIM[name] if name else ord(text[i]) + TOY_OFFSET)
-        i += len(name) if name else 1
-    if body.get("with_pieces"):
-        names = {v: k for k, v in TOY_FIM.items()}
-        return [{"id": i, "piece": names.get(i) or chr(i - TOY_OFFSET)} for i in ids]
-    return ids
-
-
-def _fim_as_infill(raw: bytes) -> bytes:
-    """A ``/completion`` body whose prompt is ``PRE prefix SUF suffix MID`` (ids), with the code decoded into
-    ``input_prefix`` and ``input_suffix`` for the responder; any other prompt is passed on unchanged."""
-    try:
-        body = json.loads(raw)
-        ids = body["prompt"]
-        pre, suf, mid = (ids.index(TOY_FIM[name]) for name in TOY_FIM)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return raw
-    names = {v: k for k, v in TOY_FIM.items()}
-    text = lambda part: "".join(names.get(i) or chr(i - TOY_OFFSET) for i in part)  # noqa: E731
-    body.update(input_prefix=text(ids[pre + 1 : suf]), input_suffix=text(ids[suf + 1 : mid]))
-    return json.dumps(body).encode()

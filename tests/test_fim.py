@@ -12,7 +12,8 @@ from formicary.agents.settings import ModelSettings
 from formicary.store import db as store_db
 from formicary.store.conversations import agent_calls
 from formicary.store.writer import Writer
-from tests.scripted_server import TOY_FIM, ScriptedServer, schema_name
+from tests.scripted_fim import TOY_FIM
+from tests.scripted_server import ScriptedServer, schema_name
 
 pytestmark = pytest.mark.anyio
 

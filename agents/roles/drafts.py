@@ -147,13 +147,6 @@ async def fill_stubs(loop: DraftingLoop) -> dict[str, Any] | None:
             done = await _draft_one(loop, root, path, name, per_stub)
         except InfillUnsupported:
             return None
-        except EndpointError:
-            raise
-        except ModelError as exc:  # a draft that timed out or failed: the chat loop takes over
-            loop.context.recorder.status(
-                f"{loop.agent.name}: drafting {name}() stopped ({exc}); the chat loop goes on"
-            )
-            return None
         if done is not None:
             return done
     return None
