@@ -185,7 +185,7 @@ class Limits(_Strict):
     """Actions one worker may take before it is stopped."""
     redraws_per_worker: int = Field(6, ge=0)
     """Failed edits a worker may draw again from the same prompt (each a model call and a step; 0: off)."""
-    drafts_per_stub: int = Field(6, ge=0)
+    drafts_per_stub: int = Field(12, ge=0)
     """Bodies drawn by fill-in-the-middle for each stub a task names, before its first chat call (llama-server
     endpoints only; each a model call and a step; 0: off)."""
     tokens_per_worker: int = Field(200_000, ge=1)

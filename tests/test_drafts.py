@@ -96,24 +96,33 @@ async def test_a_passing_draft_lands_without_a_chat_call(tmp_path):
     assert any("draft 2 of c_to_f() by fill-in-the-middle passed its tests" in d for d in status)
 
 
-async def test_drafts_are_one_request_each_on_the_slot_that_holds_the_file(tmp_path):
+async def test_drafts_are_one_request_each_drawn_at_once_on_idle_slots(tmp_path):
     """Never several samples in one request (``n_cmpl``: on llama-server such a request sometimes never answers):
-    each draft is its own request on the worker's own slot, hotter each time; the fourth passes and lands, a
-    repeated one is not tested, each draft is its own call in the record."""
+    each draft is its own request. With 4 slots and one worker, the worker's own draft and three more are drawn
+    at once, one per slot, each hotter; each is tested as it arrives, a repeated one is not tested, the one that
+    passes lands, and each draft is its own call in the record."""
     wrong = ["    return c * 2\n", "    return c\n", "    return c * 2\n"]
     respond = responder([*wrong, "    return c * 9 / 5 + 32\n"])
     engine, bodies, db, repo = await run(tmp_path, respond, slots=4)
     requests = [b for b in bodies if schema_name(b) == "infill"]
     assert len(requests) == 4 and not any("n_cmpl" in b or "n" in b for b in bodies)
-    temperatures = [b["temperature"] for b in requests]
-    assert temperatures[0] == 0 and temperatures == sorted(temperatures) and temperatures[1] > 0
-    assert len({b["id_slot"] for b in requests}) == 1  # asked on the slot that holds the file
+    assert sorted(b["temperature"] for b in requests) == [0, 0.7, 0.9, 1.0]
+    assert len({b["id_slot"] for b in requests}) == 4  # one round, every idle slot
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
     rows = actions(db)
     assert [r["name"] for r in rows] == ["write_function", "write_function", "write_function", "finish"]
     record = store_db.connect(db)
     kinds = [r["schema_name"] for r in record.query("SELECT schema_name FROM llm_calls")]
     assert kinds.count("infill") == 4
+
+
+async def test_drafts_on_one_slot_are_one_at_a_time_on_the_slot_that_holds_the_file(tmp_path):
+    respond = responder(["    return c * 2\n", "    return c\n", "    return c * 9 / 5 + 32\n"])
+    engine, bodies, db, repo = await run(tmp_path, respond, slots=1)
+    requests = [b for b in bodies if schema_name(b) == "infill"]
+    assert [b["temperature"] for b in requests] == [0, 0.7, 0.9]
+    assert len({b["id_slot"] for b in requests}) == 1
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS_FIXED
 
 
 async def test_when_no_draft_passes_the_chat_loop_starts_from_the_stub(tmp_path):

@@ -88,3 +88,21 @@ async def test_slot_pool_prefers_the_agents_own_slot_then_the_longest_idle():
     other = await pool.acquire("C")  # slot 2 was never used: idle longest
     assert other.slot not in (a.slot, b.slot) and not other.reused
     assert pool.idle == 1
+
+
+async def test_a_spare_draw_takes_only_a_slot_no_other_agent_claims_and_keeps_it():
+    pool = SlotPool(3)
+    a = await pool.acquire("A")
+    await pool.release(a)  # free, but A's prompt is in its cache
+    b = await pool.acquire("B")  # busy
+    assert pool.spares("B/") == 1  # A's slot is not B's to take
+    spare = pool.spare("B/1")
+    assert spare is not None and spare.slot not in (a.slot, b.slot) and not spare.reused
+    assert pool.spare("B/2") is None  # nothing else is free and unclaimed: no wait, no draw
+    await pool.release(spare)
+    again = pool.spare("B/1")  # its own slot again: its cached prompt is reused
+    assert again is not None and again.slot == spare.slot and again.reused
+    await pool.release(again)
+    await pool.release(b)
+    pool.forget("B")  # B ended: its slot and its extra draws' slot are free for anyone's spare draws
+    assert pool.spares("C/") == 2 and pool.spare("A/1").slot != a.slot

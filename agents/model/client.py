@@ -63,6 +63,10 @@ class InfillUnsupported(Exception):
     """The endpoint cannot fill in the middle (not llama-server, or its model has no FIM tokens)."""
 
 
+class NoSpareSlot(Exception):
+    """An extra draw found no free slot that no other agent claims (nothing was sent)."""
+
+
 @dataclass
 class Reply:
     data: BaseModel | None
@@ -180,6 +184,12 @@ class ModelClient:
         url = settings.base_url or (self.embedded_base_url or "")
         return self._slots_of(url, settings.max_concurrency)
 
+    def spare_slots(self, settings: ModelSettings, agent_id: str) -> int:
+        """Free slots of ``settings``' llama.cpp endpoint that an extra draw of ``agent_id`` may use now (see
+        :meth:`.SlotPool.spare`); 0 for other endpoints."""
+        pool = self.slots(settings)
+        return pool.spares(agent_id + "/") if pool is not None else 0
+
     def forget_agent(self, agent_id: str) -> None:
         """An agent ended: it no longer claims a slot."""
         for pool in self._slot_pools.values():
@@ -279,13 +289,17 @@ class ModelClient:
         temperature: float = 0.0,
         max_tokens: int = INFILL_TOKENS,
         stop: list[str] | None = None,
+        spare: str | None = None,
     ) -> Reply:
         """The code a fill-in-the-middle model writes between ``prefix`` and ``suffix`` (a completion of its
         FIM prompt, see :mod:`.fim`), recorded like any call (its request as a ``prefix`` and a ``suffix``
         message: the code the model was shown). ``near`` follows ``prefix`` right before the gap, ``tail``
         follows ``suffix``; neither is cut, so what they say does not move the cuts (see :mod:`.fim`).
+        ``spare``: an extra draw, alongside the agent's own, under this key (``agent_id/k``) on a slot no other
+        agent claims (:meth:`.SlotPool.spare`), or not at all.
 
         Raises:
+            NoSpareSlot: ``spare`` was given and no such slot was free (nothing sent, nothing recorded).
             InfillUnsupported: the endpoint or its model has no fill-in-the-middle (not llama-server, or a
                 model without FIM tokens); remembered, so later calls fail at once.
             EndpointError, ModelError: as for :meth:`complete`.
@@ -323,7 +337,7 @@ class ModelClient:
             return text
 
         reply = await self._exchange(
-            settings, role, agent_id, "infill", messages, send, lambda c: (None, None)
+            settings, role, agent_id, "infill", messages, send, lambda c: (None, None), spare=spare
         )
         assert isinstance(reply, Reply)  # nothing to validate: plain code
         return reply
@@ -339,9 +353,10 @@ class ModelClient:
             [Endpoint, str, SlotLease | None, CallTimings], Awaitable[tuple[str, tuple[int, int]]]
         ],
         validate: Callable[[str], tuple[Any, str | None]],
+        spare: str | None = None,
     ) -> Reply | ReplyFormatError:
         """One request through ``settings``' pool, slots and retries, every attempt recorded; ``validate``
-        turns a reply's text into (data, None) or (None, why it is malformed)."""
+        turns a reply's text into (data, None) or (None, why it is malformed). ``spare``: see :meth:`infill`."""
         pool = self.pool(settings, role)
         attempt = 0
         outage_started: float | None = None
@@ -352,7 +367,13 @@ class ModelClient:
             endpoint = await pool.acquire()
             model = pool.model(endpoint)
             slots = self._slots_of(endpoint.url, endpoint.cap.ceiling) if settings.is_llama_cpp else None
-            lease = await slots.acquire(agent_id) if slots is not None else None
+            if spare is not None:
+                lease = slots.spare(spare) if slots is not None else None
+                if lease is None:
+                    endpoint.abandoned()
+                    raise NoSpareSlot(spare)
+            else:
+                lease = await slots.acquire(agent_id) if slots is not None else None
             timings = CallTimings(queue_ms=(time.perf_counter() - queued) * 1000)
             started = time.perf_counter()
             content, usage, failure = "", (0, 0), None

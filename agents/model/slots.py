@@ -61,6 +61,30 @@ class SlotPool:
                 self._owner[agent_id] = slot
         return SlotLease(slot, (time.perf_counter() - started) * 1000, reused)
 
+    def spare(self, key: str) -> SlotLease | None:
+        """A free slot for an extra draw under ``key`` (an agent's second, third … concurrent call): the one
+        ``key`` used last, else one no agent claims (its cache is nobody's); None when there is none, at once.
+        Why not any free slot: taking a slot another agent claims would make its next call re-read its whole
+        prompt, which costs more than the extra draw gains."""
+        own = self._owner.get(key)
+        if own is None or own not in self._free:
+            claimed = set(self._owner.values())
+            unclaimed = [s for s in self._free if s not in claimed]
+            if not unclaimed:
+                return None
+            own = min(unclaimed, key=lambda s: self._last_used[s])
+            reused = False
+        else:
+            reused = True
+        self._free.discard(own)
+        self._owner[key] = own
+        return SlotLease(own, 0.0, reused)
+
+    def spares(self, key_prefix: str) -> int:
+        """How many free slots :meth:`spare` could give keys starting with ``key_prefix`` right now."""
+        claimed = {s for k, s in self._owner.items() if not k.startswith(key_prefix)}
+        return sum(1 for s in self._free if s not in claimed)
+
     async def release(self, lease: SlotLease) -> None:
         async with self._cond:
             self._last_used[lease.slot] = time.monotonic()
@@ -68,8 +92,11 @@ class SlotPool:
             self._cond.notify()
 
     def forget(self, agent_id: str) -> None:
-        """An agent that ended no longer claims its slot."""
+        """An agent that ended no longer claims its slot, nor the ones its extra draws used (``agent_id/k``)."""
         self._owner.pop(agent_id, None)
+        helpers = [k for k in self._owner if k.startswith(agent_id + "/")]
+        for k in helpers:
+            del self._owner[k]
 
     def lease(self, agent_id: str | None) -> _Lease:
         return _Lease(self, agent_id)

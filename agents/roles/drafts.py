@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from ..model.client import InfillUnsupported
+from ..model.client import InfillUnsupported, NoSpareSlot, Reply
 from ..model.errors import EndpointError, ModelError
 from ..status import Role
 from ..tools import confine
@@ -35,12 +35,17 @@ from .briefing import read_text
 from .restart import restore, snapshot
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
     from .context import Agent, RoleContext, Task
 
 TEMPERATURES = (0.0, 0.7, 0.9, 1.0, 1.1)
 """Per draft: the first is the model's best guess; the later ones are hotter, so they differ. One request each,
 on the worker's own slot: the file is in its cache after the first, so a draft costs generation only (several
 samples in one request sometimes never answer on llama-server, see ``model/bodies.py``)."""
+MAX_WIDTH = 4
+"""Drafts drawn at once at most: the agent's own and extra ones on slots no other agent claims."""
 NOTE_CHARS = 240
 """A failed draft's note, at most (one comment line)."""
 SHORT_BODY = 20
@@ -131,6 +136,54 @@ def _targets(root: str, files: list[str], names: set[str]) -> list[tuple[str, st
     return found
 
 
+def _temperature(index: int) -> float:
+    return TEMPERATURES[min(index, len(TEMPERATURES) - 1)]
+
+
+def _draw(
+    group: TaskGroup, loop: DraftingLoop, gap: tuple[str, str, str, int], *, tail: str, first: int, width: int
+) -> MemoryObjectReceiveStream[Reply | Exception]:
+    """Start ``width`` drafts of the gap at once (the agent's own on its slot, the others on spare ones) in
+    ``group``; each reply is sent on as it arrives. The agent's own draw that fails is sent as its
+    :class:`ModelError`, any draw's :class:`EndpointError` or :class:`InfillUnsupported` too (the consumer
+    raises them, as themselves: a task group would wrap them); an extra draw that fails otherwise or finds no
+    spare slot sends nothing. Why at once: a slot no other agent claims is idle model capacity, and a stub's
+    tests tell a good draft from a bad one."""
+    prefix, suffix, head, indent = gap
+    far, near = with_helpers(prefix, head, loop.brief.helpers)
+    send, receive = anyio.create_memory_object_stream[Reply | Exception](width)
+
+    async def one(k: int, out: MemoryObjectSendStream[Reply | Exception]) -> None:
+        async with out:
+            try:
+                reply: Reply | Exception = await loop.context.client.infill(
+                    loop.settings,
+                    far,
+                    suffix,
+                    near=near,
+                    tail=tail,
+                    role=Role.WORKER,
+                    agent_id=loop.agent.id,
+                    temperature=_temperature(first + k),
+                    stop=[f"\n{' ' * max(0, indent - 4)}def "] if indent > 4 else None,
+                    spare=f"{loop.agent.id}/{k}" if k else None,
+                )
+            except NoSpareSlot:
+                return
+            except (EndpointError, InfillUnsupported) as exc:  # the consumer raises it
+                reply = exc
+            except ModelError as exc:  # timed out (see INFILL_TIMEOUT) or failed
+                if k:
+                    return  # an extra draw: nothing lost
+                reply = exc
+            await out.send(reply)
+
+    with send:
+        for k in range(width):
+            group.start_soon(one, k, send.clone())
+    return receive
+
+
 async def fill_stubs(loop: DraftingLoop) -> dict[str, Any] | None:
     """Draft each stub (or short function) the task names; the finish arguments once the task's tests pass
     (None: the chat loop goes on)."""
@@ -152,80 +205,120 @@ async def fill_stubs(loop: DraftingLoop) -> dict[str, Any] | None:
     return None
 
 
-async def _draft_one(
-    loop: DraftingLoop, root: str, path: str, name: str, tries: int
-) -> dict[str, Any] | None:
-    prompt_length = len(loop.messages)
-    best: tuple[Any, str, Any] | None = None  # (its check, content, action) of the draft that did most
-    drawn = 0
-    tested: set[str] = set()  # bodies already tried (hot samples repeat themselves)
-    failed: str | None = None  # how the last tested draft failed, for the next one
-    while drawn < tries and loop.agent.steps < loop.limits.steps_per_worker:
-        text = await anyio.to_thread.run_sync(read_text, root, path)
-        gap = body_gap(text or "", name, SHORT_BODY)
-        if gap is None:
-            break
-        prefix, suffix, head, indent = gap
-        far, near = with_helpers(prefix, head, loop.brief.helpers)
-        try:
-            reply = await loop.context.client.infill(
-                loop.settings,
-                far,
-                suffix,
-                near=near,
-                tail=after_failure(name, failed),
-                role=Role.WORKER,
-                agent_id=loop.agent.id,
-                temperature=TEMPERATURES[min(drawn, len(TEMPERATURES) - 1)],
-                stop=[f"\n{' ' * max(0, indent - 4)}def "] if indent > 4 else None,
-            )
-        except EndpointError:
-            raise
-        except ModelError as exc:  # timed out (see INFILL_TIMEOUT) or failed: the chat loop takes over
+class _Drafter:
+    """One stub's drafts: how many were drawn, the bodies tested, the one that did most, how the last failed."""
+
+    def __init__(self, loop: DraftingLoop, root: str, path: str, name: str) -> None:
+        self.loop, self.root, self.path, self.name = loop, root, path, name
+        self.prompt_length = len(loop.messages)
+        self.best: tuple[Any, str, Any] | None = (
+            None  # (its check, content, action) of the draft that did most
+        )
+        self.drawn = 0
+        self.tested: set[str] = set()  # bodies already tried (hot samples repeat themselves)
+        self.failed: str | None = None  # how the last tested draft failed, for the next one
+        self.stop = False  # the agent's own draw failed, or a draft could not be undone
+
+    async def round(self, gap: tuple[str, str, str, int], current: str, width: int) -> dict[str, Any] | None:
+        """Draw ``width`` drafts at once and test each as it arrives; the finish arguments of the first that
+        passes (the others are cancelled), else None. Exceptions come out as raised, not in a group."""
+        result: dict[str, Any] | None = None
+        error: Exception | None = None
+
+        async def consume(arrived: MemoryObjectReceiveStream[Reply | Exception]) -> None:
+            nonlocal result, error
+            try:
+                with arrived:
+                    async for reply in arrived:
+                        result = await self.test(reply, gap, current)
+                        if result is not None or self.stop:
+                            break
+            except Exception as exc:  # raised by the host below, as itself
+                error = exc
+            finally:
+                group.cancel_scope.cancel()  # the draws still out are not needed
+
+        tail = after_failure(self.name, self.failed)
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume, _draw(group, self.loop, gap, tail=tail, first=self.drawn, width=width))
+        if error is not None:
+            raise error
+        return result
+
+    async def test(
+        self, reply: Reply | Exception, gap: tuple[str, str, str, int], current: str
+    ) -> dict[str, Any] | None:
+        """Write a drafted body and run the task's tests; the finish arguments when they pass, else the draft
+        is undone (the best one is remembered) and None."""
+        loop, name = self.loop, self.name
+        if isinstance(reply, EndpointError | InfillUnsupported):
+            raise reply
+        if isinstance(reply, Exception):  # the agent's own draw failed: the chat loop takes over
             loop.context.recorder.status(
-                f"{loop.agent.name}: a draft of {name}() failed ({exc}); drafting stops"
+                f"{loop.agent.name}: a draft of {name}() failed ({reply}); drafting stops"
             )
-            break
-        current = (text or "")[len(prefix) : len(text or "") - len(suffix)]
+            self.stop = True
+            return None
+        _prefix, _suffix, head, indent = gap
         loop.agent.steps += 1
-        drawn += 1
+        self.drawn += 1
         body = body_of(reply.content, indent)
         if body is None or is_stub_body(head, body) or same_code(head, body, current):
-            continue  # nothing new: write_function would refuse it (and the loop would start over)
-        if body.strip() in tested:
-            continue
-        tested.add(body.strip())
+            return None  # nothing new: write_function would refuse it (and the loop would start over)
+        if body.strip() in self.tested:
+            return None
+        self.tested.add(body.strip())
         content = json.dumps(
             {
                 "thought": f"A first draft of {name}(), written in place.",
                 "action": {
                     "name": "write_function",
-                    "path": path,
+                    "path": self.path,
                     "function": name,
                     "content": head + "\n" + body,
                 },
             }
         )
         action = parse_action(content)
-        before = await anyio.to_thread.run_sync(snapshot, root, path)
+        before = await anyio.to_thread.run_sync(snapshot, self.root, self.path)
         result = await loop.act(content, action, loop.agent.steps)
         if result is not None:
             loop.context.recorder.status(
-                f"{loop.agent.name}: draft {drawn} of {name}() by fill-in-the-middle passed its tests"
+                f"{loop.agent.name}: draft {self.drawn} of {name}() by fill-in-the-middle passed its tests"
             )
             return result  # the task's tests pass
         check = loop.last_check
-        failed = failure_note(check.output) if check is not None else None
-        bar = best[0] if best is not None else loop.first_check  # what a draft must beat
-        progressed = check is not None and check.better_than(bar)
-        if progressed and len(loop.messages) == prompt_length + 2:
-            best = (check, content, action)
+        self.failed = failure_note(check.output) if check is not None else None
+        bar = self.best[0] if self.best is not None else loop.first_check  # what a draft must beat
+        if check is not None and check.better_than(bar) and len(loop.messages) == self.prompt_length + 2:
+            self.best = (check, content, action)
         try:
-            await anyio.to_thread.run_sync(restore, root, path, before)
+            await anyio.to_thread.run_sync(restore, self.root, self.path, before)
         except (confine.ActionFailed, OSError):
+            self.stop = True
             return None
-        del loop.messages[prompt_length:]
+        del loop.messages[self.prompt_length :]
         loop.last_check, loop._previous = None, None
+        return None
+
+
+async def _draft_one(
+    loop: DraftingLoop, root: str, path: str, name: str, tries: int
+) -> dict[str, Any] | None:
+    drafter = _Drafter(loop, root, path, name)
+    while not drafter.stop and drafter.drawn < tries and loop.agent.steps < loop.limits.steps_per_worker:
+        text = await anyio.to_thread.run_sync(read_text, root, path)
+        gap = body_gap(text or "", name, SHORT_BODY)
+        if gap is None:
+            break
+        prefix, suffix = gap[0], gap[1]
+        current = (text or "")[len(prefix) : len(text or "") - len(suffix)]
+        spares = loop.context.client.spare_slots(loop.settings, loop.agent.id)
+        steps_left = loop.limits.steps_per_worker - loop.agent.steps
+        width = min(1 + spares, MAX_WIDTH, tries - drafter.drawn, steps_left)
+        if (done := await drafter.round(gap, current, width)) is not None:
+            return done
+    drawn, best = drafter.drawn, drafter.best
     if drawn:
         then = "the chat loop goes on from the one that did most" if best else "the chat loop takes over"
         loop.context.recorder.status(

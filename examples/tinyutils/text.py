@@ -1,5 +1,7 @@
 """Small helpers for working with text."""
 
+import re
+
 
 def word_count(text):
     """Return how many words are in ``text`` (words are separated by whitespace).
@@ -7,7 +9,7 @@ def word_count(text):
     >>> word_count("the quick  brown fox")
     4
     """
-    return len(text.split())
+    return len(re.findall(r"\S+", text))
 
 
 def slugify(text):
