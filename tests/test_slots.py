@@ -106,3 +106,15 @@ async def test_a_spare_draw_takes_only_a_slot_no_other_agent_claims_and_keeps_it
     await pool.release(b)
     pool.forget("B")  # B ended: its slot and its extra draws' slot are free for anyone's spare draws
     assert pool.spares("C/") == 2 and pool.spare("A/1").slot != a.slot
+
+
+def test_no_spare_slot_while_every_slot_is_wanted_by_a_busy_worker():
+    """At a session's start no agent has claimed a slot, yet every worker is about to ask for one: an extra draw
+    then would hold a slot a worker waits for (measured: three first calls queued 60 s behind one worker's four
+    drafts). Spare slots are what the busy workers leave over."""
+    client = ModelClient()
+    settings = ModelSettings(base_url="http://127.0.0.1:9/v1", llama_cpp=True, max_concurrency=4)
+    assert client.spare_slots(settings, "A", callers=4) == 0
+    assert client.spare_slots(settings, "A", callers=2) == 2
+    assert client.spare_slots(settings, "A", callers=1) == 3
+    assert client.spare_slots(settings.model_copy(update={"llama_cpp": False}), "A", callers=1) == 0

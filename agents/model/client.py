@@ -184,11 +184,15 @@ class ModelClient:
         url = settings.base_url or (self.embedded_base_url or "")
         return self._slots_of(url, settings.max_concurrency)
 
-    def spare_slots(self, settings: ModelSettings, agent_id: str) -> int:
-        """Free slots of ``settings``' llama.cpp endpoint that an extra draw of ``agent_id`` may use now (see
-        :meth:`.SlotPool.spare`); 0 for other endpoints."""
+    def spare_slots(self, settings: ModelSettings, agent_id: str, callers: int) -> int:
+        """Slots of ``settings``' llama.cpp endpoint that an extra draw of ``agent_id`` may use now: free ones
+        no other agent claims (:meth:`.SlotPool.spare`), and no more than the ``callers`` (agents that may call
+        at any moment, this one included) leave over; 0 for other endpoints. Why both: at a session's start no
+        agent has claimed a slot yet, though every worker is about to ask for one."""
         pool = self.slots(settings)
-        return pool.spares(agent_id + "/") if pool is not None else 0
+        if pool is None:
+            return 0
+        return max(0, min(pool.spares(agent_id + "/"), pool.size - callers))
 
     def forget_agent(self, agent_id: str) -> None:
         """An agent ended: it no longer claims a slot."""

@@ -167,6 +167,8 @@ class RoleContext(Protocol):
     recorder: Recorder
     workers: int
     """Workers that may run at once."""
+    workers_busy: int
+    """Workers running or about to start: the workers that may call the model at any moment."""
     landed: list[Landed]
     """Tasks of this session whose work is on the shared branch."""
 

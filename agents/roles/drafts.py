@@ -313,7 +313,7 @@ async def _draft_one(
             break
         prefix, suffix = gap[0], gap[1]
         current = (text or "")[len(prefix) : len(text or "") - len(suffix)]
-        spares = loop.context.client.spare_slots(loop.settings, loop.agent.id)
+        spares = loop.context.client.spare_slots(loop.settings, loop.agent.id, loop.context.workers_busy)
         steps_left = loop.limits.steps_per_worker - loop.agent.steps
         width = min(1 + spares, MAX_WIDTH, tries - drafter.drawn, steps_left)
         if (done := await drafter.round(gap, current, width)) is not None:

@@ -37,6 +37,12 @@ class Board:
         self._inboxes: dict[str, MemoryObjectSendStream[Handoff]] = {}
         self._wake: anyio.Event | None = None
 
+    @property
+    def busy(self) -> int:
+        """Workers running now plus queued tasks a free worker slot is about to start (at most ``workers``):
+        the workers that may call the model at any moment."""
+        return min(self.workers, self.running + len(self._queue))
+
     def new_cycle(self) -> None:
         self.handoffs = []
         self.tasks_created = 0

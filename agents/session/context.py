@@ -90,6 +90,10 @@ class SessionContext:
         return self.board.workers
 
     @property
+    def workers_busy(self) -> int:
+        return self.board.busy
+
+    @property
     def paused(self) -> bool:
         return self.board.paused
 
