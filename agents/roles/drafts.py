@@ -19,6 +19,7 @@ fill-in-the-middle (not llama-server, or a model without FIM tokens) skip this, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import TYPE_CHECKING, Any, Protocol
@@ -176,7 +177,8 @@ def _draw(
                 if k:
                     return  # an extra draw: nothing lost
                 reply = exc
-            await out.send(reply)
+            with contextlib.suppress(anyio.BrokenResourceError):  # the consumer is done (one passed)
+                await out.send(reply)
 
     with send:
         for k in range(width):
