@@ -149,3 +149,32 @@ def test_repeats_landed_matches_titles_and_same_function_work():
     assert repeats_landed("Fix slugify edge cases", ["text.py"], landed)
     assert not repeats_landed("Implement word_count in text.py", ["text.py"], landed)
     assert not repeats_landed("Implement slugify in other.py", ["other.py"], landed)
+
+
+async def test_tests_planned_apart_from_their_code_join_its_task(tmp_path):
+    """The 1.5B planner split "add is_palindrome() with tests" in two tasks; the tests could not land apart from
+    the function (the gate refuses a new failing test) and their worker wrote the function into the test file.
+    One task, one worker, both files; a test task whose module no task edits stays as it is."""
+    repo = make_repo(tmp_path / "repo", {"text.py": "X = 1\n", "test_text.py": "", "test_other.py": ""})
+    team = ScriptedTeam(
+        root_plans=[
+            plan(
+                [
+                    task("Add tests for is_palindrome", "Test it.", ["test_text.py"]),
+                    task("Add is_palindrome", "Write it.", ["text.py"], check="python3 -m unittest"),
+                    task("More tests", "Cover other.", ["tests/test_other.py"]),
+                ]
+            )
+        ],
+        default_work=lambda title, step: finish(),
+        verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        await Engine.create(settings_for(server, cycles=1, workers=2), repo, "goal", db_path=db).run()
+    tasks = rows(db, "SELECT title, instructions, files FROM tasks WHERE kind = 'work' ORDER BY created_at")
+    assert [t["title"] for t in tasks] == ["Add is_palindrome (with its tests)", "More tests"]
+    assert tasks[0]["instructions"] == "Write it. Tests: Test it."
+    assert "text.py" in tasks[0]["files"] and "test_text.py" in tasks[0]["files"]
+    status = [r["data"] for r in rows(db, "SELECT data FROM events WHERE kind = 'status'")]
+    assert any("joined 1 task(s) of tests with the task of the code they test" in d for d in status)

@@ -14,6 +14,7 @@ import anyio
 
 from ..model.errors import EndpointError, ModelError
 from ..status import AgentStatus, Role, TaskKind, TaskStatus
+from ..tools.targeted import TEST_FILE, module_name, module_tested
 from . import targets, under_test
 from .ask import ask
 from .context import Handoff, Task, check_command
@@ -250,6 +251,41 @@ def _small(plan: Plan, ctx: RoleContext) -> bool:
     return len(plan.tasks) + len(plan.subplanners) <= ctx.workers
 
 
+def _is_test(path: str) -> bool:
+    return bool(TEST_FILE.match(path.rsplit("/", 1)[-1]))
+
+
+def with_their_tests(tasks: list[PlannedTask]) -> list[PlannedTask]:
+    """``tasks`` with each task that only edits tests joined to the task that edits the module they are named
+    after (``test_text.py`` → ``text.py``), when the plan has one.
+
+    Why: the landing gate lands nothing that adds a failing test, so tests planned apart from the function another
+    worker is writing at the same time cannot land, and their worker, told to make them pass, writes the function
+    itself into the test file (measured: the 1.5B planner split "add is_palindrome() with tests" in two tasks; the
+    tests' worker wrote is_palindrome into test_text.py). One worker writing both can land both."""
+    code = [t for t in tasks if any(not _is_test(f) for f in t.files)]
+    joined: dict[int, PlannedTask] = {}
+    kept: list[PlannedTask] = []
+    for task in tasks:
+        home = None
+        if task.files and all(_is_test(f) for f in task.files):
+            tested = {module_tested(f.rsplit("/", 1)[-1]) for f in task.files}
+            home = next(
+                (c for c in code if any(module_name(f) in tested for f in c.files if not _is_test(f))), None
+            )
+        if home is None:
+            kept.append(task)
+            continue
+        base = joined.get(id(home), home)
+        joined[id(home)] = PlannedTask(
+            title=base.title if base.title.endswith("(with its tests)") else f"{base.title} (with its tests)",
+            instructions=f"{base.instructions} Tests: {task.instructions}",
+            files=[*base.files, *(f for f in task.files if f not in base.files)],
+            check=base.check or task.check,
+        )
+    return [joined.get(id(t), t) for t in kept]
+
+
 def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, allow_sub: bool) -> set[str]:
     """Create the plan's tasks (within budget) and start its sub-planners; return the ids to wait for.
 
@@ -257,7 +293,10 @@ def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, al
     """
     state = ctx.ledger
     outstanding: set[str] = set()
-    planned_tasks = list(plan.tasks)
+    planned_tasks = with_their_tests(list(plan.tasks))
+    if len(planned_tasks) < len(plan.tasks):
+        joined = len(plan.tasks) - len(planned_tasks)
+        ctx.recorder.status(f"joined {joined} task(s) of tests with the task of the code they test")
     subplanners = list(plan.subplanners) if allow_sub else []
     if subplanners and _small(plan, ctx):
         ctx.recorder.status(f"a small plan: its {len(subplanners)} sub-planner area(s) become work tasks")
