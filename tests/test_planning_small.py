@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from formicary.agents.roles.context import Landed
-from formicary.agents.roles.progress import check_summary, dedupe_sentences, failing_tests, repeats_landed
+from formicary.agents.roles.planner import with_their_tests
+from formicary.agents.roles.progress import (
+    check_summary,
+    dedupe_sentences,
+    failing_before,
+    failing_tests,
+    repeats_landed,
+)
+from formicary.agents.roles.replies import PlannedTask
 from formicary.agents.session.engine import Engine
 from formicary.agents.settings import Settings
 from formicary.store import db as store_db
@@ -178,3 +186,23 @@ async def test_tests_planned_apart_from_their_code_join_its_task(tmp_path):
     assert "text.py" in tasks[0]["files"] and "test_text.py" in tasks[0]["files"]
     status = [r["data"] for r in rows(db, "SELECT data FROM events WHERE kind = 'status'")]
     assert any("joined 1 task(s) of tests with the task of the code they test" in d for d in status)
+
+
+def test_a_worker_is_told_which_failures_were_there_before_its_first_edit():
+    before = "FAIL: test_empty (test_text.SlugifyTest.test_empty)\nFAIL: test_simple (test_text.SlugifyTest.test_simple)\n"
+    now = before + "ERROR: test_palindrome (test_text.PalindromeTest.test_palindrome)\n"
+    line = failing_before(now, before)
+    assert (
+        "ALREADY FAILING BEFORE YOUR FIRST EDIT: test_text.SlugifyTest.test_empty, test_text.SlugifyTest"
+        in line
+    )
+    assert "Palindrome" not in line
+    assert failing_before(now, None) == "" and failing_before(now, "OK\n") == ""
+
+
+def test_tests_stand_alone_when_the_code_they_would_join_has_landed():
+    code = PlannedTask(title="Add is_palindrome", instructions="Write it.", files=["text.py"], check="")
+    tests = PlannedTask(title="Test is_palindrome", instructions="Test it.", files=["test_text.py"], check="")
+    assert [t.title for t in with_their_tests([code, tests])] == ["Add is_palindrome (with its tests)"]
+    kept = with_their_tests([code, tests], landed=lambda t: t is code)
+    assert kept == [code, tests]  # the code task is dropped later as a repeat; its tests can land now

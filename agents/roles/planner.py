@@ -8,6 +8,7 @@ each round and carried to the next cycle; its conversation is not.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -255,15 +256,18 @@ def _is_test(path: str) -> bool:
     return bool(TEST_FILE.match(path.rsplit("/", 1)[-1]))
 
 
-def with_their_tests(tasks: list[PlannedTask]) -> list[PlannedTask]:
+def with_their_tests(
+    tasks: list[PlannedTask], landed: Callable[[PlannedTask], bool] = lambda t: False
+) -> list[PlannedTask]:
     """``tasks`` with each task that only edits tests joined to the task that edits the module they are named
     after (``test_text.py`` → ``text.py``), when the plan has one.
 
     Why: the landing gate lands nothing that adds a failing test, so tests planned apart from the function another
     worker is writing at the same time cannot land, and their worker, told to make them pass, writes the function
     itself into the test file (measured: the 1.5B planner split "add is_palindrome() with tests" in two tasks; the
-    tests' worker wrote is_palindrome into test_text.py). One worker writing both can land both."""
-    code = [t for t in tasks if any(not _is_test(f) for f in t.files)]
+    tests' worker wrote is_palindrome into test_text.py). One worker writing both can land both. A task of code
+    that ``landed`` already is no home (it is dropped as a repeat): its tests then stand alone, and can land."""
+    code = [t for t in tasks if any(not _is_test(f) for f in t.files) and not landed(t)]
     joined: dict[int, PlannedTask] = {}
     kept: list[PlannedTask] = []
     for task in tasks:
@@ -293,7 +297,10 @@ def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, al
     """
     state = ctx.ledger
     outstanding: set[str] = set()
-    planned_tasks = with_their_tests(list(plan.tasks))
+    planned_tasks = with_their_tests(
+        list(plan.tasks),
+        lambda t: t.title not in plan._again and repeats_landed(t.title, list(t.files), ctx.landed),
+    )
     if len(planned_tasks) < len(plan.tasks):
         joined = len(plan.tasks) - len(planned_tasks)
         ctx.recorder.status(f"joined {joined} task(s) of tests with the task of the code they test")

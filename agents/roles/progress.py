@@ -86,6 +86,26 @@ def failing_tests(output: str, limit: int | None = MAX_FAILING) -> list[str]:
     return failing_ids(output)[:limit]
 
 
+def failing_before(output: str, before_output: str | None, limit: int = 6) -> str:
+    """A line naming the tests in ``output`` that already failed in ``before_output`` (the same tests before the
+    worker's first edit), or "" when none did.
+
+    Why: on a branch with failing tests, the check after each edit lists them all, and a small model then spends
+    its steps on tests its task is not about (measured on an unseen goal: a worker adding is_palindrome() rewrote
+    the stub slugify() twice). The landing gate only refuses new failures; this says which ones are old."""
+    if before_output is None:
+        return ""
+    old = set(failing_ids(before_output))
+    carried = [t for t in failing_ids(output) if t in old]
+    if not carried:
+        return ""
+    more = f" and {len(carried) - limit} more" if len(carried) > limit else ""
+    return (
+        f"\nALREADY FAILING BEFORE YOUR FIRST EDIT: {', '.join(carried[:limit])}{more}. Unless your task is "
+        "about them, they are not yours to fix: the landing gate only refuses new failures."
+    )
+
+
 def check_summary(exit_code: int | None, output: str, tail: int = 1500) -> str:
     """One short block for a prompt: passed, or the failing tests (or the output's tail when none are named)."""
     if exit_code == 0:

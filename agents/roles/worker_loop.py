@@ -47,6 +47,7 @@ from .briefing import (
     test_edit_refusal,
 )
 from .context import Agent, Task, check_command
+from .progress import failing_before
 from .render import render
 from .restart import Attempts
 
@@ -232,7 +233,7 @@ class WorkerLoop:
         before = self.last_check or self.first_check
         if action.name in EDIT_ACTIONS and not observation.error:
             text += await self.after_edit(action)
-            if self.tests_now_pass():
+            if self.last_check is not None and self.last_check.fixed_since(self.first_check):
                 self._observe(content, text, step, action.name, action.arguments(),
                               observation.exit_code, elapsed, error=False)  # fmt: skip
                 return self.auto_finish(step)
@@ -297,18 +298,6 @@ class WorkerLoop:
             self.ctx.options,
             CHECK_TIMEOUT,
             self.ctx.secret_env_names,
-        )
-
-    def tests_now_pass(self) -> bool:
-        """The task's targeted tests failed before this worker's edits and pass now."""
-        first, last = self.first_check, self.last_check
-        return (
-            first is not None
-            and not first.passed
-            and first.exit_code is not None
-            and last is not None
-            and last.passed
-            and last.command == first.command
         )
 
     def auto_finish(self, step: int) -> dict[str, Any]:
@@ -392,7 +381,12 @@ class WorkerLoop:
             self.attempts.failed_try(action, run.summary())
         more = f" and {len(came) - 4} more" if len(came) > 4 else ""
         note = f"\n(Your copy now has what other workers landed meanwhile: {', '.join(came[:4])}{more}.)"
-        return "\n\n" + run.observation() + (PASSED_HINT if run.passed else "") + (note if came else "")
+        old = (
+            ""
+            if run.passed or self.first_check is None
+            else failing_before(run.output, self.first_check.output)
+        )
+        return "\n\n" + run.observation() + old + (PASSED_HINT if run.passed else "") + (note if came else "")
 
     async def restart(self) -> None:
         """Start the task over: edits undone, the first prompt plus what failed (see restart.py)."""

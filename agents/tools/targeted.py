@@ -176,6 +176,16 @@ class CheckRun:
     def passed(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
 
+    def fixed_since(self, first: CheckRun | None) -> bool:
+        """These tests failed in ``first`` (the same command, before the worker's edits) and pass now."""
+        return (
+            first is not None
+            and not first.passed
+            and first.exit_code is not None
+            and self.passed
+            and self.command == first.command
+        )
+
     def better_than(self, before: CheckRun | None) -> bool:
         """Passed, or fewer failures (unittest) / more tests passing before the first failure (pytest ``-x``)
         than ``before`` of the same command: an edit that made progress is kept, not drawn again."""
