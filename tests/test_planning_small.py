@@ -12,15 +12,17 @@ from formicary.agents.roles.progress import (
     dedupe_sentences,
     failing_before,
     failing_tests,
+    only_old_failures,
     repeats_landed,
 )
 from formicary.agents.roles.replies import PlannedTask
 from formicary.agents.session.engine import Engine
 from formicary.agents.settings import Settings
 from formicary.store import db as store_db
-from tests.gitrepo import make_repo
+from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer, schema_name
 from tests.scripted_team import ScriptedTeam, finish, plan, task, write
+from tests.test_worker_steps import actions
 
 pytestmark = pytest.mark.anyio
 
@@ -206,3 +208,48 @@ def test_tests_stand_alone_when_the_code_they_would_join_has_landed():
     assert [t.title for t in with_their_tests([code, tests])] == ["Add is_palindrome (with its tests)"]
     kept = with_their_tests([code, tests], landed=lambda t: t is code)
     assert kept == [code, tests]  # the code task is dropped later as a repeat; its tests can land now
+
+
+def test_old_failures_that_are_not_the_tasks_do_not_fail_an_edit():
+    before = "FAIL: test_empty (test_text.SlugifyTest.test_empty)\n"
+    assert only_old_failures(before, before, {"is_palindrome"})
+    assert not only_old_failures(before, before, {"slugify"})  # the task is about them
+    worse = before + "ERROR: test_words (test_text.WordCountTest.test_words)\n"
+    assert not only_old_failures(worse, before, {"is_palindrome"})  # a new failure
+    assert not only_old_failures(before, None, {"is_palindrome"})
+    assert only_old_failures(before, before, set())  # the task names no existing function: it adds one
+
+
+STUB_TEXT = 'def slugify(text):\n    """Slug."""\n    return None\n'
+STUB_TESTS = (
+    "import unittest\nfrom text import slugify\n\n\nclass SlugifyTest(unittest.TestCase):\n"
+    "    def test_simple(self):\n        self.assertEqual(slugify('A b'), 'a-b')\n"
+)
+
+
+async def test_an_edit_that_breaks_nothing_on_a_branch_with_unrelated_failures_is_kept_and_lands(tmp_path):
+    """Measured on an unseen goal: a correct is_palindrome() was undone three times as "no better than before",
+    because the module's stub slugify() still failed its tests. Now it is kept, and it lands."""
+    repo = make_repo(tmp_path / "repo", {"text.py": STUB_TEXT, "test_text.py": STUB_TESTS})
+    palindrome = "def is_palindrome(text):\n    t = ''.join(c for c in text.lower() if c.isalnum())\n    return t == t[::-1]\n"
+    edit = {"thought": "", "action": {"name": "write_function", "path": "text.py", "function": "is_palindrome",
+                                      "content": palindrome}}  # fmt: skip
+    team = ScriptedTeam(
+        root_plans=[plan([task("Add is_palindrome", "Add is_palindrome(text).", ["text.py"])])],
+        default_work=lambda title, step: edit if step == 0 else finish(),
+        verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        settings = settings_for(server, cycles=1, workers=1)
+        settings.check_command = "python3 -m unittest"
+        engine = Engine.create(settings, repo, "goal", db_path=db)
+        await engine.run()
+    steps = actions(db)
+    assert [r["name"] for r in steps] == ["write_function", "finish"]
+    calls = rows(db, "SELECT schema_name FROM llm_calls WHERE role = 'worker'")
+    assert len(calls) == 2  # the edit was not undone and drawn again
+    observation = steps[0]["observation"]
+    assert "ALREADY FAILING BEFORE YOUR FIRST EDIT: test_text.SlugifyTest.test_simple" in observation
+    landed = git(repo, "show", f"{engine.git.branch}:text.py")
+    assert "def is_palindrome" in landed

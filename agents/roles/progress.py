@@ -106,6 +106,22 @@ def failing_before(output: str, before_output: str | None, limit: int = 6) -> st
     )
 
 
+def only_old_failures(output: str, before_output: str | None, names: set[str]) -> bool:
+    """The check fails only on tests that already failed before the worker's first edit, and none of those is
+    about the task (names none of its existing functions): the edit broke nothing, on a branch with failures that are not
+    the task's. Such an edit is not a failed try (it is not undone and drawn again).
+
+    Why: measured on an unseen goal, a correct ``is_palindrome()`` added to a module whose stub ``slugify()``
+    failed three tests was undone as "not better than before" three times, and the task ran out of steps."""
+    if before_output is None:
+        return False
+    old, now = set(failing_ids(before_output)), set(failing_ids(output))
+    if not now or not now <= old:
+        return False
+    keys = [k for n in names if (k := n.lower().replace("_", ""))]  # none: the task adds what it is about
+    return not any(k in t.lower().replace("_", "") for t in old for k in keys)
+
+
 def check_summary(exit_code: int | None, output: str, tail: int = 1500) -> str:
     """One short block for a prompt: passed, or the failing tests (or the output's tail when none are named)."""
     if exit_code == 0:

@@ -47,7 +47,7 @@ from .briefing import (
     test_edit_refusal,
 )
 from .context import Agent, Task, check_command
-from .progress import failing_before
+from .progress import failing_before, only_old_failures
 from .render import render
 from .restart import Attempts
 
@@ -246,6 +246,7 @@ class WorkerLoop:
                 not observation.error
                 and self.last_check is not None
                 and not self.last_check.better_than(before)
+                and not self._broke_nothing(self.last_check)
             )
         )
         if action.name in EDIT_ACTIONS and observation.error:
@@ -263,16 +264,8 @@ class WorkerLoop:
         self._previous = signature
         if action.name in REPEATABLE:
             self._history.setdefault(signature, (step, text, self.edits))
-        self._observe(
-            content,
-            text,
-            step,
-            action.name,
-            action.arguments(),
-            observation.exit_code,
-            elapsed,
-            error=observation.error,
-        )
+        self._observe(content, text, step, action.name, action.arguments(), observation.exit_code, elapsed,
+                      error=observation.error)  # fmt: skip
         if action.name == "write_file" and not observation.error:
             self.seen.remember(action.path, action.content, self.messages[-2])
         elif action.name == "read_file" and _whole_read(action, observation.error, text):
@@ -299,6 +292,16 @@ class WorkerLoop:
             CHECK_TIMEOUT,
             self.ctx.secret_env_names,
         )
+
+    def _baseline(self) -> str | None:
+        """The check's output before any edit: the task's own tests, else the whole check on the task's base."""
+        if self.first_check is not None:
+            return self.first_check.output
+        known = self.context.checked(self.wt.base) if self.wt.base else None
+        return known[1] if known is not None else None
+
+    def _broke_nothing(self, run: CheckRun) -> bool:
+        return only_old_failures(run.output, self._baseline(), self.brief.names)
 
     def auto_finish(self, step: int) -> dict[str, Any]:
         """Finish without a model call: the task's tests went from failing to passing (the landing gate still
@@ -377,15 +380,11 @@ class WorkerLoop:
         if run is None:
             return ""
         self.last_check = run
-        if not run.passed:
+        if not run.passed and not self._broke_nothing(run):
             self.attempts.failed_try(action, run.summary())
         more = f" and {len(came) - 4} more" if len(came) > 4 else ""
         note = f"\n(Your copy now has what other workers landed meanwhile: {', '.join(came[:4])}{more}.)"
-        old = (
-            ""
-            if run.passed or self.first_check is None
-            else failing_before(run.output, self.first_check.output)
-        )
+        old = "" if run.passed else failing_before(run.output, self._baseline())
         return "\n\n" + run.observation() + old + (PASSED_HINT if run.passed else "") + (note if came else "")
 
     async def restart(self) -> None:
