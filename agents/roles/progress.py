@@ -108,7 +108,7 @@ def failing_before(output: str, before_output: str | None, limit: int = 6) -> st
 
 def only_old_failures(output: str, before_output: str | None, names: set[str]) -> bool:
     """The check fails only on tests that already failed before the worker's first edit, and none of those is
-    about the task (names none of its existing functions): the edit broke nothing, on a branch with failures that are not
+    about the task (names none of ``names``, the functions it is about): the edit broke nothing, on a branch with failures that are not
     the task's. Such an edit is not a failed try (it is not undone and drawn again).
 
     Why: measured on an unseen goal, a correct ``is_palindrome()`` added to a module whose stub ``slugify()``
@@ -118,8 +118,21 @@ def only_old_failures(output: str, before_output: str | None, names: set[str]) -
     old, now = set(failing_ids(before_output)), set(failing_ids(output))
     if not now or not now <= old:
         return False
-    keys = [k for n in names if (k := n.lower().replace("_", ""))]  # none: the task adds what it is about
-    return not any(k in t.lower().replace("_", "") for t in old for k in keys)
+    keys = [k for n in names if (k := n.lower().replace("_", ""))]
+    return bool(keys) and not any(k in t.lower().replace("_", "") for t in old for k in keys)
+
+
+def no_new_failure(command: str, output: str, limit: int = 6) -> str:
+    """What a worker is shown instead of the check's output when its edit broke nothing and every failure is old
+    and not its task's (:func:`only_old_failures`): measured, the 1.5B model shown the old failures' tracebacks
+    went on to rewrite the functions they were about."""
+    failing = failing_ids(output)
+    more = f" and {len(failing) - limit} more" if len(failing) > limit else ""
+    return (
+        f"CHECK `{command}`: NO NEW FAILURE. Your edit broke nothing: the only failing tests "
+        f"({', '.join(failing[:limit])}{more}) were failing before your first edit and are not your task's. "
+        "Do what is left of your task (the tests it asks for, if any), then finish."
+    )
 
 
 def check_summary(exit_code: int | None, output: str, tail: int = 1500) -> str:

@@ -47,7 +47,7 @@ from .briefing import (
     test_edit_refusal,
 )
 from .context import Agent, Task, check_command
-from .progress import failing_before, only_old_failures
+from .progress import failing_before, no_new_failure, only_old_failures
 from .render import render
 from .restart import Attempts
 
@@ -251,7 +251,7 @@ class WorkerLoop:
         )
         if action.name in EDIT_ACTIONS and observation.error:
             self.attempts.failed_try(action, text.strip().split("\n")[0][:200])
-        if looping and self.attempts.can_restart():
+        if looping and self.attempts.failed and self.attempts.can_restart():  # else its edits are good
             self._record(step, action.name, action.arguments(), text, observation.exit_code, elapsed,
                          error=observation.error)  # fmt: skip
             await self.restart()
@@ -301,7 +301,9 @@ class WorkerLoop:
         return known[1] if known is not None else None
 
     def _broke_nothing(self, run: CheckRun) -> bool:
-        return only_old_failures(run.output, self._baseline(), self.brief.names)
+        """Only old failures, none about the functions this worker writes; never for a task with its own failing
+        tests (``first_check``): those are what it must fix, whatever their names say."""
+        return self.first_check is None and only_old_failures(run.output, self._baseline(), self.brief.names)
 
     def auto_finish(self, step: int) -> dict[str, Any]:
         """Finish without a model call: the task's tests went from failing to passing (the landing gate still
@@ -368,9 +370,9 @@ class WorkerLoop:
             return ""
         if not self.brief.test_paths and action.path.lower().endswith(PROSE):
             return ""  # no test reads prose: the whole check would only cost time
+        if action.name == "write_function":  # what it writes is what its task is about
+            self.brief.names.add(action.function.rsplit(".", 1)[-1])
         if not self.brief.test_paths:  # the planner named no files: find the tests of what was edited
-            if action.name == "write_function":
-                self.brief.names.add(action.function.rsplit(".", 1)[-1])
             root, names = self.ctx.real_root, set(self.brief.names)
             self.brief.test_paths = await anyio.to_thread.run_sync(
                 lambda: related_tests(root, [action.path], names)
@@ -380,10 +382,13 @@ class WorkerLoop:
         if run is None:
             return ""
         self.last_check = run
-        if not run.passed and not self._broke_nothing(run):
+        clean = not run.passed and self._broke_nothing(run)
+        if not run.passed and not clean:
             self.attempts.failed_try(action, run.summary())
         more = f" and {len(came) - 4} more" if len(came) > 4 else ""
         note = f"\n(Your copy now has what other workers landed meanwhile: {', '.join(came[:4])}{more}.)"
+        if clean:  # the old failures' tracebacks only pull a small model towards them
+            return "\n\n" + no_new_failure(run.command, run.output) + (note if came else "")
         old = "" if run.passed else failing_before(run.output, self._baseline())
         return "\n\n" + run.observation() + old + (PASSED_HINT if run.passed else "") + (note if came else "")
 
