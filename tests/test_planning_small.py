@@ -227,16 +227,20 @@ STUB_TESTS = (
 )
 
 
-async def test_an_edit_that_breaks_nothing_on_a_branch_with_unrelated_failures_is_kept_and_lands(tmp_path):
+@pytest.mark.parametrize("repeats", [1, 2])
+async def test_an_edit_that_breaks_nothing_on_a_branch_with_unrelated_failures_is_kept_and_lands(
+    tmp_path, repeats
+):
     """Measured on an unseen goal: a correct is_palindrome() was undone three times as "no better than before",
-    because the module's stub slugify() still failed its tests. Now it is kept, and it lands."""
+    because the module's stub slugify() still failed its tests; then, told it broke nothing, the model sent it
+    again and the worker started over (its edit undone). Now it is kept, a repeat is answered, and it lands."""
     repo = make_repo(tmp_path / "repo", {"text.py": STUB_TEXT, "test_text.py": STUB_TESTS})
     palindrome = "def is_palindrome(text):\n    t = ''.join(c for c in text.lower() if c.isalnum())\n    return t == t[::-1]\n"
     edit = {"thought": "", "action": {"name": "write_function", "path": "text.py", "function": "is_palindrome",
                                       "content": palindrome}}  # fmt: skip
     team = ScriptedTeam(
         root_plans=[plan([task("Add is_palindrome", "Add is_palindrome(text).", ["text.py"])])],
-        default_work=lambda title, step: edit if step == 0 else finish(),
+        default_work=lambda title, step: edit if step < repeats else finish(),
         verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
     )
     db = tmp_path / "f.db"
@@ -246,9 +250,11 @@ async def test_an_edit_that_breaks_nothing_on_a_branch_with_unrelated_failures_i
         engine = Engine.create(settings, repo, "goal", db_path=db)
         await engine.run()
     steps = actions(db)
-    assert [r["name"] for r in steps] == ["write_function", "finish"]
+    assert [r["name"] for r in steps] == ["write_function"] * repeats + ["finish"]
     calls = rows(db, "SELECT schema_name FROM llm_calls WHERE role = 'worker'")
-    assert len(calls) == 2  # the edit was not undone and drawn again
+    assert len(calls) == repeats + 1  # the edit was not undone and drawn again
+    status = [r["data"] for r in rows(db, "SELECT data FROM events WHERE kind = 'status'")]
+    assert not any("started its task again" in d for d in status)
     observation = steps[0]["observation"]
     assert (
         "NO NEW FAILURE. Your edit broke nothing: the only failing tests (test_text.SlugifyTest.test_simple)"

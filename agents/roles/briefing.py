@@ -146,6 +146,22 @@ class Seen:
 PAST_END = re.compile(r"has only (\d+) lines")
 
 
+# What a worker is told when it wastes a step (answered without one where possible).
+REPEAT_NUDGE = (
+    "\nNOTE: this action is exactly the same as your previous one, so it changed nothing. Do the next thing:"
+    " write the file, run the check, or finish."
+)
+REGEX_HINT = (
+    "\nNOTE: `search` is exact text, not a regular expression: copy the lines as they are, without"
+    " backslashes. To change a whole function, write_function is simpler."
+)
+PASSED_HINT = "\nThe tests for your task pass now: finish, unless something in the task is still missing."
+SAME_GOOD_EDIT = (
+    "error: the same edit again; it is in the file already and broke nothing. Do what is left of your task"
+    " (the tests it asks for, if any), or finish."
+)
+
+
 def already_shown_nudge(path: str, where: str) -> str:
     return (
         f"You already have the whole of {path} in this conversation ({where}) and it has not changed, so it is"

@@ -34,7 +34,11 @@ from ..tools.targeted import CheckRun, check_after_edit, related_tests
 from . import resample
 from .ask import ask_once
 from .briefing import (
+    PASSED_HINT,
     PAST_END,
+    REGEX_HINT,
+    REPEAT_NUDGE,
+    SAME_GOOD_EDIT,
     Briefing,
     Seen,
     already_shown_nudge,
@@ -60,20 +64,11 @@ if TYPE_CHECKING:
 CHARS_PER_TOKEN = 3.5
 MAP_MAX_AGE = 5.0  # seconds the repository map a worker starts with may lag the shared tip (Engine.repo_map)
 REPEAT_HEAT = 0.3  # temperature added per identical action in a row
-REPEAT_NUDGE = (
-    "\nNOTE: this action is exactly the same as your previous one, so it changed nothing. Do the next thing:"
-    " write the file, run the check, or finish."
-)
 CHECK_TIMEOUT = 120.0
 REPEATABLE = frozenset({"read_file", "list_files", "search", "replace"})
 """Actions whose result cannot change while nothing is edited (a failed replace included)."""
 REGEX_ESCAPE = re.compile(r"\\[()\[\].*+?|{}]")
-REGEX_HINT = (
-    "\nNOTE: `search` is exact text, not a regular expression: copy the lines as they are, without"
-    " backslashes. To change a whole function, write_function is simpler."
-)
 PROSE = (".md", ".txt", ".rst")
-PASSED_HINT = "\nThe tests for your task pass now: finish, unless something in the task is still missing."
 
 
 class WorkerLimit(Exception):
@@ -203,6 +198,11 @@ class WorkerLoop:
             self.messages.append({"role": "assistant", "content": content})
             return self.finish_args
         signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
+        if action.name in EDIT_ACTIONS and signature == self._previous and not self.attempts.failed:
+            self._observe(
+                content, SAME_GOOD_EDIT, step, action.name, action.arguments(), None, 0.0, error=True
+            )
+            return None  # nothing failed yet: starting over would only undo good edits
         if action.name in EDIT_ACTIONS and signature == self._previous and self.attempts.can_restart():
             self._record(step, action.name, action.arguments(), "the same edit again: starting over", None, 0.0,
                          error=True)  # fmt: skip
