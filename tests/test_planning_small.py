@@ -239,7 +239,9 @@ async def test_an_edit_that_breaks_nothing_on_a_branch_with_unrelated_failures_i
     edit = {"thought": "", "action": {"name": "write_function", "path": "text.py", "function": "is_palindrome",
                                       "content": palindrome}}  # fmt: skip
     team = ScriptedTeam(
-        root_plans=[plan([task("Add is_palindrome", "Add is_palindrome(text).", ["text.py"])])],
+        root_plans=[
+            plan([task("Add is_palindrome", "Add is_palindrome(text).", ["text.py", "test_text.py"])])
+        ],
         default_work=lambda title, step: edit if step < repeats else finish(),
         verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
     )
@@ -263,3 +265,5 @@ async def test_an_edit_that_breaks_nothing_on_a_branch_with_unrelated_failures_i
     assert "Traceback" not in observation
     landed = git(repo, "show", f"{engine.git.branch}:text.py")
     assert "def is_palindrome" in landed
+    # what landed is remembered by the files the commit changed: a plan for its tests is no repeat of it
+    assert [(d.title, d.files) for d in engine.landed] == [("Add is_palindrome", ["text.py"])]

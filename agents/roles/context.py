@@ -49,6 +49,8 @@ class Handoff:
     summary: str
     notes: str = ""
     commit: str | None = None
+    files: tuple[str, ...] = ()
+    """The paths the landed commit changed (empty: not known): what landed, whatever the plan said."""
 
     @property
     def done(self) -> bool:

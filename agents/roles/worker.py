@@ -80,7 +80,10 @@ async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
                         refusals=result.refusals,
                         gate_ms=round(result.gate_ms, 1),
                     )
-                    handoff = Handoff(task.id, task.title, TaskStatus.DONE, summary, notes, commit=result.sha)
+                    changed = tuple(sorted(wt.changed or ()))
+                    handoff = Handoff(
+                        task.id, task.title, TaskStatus.DONE, summary, notes, commit=result.sha, files=changed
+                    )
     except EndpointError:
         raise  # retrying cannot fix it: the session ends with one line
     except (ModelError, WorkerLimit) as exc:

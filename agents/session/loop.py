@@ -251,5 +251,7 @@ async def _work(ctx: SessionContext, task: Task) -> Handoff | None:
     """One worker on ``task``; work that landed is remembered so planners never plan it again."""
     handoff = await run_worker(ctx, task)
     if handoff is not None and handoff.commit:
-        ctx.landed.append(Landed(task.title, list(task.files), handoff.commit))
+        # the files it changed, not the planned ones: a task planned with its tests that landed without them
+        # must not make a later plan for those tests look like a repeat
+        ctx.landed.append(Landed(task.title, list(handoff.files or task.files), handoff.commit))
     return handoff
