@@ -213,9 +213,8 @@ class _Drafter:
     def __init__(self, loop: DraftingLoop, root: str, path: str, name: str) -> None:
         self.loop, self.root, self.path, self.name = loop, root, path, name
         self.prompt_length = len(loop.messages)
-        self.best: tuple[Any, str, Any] | None = (
-            None  # (its check, content, action) of the draft that did most
-        )
+        # (its check, content, action) of the draft that did most
+        self.best: tuple[Any, str, Any] | None = None
         self.drawn = 0
         self.tested: set[str] = set()  # bodies already tried (hot samples repeat themselves)
         self.failed: str | None = None  # how the last tested draft failed, for the next one

@@ -273,7 +273,7 @@ def with_their_tests(
     for task in tasks:
         home = None
         if task.files and all(_is_test(f) for f in task.files):
-            tested = {module_tested(f.rsplit("/", 1)[-1]) for f in task.files}
+            tested = {module_tested(f) for f in task.files}
             home = next(
                 (c for c in code if any(module_name(f) in tested for f in c.files if not _is_test(f))), None
             )

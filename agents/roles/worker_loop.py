@@ -97,6 +97,7 @@ class WorkerLoop:
         self.seen = Seen()
         self.check = (check_command(ctx) or task.check or "").strip()  # the gate's, not the planner's guess
         self.last_check: CheckRun | None = None
+        self.broke_nothing = False  # the last check failed only on old tests that are not the task's
         self.first_check: CheckRun | None = None
         self.attempts = Attempts()
         self.first_prompt = ""
@@ -246,7 +247,7 @@ class WorkerLoop:
                 not observation.error
                 and self.last_check is not None
                 and not self.last_check.better_than(before)
-                and not self._broke_nothing(self.last_check)
+                and not self.broke_nothing
             )
         )
         if action.name in EDIT_ACTIONS and observation.error:
@@ -301,8 +302,7 @@ class WorkerLoop:
         return known[1] if known is not None else None
 
     def _broke_nothing(self, run: CheckRun) -> bool:
-        """Only old failures, none about the functions this worker writes; never for a task with its own failing
-        tests (``first_check``): those are what it must fix, whatever their names say."""
+        """Only old failures not about its functions; never with failing tests of its own (they are its task)."""
         return self.first_check is None and only_old_failures(run.output, self._baseline(), self.brief.names)
 
     def auto_finish(self, step: int) -> dict[str, Any]:
@@ -382,7 +382,7 @@ class WorkerLoop:
         if run is None:
             return ""
         self.last_check = run
-        clean = not run.passed and self._broke_nothing(run)
+        clean = self.broke_nothing = not run.passed and self._broke_nothing(run)
         if not run.passed and not clean:
             self.attempts.failed_try(action, run.summary())
         more = f" and {len(came) - 4} more" if len(came) > 4 else ""
