@@ -49,12 +49,16 @@ class Attempts:
     originals: dict[str, bytes | None] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
     restarts: int = 0
+    last: tuple[str, bytes | None] | None = None
+    """The file the current edit changes, as it was just before (only when asked: ``keep_last``)."""
 
-    def before_edit(self, root: str, path: str) -> None:
-        """Blocking: remember ``path`` as it was before this worker first touched it."""
+    def before_edit(self, root: str, path: str, keep_last: bool = False) -> None:
+        """Blocking: remember ``path`` as it was before this worker first touched it (and, with ``keep_last``,
+        as it is now)."""
         key = os.path.normpath(str(path))
         if key not in self.originals:
             self.originals[key] = snapshot(root, key)
+        self.last = (key, snapshot(root, key)) if keep_last else None
 
     def failed_try(self, action: Any, error: str) -> None:
         code = getattr(action, "content", "") or getattr(action, "replace", "")

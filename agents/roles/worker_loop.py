@@ -32,6 +32,7 @@ from ..tools.actions import (
 from ..tools.parse_gate import parse_problems, parseable
 from ..tools.targeted import CheckRun, check_after_edit, related_tests
 from . import resample
+from .answers import WrongValues, learn_from, undo_patch
 from .ask import ask_once
 from .briefing import (
     PASSED_HINT,
@@ -100,6 +101,7 @@ class WorkerLoop:
         self.broke_nothing = False  # the last check failed only on old tests that are not the task's
         self.first_check: CheckRun | None = None
         self.attempts = Attempts()
+        self.wrong = WrongValues()  # what its failing tests showed its code returning (answers.py)
         self.first_prompt = ""
         self.edits = 0
         self.edit_failed = False  # the last edit was refused for its code or failed the task's tests
@@ -224,7 +226,8 @@ class WorkerLoop:
             return None
         started = time.perf_counter()
         if action.name in EDIT_ACTIONS:
-            await anyio.to_thread.run_sync(self.attempts.before_edit, self.ctx.real_root, action.path)
+            keep = bool(self.wrong.values)  # the file as it was, to undo an edit that patches them in
+            await anyio.to_thread.run_sync(self.attempts.before_edit, self.ctx.real_root, action.path, keep)
         observation = await execute(action, self.ctx)
         elapsed = (time.perf_counter() - started) * 1000
         # Redacted before it goes anywhere: the next prompt, the record, the operator's screen (`cat .env`).
@@ -283,16 +286,14 @@ class WorkerLoop:
         return await self._task_check()
 
     async def _task_check(self) -> CheckRun | None:
-        """The check narrowed to the task's tests and functions (targeted.py)."""
-        return await check_after_edit(
-            self.check,
-            self.ctx.real_root,
-            self.brief.test_paths,
-            self.brief.names,
-            self.ctx.options,
-            CHECK_TIMEOUT,
-            self.ctx.secret_env_names,
-        )
+        """The check narrowed to the task's tests and functions (targeted.py); a failing run's wrong values
+        are learnt."""
+        root, tests, ctx = self.ctx.real_root, self.brief.test_paths, self.ctx
+        run = await check_after_edit(self.check, root, tests, self.brief.names, ctx.options, CHECK_TIMEOUT,
+                                     ctx.secret_env_names)  # fmt: skip
+        if run is not None and not run.passed:
+            await anyio.to_thread.run_sync(learn_from, run.output, self.wrong, root, tests)
+        return run
 
     def _baseline(self) -> str | None:
         """The check's output before any edit: the task's own tests, else the whole check on the task's base."""
@@ -354,10 +355,11 @@ class WorkerLoop:
     async def after_edit(self, action: Any) -> str:
         """Run the check after an edit (targeted to the task's tests); the text added to the observation."""
         self.edits += 1
+        root = self.ctx.real_root
         if action.name != "write_file":
             self.seen.forget(action.path)
         if action.name != "write_function" and parseable(action.path):  # write_function parses what it writes
-            root, path = self.ctx.real_root, action.path
+            path = action.path
             text = await anyio.to_thread.run_sync(read_text, root, path)
             broken = (await parse_problems({path: text})).get(path) if text is not None else None
             if broken:  # measured: a new test file that did not parse was followed by "the tests pass now"
@@ -366,6 +368,11 @@ class WorkerLoop:
                 return (
                     f"\n\nERROR: {path} does not parse now ({broken}); the landing gate refuses it. Fix it."
                 )
+        last, path = self.attempts.last, action.path  # last: only when there are wrong values to look for
+        if last and (undone := await anyio.to_thread.run_sync(undo_patch, root, path, last, self.wrong)):
+            self.last_check = None
+            self.attempts.failed_try(action, "wrote the tests' wrong values into the code")
+            return undone
         if not self.check:
             return ""
         if not self.brief.test_paths and action.path.lower().endswith(PROSE):
@@ -373,7 +380,7 @@ class WorkerLoop:
         if action.name == "write_function":  # what it writes is what its task is about
             self.brief.names.add(action.function.rsplit(".", 1)[-1])
         if not self.brief.test_paths:  # the planner named no files: find the tests of what was edited
-            root, names = self.ctx.real_root, set(self.brief.names)
+            names = set(self.brief.names)
             self.brief.test_paths = await anyio.to_thread.run_sync(
                 lambda: related_tests(root, [action.path], names)
             )
@@ -464,18 +471,8 @@ class WorkerLoop:
     ) -> None:
         target = action_target(args)
         self.agent.last_action = f"{name} {target[:60]}".strip()
-        self.context.recorder.action(
-            self.agent,
-            self.task.id,
-            step,
-            name,
-            args,
-            text,
-            exit_code,
-            duration_ms,
-            target=target,
-            error=error,
-        )
+        self.context.recorder.action(self.agent, self.task.id, step, name, args, text, exit_code, duration_ms,
+                                     target=target, error=error)  # fmt: skip
 
     def _trim(self) -> None:
         """Keep the conversation inside the context window: drop the oldest steps, keep the task."""
