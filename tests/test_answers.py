@@ -87,7 +87,9 @@ async def test_a_worker_that_patches_its_wrong_output_is_undone_and_only_the_rul
     repo = make_repo(tmp_path / "repo", {"text.py": TEXT, "test_text.py": TABLE_TESTS})
     script = [edit(NAIVE), edit(HACK), edit(RULE), finish()]
     team = ScriptedTeam(
-        root_plans=[plan([task("Fix tableize", "Make tableize() pass its tests.", ["text.py", "test_text.py"])])],
+        root_plans=[
+            plan([task("Fix tableize", "Make tableize() pass its tests.", ["text.py", "test_text.py"])])
+        ],
         default_work=lambda title, step: script[min(step, len(script) - 1)],
         verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
     )
