@@ -7,7 +7,9 @@ embedded model, 4 slots) serves every system; each system gets the same goal tex
 one after another, each on a fresh git repository of the stubbed libraries.
 
 Figures, one JSON line: per system, the functions restored (the stub's own tests pass on the result: the shared
-branch's tip for formicary, the working tree for mini-swe-agent), tokens (from the server's own counters, so
+branch's tip for formicary, the working tree for mini-swe-agent; and calls no test makes answer as the original
+function does) and ``tests_only``, those whose tests pass but whose held-out calls do not (code fitted to the
+tests' cases, seen once: ``tableize()`` as ``.replace('childtoys', 'child_toys')``), tokens (from the server's own counters, so
 every system is measured alike), model calls, wall time, gate refusals, and ``regressions``: commits on the
 shared branch after which the check (the libraries' whole test suite) got worse.
 
@@ -47,19 +49,29 @@ class Stub:
     function: str
     tests: str  # test file relative to the bench repository
     select: str  # pytest -k expression choosing the function's own tests
+    module: str  # the module to import it from
+    held_out: tuple[str, ...]  # calls no test makes: a restored function answers them as the original does
 
 
 STUBS = [
-    Stub("inflection", "inflection/inflection/__init__.py", "dasherize", "inflection/test_inflection.py", "dasherize"),
-    Stub("inflection", "inflection/inflection/__init__.py", "ordinal", "inflection/test_inflection.py", "ordinal"),
-    Stub("inflection", "inflection/inflection/__init__.py", "tableize", "inflection/test_inflection.py", "tableize"),
+    Stub("inflection", "inflection/inflection/__init__.py", "dasherize", "inflection/test_inflection.py", "dasherize",
+         "inflection", ("dasherize('big_red_dog')", "dasherize('a_b')")),
+    Stub("inflection", "inflection/inflection/__init__.py", "ordinal", "inflection/test_inflection.py", "ordinal",
+         "inflection", ("ordinal('21')", "ordinal(112)", "ordinal(-3)", "ordinal('1000')")),
+    Stub("inflection", "inflection/inflection/__init__.py", "tableize", "inflection/test_inflection.py", "tableize",
+         "inflection", ("tableize('ItemCategory')", "tableize('MousePad')", "tableize('big_box')")),
     Stub("webcolors", "webcolors/src/webcolors/_normalization.py", "_normalize_integer_rgb",
-         "webcolors/tests/test_normalization.py", "normalize_integer"),
+         "webcolors/tests/test_normalization.py", "normalize_integer", "webcolors._normalization",
+         ("_normalize_integer_rgb(300)", "_normalize_integer_rgb(-5)", "_normalize_integer_rgb(77)")),
     Stub("webcolors", "webcolors/src/webcolors/_conversion.py", "hex_to_rgb",
-         "webcolors/tests/test_conversion.py", "hex_to_rgb"),
+         "webcolors/tests/test_conversion.py", "hex_to_rgb", "webcolors._conversion",
+         ("hex_to_rgb('#abc')", "hex_to_rgb('#123456')", "hex_to_rgb('#ABCDEF')")),
     Stub("webcolors", "webcolors/src/webcolors/_conversion.py", "rgb_to_hex",
-         "webcolors/tests/test_conversion.py", "rgb_to_hex"),
+         "webcolors/tests/test_conversion.py", "rgb_to_hex", "webcolors._conversion",
+         ("rgb_to_hex((1, 2, 3))", "rgb_to_hex((255, 128, 0))")),
 ]  # fmt: skip
+PYTHONPATH = ("inflection", "webcolors/src")
+"""Where the libraries import from, relative to a tree (the vendored originals or a result)."""
 
 PYTEST_INI = """[pytest]
 pythonpath = inflection webcolors/src
@@ -148,9 +160,38 @@ def badness(tree: Path) -> int:
     return sum(int(n) for n, _ in numbers) or 1
 
 
-def restored(tree: Path) -> list[str]:
-    """The stubs whose own tests pass on ``tree``."""
-    return [s.function for s in STUBS if pytest_run(tree, s.tests, "-k", s.select)[0] == 0]
+HELD_OUT = """
+import importlib, json, sys
+sys.path[:0] = json.loads(sys.argv[3])
+module = importlib.import_module(sys.argv[1])
+out = []
+for call in json.loads(sys.argv[2]):
+    try:
+        out.append(repr(eval(call, vars(module))))
+    except Exception as exc:
+        out.append(type(exc).__name__)
+print(json.dumps(out))
+"""
+
+
+def held_out(tree: Path, stub: Stub) -> list[str] | None:
+    """What ``stub``'s held-out calls return on ``tree`` (their reprs, or the exception's name); None when the
+    module does not import."""
+    paths = json.dumps([str(tree / p) for p in PYTHONPATH])
+    args = [sys.executable, "-I", "-c", HELD_OUT, stub.module, json.dumps(stub.held_out), paths]
+    try:
+        res = subprocess.run(args, cwd=tree, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return None
+    return json.loads(res.stdout) if res.returncode == 0 else None
+
+
+def restored(tree: Path) -> tuple[list[str], list[str]]:
+    """(the stubs whose own tests pass on ``tree`` and whose held-out calls answer as the original's do, those
+    whose tests pass but held-out calls do not: code fitted to the tests, not restored)."""
+    passing = [s for s in STUBS if pytest_run(tree, s.tests, "-k", s.select)[0] == 0]
+    general = [s.function for s in passing if held_out(tree, s) == held_out(LIBS, s)]
+    return general, [s.function for s in passing if s.function not in general]
 
 
 def checkout(repo: Path, rev: str, into: Path) -> Path:
@@ -358,7 +399,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                 )
             after = server_tokens(server.root_url)
             info["tokens"] = {"prompt": after[0] - before[0], "generated": after[1] - before[1]}
-            info["restored"] = restored(tree)
+            info["restored"], info["tests_only"] = restored(tree)
             info["restored_n"] = len(info["restored"])
             info["load_after"] = load_average()
             result["systems"][name] = info
