@@ -353,3 +353,44 @@ async def test_the_summary_never_shows_a_later_tips_check_as_the_sessions_start(
     assert [(g["verdict"], g["tip_exit"]) for g in gates] == [("passed", None), ("refused", 0)]
     summary = load_summary(store_db.connect(db), engine.session_id)
     assert summary.check_start is None  # not "passed": no check of the start's tip was run
+
+
+async def test_unfinished_work_on_a_task_whose_tests_passed_does_not_land(tmp_path):
+    """Seen on an unseen goal: a worker planned to "fix" a working function ran out of steps and landed a new,
+    unused function beside it (the gate passed it: nothing got worse). Unfinished work must show progress on
+    its task's tests to land."""
+    repo = project(tmp_path)
+    junk = CALC + "\n\ndef add_with_spaces(a, b):\n    return a + b\n"
+    team = ScriptedTeam(
+        root_plans=[plan([task("Fix add()", "Make add() handle spaces.", ["calc.py", "test_calc.py"])])],
+        work={"Fix add()": [write("calc.py", junk), read("calc.py"), read("test_calc.py")]},
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(gate_settings(server, steps_per_worker=3), repo, "goal", db_path=db)
+        await engine.run()
+    assert git(repo, "show", f"{engine.git.branch}:calc.py") + "\n" == CALC
+    row = rows(db, "SELECT * FROM tasks WHERE title = 'Fix add()'")[0]
+    assert row["status"] == "failed"
+    assert "no better than before its first edit: not landed; work kept on formicary-tasks/" in row["error"]
+    kept = rows(db, "SELECT sha FROM commits WHERE task_id = ?", row["id"])[0]
+    assert "add_with_spaces" in git(repo, "show", f"{kept['sha']}:calc.py")
+
+
+async def test_unfinished_work_that_fixed_some_of_its_tests_lands(tmp_path):
+    repo = make_repo(
+        tmp_path / "repo",
+        {"calc.py": "def add(a, b):\n    return 0\n\n\ndef sub(a, b):\n    return 0\n", **TESTS},
+    )
+    half = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return 0\n"
+    team = ScriptedTeam(
+        root_plans=[plan([task("Fix add() and sub()", "Fix add() and sub().", ["calc.py", "test_calc.py"])])],
+        work={"Fix add() and sub()": [write("calc.py", half), read("calc.py"), read("test_calc.py")]},
+    )
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(gate_settings(server, steps_per_worker=3), repo, "goal", db_path=db)
+        await engine.run()
+    assert git(repo, "show", f"{engine.git.branch}:calc.py") + "\n" == half
+    row = rows(db, "SELECT status, handoff FROM tasks WHERE title = 'Fix add() and sub()'")[0]
+    assert row["status"] == "done" and "unfinished" in row["handoff"]

@@ -286,6 +286,7 @@ async def integrate(
     gate: Gate | None = None,
     on_refusal: OnRefusal | None = None,
     max_gate_rounds: int = 2,
+    hold: str | None = None,
 ) -> IntegrationResult:
     """Land ``wt``'s committed work on the session branch as one commit; never raises for git failures.
 
@@ -299,6 +300,7 @@ async def integrate(
         on_refusal: awaited with a :class:`.gate.Refusal`; True when the worker fixed its work (None: a
             refusal fails the task at once, e.g. for a worker out of steps).
         max_gate_rounds: refusals handed back before the task fails (its branch keeps the work).
+        hold: a reason not to land it at all: the commit is recorded as failed with it, its branch kept.
 
     Returns:
         ``integrated`` (``sha`` on the branch), ``failed`` (``error`` says why; the task branch is kept) or
@@ -340,6 +342,8 @@ async def integrate(
                 result.status = "empty"
                 return result
             wt.head = result.head = head
+        if hold:
+            raise GitError(hold)
         message = wt.message or f"Task {wt.task_id}\n\nFormicary-Task: {wt.task_id}\n"
         env = wt.identity.env()
         premerged: tuple[str, str] | None = None  # git's merge of ``head`` onto an earlier tip, made outside

@@ -9,9 +9,13 @@ obey "do not"), and repeated sentences are removed from the judge's notes.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from ..tools.check import failing_ids
 from .context import Landed
+
+if TYPE_CHECKING:
+    from ..tools.targeted import CheckRun
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STOP = frozenset(
@@ -173,3 +177,13 @@ def dedupe_sentences(text: str) -> str:
         seen.add(key)
         out.append(piece.strip())
     return " ".join(out)
+
+
+def made_progress(first: CheckRun | None, last: CheckRun | None) -> bool | None:
+    """Whether the task's own tests (``first``: before the worker's first edit; ``last``: after its last) got
+    better; None when the task has none to tell by. Unfinished work without progress does not land: seen on an
+    unseen goal, a worker planned to "fix" a working function ran out of steps and landed a new, unused function
+    beside it."""
+    if first is None or first.exit_code is None:
+        return None
+    return not first.passed and last is not None and last.better_than(first)

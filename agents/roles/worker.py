@@ -14,6 +14,7 @@ from ..status import AgentStatus, Role, TaskStatus
 from . import drafts
 from .briefing import conflict_message
 from .context import Handoff, Task
+from .progress import made_progress
 from .worker_loop import WorkerLimit, WorkerLoop
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
             limit_hit = None
             try:
                 finish = await drafts.fill_stubs(loop) or await loop.until_finish()
-            except WorkerLimit as exc:  # what it wrote lands only if it passes the gate; kept on its branch
+            except WorkerLimit as exc:  # what it wrote lands only if it made progress and passes the gate
                 limit_hit = str(exc)
                 finish = {
                     "summary": f"ended by the {limit_hit} before finishing",
@@ -46,6 +47,9 @@ async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
             sha = await ctx.git.commit(wt, f"{task.title}\n\n{summary[:2000]}")
             if sha is None and limit_hit:
                 raise WorkerLimit(limit_hit)
+            hold = None
+            if limit_hit and made_progress(loop.first_check, loop.last_check) is False:
+                hold = "its task's tests are no better than before its first edit"
             if sha is None:
                 handoff = Handoff(task.id, task.title, TaskStatus.DONE, f"{summary} (no changes)", notes)
             else:
@@ -57,12 +61,17 @@ async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
                     gate=ctx.gate,
                     on_refusal=None if limit_hit else loop.fix_refusal,
                     max_gate_rounds=limits.gate_rounds,
+                    hold=hold,  # recorded, kept on its branch
                 )
                 if result.status == "empty":
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, f"{summary} (no changes)", notes)
                 elif result.status == "already":  # another task landed the same change: nothing of its own
                     already = f"{summary} (no commit of its own: the shared branch had its change already)"
                     handoff = Handoff(task.id, task.title, TaskStatus.DONE, already, notes)
+                elif hold:
+                    raise WorkerLimit(
+                        f"unfinished ({limit_hit}) and {hold}: not landed; work kept on {wt.branch}"
+                    )
                 elif result.status != "integrated":
                     unfinished = f"unfinished ({limit_hit}); " if limit_hit else ""
                     raise WorkerLimit(
