@@ -267,3 +267,12 @@ def test_a_failure_note_is_the_first_failing_test_and_its_error_in_one_line():
     assert failure_note(unittest_out) == "test_boils: AssertionError: 200 != 212"
     assert failure_note("Ran 3 tests\nOK\n") is None
     assert len(failure_note("E   " + "x" * 1000) or "") == NOTE_CHARS
+
+
+async def test_a_working_function_is_not_redrafted_for_another_functions_failing_tests(tmp_path):
+    """Seen on an unseen bug-fix goal: a task planned for a working slugify() (the failing tests were
+    word_count()'s) redrafted it twelve times. Only a stub, or a function the failures name, is drafted."""
+    working = UNITS.replace("    return None\n", "    return c * 9 / 5 + 32\n").replace("2 * x", "3 * x")
+    respond = responder(["    return c * 9 / 5 + 32\n"])
+    await run(tmp_path, respond, units=working, steps_per_worker=2)
+    assert respond.infills == []

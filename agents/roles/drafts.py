@@ -123,9 +123,11 @@ def failure_note(output: str) -> str | None:
     return (f"{name.group(1)}: {said}" if name else said)[:NOTE_CHARS]
 
 
-def _targets(root: str, files: list[str], names: set[str]) -> list[tuple[str, str]]:
-    """(path, function) of each function the task names that can be drafted (a stub, or a short body), in the
-    Python files it names."""
+def _targets(root: str, files: list[str], names: set[str], failing: str) -> list[tuple[str, str]]:
+    """(path, function) of each function the task names that can be drafted, in the Python files it names: a
+    stub, or a short body that the failing tests' output (``failing``) names. Why the latter: seen on an unseen
+    bug-fix goal, a task planned for a working ``slugify()`` (the failing tests were another function's)
+    redrafted it twelve times."""
     found = []
     for path in files:
         if not path.endswith(".py"):
@@ -133,7 +135,12 @@ def _targets(root: str, files: list[str], names: set[str]) -> list[tuple[str, st
         text = read_text(root, path)
         if text is None:
             continue
-        found += [(path, name) for name in sorted(names) if body_gap(text, name, SHORT_BODY) is not None]
+        for name in sorted(names):
+            if body_gap(text, name, 0) is not None or (
+                body_gap(text, name, SHORT_BODY) is not None
+                and re.search(rf"\b{re.escape(name.rsplit('.', 1)[-1])}", failing, re.I)
+            ):
+                found.append((path, name))
     return found
 
 
@@ -196,7 +203,8 @@ async def fill_stubs(loop: DraftingLoop) -> dict[str, Any] | None:
     if first is None or first.passed or first.exit_code is None:
         return None  # nothing to tell a good draft from a bad one
     root = loop.ctx.real_root
-    targets = await anyio.to_thread.run_sync(_targets, root, list(loop.task.files), set(loop.brief.names))
+    files, names = list(loop.task.files), set(loop.brief.names)
+    targets = await anyio.to_thread.run_sync(_targets, root, files, names, first.output)
     for path, name in targets:
         try:
             done = await _draft_one(loop, root, path, name, per_stub)
