@@ -135,7 +135,7 @@ def check_results(
     """The check's result when the session started and when it last ran, or None where there was none.
 
     Start: the landing gate's check of ``base``, the commit the session started from (a gate that did not need
-    the tip's result has none; a later tip's result is not the start's). End: the check the judge saw last (its exit
+    the tip's result has none; a later tip's result is not the start's), else what cycle 1's judge was told. End: the check the judge saw last (its exit
     status from the timeline), else the check of the last tree the gate let land.
     """
     gates = _gate_rows(db, session_id)
@@ -147,6 +147,14 @@ def check_results(
         ),
         None,
     )
+    if start is None:  # the gate did not need the base's result; cycle 1's judge knew it
+        for row in db.query(
+            f"SELECT data FROM {q.log_table(db)} WHERE session_id = ? AND kind = 'verdict' ORDER BY seq LIMIT 1",
+            [session_id],
+        ):
+            data = json.loads(row["data"] or "{}")
+            first = data.get("start_exit") if isinstance(data, dict) and data.get("number") == 1 else None
+            start = CheckResult(first == 0, "") if isinstance(first, int) else None
     end = None
     with_output = [v for v in verdicts if v.get("check_output")]
     last_exit = None

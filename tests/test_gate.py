@@ -334,7 +334,8 @@ async def test_a_task_whose_change_another_task_landed_reports_no_commit_of_its_
 
 async def test_the_summary_never_shows_a_later_tips_check_as_the_sessions_start(tmp_path):
     """The first landing passes outright (the tip's check is not needed), the second is refused against the new
-    tip, which passes: that result is not the start's (at the start mean was broken and the check failed)."""
+    tip, which passes: that result is not the start's (at the start mean was broken and the check failed; the
+    summary has that from what cycle 1's judge was told)."""
     from formicary.summary import load_summary
 
     repo = project(tmp_path)
@@ -352,7 +353,8 @@ async def test_the_summary_never_shows_a_later_tips_check_as_the_sessions_start(
     gates = rows(db, "SELECT verdict, tip_exit FROM gates ORDER BY created_at")
     assert [(g["verdict"], g["tip_exit"]) for g in gates] == [("passed", None), ("refused", 0)]
     summary = load_summary(store_db.connect(db), engine.session_id)
-    assert summary.check_start is None  # not "passed": no check of the start's tip was run
+    # not "passed" (the later tip's result): failed, as cycle 1's judge was told
+    assert summary.check_start is not None and summary.check_start.passed is False
 
 
 async def test_unfinished_work_on_a_task_whose_tests_passed_does_not_land(tmp_path):

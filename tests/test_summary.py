@@ -100,7 +100,7 @@ def test_headless_finish_prints_the_summary_and_working_git_commands(finished: d
     assert f"branch    {session['branch']}" in text
     assert f"commits   {landed} landed" in text
     assert f"tasks     {done} done, 0 failed" in text
-    assert "check     start: not run · end: passed — README.md  (ls README.md, config)" in text
+    assert "check     start: passed · end: passed — README.md  (ls README.md, config)" in text
     for role in ("planner", "worker", "judge"):
         assert f"{role} " in text.split("tokens", 1)[1]
     commands = [line.strip() for line in block if line.strip().startswith("git -C ")]

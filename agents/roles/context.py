@@ -149,6 +149,7 @@ class Recorder(Protocol):
         notes: str,
         check_output: str,
         check_exit: int | None,
+        start_exit: int | None = None,
     ) -> None: ...
 
 

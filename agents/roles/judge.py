@@ -91,6 +91,7 @@ async def run_judge(
         notes=verdict.notes,
         check_output=check_output,
         check_exit=check_exit,
+        start_exit=start[0] if start is not None else None,
     )
     state.end_agent(agent, status)
     return verdict

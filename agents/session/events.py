@@ -226,6 +226,8 @@ class VerdictGiven(Event):
     reason: str = ""
     notes: str = ""
     check_exit: int | None = None
+    start_exit: int | None = None
+    """The check's exit status on the tip the cycle started from, when it was known."""
 
 
 @_event("control", optional=("text", "replace_goal", "n"))

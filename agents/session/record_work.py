@@ -193,6 +193,7 @@ class WorkRecord(ABC):
         notes: str,
         check_output: str,
         check_exit: int | None,
+        start_exit: int | None = None,
     ) -> None:
         self.writer.insert(
             "verdicts",
@@ -216,5 +217,6 @@ class WorkRecord(ABC):
                 reason=reason,
                 notes=notes[:1000],
                 check_exit=check_exit,
+                start_exit=start_exit,
             )
         )
