@@ -135,8 +135,9 @@ def check_results(
     """The check's result when the session started and when it last ran, or None where there was none.
 
     Start: the landing gate's check of ``base``, the commit the session started from (a gate that did not need
-    the tip's result has none; a later tip's result is not the start's), else what cycle 1's judge was told. End: the check the judge saw last (its exit
-    status from the timeline), else the check of the last tree the gate let land.
+    the tip's result has none; a later tip's result is not the start's), else what cycle 1's judge was told.
+    End: the check the judge saw last (its exit status from the timeline), else the check of the last tree the
+    gate let land.
     """
     gates = _gate_rows(db, session_id)
     start = next(

@@ -9,9 +9,9 @@ one after another, each on a fresh git repository of the stubbed libraries.
 Figures, one JSON line: per system, the functions restored (the stub's own tests pass on the result: the shared
 branch's tip for formicary, the working tree for mini-swe-agent; and calls no test makes answer as the original
 function does) and ``tests_only``, those whose tests pass but whose held-out calls do not (code fitted to the
-tests' cases, seen once: ``tableize()`` as ``.replace('childtoys', 'child_toys')``), tokens (from the server's own counters, so
-every system is measured alike), model calls, wall time, gate refusals, and ``regressions``: commits on the
-shared branch after which the check (the libraries' whole test suite) got worse.
+tests' cases, seen once: ``tableize()`` as ``.replace('childtoys', 'child_toys')``), tokens (from the server's
+own counters, so every system is measured alike), model calls, wall time, gate refusals, and ``regressions``:
+commits on the shared branch after which the check (the libraries' whole test suite) got worse.
 
 mini-swe-agent is pinned (``mini-swe-agent==2.4.6``) and installed by this script into its own virtualenv
 under the user cache (``--mini-venv``), then run with its text-based config pointed at the same endpoint.

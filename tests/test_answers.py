@@ -6,11 +6,9 @@ from __future__ import annotations
 import pytest
 
 from formicary.agents.roles.answers import WrongValues, quoted_in_failures
-from formicary.agents.session.engine import Engine
 from tests.gitrepo import git, make_repo
-from tests.scripted_server import ScriptedServer
 from tests.scripted_team import ScriptedTeam, finish, plan, task
-from tests.test_planning_small import settings_for
+from tests.test_planning_small import one_worker_unittest_session
 from tests.test_worker_steps import actions
 
 PYTEST_FAILURE = """\
@@ -93,12 +91,7 @@ async def test_a_worker_that_patches_its_wrong_output_is_undone_and_only_the_rul
         default_work=lambda title, step: script[min(step, len(script) - 1)],
         verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
     )
-    db = tmp_path / "f.db"
-    with ScriptedServer(responder=team) as server:
-        settings = settings_for(server, cycles=1, workers=1)
-        settings.check_command = "python3 -m unittest"
-        engine = Engine.create(settings, repo, "goal", db_path=db)
-        await engine.run()
+    engine, db = await one_worker_unittest_session(tmp_path, repo, team)
     steps = actions(db)
     assert [r["name"] for r in steps][:3] == ["write_function"] * 3
     assert "'childtoys' != 'child_toys'" in steps[0]["observation"]

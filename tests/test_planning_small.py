@@ -43,6 +43,17 @@ def settings_for(server: ScriptedServer, max_concurrency: int = 4, **limits) -> 
     )
 
 
+async def one_worker_unittest_session(tmp_path, repo, team) -> tuple[Engine, object]:
+    """One cycle, one worker, ``python3 -m unittest`` as the check: (the engine, the record's path)."""
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        settings = settings_for(server, cycles=1, workers=1)
+        settings.check_command = "python3 -m unittest"
+        engine = Engine.create(settings, repo, "goal", db_path=db)
+        await engine.run()
+    return engine, db
+
+
 def rows(db, sql, *params):
     return list(store_db.connect(db).query(sql, params))
 
@@ -245,12 +256,7 @@ async def test_an_edit_that_breaks_nothing_on_a_branch_with_unrelated_failures_i
         default_work=lambda title, step: edit if step < repeats else finish(),
         verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
     )
-    db = tmp_path / "f.db"
-    with ScriptedServer(responder=team) as server:
-        settings = settings_for(server, cycles=1, workers=1)
-        settings.check_command = "python3 -m unittest"
-        engine = Engine.create(settings, repo, "goal", db_path=db)
-        await engine.run()
+    engine, db = await one_worker_unittest_session(tmp_path, repo, team)
     steps = actions(db)
     assert [r["name"] for r in steps] == ["write_function"] * repeats + ["finish"]
     calls = rows(db, "SELECT schema_name FROM llm_calls WHERE role = 'worker'")

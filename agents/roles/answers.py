@@ -62,7 +62,8 @@ class WrongValues:
         self.values: set[str] = set()
 
     def learn(self, output: str, test_texts: Iterable[str]) -> None:
-        """Remember the actual values of ``output``'s failures; ``test_texts``: the task's test files."""
+        """Remember the actual values of ``output``'s failures; ``test_texts``: the task's test files, only
+        iterated when there are values to tell apart."""
         seen = {v for v in quoted_in_failures(output) if len(v.strip()) >= MIN_CHARS}
         if not seen or len(self.values) >= MAX_VALUES:
             return
@@ -104,6 +105,5 @@ def undo_patch(root: str, path: str, last: tuple[str, bytes | None] | None, wron
 
 
 def learn_from(run_output: str, wrong: WrongValues, root: str, test_paths: Iterable[str]) -> None:
-    """Blocking: learn a failing run's wrong values, reading the task's test files only when there are any."""
-    if quoted_in_failures(run_output):
-        wrong.learn(run_output, (t for p in test_paths if (t := read_text(root, p)) is not None))
+    """Blocking: learn a failing run's wrong values (the test files are read lazily: only when it has any)."""
+    wrong.learn(run_output, (t for p in test_paths if (t := read_text(root, p)) is not None))
