@@ -61,6 +61,15 @@ class LazyGroup(click.Group):
                 return None
         return super().get_command(ctx, cmd_name)
 
+    def invoke(self, ctx: click.Context):
+        """Any subcommand: a file that is not a record ends in one line, not a traceback."""
+        import sqlite3
+
+        try:
+            return super().invoke(ctx)
+        except sqlite3.DatabaseError as exc:
+            fail(f"cannot use the record: {exc} (--db or FORMICARY_DB names another file)")
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl(sorted((name, entry[2]) for name, entry in LAZY_COMMANDS.items()))

@@ -310,6 +310,7 @@ agent:
   confirm_exit: false
   step_limit: 0
   cost_limit: 0
+  max_consecutive_format_errors: 0
 environment:
   environment_class: bubblewrap
   cwd: "{repo}"
@@ -321,7 +322,9 @@ environment:
     "--setenv", "PATH", "{bindir}:/usr/local/bin:/usr/sbin:/usr/bin:/bin"]
 """
 # mini-swe-agent's own bubblewrap environment (its default runs commands unconfined), with the network off
-# like formicary's sandbox.
+# like formicary's sandbox. Its default gives up after 3 replies in a row without exactly one command block
+# (RepeatedFormatError): with the 1.5B model that ended a run at 155 s of 480, so here it is told the format
+# error and goes on, like formicary's workers, until the budget ends.
 
 
 def run_mini(binary: Path, base_url: str, repo: Path, budget: float, work: Path) -> dict:
@@ -356,8 +359,9 @@ def run_mini(binary: Path, base_url: str, repo: Path, budget: float, work: Path)
     calls, exit_status = 0, ended
     if trajectory.exists():
         data = json.loads(trajectory.read_text())
-        calls = sum(1 for m in data.get("messages", []) if m.get("role") == "assistant")
-        exit_status = (data.get("info") or {}).get("exit_status") or ended
+        info = data.get("info") or {}
+        calls = (info.get("model_stats") or {}).get("api_calls", 0)
+        exit_status = info.get("exit_status") or ended
     return {"wall_s": round(wall, 1), "calls": calls, "outcome": exit_status, "gate_refusals": 0}
 
 

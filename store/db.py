@@ -61,6 +61,22 @@ def connect(path: Path | str, *, migrate: bool = True, readonly: bool = False) -
     return db
 
 
+def record_problem(path: Path | str) -> str | None:
+    """Why the file at ``path`` cannot be the record (one line), or None (it is one, or does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"cannot use the record at {path}: {exc} (--db or FORMICARY_DB names another file)"
+    return None
+
+
 def schema_version(db: Database) -> list[str]:
     """Names of the migrations applied to ``db``, oldest first."""
     return [m.name for m in migrations.migrations.applied(db)]

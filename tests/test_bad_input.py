@@ -129,3 +129,32 @@ def test_bad_input_unknown_session_for_attach(tmp_path, server):
 
     connect(paths.default_db_path()).conn.close()
     assert_one_line_failure(formicary("attach", "ZZZZ"), "no session matches")
+
+
+def test_bad_input_record_that_is_not_a_database(tmp_path, server):
+    """A --db file that is not an SQLite record: every command ends in one line; the repository, and the
+    file, are left as they were (no session branch is created before the record is found unusable)."""
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    bad = tmp_path / "notes.db"
+    bad.write_bytes(b"not a database, just a file someone named .db\n" * 40)
+    before, content = snapshot(repo), bad.read_bytes()
+    result = formicary(*run_args(repo, "do it", "--db", str(bad)), env_url=server.base_url)
+    assert_one_line_failure(result, "cannot use the record")
+    assert snapshot(repo) == before
+    for command in (("sessions",), ("resume", "--headless"), ("calls", "ZZZZ"), ("show",)):
+        assert_one_line_failure(formicary(*command, "--db", str(bad)), "record")
+    assert bad.read_bytes() == content
+
+
+def test_bad_input_check_whose_program_does_not_exist(tmp_path, server):
+    """A typo in --check would fail alike on every tree, so the gate would let anything through: refused
+    before the session starts."""
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    before = snapshot(repo)
+    db = tmp_path / "record.db"
+    result = formicary(
+        *run_args(repo, "do it", "--check", "pytset -q", "--db", str(db)), env_url=server.base_url
+    )
+    assert_one_line_failure(result, "the check `pytset -q` cannot start: pytset is not found")
+    assert snapshot(repo) == before
+    assert not db.exists()

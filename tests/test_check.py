@@ -196,3 +196,12 @@ async def test_parse_gate_names_each_broken_file_and_survives_hostile_ones():
     assert set(found) == {"bad.py", "nulls.py", "deep.py", "bad.json", "bad.toml", "bad.yml"}
     assert "line 2" in found["bad.py"] or "line 3" in found["bad.py"]
     assert await parse_problems({"a.txt": "((("}) == {}
+
+
+def test_program_of_names_only_what_path_lookup_decides():
+    from formicary.agents.tools.check import program_of
+
+    assert program_of("pytest -q") == "pytest"
+    assert program_of("CI=1 LANG=C make test") == "make"
+    for not_looked_up in ("./run_tests.sh", "cd sub && pytest", "'unterminated", "$RUNNER test", ""):
+        assert program_of(not_looked_up) is None, not_looked_up

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 class PreflightError(Exception):
-    """A configured model endpoint does not answer; the message says which and what to do."""
+    """Something a session needs before it changes anything is unusable (a model endpoint, the record, the
+    check's program); the message says which and what to do."""
 
 
 def auth_headers(settings: ModelSettings | Any) -> dict[str, str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...store.db import new_id
+from ...store.db import new_id, record_problem
 from .. import paths
 from ..model.preflight import PreflightError, preflight
 from ..status import Control, TaskStatus
@@ -88,6 +88,7 @@ class Engine(SessionContext):
         from ..git.workspace import SessionRepo
 
         await preflight(self.settings)
+        await self._check_record_and_check()
 
         branch = self.resume_branch or self.settings.branch or None
         # Worktrees are parked and reused: a fresh one per task writes every file of the repository and
@@ -102,6 +103,22 @@ class Engine(SessionContext):
             follow_changes=True,
         )
         await self._setup_gate()
+
+    async def _check_record_and_check(self) -> None:
+        """The record opens and a check the operator named can start, before the repository is touched."""
+        import anyio
+
+        from ..tools.check import missing_program, spec_for
+
+        problem = await anyio.to_thread.run_sync(record_problem, self.db_path)
+        if problem is not None:
+            raise PreflightError(problem)
+        spec = spec_for(self.settings.check_command, self.check_source)
+        if spec.enabled and (program := await missing_program(spec.command, self.settings.sandbox)):
+            raise PreflightError(
+                f"the check `{spec.command}` cannot start: {program} is not found in the sandbox "
+                f"(check_command / --check: name a command that runs, or none)"
+            )
 
     async def _setup_gate(self) -> None:
         """The session's check (configured, ``--check``, or detected from the branch's files) and its gate."""

@@ -418,3 +418,64 @@ async def check_after_write(
     narrow = targeted(spec, folder, list(touched))
     result = await run_check(folder, narrow, sandbox, timeout=timeout, extra_secret_names=extra_secret_names)
     return WriteCheck(narrow, result, targeted=narrow is not spec)
+
+
+# -- can the named check start at all ----------------------------------------------------------------------
+
+SHELL_WORDS = frozenset(
+    [
+        "!",
+        "{",
+        "(",
+        "[",
+        "[[",
+        ".",
+        ":",
+        "builtin",
+        "case",
+        "cd",
+        "command",
+        "eval",
+        "exec",
+        "export",
+        "for",
+        "if",
+        "set",
+        "source",
+        "test",
+        "time",
+        "until",
+        "while",
+    ]
+)
+"""Shell keywords and builtins a check may start with: nothing on PATH to look up, so not probed."""
+
+
+def program_of(command: str) -> str | None:
+    """The program a check command starts, when it is a bare name to look up on PATH (None: a path, a shell
+    word, or a command that cannot be split, which the check's own run will judge)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    words = [w for w in words if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", w)] or [""]
+    head = words[0]
+    if not head or "/" in head or head in SHELL_WORDS or re.search(r"[;&|<>()$`*?]", head):
+        return None
+    return head
+
+
+async def missing_program(command: str, sandbox: SandboxLike = None) -> str | None:
+    """The check's program when the sandbox cannot find it (``command -v`` fails there), else None. Why: a
+    typo in ``--check`` (exit 127, "command not found") fails on every tree alike, so the gate let everything
+    through as "no new failure" and a session ran for minutes against a check that never ran a test."""
+    import tempfile
+
+    program = program_of(command)
+    if program is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="formicary-probe-") as empty:
+        done = await run_command(f"command -v -- {shlex.quote(program)}", empty, sandbox, timeout=30)
+    if done.refused or done.timed_out:
+        return None  # no sandbox here: the session reports that itself
+    return program if done.exit_code != 0 else None
