@@ -383,3 +383,29 @@ async def test_a_task_that_names_a_test_file_may_edit_it(tmp_path):
     engine, _, _, db, repo = await run(tmp_path, team, redraws_per_worker=0)
     assert "is a test file" not in actions(db)[0]["observation"]
     assert "assertEqual(c_to_f(100), None)" in git(repo, "show", f"{engine.git.branch}:test_units.py")
+
+
+async def test_a_worker_stuck_on_one_edit_after_its_fresh_starts_ends_before_its_step_limit(tmp_path):
+    """Seen on an unseen repository: after its two fresh starts the 1.5B model sent one edit twelve times in a
+    row, ~45 s a call, until its step limit. Four identical actions in a row end it; nothing of it lands."""
+    wrong = json.dumps(write_fn("return c * 2"))
+
+    def responder(body):
+        name = schema_name(body)
+        if name == "plan":
+            return json.dumps(plan([fix_task()]))
+        if name == "verdict":
+            return json.dumps({"decision": "done", "reason": "ok", "notes": ""})
+        return wrong
+
+    engine, outcome, bodies, db, repo = await run(
+        tmp_path, responder, check="python3 -m unittest", slots=1, redraws_per_worker=0
+    )
+    db_rows = store_db.connect(db)
+    steps = list(db_rows.query("SELECT agent_id, MAX(step) last FROM actions GROUP BY agent_id"))
+    # each try: two edits before each of its two fresh starts, then the same edit four times in a row
+    assert steps and all(r["last"] == 8 for r in steps), steps
+    failed = list(db_rows.query("SELECT status, error FROM tasks WHERE kind = 'work'"))
+    assert failed and all(r["status"] == "failed" for r in failed), failed
+    assert "stuck: the same write_function 4 times in a row" in failed[0]["error"]
+    assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS

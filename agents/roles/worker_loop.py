@@ -4,7 +4,8 @@ The model answers under the ``action`` schema with one action per turn; a malfor
 observation and the loop goes on. What keeps a small model productive lives here: reads of what the prompt
 already holds are answered from it, each edit runs the task's tests by itself, the worker finishes by itself when
 its failing tests pass, an edit that fails without progress is drawn again from the same prompt (resample.py),
-and a looping worker starts over (restart.py). Step and token limits end a runaway worker with :class:`WorkerLimit`.
+and a looping worker starts over (restart.py). Step and token limits, or the same action four times in a row
+once fresh starts are spent, end a runaway worker with :class:`WorkerLimit`.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ if TYPE_CHECKING:
 CHARS_PER_TOKEN = 3.5
 MAP_MAX_AGE = 5.0  # seconds the repository map a worker starts with may lag the shared tip (Engine.repo_map)
 REPEAT_HEAT = 0.3  # temperature added per identical action in a row
+STUCK_REPEATS = (
+    3  # identical actions in a row past the first that end the worker: after its fresh starts, the
+)
+# 1.5B model sent one write_file 12 times in a row, ~45 s a call, holding a slot until its step limit
 CHECK_TIMEOUT = 120.0
 REPEATABLE = frozenset({"read_file", "list_files", "search", "replace"})
 """Actions whose result cannot change while nothing is edited (a failed replace included)."""
@@ -263,6 +268,9 @@ class WorkerLoop:
         if signature == self._previous:  # small models loop; say so instead of letting it spin
             text += REPEAT_NUDGE
             self._repeats += 1
+            if self._repeats >= STUCK_REPEATS:
+                self._observe(content, text, step, action.name, action.arguments(), None, elapsed, error=True)
+                raise WorkerLimit(f"stuck: the same {action.name} {self._repeats + 1} times in a row")
         else:
             self._repeats = 0
         self._previous = signature
@@ -318,11 +326,8 @@ class WorkerLoop:
         return self.finish_args
 
     def _done_before(self, action: Any) -> str | None:
-        """The answer to an action already taken with nothing edited since (None: do it).
-
-        Measured: a worker alternated a failing ``replace`` and the same ``read_file`` of lines 13-20 until its
-        step limit; nothing had changed between them, so each answer was already in the conversation.
-        """
+        """The answer to an action already taken with nothing edited since (None: do it). Measured: a worker
+        alternated a failing ``replace`` and the same ``read_file`` until its step limit, nothing changed."""
         if action.name not in REPEATABLE or self.seen.free_left <= 0:
             return None
         signature = (action.name, json.dumps(action.arguments(), sort_keys=True))
