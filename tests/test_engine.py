@@ -323,3 +323,17 @@ async def test_the_judge_does_not_see_notes_about_failures_that_are_gone(tmp_pat
     assert (
         "STALE-NOTE" in planner["messages"][-1]["content"]
     )  # the planner of cycle 2 still got them: true then
+
+
+async def test_judge_notes_without_a_word_are_dropped(tmp_path):
+    """The demo's 1.5B judge answered ``"notes": ","``, which the TUI showed as "notes: ,"."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    team = ScriptedTeam(
+        root_plans=[plan([task("Add alpha")])],
+        work={"Add alpha": [write("alpha.txt", "a\n"), finish()]},
+        verdicts=[{"decision": "done", "reason": "ok", "notes": " , ."}],
+    )
+    with ScriptedServer(responder=team) as server:
+        engine = Engine.create(settings_for(server, cycles=1), repo, "goal", db_path=tmp_path / "f.db")
+        assert (await engine.run()).status == "done"
+    assert rows(tmp_path / "f.db", "SELECT notes FROM verdicts") == [{"notes": ""}]

@@ -80,6 +80,8 @@ async def run_judge(
         )
     agent.steps += 1
     verdict.notes = dedupe_sentences(verdict.notes)
+    if not any(c.isalnum() for c in verdict.notes):  # the 1.5B judge's "notes": "," showed as "notes: ,"
+        verdict.notes = ""
     verdict = _unless_work_failed(verdict, work)
 
     ctx.recorder.verdict(
