@@ -388,16 +388,7 @@ async def test_a_task_that_names_a_test_file_may_edit_it(tmp_path):
 async def test_a_worker_stuck_on_one_edit_after_its_fresh_starts_ends_before_its_step_limit(tmp_path):
     """Seen on an unseen repository: after its two fresh starts the 1.5B model sent one edit twelve times in a
     row, ~45 s a call, until its step limit. Four identical actions in a row end it; nothing of it lands."""
-    wrong = json.dumps(write_fn("return c * 2"))
-
-    def responder(body):
-        name = schema_name(body)
-        if name == "plan":
-            return json.dumps(plan([fix_task()]))
-        if name == "verdict":
-            return json.dumps({"decision": "done", "reason": "ok", "notes": ""})
-        return wrong
-
+    responder = by_temperature(["return c * 2"], then="return c * 2")  # one wrong body, every step
     engine, outcome, bodies, db, repo = await run(
         tmp_path, responder, check="python3 -m unittest", slots=1, redraws_per_worker=0
     )

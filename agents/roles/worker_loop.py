@@ -66,10 +66,9 @@ if TYPE_CHECKING:
 CHARS_PER_TOKEN = 3.5
 MAP_MAX_AGE = 5.0  # seconds the repository map a worker starts with may lag the shared tip (Engine.repo_map)
 REPEAT_HEAT = 0.3  # temperature added per identical action in a row
-STUCK_REPEATS = (
-    3  # identical actions in a row past the first that end the worker: after its fresh starts, the
-)
-# 1.5B model sent one write_file 12 times in a row, ~45 s a call, holding a slot until its step limit
+# Identical actions in a row past the first that end the worker (after its fresh starts, the 1.5B model sent one
+# write_file 12 times in a row, ~45 s a call, holding a slot until its step limit).
+STUCK_REPEATS = 3
 CHECK_TIMEOUT = 120.0
 REPEATABLE = frozenset({"read_file", "list_files", "search", "replace"})
 """Actions whose result cannot change while nothing is edited (a failed replace included)."""

@@ -422,32 +422,10 @@ async def check_after_write(
 
 # -- can the named check start at all ----------------------------------------------------------------------
 
-SHELL_WORDS = frozenset(
-    [
-        "!",
-        "{",
-        "(",
-        "[",
-        "[[",
-        ".",
-        ":",
-        "builtin",
-        "case",
-        "cd",
-        "command",
-        "eval",
-        "exec",
-        "export",
-        "for",
-        "if",
-        "set",
-        "source",
-        "test",
-        "time",
-        "until",
-        "while",
-    ]
+_SHELL_WORDS = (
+    "! { ( [ [[ . : builtin case cd command eval exec export for if set source test time until while"
 )
+SHELL_WORDS = frozenset(_SHELL_WORDS.split())
 """Shell keywords and builtins a check may start with: nothing on PATH to look up, so not probed."""
 
 
