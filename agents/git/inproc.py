@@ -154,6 +154,7 @@ def commit_worktree(
     email: str,
     paths: Collection[str] | None = None,
     before_scan: Callable[[], None] | None = None,
+    leave_out: Collection[str] = (),
 ) -> tuple[str, list[str]] | None:
     """``git add -A`` + ``git commit`` in a worktree: the new commit and the paths it changed, None if none.
 
@@ -163,7 +164,8 @@ def commit_worktree(
     entries for these paths stay behind, which any later scan sees from their stat data, as for any file
     changed after it was staged (``before_scan`` is called first when these paths cannot be applied alone and
     the tree is scanned after all: files a lazy reset left for later are written then). Without, the index is
-    refreshed from the whole work tree (stat first, hashing only what changed) and written back. The new tree is
+    refreshed from the whole work tree (stat first, hashing only what changed) and written back; ``leave_out``
+    (generated files formicary put there, unchanged: :mod:`.generated`) stays out of it unless HEAD has them. The new tree is
     HEAD's with the changed entries put in (only the trees on their paths are written: the cost follows the
     change, not the repository); the commit moves the
     worktree's branch through HEAD. Gitlinks stay gitlinks (their folders are not added).
@@ -185,6 +187,9 @@ def commit_worktree(
             index = repo.index
             index.read(False)
             index.add_all()
+            for rel in leave_out:
+                if rel in index and _entry(before, rel) is None:
+                    index.remove(rel)
             index.write()
             changes = _changes(index.diff_to_tree(before))
             if changes:

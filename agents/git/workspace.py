@@ -23,6 +23,7 @@ from ..tools import changes
 from ..tools.nested import remove_nested_git
 from . import checkout, inproc, linked
 from .catch_up import catch_up
+from .generated import find_generated, provide, unchanged
 from .integration import Conflict, IntegrationResult, SharedBranch, integrate
 from .opening import WorkspaceError, new_session_checks, resume_checks
 from .run import GitError, Identity, check_name, forget_worktree, git, register_worktree
@@ -67,6 +68,8 @@ class SessionRepo:
         self._doomed: list[tuple[str, str]] = []  # (task branch, sha) to delete in the next batch
         self._slots = 0
         self._closed = False
+        self.generated: dict[str, bytes] = {}
+        """Ignored files the operator's build generated into its packages, put into every worktree (:mod:`.generated`)."""
 
     # -- opening ---------------------------------------------------------------------------------------
 
@@ -131,9 +134,11 @@ class SessionRepo:
             raise WorkspaceError(f"worktrees folder {worktrees_dir} must be outside the repository {root}")
         if resume:
             tip, tree = await resume_checks(root, branch)
-            return cls(
+            opened = cls(
                 root, common, session_id, branch, tip, tree, worktrees_dir, reuse_worktrees, follow_changes
             )
+            opened.generated = await find_generated(root, common, tip)
+            return opened
         head = await new_session_checks(root)
         made = await git("branch", "--no-track", branch, head, cwd=root, check=False)
         if made.rc != 0:
@@ -141,9 +146,11 @@ class SessionRepo:
                 raise WorkspaceError(f"branch {branch} already exists; resume that session or name another")
             raise WorkspaceError(f"cannot create branch {branch}: {made.err.strip().splitlines()[-1:]}")
         tree = (await git("rev-parse", f"{head}^{{tree}}", cwd=root)).out.strip()
-        return cls(
+        opened = cls(
             root, common, session_id, branch, head, tree, worktrees_dir, reuse_worktrees, follow_changes
         )
+        opened.generated = await find_generated(root, common, head)
+        return opened
 
     # -- worktrees -------------------------------------------------------------------------------------
 
@@ -166,6 +173,8 @@ class SessionRepo:
         if wt is None:
             wt = await self._add_worktree(task_id, agent_id)
         try:
+            if self.generated:
+                await inproc.in_thread(provide, wt.path, self.generated)
             yield wt
         finally:
             with anyio.CancelScope(shield=True):
@@ -431,14 +440,18 @@ class SessionRepo:
             raise GitError(f"worktree {wt.path.name} has no known git dir")
         followed = wt.followed
         settle = (lambda: followed.settle("")) if followed is not None else None
-        made = await inproc.in_thread(
-            inproc.commit_worktree, wt.git_dir, full, who.name, who.email, paths, settle
-        )
+        generated, git_dir = self.generated, wt.git_dir
+
+        def commit() -> tuple[str, list[str]] | None:
+            left_out = unchanged(wt.path, generated) if generated and paths is None else ()
+            return inproc.commit_worktree(git_dir, full, who.name, who.email, paths, settle, left_out)
+
+        made = await inproc.in_thread(commit)
         if made is None:
             return None
-        sha, paths = made
+        sha, committed = made
         if wt.changed is not None:
-            wt.changed.update(paths)
+            wt.changed.update(committed)
         wt.head, wt.message = sha, inproc.clean_message(full)
         return sha
 

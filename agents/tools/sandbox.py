@@ -222,6 +222,18 @@ def scrubbed_env(
     return env
 
 
+def import_roots(worktree: str) -> dict[str, str]:
+    """``PYTHONPATH`` for a command in ``worktree``: its ``src`` folder (the src layout) and its root.
+
+    Why: a project installed in development mode (``pip install -e .``) is imported from the operator's
+    checkout, not from the worktree, so a check there would test the operator's code and never the worker's
+    (with a src layout, ``python -m pytest`` puts only the worktree's root on the path). Entries on
+    ``PYTHONPATH`` come before site-packages and before an editable install's finder."""
+    src = os.path.join(worktree, "src")
+    roots = [src] if os.path.isdir(src) and not os.path.islink(src) else []
+    return {"PYTHONPATH": os.pathsep.join([*roots, worktree])}
+
+
 async def run_command(
     command: str,
     worktree: str | Path,
@@ -323,6 +335,7 @@ async def _spawn(
                 seccomp=filter_r if filter_r >= 0 else None,
             )
             env = scrubbed_env("/tmp", extra_secret_names=extra_secret_names)
+        env.update(import_roots(worktree))
         if opts.nice > 0 and (nice := shutil.which("nice")) is not None:
             argv = [nice, "-n", str(opts.nice), *argv]
         if cgroup is not None:
