@@ -32,6 +32,7 @@ import anyio
 
 from ..tools.check import CheckResult, CheckSpec, detect, python_has_pytest, run_check, spec_for
 from ..tools.parse_gate import parse_problems, parseable
+from ..tools.project_env import project_python
 from . import inproc
 from .gate_queue import LandingQueue
 from .run import GitError, cat_blobs, git
@@ -342,7 +343,8 @@ async def choose_check(
     present = [name for name in DETECT_READ if name in set(paths)]
     texts = await cat_blobs(root, [f"{tip}:{name}" for name in present])
     read = {name: texts.get(f"{tip}:{name}") for name in present}
-    spec = await anyio.to_thread.run_sync(lambda: detect(paths, read.get, python_has_pytest))
+    python = project_python(root)  # the project's own virtualenv, when its checkout has one
+    spec = await anyio.to_thread.run_sync(lambda: detect(paths, read.get, lambda: python_has_pytest(python)))
     return spec if spec.enabled else CheckSpec("", "none", "detected")
 
 

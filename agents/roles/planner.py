@@ -8,6 +8,7 @@ each round and carried to the next cycle; its conversation is not.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,9 @@ from .context import Handoff, Task, check_command
 from .progress import check_summary, failing_tests, repeats_landed
 from .render import render
 from .replies import Plan, PlannedTask
+
+PATH_WORD = re.compile(r"[\w.-]*(?:/[\w.-]+)*\.[A-Za-z][A-Za-z0-9]{0,4}\b")
+"""A word that looks like a file path (``src/pkg/mod.py``, ``README.md``), in an area's title or scope."""
 
 if TYPE_CHECKING:
     from .context import RoleContext
@@ -252,6 +256,14 @@ def _small(plan: Plan, ctx: RoleContext) -> bool:
     return len(plan.tasks) + len(plan.subplanners) <= ctx.workers
 
 
+def _covered(text: str, files: set[str]) -> bool:
+    """Whether every file ``text`` names is one of ``files`` (and it names one). Seen with the 1.5B model on a
+    one-function bug: a task for ``number.py`` with its tests, and two areas, "Fix ordinal() in number.py" and
+    "Add tests for ordinal()" naming ``tests/test_number.py``: three workers on one function."""
+    named = {m.strip(".,;:'\"`()") for m in PATH_WORD.findall(text)}
+    return bool(named) and named <= files
+
+
 def _is_test(path: str) -> bool:
     return bool(TEST_FILE.match(path.rsplit("/", 1)[-1]))
 
@@ -307,9 +319,12 @@ def _queue(ctx: RoleContext, parent: Task, plan: Plan, max_tasks: int, group, al
     subplanners = list(plan.subplanners) if allow_sub else []
     if subplanners and _small(plan, ctx):
         ctx.recorder.status(f"a small plan: its {len(subplanners)} sub-planner area(s) become work tasks")
-        planned_tasks += [
-            PlannedTask(title=s.title, instructions=s.scope, files=[], check="") for s in subplanners
-        ]
+        files = {f for t in planned_tasks for f in t.files}
+        for sub in subplanners:
+            if _covered(f"{sub.title} {sub.scope}", files):
+                ctx.recorder.status(f"dropped an area the plan's tasks already cover: {sub.title}")
+                continue
+            planned_tasks.append(PlannedTask(title=sub.title, instructions=sub.scope, files=[], check=""))
         subplanners = []
     queued: set[str] = set()
     for planned in planned_tasks[: max(0, max_tasks)]:

@@ -114,11 +114,20 @@ class Engine(SessionContext):
         if problem is not None:
             raise PreflightError(problem)
         spec = spec_for(self.settings.check_command, self.check_source)
-        if spec.enabled and (program := await missing_program(spec.command, self.settings.sandbox)):
+        if spec.enabled and (
+            program := await missing_program(spec.command, self.settings.sandbox, await self._checkout())
+        ):
             raise PreflightError(
                 f"the check `{spec.command}` cannot start: {program} is not found in the sandbox "
                 f"(check_command / --check: name a command that runs, or none)"
             )
+
+    async def _checkout(self) -> str | None:
+        """The top of the operator's checkout (None when ``repo_path`` is not in one: opening it says why)."""
+        from ..git.run import git
+
+        top = await git("rev-parse", "--show-toplevel", cwd=self.repo_path, check=False)
+        return top.out.strip() or None if top.rc == 0 else None
 
     async def _setup_gate(self) -> None:
         """The session's check (configured, ``--check``, or detected from the branch's files) and its gate."""

@@ -120,13 +120,53 @@ def _hidden_dirs(environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
     return homes, app_dirs
 
 
-def _tool_roots(path_value: str, homes: list[str]) -> list[str]:
-    """Top folders of PATH entries inside a hidden home (``~/.cargo``, ``~/.pyenv``), bound back read-only."""
-    roots: list[str] = []
+def _tool_dirs(path_value: str) -> list[str]:
+    """PATH's folders (real paths), each virtualenv's base interpreter folder after its ``bin``: a venv's
+    ``python`` is a link to it, often in a hidden home and not on PATH (uv keeps its Pythons in
+    ``~/.local/share/uv/python``), and the venv would not start without it."""
+    dirs: list[str] = []
     for entry in path_value.split(":"):
         if not entry or not os.path.isdir(entry):
             continue
         entry = os.path.realpath(entry)
+        dirs.append(entry)
+        if (base := _venv_base(entry)) is not None:
+            dirs.append(base)
+    return dirs
+
+
+def _venv_base(bin_dir: str) -> str | None:
+    """The ``home`` of ``bin_dir``'s virtualenv (``pyvenv.cfg`` beside it), None when it is not one."""
+    try:
+        with open(os.path.join(os.path.dirname(bin_dir), "pyvenv.cfg"), encoding="utf-8") as cfg:
+            for line in cfg.read(8192).splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "home" and os.path.isdir(value.strip()):
+                    return os.path.realpath(value.strip())
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _tmp_tool_dirs(path_value: str, tmp: str = "/tmp") -> list[str]:
+    """PATH's folders under ``/tmp`` (a virtualenv made there: its whole folder), bound back read-only over the
+    sandbox's private ``/tmp``; nothing else of the host's ``/tmp`` (agent sockets, other users' files)."""
+    tmp = os.path.realpath(tmp)
+    roots: list[str] = []
+    for entry in _tool_dirs(path_value):
+        if entry == tmp or not _under(entry, tmp):
+            continue
+        venv = os.path.dirname(entry)
+        root = venv if os.path.isfile(os.path.join(venv, "pyvenv.cfg")) and venv != tmp else entry
+        if root not in roots:
+            roots.append(root)
+    return roots
+
+
+def _tool_roots(path_value: str, homes: list[str]) -> list[str]:
+    """Top folders of PATH entries inside a hidden home (``~/.cargo``, ``~/.pyenv``), bound back read-only."""
+    roots: list[str] = []
+    for entry in _tool_dirs(path_value):
         for home in homes:
             if entry != home and _under(entry, home):
                 top = os.path.join(home, os.path.relpath(entry, home).split("/")[0])
@@ -154,6 +194,9 @@ def bwrap_argv(
     features = bwrap_features(bwrap)
     homes, app_dirs = _hidden_dirs(environ)
     argv = [bwrap, *BASE_BINDS, *tmpfs_args(features, "/dev/shm", limits.tmp_mb), *proc_covers()]
+    argv += tmpfs_args(features, "/tmp", limits.tmp_mb)
+    for root in _tmp_tool_dirs(environ.get("PATH", "")):
+        argv += ["--ro-bind", root, root]
     for home in homes:
         argv += tmpfs_args(features, home, limits.tmp_mb)
     for root in _tool_roots(environ.get("PATH", ""), homes):
@@ -167,7 +210,6 @@ def bwrap_argv(
     for secret in _HOST_SECRETS:
         if os.path.isfile(secret):
             argv += ["--ro-bind", "/dev/null", secret]
-    argv += tmpfs_args(features, "/tmp", limits.tmp_mb)
     if not network and os.path.isdir("/run"):
         argv += tmpfs_args(features, "/run", 1)
     else:

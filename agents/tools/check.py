@@ -443,7 +443,9 @@ def program_of(command: str) -> str | None:
     return head
 
 
-async def missing_program(command: str, sandbox: SandboxLike = None) -> str | None:
+async def missing_program(
+    command: str, sandbox: SandboxLike = None, checkout: str | None = None
+) -> str | None:
     """The check's program when the sandbox cannot find it (``command -v`` fails there), else None. Why: a
     typo in ``--check`` (exit 127, "command not found") fails on every tree alike, so the gate let everything
     through as "no new failure" and a session ran for minutes against a check that never ran a test."""
@@ -453,7 +455,9 @@ async def missing_program(command: str, sandbox: SandboxLike = None) -> str | No
     if program is None:
         return None
     with tempfile.TemporaryDirectory(prefix="formicary-probe-") as empty:
-        done = await run_command(f"command -v -- {shlex.quote(program)}", empty, sandbox, timeout=30)
+        done = await run_command(
+            f"command -v -- {shlex.quote(program)}", empty, sandbox, timeout=30, checkout=checkout
+        )
     if done.refused or done.timed_out:
         return None  # no sandbox here: the session reports that itself
     return program if done.exit_code != 0 else None

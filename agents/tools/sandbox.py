@@ -48,6 +48,7 @@ from .bwrap import (
 )
 from .limits import Limits, PidsCgroup, keyring_filter, limit_note, pids_base, seccomp_fd, ulimit_prefix
 from .proctree import DRAIN_SECONDS, CappedOutput, end_tree, init_pidfd, pump
+from .project_env import command_env
 
 SANDBOX_MODES = ("bubblewrap", "none")
 
@@ -222,18 +223,6 @@ def scrubbed_env(
     return env
 
 
-def import_roots(worktree: str) -> dict[str, str]:
-    """``PYTHONPATH`` for a command in ``worktree``: its ``src`` folder (the src layout) and its root.
-
-    Why: a project installed in development mode (``pip install -e .``) is imported from the operator's
-    checkout, not from the worktree, so a check there would test the operator's code and never the worker's
-    (with a src layout, ``python -m pytest`` puts only the worktree's root on the path). Entries on
-    ``PYTHONPATH`` come before site-packages and before an editable install's finder."""
-    src = os.path.join(worktree, "src")
-    roots = [src] if os.path.isdir(src) and not os.path.islink(src) else []
-    return {"PYTHONPATH": os.pathsep.join([*roots, worktree])}
-
-
 async def run_command(
     command: str,
     worktree: str | Path,
@@ -242,10 +231,13 @@ async def run_command(
     timeout: float | None = None,
     output_cap: int | None = None,
     extra_secret_names: Iterable[str] = (),
+    checkout: str | None = None,
 ) -> CommandResult:
     """Run ``command`` in ``worktree`` as ``settings`` say; the whole process tree is dead when this returns.
 
-    ``timeout`` and ``output_cap`` override the settings' defaults. When no sandbox can be had (and ``mode`` is
+    ``timeout`` and ``output_cap`` override the settings' defaults. The command sees the project's code and
+    virtualenv (:mod:`.project_env`; ``checkout`` names the operator's checkout when ``worktree`` is not one of
+    its worktrees). When no sandbox can be had (and ``mode`` is
     not ``none``) nothing runs: the result is ``refused`` and its output says why.
     """
     opts = options(settings)
@@ -261,7 +253,7 @@ async def run_command(
     await anyio.to_thread.run_sync(lambda: changes.ran(worktree, confined=opts.mode != "none"))
     out = CappedOutput(opts.output_cap if output_cap is None else output_cap)
     started = time.perf_counter()
-    async with _spawn(command, worktree, opts, extra_secret_names) as (process, init, cgroup):
+    async with _spawn(command, worktree, opts, extra_secret_names, checkout) as (process, init, cgroup):
         timed_out = False
         async with anyio.create_task_group() as tg:
             done = anyio.Event()
@@ -303,7 +295,7 @@ def _keyring_filter() -> bytes | None:
 
 @contextlib.asynccontextmanager
 async def _spawn(
-    command: str, worktree: str, opts: SandboxOptions, extra_secret_names: Iterable[str]
+    command: str, worktree: str, opts: SandboxOptions, extra_secret_names: Iterable[str], checkout: str | None
 ) -> AsyncIterator[tuple[anyio.abc.Process, int | None, PidsCgroup | None]]:
     """Start the command in a new session; yield it, (under bwrap) a pidfd of its namespace's init, and its pids
     cgroup when one could be made. On the way out, whatever happened, every process it started is killed and
@@ -320,7 +312,10 @@ async def _spawn(
             private_home = tempfile.mkdtemp(prefix="formicary-home-")
             argv = [shell_path(), "-c", ulimit_prefix(limits) + command]
             env = scrubbed_env(private_home, extra_secret_names=extra_secret_names)
+            env.update(command_env(worktree, env["PATH"], checkout))
         else:
+            env = scrubbed_env("/tmp", extra_secret_names=extra_secret_names)
+            env.update(command_env(worktree, env["PATH"], checkout))
             info_r, info_w = os.pipe()
             program = _keyring_filter()
             if program is not None:
@@ -333,9 +328,8 @@ async def _spawn(
                 info_fd=info_w,
                 limits=limits,
                 seccomp=filter_r if filter_r >= 0 else None,
+                environ={**os.environ, "PATH": env["PATH"]},  # the project's virtualenv is bound back too
             )
-            env = scrubbed_env("/tmp", extra_secret_names=extra_secret_names)
-        env.update(import_roots(worktree))
         if opts.nice > 0 and (nice := shutil.which("nice")) is not None:
             argv = [nice, "-n", str(opts.nice), *argv]
         if cgroup is not None:

@@ -1,0 +1,86 @@
+"""What a command in a worktree sees of the project's own Python environment: its code and its virtualenv.
+
+Two things made a check in a worktree run something other than what the operator would run in their checkout:
+
+- a project installed for development (``pip install -e .``) is imported from the operator's checkout, and with a
+  src layout ``python -m pytest`` puts only the worktree's root on ``sys.path``: the worktree's ``src`` and root
+  now lead ``PYTHONPATH``, which comes before site-packages and an editable install's finder;
+- a project's own virtualenv at the top of its checkout (``.venv``, uv's and poetry's default, or ``venv``) is
+  ignored by git, so a worktree has none, and ``python3`` was whatever the operator's ``PATH`` gave (without the
+  project's test dependencies). Its ``bin`` now leads ``PATH`` (and the sandbox binds it back read-only, with the
+  interpreter it was made from, as for any ``PATH`` folder: :mod:`.bwrap`).
+
+The virtualenv is the operator's, found in their checkout (never in a worktree, which an agent writes), so
+probing it on the host (``python -I -c 'import pytest'``) runs nothing an agent wrote.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+VENV_NAMES = (".venv", "venv")
+_VENVS: dict[str, str | None] = {}
+
+
+def import_roots(worktree: str) -> str:
+    """``PYTHONPATH`` for a command in ``worktree``: its ``src`` folder (the src layout), then its root."""
+    src = os.path.join(worktree, "src")
+    roots = [src] if os.path.isdir(src) and not os.path.islink(src) else []
+    return os.pathsep.join([*roots, worktree])
+
+
+def checkout_of(worktree: str) -> str | None:
+    """The operator's checkout that ``worktree`` (a linked worktree, or the checkout itself) belongs to."""
+    dot_git = os.path.join(worktree, ".git")
+    if os.path.isdir(dot_git) and not os.path.islink(dot_git):
+        return worktree
+    try:
+        text = Path(dot_git).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    gitdir = os.path.realpath(os.path.join(worktree, text[len("gitdir:") :].strip()))
+    try:
+        common = (Path(gitdir) / "commondir").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    common_dir = os.path.realpath(os.path.join(gitdir, common))
+    return os.path.dirname(common_dir) if os.path.basename(common_dir) == ".git" else None
+
+
+def project_venv(checkout: str | None) -> str | None:
+    """The virtualenv at the top of ``checkout`` (a real folder with ``pyvenv.cfg`` and a ``bin/python3``)."""
+    if not checkout:
+        return None
+    if checkout not in _VENVS:
+        found = None
+        for name in VENV_NAMES:
+            venv = os.path.join(checkout, name)
+            if (
+                not os.path.islink(venv)
+                and os.path.isfile(os.path.join(venv, "pyvenv.cfg"))
+                and os.access(os.path.join(venv, "bin", "python3"), os.X_OK)
+            ):
+                found = os.path.realpath(venv)
+                break
+        _VENVS[checkout] = found
+    return _VENVS[checkout]
+
+
+def project_python(checkout: str | Path | None) -> str | None:
+    """The project's own ``python3`` (its virtualenv's), None when it has none."""
+    venv = project_venv(os.fspath(checkout) if checkout else None)
+    return os.path.join(venv, "bin", "python3") if venv else None
+
+
+def command_env(worktree: str, path: str, checkout: str | None = None) -> dict[str, str]:
+    """``PYTHONPATH``, and ``PATH``/``VIRTUAL_ENV`` when the project has a virtualenv, for a command in
+    ``worktree`` (``checkout``: the operator's checkout, when ``worktree`` is not one of its worktrees)."""
+    env = {"PYTHONPATH": import_roots(worktree)}
+    venv = project_venv(checkout or checkout_of(worktree))
+    if venv is not None:
+        env["PATH"] = os.pathsep.join([os.path.join(venv, "bin"), path])
+        env["VIRTUAL_ENV"] = venv
+    return env

@@ -1,0 +1,79 @@
+"""The project's own virtualenv (``.venv`` at the top of its checkout, ignored by git) is what its check runs
+with in every worktree, and what detection probes for pytest: its test dependencies are there, not on PATH."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from formicary.agents.session.engine import Engine
+from formicary.agents.tools.project_env import command_env, project_venv
+from formicary.store.db import connect
+from formicary.summary import load_summary
+from tests.gitrepo import make_repo
+from tests.scripted_server import ScriptedServer
+from tests.scripted_team import ScriptedTeam, finish, plan, task, write
+from tests.test_engine import settings_for
+
+pytestmark = pytest.mark.anyio
+
+CALC = "def double(x):\n    raise NotImplementedError\n"
+TEST = "import projdep\nfrom calc import double\n\n\ndef test_double():\n    assert double(2) == 4 * projdep.ONE\n"
+
+
+def with_venv(repo: Path) -> Path:
+    """A virtualenv's shape at ``repo/.venv``: its ``python3`` runs this interpreter with a package (``projdep``)
+    that only this environment has, and notes each run in ``runs.txt``."""
+    venv = repo / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "deps").mkdir()
+    (venv / "deps" / "projdep.py").write_text("ONE = 1\n")
+    (venv / "pyvenv.cfg").write_text(f"home = {Path(sys.executable).resolve().parent}\n")
+    python = venv / "bin" / "python3"
+    python.write_text(
+        f'#!/bin/sh\necho "$*" >> {venv}/runs.txt 2>/dev/null\n'
+        f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{venv}/deps"\nexec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    return venv
+
+
+def test_a_command_in_a_worktree_gets_the_projects_venv_first(tmp_path):
+    repo = make_repo(tmp_path / "repo", {".gitignore": ".venv/\n", "calc.py": CALC})
+    venv = with_venv(repo)
+    assert project_venv(str(repo)) == str(venv.resolve())
+    env = command_env(str(tmp_path / "wt"), "/usr/bin:/bin", checkout=str(repo))
+    assert env["PATH"] == f"{venv.resolve()}/bin:/usr/bin:/bin" and env["VIRTUAL_ENV"] == str(venv.resolve())
+    assert env["PYTHONPATH"] == str(tmp_path / "wt")
+    linked = tmp_path / "linked"  # a symlinked .venv is not taken (it could lead anywhere)
+    make_repo(linked, {"a.txt": "x\n"})
+    (linked / ".venv").symlink_to(venv)
+    assert project_venv(str(linked)) is None
+
+
+async def test_the_detected_check_runs_with_the_projects_venv_in_each_worktree(tmp_path):
+    repo = make_repo(
+        tmp_path / "repo",
+        {".gitignore": ".venv/\n", "calc.py": CALC, "tests/__init__.py": "", "tests/test_calc.py": TEST},
+    )
+    venv = with_venv(repo)
+    fixed = CALC.replace("raise NotImplementedError", "return x * 2")
+    team = ScriptedTeam(
+        root_plans=[plan([task("Fix double", files=["calc.py"])])],
+        work={"Fix double": [write("calc.py", fixed), finish()]},
+    )
+    db_path = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        settings = settings_for(server, cycles=1, workers=1)  # no check named: detected
+        engine = Engine.create(settings, repo, "Fix double() in calc.py", db_path=db_path)
+        outcome = await engine.run()
+    assert outcome.status == "done", outcome.reason
+    db = connect(db_path, readonly=True, migrate=False)
+    summary = load_summary(db, engine.session_id)
+    db.conn.close()
+    assert engine.check.runner == "pytest" and engine.check.source == "detected"
+    assert "-I -c import pytest" in (venv / "runs.txt").read_text()  # detection asked the project's python
+    assert summary.check_start is not None and summary.check_start.passed is False
+    assert summary.check_end is not None and summary.check_end.passed is True
