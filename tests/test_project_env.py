@@ -67,7 +67,7 @@ async def test_the_detected_check_runs_with_the_projects_venv_in_each_worktree(t
     db_path = tmp_path / "f.db"
     with ScriptedServer(responder=team) as server:
         settings = settings_for(server, cycles=1, workers=1)  # no check named: detected
-        engine = Engine.create(settings, repo, "Fix double() in calc.py", db_path=db_path)
+        engine = Engine.create(settings, repo, "Make tests/test_calc.py pass", db_path=db_path)
         outcome = await engine.run()
     assert outcome.status == "done", outcome.reason
     db = connect(db_path, readonly=True, migrate=False)

@@ -52,13 +52,15 @@ def test_targets_in_prose_and_bullets():
     assert "The goal says" not in prose_tasks[0].instructions  # nothing beyond name, file and tests
 
 
-def test_no_plan_from_vague_or_unverifiable_goals():
+def test_no_plan_from_vague_or_unverifiable_targets():
     assert found("Make the tests pass in text.py and units.py.") == []  # no function named
-    assert found("Implement `slugify()` in `text.py`.") == []  # one target: the model plans it
+    one = found("Fix `slugify()` in `text.py`: it keeps capitals.")  # one target is a task too
+    assert [(t.function, t.path, t.tests) for t in one] == [("slugify", "text.py", "")]
     assert (
         found("Implement `slugify()` in `units.py` and `c_to_f()` in `text.py`.") == []
     )  # not defined there
-    assert found("Implement `slugify()` in `nowhere.py` and `c_to_f()` in `units.py`.") == []  # one left
+    left = found("Implement `slugify()` in `nowhere.py` and `c_to_f()` in `units.py`.")
+    assert [(t.function, t.path) for t in left] == [("c_to_f", "units.py")]  # the one that checks out
 
 
 def test_which_targets_failing_test_ids_name():
