@@ -3,16 +3,19 @@ with in every worktree, and what detection probes for pytest: its test dependenc
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from formicary.agents.git.generated import find_project_venv
 from formicary.agents.session.engine import Engine
 from formicary.agents.tools.project_env import command_env, project_venv
 from formicary.store.db import connect
 from formicary.summary import load_summary
-from tests.gitrepo import make_repo
+from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer
 from tests.scripted_team import ScriptedTeam, finish, plan, task, write
 from tests.test_engine import settings_for
@@ -40,17 +43,62 @@ def with_venv(repo: Path) -> Path:
     return venv
 
 
-def test_a_command_in_a_worktree_gets_the_projects_venv_first(tmp_path):
+async def test_a_command_in_a_worktree_gets_the_projects_venv_first(tmp_path):
     repo = make_repo(tmp_path / "repo", {".gitignore": ".venv/\n", "calc.py": CALC})
     venv = with_venv(repo)
-    assert project_venv(str(repo)) == str(venv.resolve())
+    assert await find_project_venv(repo) == str(venv.resolve()) == project_venv(str(repo))
     env = command_env(str(tmp_path / "wt"), "/usr/bin:/bin", checkout=str(repo))
     assert env["PATH"] == f"{venv.resolve()}/bin:/usr/bin:/bin" and env["VIRTUAL_ENV"] == str(venv.resolve())
     assert env["PYTHONPATH"] == str(tmp_path / "wt")
     linked = tmp_path / "linked"  # a symlinked .venv is not taken (it could lead anywhere)
     make_repo(linked, {"a.txt": "x\n"})
     (linked / ".venv").symlink_to(venv)
-    assert project_venv(str(linked)) is None
+    assert await find_project_venv(linked) is None
+    unignored = make_repo(tmp_path / "unignored", {"a.txt": "x\n"})
+    with_venv(
+        unignored
+    )  # not ignored: not the project's environment (and the session refuses the dirty tree)
+    assert await find_project_venv(unignored) is None
+
+
+def test_a_virtualenv_the_repository_commits_never_runs_on_the_host(tmp_path):
+    """A hostile repository tracks ``.venv/bin/python3``: detection must not probe it, commands must not use it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    payload = f"#!/bin/sh\necho ran >> {outside}/ESCAPED\nexit 0\n"
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            ".venv/pyvenv.cfg": f"home = {Path(sys.executable).resolve().parent}\n",
+            ".venv/bin/python3": payload,
+            "tests/test_calc.py": TEST,
+            "calc.py": CALC,
+        },
+    )
+    git(repo, "update-index", "--chmod=+x", ".venv/bin/python3")
+    git(repo, "commit", "-q", "-m", "an executable python3")
+    (repo / ".venv" / "bin" / "python3").chmod(0o755)
+    team = ScriptedTeam(
+        root_plans=[plan([task("Note", files=["note.txt"])])],
+        work={"Note": [write("note.txt", "x\n"), finish()]},
+    )
+    with ScriptedServer(responder=team) as server:
+        env = dict(
+            os.environ,
+            FORMICARY_HOME=str(tmp_path / "home"),
+            FORMICARY_MODEL__BASE_URL=server.base_url,
+            FORMICARY_LIMITS__CYCLES="1",
+            FORMICARY_SANDBOX__MODE="none",  # so a command that took it would run it on the host too
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "formicary", "run", "--repo", str(repo), "--goal", "note", "--headless"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert not (outside / "ESCAPED").exists(), "the repository's own python3 ran"
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 async def test_the_detected_check_runs_with_the_projects_venv_in_each_worktree(tmp_path):

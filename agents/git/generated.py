@@ -20,6 +20,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..tools.project_env import VENV_NAMES, register_venv, venv_shape
 from . import inproc
 from .run import git
 
@@ -31,18 +32,38 @@ _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-async def find_generated(root: Path, git_dir: Path, head: str) -> dict[str, bytes]:
-    """``{relative path: bytes}`` of the generated files in the operator's checkout at ``root`` (see above)."""
+async def ignored(root: Path) -> list[str]:
+    """What git ignores in the operator's checkout: files, and whole folders as ``name/`` (not walked)."""
     listed = await git(
         "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory", "--no-empty-directory",
         cwd=root, check=False,
     )  # fmt: skip
-    if listed.rc != 0:
-        return {}
+    return [p for p in listed.out.split("\0") if p] if listed.rc == 0 else []
+
+
+async def find_project_venv(root: Path, listing: list[str] | None = None) -> str | None:
+    """The project's virtualenv at the top of ``root``, registered for its commands (:mod:`..tools.project_env`):
+    only a folder git ignores as a whole (so the repository tracks nothing in it), shaped like a virtualenv."""
+    listing = await ignored(root) if listing is None else listing
+    for name in VENV_NAMES:
+        folder = os.path.join(root, name)
+        if f"{name}/" in listing and venv_shape(folder):
+            venv = os.path.realpath(folder)
+            register_venv(root, venv)
+            return venv
+    register_venv(root, None)
+    return None
+
+
+async def find_generated(root: Path, git_dir: Path, head: str) -> dict[str, bytes]:
+    """``{relative path: bytes}`` of the generated files in the operator's checkout at ``root`` (see above); the
+    project's virtualenv is registered on the way (:func:`find_project_venv`)."""
+    listing = await ignored(root)
+    await find_project_venv(root, listing)
     candidates = [
         p
-        for p in listed.out.split("\0")
-        if p and not p.endswith("/") and p.endswith(SUFFIXES) and "__pycache__" not in p.split("/")
+        for p in listing
+        if not p.endswith("/") and p.endswith(SUFFIXES) and "__pycache__" not in p.split("/")
     ]
     if not candidates:
         return {}
@@ -52,6 +73,7 @@ async def find_generated(root: Path, git_dir: Path, head: str) -> dict[str, byte
 def _read_generated(root: Path, git_dir: Path, head: str, candidates: list[str]) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     total = 0
+    real_root = os.path.realpath(root)
     with inproc.repository(git_dir) as repo:
         tree = repo.revparse_single(f"{head}^{{tree}}")
         packages: dict[str, bool] = {}
@@ -61,6 +83,8 @@ def _read_generated(root: Path, git_dir: Path, head: str, candidates: list[str])
                 packages[folder] = _holds_python(tree, folder)
             if not packages[folder] or len(found) >= MAX_FILES:
                 continue
+            if not os.path.realpath(root / rel).startswith(real_root + os.sep):
+                continue  # through a linked folder: not the checkout's own
             data = _read_regular(root / rel)
             if data is None or total + len(data) > MAX_TOTAL_BYTES:
                 continue

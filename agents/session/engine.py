@@ -124,10 +124,14 @@ class Engine(SessionContext):
 
     async def _checkout(self) -> str | None:
         """The top of the operator's checkout (None when ``repo_path`` is not in one: opening it says why)."""
+        from ..git.generated import find_project_venv
         from ..git.run import git
 
         top = await git("rev-parse", "--show-toplevel", cwd=self.repo_path, check=False)
-        return top.out.strip() or None if top.rc == 0 else None
+        checkout = top.out.strip() if top.rc == 0 else ""
+        if checkout:
+            await find_project_venv(Path(checkout))  # so the probe sees what the check will
+        return checkout or None
 
     async def _setup_gate(self) -> None:
         """The session's check (configured, ``--check``, or detected from the branch's files) and its gate."""

@@ -10,8 +10,9 @@ Two things made a check in a worktree run something other than what the operator
   project's test dependencies). Its ``bin`` now leads ``PATH`` (and the sandbox binds it back read-only, with the
   interpreter it was made from, as for any ``PATH`` folder: :mod:`.bwrap`).
 
-The virtualenv is the operator's, found in their checkout (never in a worktree, which an agent writes), so
-probing it on the host (``python -I -c 'import pytest'``) runs nothing an agent wrote.
+The virtualenv is the operator's: a folder of their checkout that git ignores and tracks nothing in (never a
+worktree's, which an agent writes, nor one the repository commits), so probing it on the host (``python -I -c
+'import pytest'``) runs nothing an agent or the repository wrote.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 VENV_NAMES = (".venv", "venv")
 _VENVS: dict[str, str | None] = {}
+"""The operator's checkout (real path) -> its project virtualenv, as the git layer found it."""
 
 
 def import_roots(worktree: str) -> str:
@@ -50,23 +52,25 @@ def checkout_of(worktree: str) -> str | None:
     return os.path.dirname(common_dir) if os.path.basename(common_dir) == ".git" else None
 
 
+def register_venv(checkout: str | os.PathLike[str], venv: str | None) -> None:
+    """Record the project's virtualenv for ``checkout``: found by the git layer, which can tell that git ignores
+    it and tracks nothing in it (:func:`formicary.agents.git.generated.find_project_venv`). Why not found here:
+    a repository can commit a ``.venv/bin/python3`` of its own, and detection runs that file on the host."""
+    _VENVS[os.path.realpath(checkout)] = venv
+
+
+def venv_shape(folder: str) -> bool:
+    """Whether ``folder`` looks like a virtualenv: a real folder with ``pyvenv.cfg`` and a ``bin/python3``."""
+    return (
+        not os.path.islink(folder)
+        and os.path.isfile(os.path.join(folder, "pyvenv.cfg"))
+        and os.access(os.path.join(folder, "bin", "python3"), os.X_OK)
+    )
+
+
 def project_venv(checkout: str | None) -> str | None:
-    """The virtualenv at the top of ``checkout`` (a real folder with ``pyvenv.cfg`` and a ``bin/python3``)."""
-    if not checkout:
-        return None
-    if checkout not in _VENVS:
-        found = None
-        for name in VENV_NAMES:
-            venv = os.path.join(checkout, name)
-            if (
-                not os.path.islink(venv)
-                and os.path.isfile(os.path.join(venv, "pyvenv.cfg"))
-                and os.access(os.path.join(venv, "bin", "python3"), os.X_OK)
-            ):
-                found = os.path.realpath(venv)
-                break
-        _VENVS[checkout] = found
-    return _VENVS[checkout]
+    """The virtualenv registered for ``checkout`` (see :func:`register_venv`), None when it has none."""
+    return _VENVS.get(os.path.realpath(checkout)) if checkout else None
 
 
 def project_python(checkout: str | Path | None) -> str | None:
