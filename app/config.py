@@ -2,7 +2,7 @@
 
 Sources, later ones win: built-in defaults → the user file (``<config dir>/config.toml``) → ``formicary.toml`` in
 the target repository → ``--config FILE`` → ``FORMICARY_<SECTION>__<KEY>`` environment variables (for example
-``FORMICARY_MODEL__BASE_URL`` or ``FORMICARY_ROLES__WORKER__MODEL``). A wrong config raises :class:`ConfigError`
+``FORMICARY_MODEL__BASE_URL`` or ``FORMICARY_ROLES__WORKER__MODEL``; a top-level key needs no section). A wrong config raises :class:`ConfigError`
 whose message is one line naming the file and the key.
 
 The repository's ``formicary.toml`` is not the operator's: until ``formicary trust`` recorded its exact content,
@@ -92,13 +92,40 @@ def _mark(value: Any, dotted: str, source: str, origins: dict[str, str]) -> None
             _mark(v, f"{dotted}.{k}", source, origins)
 
 
+PATH_VARIABLES = ("HOME", "CACHE", "DB")
+"""``FORMICARY_HOME``, ``FORMICARY_CACHE``, ``FORMICARY_DB``: where files go (:mod:`formicary.agents.paths`)."""
+
+
+def _env_keys(name: str) -> list[str] | None:
+    """The config keys ``FORMICARY_…`` sets; None for a variable that is not a setting (a user's own
+    ``FORMICARY_TEST_API_KEY``). A top-level key needs no section (``FORMICARY_CHECK_COMMAND``); a section's key
+    without its section (``FORMICARY_WORKERS``) would be ignored without a word, so it is an error."""
+    rest = name[len("FORMICARY_") :]
+    if "__" in rest:
+        return [k.lower() for k in rest.split("__") if k]
+    key = rest.lower()
+    fields = Settings.model_fields
+    if key in fields and rest not in PATH_VARIABLES and isinstance(fields[key].default, (str, int, float)):
+        return [key]
+    for section in SECTIONS:
+        if key in type(fields[section].default).model_fields and rest not in PATH_VARIABLES:
+            raise ConfigError(
+                f"{name} is not a setting: {section}.{key} is set by FORMICARY_{section.upper()}__{rest}"
+            )
+    return None
+
+
+SECTIONS = tuple(
+    name for name, field in Settings.model_fields.items() if hasattr(type(field.default), "model_fields")
+)
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """``FORMICARY_A__B__C=v`` → ``{"a": {"b": {"c": v}}}``; values are parsed as TOML scalars when they can be."""
     out: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith("FORMICARY_") or "__" not in name:
+        if not name.startswith("FORMICARY_") or (keys := _env_keys(name)) is None or not keys:
             continue
-        keys = [k.lower() for k in name[len("FORMICARY_") :].split("__") if k]
         try:
             value: Any = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:

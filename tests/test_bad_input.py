@@ -110,6 +110,24 @@ def test_bad_input_broken_config_in_repo(tmp_path, server):
     assert snapshot(repo) == before
 
 
+def test_bad_input_a_setting_without_its_section_is_named_not_ignored(tmp_path, server, monkeypatch):
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    before = snapshot(repo)
+    monkeypatch.setenv("FORMICARY_WORKERS", "8")  # ignored without a word, the session ran with the default
+    result = formicary(*run_args(repo), env_url=server.base_url)
+    assert_one_line_failure(
+        result, "FORMICARY_WORKERS is not a setting: limits.workers is set by FORMICARY_LIMITS__WORKERS"
+    )
+    assert snapshot(repo) == before
+
+
+def test_a_top_level_setting_is_read_from_its_variable():
+    from formicary.config import load_settings
+
+    settings = load_settings(environ={"FORMICARY_CHECK_COMMAND": "pytest -q", "FORMICARY_TEST_API_KEY": "x"})
+    assert settings.check_command == "pytest -q"  # needed a section before, and was ignored
+
+
 def test_bad_input_unreachable_endpoint_changes_nothing(tmp_path):
     repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
     before = snapshot(repo)
