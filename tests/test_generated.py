@@ -13,7 +13,7 @@ from formicary.agents.git.generated import find_generated, provide
 from formicary.agents.session.engine import Engine
 from formicary.agents.tools.sandbox import SandboxOptions, run_command
 from formicary.store.db import connect
-from formicary.summary import load_summary
+from formicary.summary import Summary, load_summary
 from tests.scripted_server import ScriptedServer
 from tests.scripted_team import ScriptedTeam, finish, plan, task, write
 from tests.test_engine import settings_for
@@ -48,6 +48,22 @@ def src_layout(tmp_path: Path) -> Path:
     )
     (repo / VERSION).write_text('VERSION = "1.0"\n')
     return repo
+
+
+async def one_session(tmp_path: Path, repo: Path, team, goal: str, check: str = "") -> tuple[Engine, Summary]:
+    """One cycle, one worker, ``check`` (detected when empty); it must end done. The engine and its summary."""
+    db_path = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        settings = settings_for(server, cycles=1, workers=1)
+        settings.check_command = check
+        engine = Engine.create(settings, repo, goal, db_path=db_path)
+        outcome = await engine.run()
+    assert outcome.status == "done", outcome.reason
+    db = connect(db_path, readonly=True, migrate=False)
+    try:
+        return engine, load_summary(db, engine.session_id)
+    finally:
+        db.conn.close()
 
 
 def git_out(repo: Path, *args: str) -> str:
@@ -98,16 +114,9 @@ async def test_the_check_runs_the_worktrees_code_with_its_generated_files(tmp_pa
             "Fix double": [write(".gitignore", "build/\n"), write("src/mypkg/__init__.py", FIXED), finish()]
         },
     )
-    db_path = tmp_path / "f.db"
-    with ScriptedServer(responder=team) as server:
-        settings = settings_for(server, cycles=1, workers=1)
-        settings.check_command = "python3 -m unittest"
-        engine = Engine.create(settings, repo, "Fix double() in src/mypkg", db_path=db_path)
-        outcome = await engine.run()
-    assert outcome.status == "done", outcome.reason
-    db = connect(db_path, readonly=True, migrate=False)
-    summary = load_summary(db, engine.session_id)
-    db.conn.close()
+    engine, summary = await one_session(
+        tmp_path, repo, team, "Fix double() in src/mypkg", "python3 -m unittest"
+    )
     # the start fails on NotImplementedError (not on a missing module or _version), the end passes
     assert summary.check_start is not None and summary.check_start.passed is False
     assert summary.check_end is not None and summary.check_end.passed is True

@@ -97,6 +97,15 @@ async def test_a_handful_of_tasks_gets_no_subplanners(tmp_path):
     assert team.calls["plan"] == 1  # no sub-planner call competed with the workers
 
 
+async def one_cycle(tmp_path, repo, team) -> tuple[list[str], list[str]]:
+    """One cycle with 4 workers: the work tasks' titles in order, and the status lines."""
+    db = tmp_path / "f.db"
+    with ScriptedServer(responder=team) as server:
+        await Engine.create(settings_for(server, cycles=1, workers=4), repo, "goal", db_path=db).run()
+    titles = [r["title"] for r in rows(db, "SELECT title FROM tasks WHERE kind = 'work' ORDER BY created_at")]
+    return titles, [r["data"] for r in rows(db, "SELECT data FROM events WHERE kind = 'status'")]
+
+
 async def test_an_area_the_plans_tasks_already_cover_is_not_a_second_task(tmp_path):
     repo = make_repo(tmp_path / "repo", {"src/num.py": "x = 1\n", "README.md": "x\n"})
     fix = task("Fix ordinal() in src/num.py", files=["src/num.py", "tests/test_num.py"])
@@ -110,12 +119,8 @@ async def test_an_area_the_plans_tasks_already_cover_is_not_a_second_task(tmp_pa
         default_work=lambda title, step: finish(),
         verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
     )
-    db = tmp_path / "f.db"
-    with ScriptedServer(responder=team) as server:
-        await Engine.create(settings_for(server, cycles=1, workers=4), repo, "goal", db_path=db).run()
-    titles = [r["title"] for r in rows(db, "SELECT title FROM tasks WHERE kind = 'work' ORDER BY created_at")]
+    titles, status = await one_cycle(tmp_path, repo, team)
     assert titles == ["Fix ordinal() in src/num.py", "Docs"]
-    status = [r["data"] for r in rows(db, "SELECT data FROM events WHERE kind = 'status'")]
     assert sum("dropped an area the plan's tasks already cover" in d for d in status) == 2
 
 
@@ -127,12 +132,8 @@ async def test_an_item_repeated_in_one_plan_is_queued_once(tmp_path):
         default_work=lambda title, step: finish(),
         verdicts=[{"decision": "done", "reason": "ok", "notes": ""}],
     )
-    db = tmp_path / "f.db"
-    with ScriptedServer(responder=team) as server:
-        await Engine.create(settings_for(server, cycles=1, workers=4), repo, "goal", db_path=db).run()
-    titles = [r["title"] for r in rows(db, "SELECT title FROM tasks WHERE kind = 'work' ORDER BY created_at")]
+    titles, status = await one_cycle(tmp_path, repo, team)
     assert titles == ["Add alpha", "Split the goal"]
-    status = [r["data"] for r in rows(db, "SELECT data FROM events WHERE kind = 'status'")]
     assert any("its 2 sub-planner area(s) become work tasks" in d for d in status)
     assert sum("dropped a repeat within the plan" in d for d in status) == 2
 

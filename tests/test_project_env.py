@@ -11,14 +11,11 @@ from pathlib import Path
 import pytest
 
 from formicary.agents.git.generated import find_project_venv
-from formicary.agents.session.engine import Engine
 from formicary.agents.tools.project_env import command_env, project_venv
-from formicary.store.db import connect
-from formicary.summary import load_summary
 from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer
 from tests.scripted_team import ScriptedTeam, finish, plan, task, write
-from tests.test_engine import settings_for
+from tests.test_generated import one_session
 
 pytestmark = pytest.mark.anyio
 
@@ -112,15 +109,7 @@ async def test_the_detected_check_runs_with_the_projects_venv_in_each_worktree(t
         root_plans=[plan([task("Fix double", files=["calc.py"])])],
         work={"Fix double": [write("calc.py", fixed), finish()]},
     )
-    db_path = tmp_path / "f.db"
-    with ScriptedServer(responder=team) as server:
-        settings = settings_for(server, cycles=1, workers=1)  # no check named: detected
-        engine = Engine.create(settings, repo, "Make tests/test_calc.py pass", db_path=db_path)
-        outcome = await engine.run()
-    assert outcome.status == "done", outcome.reason
-    db = connect(db_path, readonly=True, migrate=False)
-    summary = load_summary(db, engine.session_id)
-    db.conn.close()
+    engine, summary = await one_session(tmp_path, repo, team, "Make tests/test_calc.py pass")  # detected
     assert engine.check.runner == "pytest" and engine.check.source == "detected"
     assert "-I -c import pytest" in (venv / "runs.txt").read_text()  # detection asked the project's python
     assert summary.check_start is not None and summary.check_start.passed is False

@@ -20,6 +20,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..tools.confine import write_all
 from ..tools.project_env import VENV_NAMES, register_venv, venv_shape
 from . import inproc
 from .run import git
@@ -144,10 +145,7 @@ def provide(worktree: Path, files: Mapping[str, bytes]) -> list[str]:
         except OSError:
             continue
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.ftruncate(fd, len(data))
+            write_all(fd, data)  # not a tool's write: it must not be recorded as the worker's change
         finally:
             os.close(fd)
         written.append(rel)

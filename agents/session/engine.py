@@ -108,14 +108,18 @@ class Engine(SessionContext):
         """The record opens and a check the operator named can start, before the repository is touched."""
         import anyio
 
-        from ..tools.check import missing_program, spec_for
+        from ..tools.check import missing_program, program_of, spec_for
 
         problem = await anyio.to_thread.run_sync(record_problem, self.db_path)
         if problem is not None:
             raise PreflightError(problem)
         spec = spec_for(self.settings.check_command, self.check_source)
-        if spec.enabled and (
-            program := await missing_program(spec.command, self.settings.sandbox, await self._checkout())
+        if (
+            spec.enabled
+            and program_of(spec.command) is not None  # a name to look up on PATH (the project's venv first)
+            and (
+                program := await missing_program(spec.command, self.settings.sandbox, await self._checkout())
+            )
         ):
             raise PreflightError(
                 f"the check `{spec.command}` cannot start: {program} is not found in the sandbox "

@@ -82,7 +82,7 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _git_dirs(worktree: str) -> tuple[str | None, str | None]:
+def git_dirs(worktree: str) -> tuple[str | None, str | None]:
     """``(dot_git, common_dir)``: the worktree's .git (file or dir) and the repository's shared git dir."""
     dot_git = os.path.join(worktree, ".git")
     if os.path.isdir(dot_git) and not os.path.islink(dot_git):
@@ -217,7 +217,7 @@ def bwrap_argv(
             argv += ["--tmpfs", "/run/user"]
         for sock in sorted({os.path.realpath(p) for p in _HOST_SOCKETS if os.path.exists(p)}):
             argv += ["--ro-bind", "/dev/null", sock]
-    dot_git, common_dir = _git_dirs(worktree)
+    dot_git, common_dir = git_dirs(worktree)
     if common_dir and not _under(common_dir, worktree):
         argv += ["--ro-bind", common_dir, common_dir]
     argv += ["--bind", worktree, worktree]

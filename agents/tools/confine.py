@@ -206,12 +206,17 @@ def _write_bytes(root: str, real: str, shown: str, data: bytes) -> None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ActionFailed(f"refused: {shown} is not a regular file")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.ftruncate(fd, len(data))
+        write_all(fd, data)
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` at the start of an open file and cut it there (in place: ``O_TRUNC`` on a file with data makes ext4 flush it at close)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.ftruncate(fd, len(data))
 
 
 def read_text(root: str, path: object, start: int = 0, end: int = 0, cap: int = 16_000) -> str:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .bwrap import git_dirs
+
 VENV_NAMES = (".venv", "venv")
 _VENVS: dict[str, str | None] = {}
 """The operator's checkout (real path) -> its project virtualenv, as the git layer found it."""
@@ -34,22 +36,12 @@ def import_roots(worktree: str) -> str:
 
 def checkout_of(worktree: str) -> str | None:
     """The operator's checkout that ``worktree`` (a linked worktree, or the checkout itself) belongs to."""
-    dot_git = os.path.join(worktree, ".git")
-    if os.path.isdir(dot_git) and not os.path.islink(dot_git):
-        return worktree
-    try:
-        text = Path(dot_git).read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    dot_git, common_dir = git_dirs(worktree)
+    if dot_git is not None and common_dir is None:
+        return worktree  # its own .git folder
+    if common_dir is None or os.path.basename(common_dir) != ".git":
         return None
-    if not text.startswith("gitdir:"):
-        return None
-    gitdir = os.path.realpath(os.path.join(worktree, text[len("gitdir:") :].strip()))
-    try:
-        common = (Path(gitdir) / "commondir").read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    common_dir = os.path.realpath(os.path.join(gitdir, common))
-    return os.path.dirname(common_dir) if os.path.basename(common_dir) == ".git" else None
+    return os.path.dirname(common_dir)
 
 
 def register_venv(checkout: str | os.PathLike[str], venv: str | None) -> None:
