@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from formicary.agents.git.generated import find_project_venv
+from formicary.agents.git.generated import find_project_env
 from formicary.agents.tools.project_env import command_env, project_venv
 from tests.gitrepo import git, make_repo
 from tests.scripted_server import ScriptedServer
@@ -43,19 +43,19 @@ def with_venv(repo: Path) -> Path:
 async def test_a_command_in_a_worktree_gets_the_projects_venv_first(tmp_path):
     repo = make_repo(tmp_path / "repo", {".gitignore": ".venv/\n", "calc.py": CALC})
     venv = with_venv(repo)
-    assert await find_project_venv(repo) == str(venv.resolve()) == project_venv(str(repo))
+    assert await find_project_env(repo) == str(venv.resolve()) == project_venv(str(repo))
     env = command_env(str(tmp_path / "wt"), "/usr/bin:/bin", checkout=str(repo))
     assert env["PATH"] == f"{venv.resolve()}/bin:/usr/bin:/bin" and env["VIRTUAL_ENV"] == str(venv.resolve())
     assert env["PYTHONPATH"] == str(tmp_path / "wt")
     linked = tmp_path / "linked"  # a symlinked .venv is not taken (it could lead anywhere)
     make_repo(linked, {"a.txt": "x\n"})
     (linked / ".venv").symlink_to(venv)
-    assert await find_project_venv(linked) is None
+    assert await find_project_env(linked) is None
     unignored = make_repo(tmp_path / "unignored", {"a.txt": "x\n"})
     with_venv(
         unignored
     )  # not ignored: not the project's environment (and the session refuses the dirty tree)
-    assert await find_project_venv(unignored) is None
+    assert await find_project_env(unignored) is None
 
 
 def test_a_virtualenv_the_repository_commits_never_runs_on_the_host(tmp_path):

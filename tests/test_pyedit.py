@@ -174,7 +174,7 @@ def test_a_whole_file_write_that_guts_a_module_is_refused(tmp_path):
 
     module = "".join(f"def f{i}():\n    return {i}\n\n\n" for i in range(6))
     (tmp_path / "m.py").write_text(module)
-    with pytest.raises(confine.ActionFailed, match="would delete 5 of the 6 functions"):
+    with pytest.raises(confine.ActionFailed, match="would delete 5 of the 6 top-level definitions"):
         refuse_gutting(str(tmp_path), "m.py", "def f0():\n    return 42\n")
     refuse_gutting(str(tmp_path), "m.py", module.replace("return 3", "return 33"))  # an edit keeps them
     refuse_gutting(str(tmp_path), "new.py", "def g():\n    pass\n")  # a new file loses nothing

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..tools.confine import write_all
-from ..tools.project_env import VENV_NAMES, register_venv, venv_shape
+from ..tools.project_env import DEPENDENCY_NAMES, VENV_NAMES, register_dependencies, register_venv, venv_shape
 from . import inproc
 from .run import git
 
@@ -42,10 +42,21 @@ async def ignored(root: Path) -> list[str]:
     return [p for p in listed.out.split("\0") if p] if listed.rc == 0 else []
 
 
-async def find_project_venv(root: Path, listing: list[str] | None = None) -> str | None:
-    """The project's virtualenv at the top of ``root``, registered for its commands (:mod:`..tools.project_env`):
-    only a folder git ignores as a whole (so the repository tracks nothing in it), shaped like a virtualenv."""
+async def find_project_env(root: Path, listing: list[str] | None = None) -> str | None:
+    """The project's virtualenv at the top of ``root``, registered for its commands (:mod:`..tools.project_env`)
+    with its dependency folders (``node_modules``): only folders git ignores as a whole (so the repository
+    tracks nothing in them), a virtualenv shaped like one."""
     listing = await ignored(root) if listing is None else listing
+    register_dependencies(
+        root,
+        [
+            os.path.join(root, name)
+            for name in DEPENDENCY_NAMES
+            if f"{name}/" in listing
+            and os.path.isdir(os.path.join(root, name))
+            and not os.path.islink(os.path.join(root, name))
+        ],
+    )
     for name in VENV_NAMES:
         folder = os.path.join(root, name)
         if f"{name}/" in listing and venv_shape(folder):
@@ -58,9 +69,9 @@ async def find_project_venv(root: Path, listing: list[str] | None = None) -> str
 
 async def find_generated(root: Path, git_dir: Path, head: str) -> dict[str, bytes]:
     """``{relative path: bytes}`` of the generated files in the operator's checkout at ``root`` (see above); the
-    project's virtualenv is registered on the way (:func:`find_project_venv`)."""
+    project's virtualenv and dependency folders are registered on the way (:func:`find_project_env`)."""
     listing = await ignored(root)
-    await find_project_venv(root, listing)
+    await find_project_env(root, listing)
     candidates = [
         p
         for p in listing

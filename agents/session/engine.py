@@ -128,13 +128,13 @@ class Engine(SessionContext):
 
     async def _checkout(self) -> str | None:
         """The top of the operator's checkout (None when ``repo_path`` is not in one: opening it says why)."""
-        from ..git.generated import find_project_venv
+        from ..git.generated import find_project_env
         from ..git.run import git
 
         top = await git("rev-parse", "--show-toplevel", cwd=self.repo_path, check=False)
         checkout = top.out.strip() if top.rc == 0 else ""
         if checkout:
-            await find_project_venv(Path(checkout))  # so the probe sees what the check will
+            await find_project_env(Path(checkout))  # so the probe sees what the check will
         return checkout or None
 
     async def _setup_gate(self) -> None:

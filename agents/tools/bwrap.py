@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .limits import Limits, ulimit_prefix
@@ -185,10 +185,12 @@ def bwrap_argv(
     info_fd: int | None = None,
     limits: Limits | None = None,
     seccomp: int | None = None,
+    binds: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
     """The bubblewrap command line for ``command`` in ``worktree`` (a real path). Mount order matters: later
     mounts cover earlier ones, so hiding comes first and the writable worktree last. ``info_fd`` receives
-    bwrap's JSON with the host PID of the namespace's init; ``seccomp`` an fd holding the keyring filter."""
+    bwrap's JSON with the host PID of the namespace's init; ``seccomp`` an fd holding the keyring filter;
+    ``binds`` are ``(source, target)`` folders bound read-only inside the worktree (the project's packages)."""
     environ = os.environ if environ is None else environ
     limits = limits or Limits()
     features = bwrap_features(bwrap)
@@ -223,6 +225,8 @@ def bwrap_argv(
     argv += ["--bind", worktree, worktree]
     if dot_git:
         argv += ["--ro-bind", dot_git, dot_git]
+    for source, target in binds:  # after the worktree's bind, which they cover
+        argv += ["--ro-bind", source, target]
     if not network:
         argv.append("--unshare-net")
     if info_fd is not None:

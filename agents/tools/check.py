@@ -9,8 +9,8 @@ Detection reads the tree (a list of paths and a reader), never runs anything the
 
 Failing test ids come from the runner where it names them: pytest's junit XML (the gate adds ``--junitxml`` to a
 plain pytest command) or its ``FAILED``/``ERROR`` summary lines, unittest's ``FAIL:``/``ERROR:`` headers, go's
-``--- FAIL:``, cargo's ``test … FAILED``, or a junit XML file the config names. Otherwise ``failing`` is None and
-only the exit status counts.
+``--- FAIL:``, cargo's ``test … FAILED``, TAP's ``not ok``, jest's, vitest's and mocha's failure headers, or a
+junit XML file the config names. Otherwise ``failing`` is None and only the exit status counts.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ _TAP_LINE = re.compile(r"^\s*not ok \d+(?: -)? (.+)$", re.M)  # TAP: node --test
 _TAP_DIRECTIVE = re.compile(r"\s#\s*(TODO|SKIP)\b", re.I)  # an expected failure, or a skip: not a failure
 _JEST_LINE = re.compile(r"^\s*● (.+?)\s*$", re.M)  # jest's failure headers: "● suite › test"
 _VITEST_LINE = re.compile(r"^\s*FAIL\s+(\S+ > .+?)\s*$", re.M)  # vitest: "FAIL  lib.test.js > suite > test"
+_MOCHA_FAILING = re.compile(r"^\s*\d+ failing\s*$", re.M)  # mocha's summary, then its numbered failures
+_MOCHA_ENTRY = re.compile(r"^\s*\d+\) (.+)$")
 _NPM_PLACEHOLDER = "no test specified"
 
 
@@ -270,7 +272,29 @@ def failing_ids(output: str, runner: str = "custom") -> list[str]:
         ]
         for pattern in (_JEST_LINE, _VITEST_LINE):
             found += [(m.start(), m.group(1)) for m in pattern.finditer(output)]
+        found += _mocha_failures(output)
     return list(dict.fromkeys(name for _, name in sorted(found)))
+
+
+def _mocha_failures(output: str) -> list[tuple[int, str]]:
+    """Mocha's failures after its "N failing" line: ``  1) suite`` then deeper titles, the test's ending in a
+    colon, as ``suite › test`` (the numbered lines before the summary are its progress, not ids)."""
+    summary = _MOCHA_FAILING.search(output)
+    if summary is None:
+        return []
+    found: list[tuple[int, str]] = []
+    lines = output[summary.end() :].split("\n")
+    offset = summary.end()
+    for i, line in enumerate(lines):
+        if (entry := _MOCHA_ENTRY.match(line)) is not None:
+            titles: list[str] = []
+            for title in [entry.group(1), *lines[i + 1 : i + 9]]:
+                titles.append(title.strip())
+                if titles[-1].endswith(":"):
+                    found.append((offset, " › ".join(titles)[:-1].rstrip()))
+                    break
+        offset += len(line) + 1
+    return found
 
 
 def failing_from_output(runner: str, output: str) -> frozenset[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
+from collections.abc import Callable
 
 from . import confine
 from .pyadd import add_definition
@@ -392,14 +393,33 @@ KEEP_AT_LEAST = 0.5
 """Share of an existing module's top-level functions and classes a whole-file write must keep."""
 
 
+OTHER_DEFINITIONS = {
+    (".js", ".mjs", ".cjs", ".jsx", ".ts", ".tsx", ".mts", ".cts"): re.compile(
+        r"^(?:export\s+)?(?:default\s+)?(?:declare\s+)?(?:async\s+)?"
+        r"(?:function\*?|class|const|let|var|interface|type|enum)\s+([A-Za-z_$][\w$]*)",
+        re.M,
+    ),
+    (".go",): re.compile(r"^(?:func(?:\s*\([^)]*\))?|type|var|const)\s+([A-Za-z_]\w*)", re.M),
+    (".rs",): re.compile(
+        r"^(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?(?:unsafe\s+)?(?:fn|struct|enum|trait|mod|type|const|static)"
+        r"\s+([A-Za-z_]\w*)",
+        re.M,
+    ),
+    (".rb",): re.compile(r"^(?:def\s+(?:self\.)?|class\s+|module\s+)([A-Za-z_]\w*[?!=]?)", re.M),
+}
+"""Top-level definitions of other languages, by a line starting at column 0 (what a whole-file write keeps)."""
+
+
 def refuse_gutting(root: str, path: object, content: str) -> None:
-    """Refuse a ``write_file`` that would drop most of an existing Python module's definitions.
+    """Refuse a ``write_file`` that would drop most of an existing source file's top-level definitions.
 
     Measured: a worker asked to write one function of a 400-line module sent only that function as the whole
     file (the 1.5B model, and again with write_file after write_function was refused); every other function of
-    the module was gone and its tests could not import it.
+    the module was gone and its tests could not import it. The same in JavaScript (no ``write_function``
+    there): ``slugify()`` alone replaced a module of three functions and its ``module.exports``.
     """
-    if not str(path).endswith(".py"):
+    names = _definitions_of(str(path))
+    if names is None:
         return
     try:
         real, shown = confine.resolve(root, path)
@@ -407,16 +427,31 @@ def refuse_gutting(root: str, path: object, content: str) -> None:
             old = fh.read(2_000_000).decode("utf-8", "replace")
     except (confine.ActionFailed, OSError):
         return  # a new file: nothing to lose
-    before = _top_level_names(old)
+    before = names(old)
     if len(before) < 3:
         return
-    kept = before & _top_level_names(content)
+    kept = before & names(content)
     if len(kept) < KEEP_AT_LEAST * len(before):
         lost = ", ".join(sorted(before - kept)[:12])
-        raise confine.ActionFailed(
-            f"error: this would delete {len(before) - len(kept)} of the {len(before)} functions and classes in"
-            f" {shown} ({lost}...). To change one function, use write_function with its new definition"
+        how = (
+            "use write_function with its new definition"
+            if str(path).endswith(".py")
+            else "use replace on its lines (one exact, unique piece of the file), or write the WHOLE file"
         )
+        raise confine.ActionFailed(
+            f"error: this would delete {len(before) - len(kept)} of the {len(before)} top-level definitions in"
+            f" {shown} ({lost}...). To change one function, {how}"
+        )
+
+
+def _definitions_of(path: str) -> Callable[[str], set[str]] | None:
+    """How to list a file's top-level definitions, by its suffix (None: a language not known here)."""
+    if path.endswith(".py"):
+        return _top_level_names
+    for suffixes, pattern in OTHER_DEFINITIONS.items():
+        if path.endswith(suffixes):
+            return lambda text, pattern=pattern: set(pattern.findall(text))
+    return None
 
 
 def _top_level_names(text: str) -> set[str]:

@@ -48,7 +48,7 @@ from .bwrap import (
 )
 from .limits import Limits, PidsCgroup, keyring_filter, limit_note, pids_base, seccomp_fd, ulimit_prefix
 from .proctree import DRAIN_SECONDS, CappedOutput, end_tree, init_pidfd, pump
-from .project_env import command_env
+from .project_env import command_env, dependency_binds, unsandboxed_env
 
 SANDBOX_MODES = ("bubblewrap", "none")
 
@@ -313,6 +313,7 @@ async def _spawn(
             argv = [shell_path(), "-c", ulimit_prefix(limits) + command]
             env = scrubbed_env(private_home, extra_secret_names=extra_secret_names)
             env.update(command_env(worktree, env["PATH"], checkout))
+            env.update(unsandboxed_env(worktree, env["PATH"]))
         else:
             env = scrubbed_env("/tmp", extra_secret_names=extra_secret_names)
             env.update(command_env(worktree, env["PATH"], checkout))
@@ -329,6 +330,7 @@ async def _spawn(
                 limits=limits,
                 seccomp=filter_r if filter_r >= 0 else None,
                 environ={**os.environ, "PATH": env["PATH"]},  # the project's virtualenv is bound back too
+                binds=dependency_binds(worktree),
             )
         if opts.nice > 0 and (nice := shutil.which("nice")) is not None:
             argv = [nice, "-n", str(opts.nice), *argv]
