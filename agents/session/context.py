@@ -74,6 +74,7 @@ class SessionContext:
         self.cycle_scope: anyio.CancelScope | None = None
         """The running cycle's scope: a fresh start or a stop cancels it."""
         self.deadline = 0.0
+        self._said_check_ran_nothing = False
         self.resume_branch: str | None = None
         """The session branch to reopen (resume only)."""
         self.resume_cycle: ResumeCycle | None = None
@@ -164,7 +165,21 @@ class SessionContext:
             tip = self.git.shared.tip
             if tip not in self._tip_checks:
                 self._tip_checks[tip] = await self._check_tip(command)
+                self._warn_if_it_ran_nothing(command, *self._tip_checks[tip])
             return self._tip_checks[tip]
+
+    def _warn_if_it_ran_nothing(self, command: str, exit_code: int | None, output: str) -> None:
+        """Say once when the check could not run its tests on the shared branch (a program missing in the
+        worktree: exit 126/127; pytest finding no tests or refusing its arguments: 4/5): every tree then fails
+        alike, and the gate can only keep out what no longer parses."""
+        if self._said_check_ran_nothing or exit_code not in (126, 127, *((4, 5) if "pytest" in command else ())):
+            return
+        self._said_check_ran_nothing = True
+        last = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")
+        self.record.status(
+            f"the check `{command}` ran no test on the shared branch (exit {exit_code}: {last[:160]}); every tree"
+            " fails alike, so the gate only keeps out files that no longer parse"
+        )
 
     def checked(self, tip: str) -> tuple[int | None, str] | None:
         return self._tip_checks.get(tip)
