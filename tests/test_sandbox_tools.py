@@ -52,3 +52,32 @@ async def test_a_virtualenv_under_tmp_and_its_base_python_in_a_hidden_home_run(t
     assert "OTHER-TMP-FILE" not in peek.output and "SECRET-KEY" not in peek.output
     assert peek.exit_code != 0
     assert os.path.exists(tmp_path / "other" / "note.txt")
+
+
+@pytest.mark.parametrize("mode", ["bubblewrap", "none"])
+async def test_rustups_toolchains_and_cargos_registry_reach_a_command_and_its_credentials_do_not(
+    tmp_path, monkeypatch, mode
+):
+    """``~/.cargo/bin/cargo`` is rustup's proxy: it runs a toolchain from ``~/.rustup``, which is not on PATH and
+    was hidden (or, without a sandbox, looked for under the command's own HOME): cargo failed in every tree."""
+    home = tmp_path / "home"
+    toolchain = home / ".rustup" / "toolchains" / "stable" / "bin"
+    script(toolchain / "cargo", "real-cargo-ran")
+    (home / ".cargo" / "registry").mkdir(parents=True)
+    (home / ".cargo" / "registry" / "index.txt").write_text("REGISTRY\n")
+    (home / ".cargo" / "credentials.toml").write_text("TOKEN-SECRET\n")
+    proxy = home / ".cargo" / "bin"
+    script(proxy / "rustup", "rustup")
+    (proxy / "cargo").write_text('#!/bin/sh\nexec "$RUSTUP_HOME/toolchains/stable/bin/cargo"\n')
+    (proxy / "cargo").chmod(0o755)
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PATH", f"{proxy}:/usr/bin:/bin")
+    options = BWRAP if mode == "bubblewrap" else SandboxOptions(mode="none", timeout=20)
+    result = await run_command('cargo; cat "$CARGO_HOME/registry/index.txt"', wt, options)
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == ["real-cargo-ran", "REGISTRY"]
+    if mode == "bubblewrap":
+        peek = await run_command('cat "$CARGO_HOME/credentials.toml"', wt, options)
+        assert "TOKEN-SECRET" not in peek.output

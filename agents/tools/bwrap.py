@@ -17,6 +17,8 @@ from .limits import Limits, ulimit_prefix
 
 _HOME_SECRETS = (".cargo/credentials", ".cargo/credentials.toml", ".local/share/keyrings")
 """Credential files inside tool folders that are bound back from a hidden $HOME; masked again."""
+_TOOL_SECRETS = ("credentials", "credentials.toml")
+"""The same, directly in any bound tool folder (a ``CARGO_HOME`` that is not ``~/.cargo``)."""
 _HOST_SECRETS = ("/etc/shadow", "/etc/gshadow")
 _HOST_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock", "/run/podman/podman.sock")
 """Sockets that are root on the host, masked when the network is allowed (otherwise all of /run is hidden)."""
@@ -175,6 +177,49 @@ def _tool_roots(path_value: str, homes: list[str]) -> list[str]:
     return roots
 
 
+def tool_homes(environ: Mapping[str, str]) -> dict[str, str]:
+    """Where tools on PATH keep what they need apart from PATH, as variables for a command (whose ``HOME`` is
+    not the operator's): rustup's toolchains (``~/.cargo/bin/cargo`` is a proxy that runs one from
+    ``RUSTUP_HOME``, and failed in every worktree with "rustup could not choose a version of cargo to run"),
+    cargo's registry, and Go's module cache (the dependencies ``go test`` would otherwise download, with no
+    network). Only folders that exist; the sandbox binds them back read-only (:func:`bwrap_argv`)."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    wanted: dict[str, str] = {}
+    if _on_path(environ, "rustup"):
+        wanted["RUSTUP_HOME"] = environ.get("RUSTUP_HOME") or os.path.join(home, ".rustup")
+    if _on_path(environ, "cargo"):
+        wanted["CARGO_HOME"] = environ.get("CARGO_HOME") or os.path.join(home, ".cargo")
+    if _on_path(environ, "go"):
+        gopath = (environ.get("GOPATH") or os.path.join(home, "go")).split(os.pathsep)[0]
+        wanted["GOMODCACHE"] = environ.get("GOMODCACHE") or os.path.join(gopath, "pkg", "mod")
+    return {
+        name: os.path.realpath(folder)
+        for name, folder in wanted.items()
+        if os.path.isabs(folder) and os.path.isdir(folder)
+    }
+
+
+def _bound_tools(environ: Mapping[str, str], homes: list[str]) -> list[str]:
+    """What comes back read-only from a hidden home: PATH's tool folders, then the folders they need."""
+    roots = _tool_roots(environ.get("PATH", ""), homes)
+    for folder in tool_homes(environ).values():
+        hidden = any(_under(folder, home) and folder != home for home in homes)
+        if hidden and not any(_under(folder, root) for root in roots):
+            roots.append(folder)
+    return roots
+
+
+def _secrets_in(root: str) -> list[str]:
+    """Credential files inside a bound tool folder (cargo's, wherever ``CARGO_HOME`` is), masked again."""
+    names = [os.path.join(os.path.dirname(root), secret) for secret in _HOME_SECRETS]
+    names += [os.path.join(root, name) for name in _TOOL_SECRETS]
+    return [name for name in dict.fromkeys(names) if _under(name, root) and os.path.lexists(name)]
+
+
+def _on_path(environ: Mapping[str, str], program: str) -> bool:
+    return shutil.which(program, path=environ.get("PATH", "")) is not None
+
+
 def bwrap_argv(
     bwrap: str,
     worktree: str,
@@ -201,12 +246,10 @@ def bwrap_argv(
         argv += ["--ro-bind", root, root]
     for home in homes:
         argv += tmpfs_args(features, home, limits.tmp_mb)
-    for root in _tool_roots(environ.get("PATH", ""), homes):
+    for root in _bound_tools(environ, homes):
         argv += ["--ro-bind", root, root]
-        for secret in _HOME_SECRETS:
-            full = os.path.join(os.path.dirname(root), secret)
-            if _under(full, root) and os.path.lexists(full):
-                argv += ["--tmpfs", full] if os.path.isdir(full) else ["--ro-bind", "/dev/null", full]
+        for secret in _secrets_in(root):
+            argv += ["--tmpfs", secret] if os.path.isdir(secret) else ["--ro-bind", "/dev/null", secret]
     for folder in app_dirs:
         argv += tmpfs_args(features, folder, 1)
     for secret in _HOST_SECRETS:

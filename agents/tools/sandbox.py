@@ -45,6 +45,7 @@ from .bwrap import (
     proc_covers,
     shell_path,
     tmpfs_args,
+    tool_homes,
 )
 from .limits import Limits, PidsCgroup, keyring_filter, limit_note, pids_base, seccomp_fd, ulimit_prefix
 from .proctree import DRAIN_SECONDS, CappedOutput, end_tree, init_pidfd, pump
@@ -314,9 +315,11 @@ async def _spawn(
             env = scrubbed_env(private_home, extra_secret_names=extra_secret_names)
             env.update(command_env(worktree, env["PATH"], checkout))
             env.update(unsandboxed_env(worktree, env["PATH"]))
+            env.update(tool_homes({**os.environ, "PATH": env["PATH"]}))
         else:
             env = scrubbed_env("/tmp", extra_secret_names=extra_secret_names)
             env.update(command_env(worktree, env["PATH"], checkout))
+            env.update(tool_homes({**os.environ, "PATH": env["PATH"]}))
             info_r, info_w = os.pipe()
             program = _keyring_filter()
             if program is not None:
