@@ -60,9 +60,18 @@ def _read(root: str, path: str, limit: int = 400_000) -> str | None:
         return None
 
 
+_AS_CODE = re.compile(r"`([^`\n]+)`|\b([A-Za-z_]\w*)\s*\(|\b([A-Za-z_]*[a-z0-9](?:_|[A-Z])\w*)")
+"""What instructions write as code: in backticks, called, or with an underscore or a capital inside."""
+
+
 def task_names(title: str, instructions: str, sources: list[str]) -> set[str]:
-    """The functions the task is about: identifiers in its text that its files define."""
-    words = set(pyedit.IDENT.findall(f"{title}\n{instructions}"))
+    """The functions the task is about: identifiers that its files define and that its title names, or that its
+    instructions write as code (:data:`_AS_CODE`), not plain words of their prose. Seen: "Change only that
+    function." made more-itertools' ``only()`` one of the task's functions, and its tests (which passed) the
+    ones every write was checked against."""
+    words = set(pyedit.IDENT.findall(title))
+    for match in _AS_CODE.finditer(instructions):
+        words |= set(pyedit.IDENT.findall(next(g for g in match.groups() if g)))
     defined: set[str] = set()
     for text in sources:
         defined |= pyedit.defined_names(text)

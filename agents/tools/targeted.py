@@ -149,6 +149,16 @@ def related_tests(root: str, files: list[str], names: set[str]) -> list[str]:
     return [rel for _, rel in sorted(scored)[:MAX_TEST_FILES]]
 
 
+def selection_words(names: set[str]) -> list[str]:
+    """pytest ``-k`` words that select the tests of ``names``: each name, and for a snake_case one its words run
+    together, which is how a test class names it (``-k`` ignores case: ``TestAlwaysIterable`` holds
+    ``alwaysiterable``, not ``always_iterable``; seen on more-itertools, the selection took other tests, which
+    passed, and the worker was told its broken function passed its tests)."""
+    words = set(names)
+    words |= {name.replace("_", "") for name in names if "_" in name.strip("_")}
+    return sorted(words)
+
+
 def targeted_command(check: str, tests: list[str], names: set[str]) -> str | None:
     """The project's ``check`` narrowed to ``tests`` (and, for pytest, to ``names``); None: not narrowable."""
     if not check.strip() or not tests:
@@ -156,7 +166,7 @@ def targeted_command(check: str, tests: list[str], names: set[str]) -> str | Non
     quoted = " ".join(shlex.quote(t) for t in tests)
     if "pytest" in check:
         base = check.split("pytest", 1)[0] + "pytest"
-        selector = f" -k {shlex.quote(' or '.join(sorted(names)))}" if names else ""
+        selector = f" -k {shlex.quote(' or '.join(selection_words(names)))}" if names else ""
         return f"{base} -q -x -p no:cacheprovider --no-header -rN --tb=short -l {quoted}{selector}"
     if "unittest" in check:
         base = check.split("unittest", 1)[0] + "unittest"
