@@ -400,3 +400,18 @@ async def test_a_worker_stuck_on_one_edit_after_its_fresh_starts_ends_before_its
     assert failed and all(r["status"] == "failed" for r in failed), failed
     assert "stuck: the same write_function 4 times in a row" in failed[0]["error"]
     assert git(repo, "show", f"{engine.git.branch}:units.py") + "\n" == UNITS
+
+
+def test_a_long_conversation_drops_its_oldest_steps_and_keeps_the_task():
+    from formicary.agents.roles.briefing import fit_context
+
+    messages = [{"role": "system", "content": "s" * 10}, {"role": "user", "content": "task" * 5}]
+    messages += [{"role": "user", "content": f"step {i} " + "x" * 100} for i in range(10)]
+    fit_context(messages, 600)
+    assert messages[:2] == [{"role": "system", "content": "s" * 10}, {"role": "user", "content": "task" * 5}]
+    assert messages[2]["content"].startswith("[older steps omitted") and messages[-1]["content"].startswith(
+        "step 9"
+    )
+    assert sum(len(m["content"]) for m in messages) <= 600 + len(messages[2]["content"])
+    fit_context(messages, 600)  # the note is said once
+    assert sum(m["content"].startswith("[older steps omitted") for m in messages) == 1

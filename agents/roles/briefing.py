@@ -245,3 +245,15 @@ def conflict_message(conflict: Conflict) -> str:
         shown = file.merged if file.merged is not None else "(deleted on one side)"
         parts.append(f"\n{file.path} now reads:\n{shown[:3000]}")
     return "\n".join(parts)
+
+
+def fit_context(messages: list[dict[str, str]], budget_chars: float) -> None:
+    """Keep a conversation inside the context window: drop the oldest steps, keep the task (the first two)."""
+    total = sum(len(m["content"]) for m in messages)
+    dropped = 0
+    while total > budget_chars and len(messages) > 4:
+        total -= len(messages.pop(2)["content"])
+        dropped += 1
+    note = "[older steps omitted to fit the context window]"
+    if dropped and not messages[2]["content"].startswith(note):
+        messages.insert(2, {"role": "user", "content": note})

@@ -46,6 +46,7 @@ from .briefing import (
     already_shown_nudge,
     conflict_message,
     done_before_nudge,
+    fit_context,
     line_count,
     past_end_nudge,
     prepare,
@@ -169,7 +170,9 @@ class WorkerLoop:
     async def step(self) -> dict[str, Any] | None:
         self.agent.steps += 1
         step = self.agent.steps
-        self._trim()
+        fit_context(
+            self.messages, (self.settings.context_length - self.settings.max_tokens) * CHARS_PER_TOKEN
+        )
         settings = self._sampling()
         try:
             reply = await ask_once(
@@ -477,20 +480,6 @@ class WorkerLoop:
         self.agent.last_action = f"{name} {target[:60]}".strip()
         self.context.recorder.action(self.agent, self.task.id, step, name, args, text, exit_code, duration_ms,
                                      target=target, error=error)  # fmt: skip
-
-    def _trim(self) -> None:
-        """Keep the conversation inside the context window: drop the oldest steps, keep the task."""
-        budget = (self.settings.context_length - self.settings.max_tokens) * CHARS_PER_TOKEN
-        total = sum(len(m["content"]) for m in self.messages)
-        dropped = 0
-        while total > budget and len(self.messages) > 4:
-            removed = self.messages.pop(2)
-            total -= len(removed["content"])
-            dropped += 1
-        if dropped:
-            note = "[older steps omitted to fit the context window]"
-            if not self.messages[2]["content"].startswith(note):
-                self.messages.insert(2, {"role": "user", "content": note})
 
 
 def _unchanged(observation: Any) -> bool:
