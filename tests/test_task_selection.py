@@ -47,6 +47,7 @@ def test_the_task_names_functions_its_title_or_code_names_not_words_of_its_prose
         "always_iterable",
         "only",
     }
+    assert task_names("Fix the iterators", "Make only work on tuples.", [MODULE]) == {"only"}  # nothing else
 
 
 def test_a_snake_case_name_also_selects_the_test_class_named_after_it():

@@ -66,16 +66,19 @@ _AS_CODE = re.compile(r"`([^`\n]+)`|\b([A-Za-z_]\w*)\s*\(|\b([A-Za-z_]*[a-z0-9](
 
 def task_names(title: str, instructions: str, sources: list[str]) -> set[str]:
     """The functions the task is about: identifiers that its files define and that its title names, or that its
-    instructions write as code (:data:`_AS_CODE`), not plain words of their prose. Seen: "Change only that
-    function." made more-itertools' ``only()`` one of the task's functions, and its tests (which passed) the
-    ones every write was checked against."""
-    words = set(pyedit.IDENT.findall(title))
-    for match in _AS_CODE.finditer(instructions):
-        words |= set(pyedit.IDENT.findall(next(g for g in match.groups() if g)))
+    instructions write as code (:data:`_AS_CODE`); plain words of their prose only when nothing else names one.
+    Seen: "Change only that function." made more-itertools' ``only()`` one of the task's functions, and its
+    tests (which passed) the ones every write was checked against."""
     defined: set[str] = set()
     for text in sources:
         defined |= pyedit.defined_names(text)
-    return {w for w in words & defined if len(w) > 2}
+    words = set(pyedit.IDENT.findall(title))
+    for match in _AS_CODE.finditer(instructions):
+        words |= set(pyedit.IDENT.findall(next(g for g in match.groups() if g)))
+    named = {w for w in words & defined if len(w) > 2}
+    if named:
+        return named
+    return {w for w in set(pyedit.IDENT.findall(instructions)) & defined if len(w) > 2}
 
 
 def _fit(path: str, text: str, names: set[str], budget: int, *, outline: bool = False) -> Shown | None:
