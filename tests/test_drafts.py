@@ -80,6 +80,7 @@ async def test_a_passing_draft_lands_without_a_chat_call(tmp_path):
     infills = respond.infills
     assert len(infills) == 2 and infills[0]["temperature"] == 0 and infills[1]["temperature"] > 0
     assert infills[0]["input_prefix"].endswith('    """Celsius to Fahrenheit."""\n')
+    assert "replaces this one" not in infills[0]["input_prefix"]  # a stub: nothing to show
     assert infills[0]["input_suffix"] == ""  # c_to_f ends the file
     # the failed draft was undone, and the next one is told how it failed, after the file (its cache kept)
     assert infills[1]["input_prefix"] == infills[0]["input_prefix"]
@@ -223,6 +224,8 @@ async def test_a_short_failing_function_is_redrafted_and_its_own_code_is_not_tri
     respond = responder(["    return c*2\n", "    return c * 9 / 5 + 32\n"])
     engine, _, db, repo = await run(tmp_path, respond, units=wrong, tests=TWO_TESTS)
     assert len(respond.infills) == 2
+    shown = respond.infills[0]["input_prefix"]  # a bug fix: each draft sees the body it replaces
+    assert "# The body below replaces this one, which fails its tests:\n#     return c * 2\n" in shown
     assert [r["name"] for r in actions(db)] == ["write_function", "finish"]
     status = [r["data"] for r in store_db.connect(db).query("SELECT data FROM events WHERE kind = 'status'")]
     assert not any("started its task again" in d for d in status)

@@ -84,7 +84,7 @@ def body_of(text: str, indent: int) -> str | None:
     return body if body.strip() else None
 
 
-def with_helpers(prefix: str, head: str, helpers: list[str]) -> tuple[str, str]:
+def with_helpers(prefix: str, head: str, helpers: list[str], replaced: str | None = None) -> tuple[str, str]:
     """``prefix`` split where a note goes, just above the function: (the code before, the note and the
     function's head). The note says what the module imports from the repository (a signature and a docstring
     line each, :mod:`..tools.imported`): what the file alone does not say. The code before is what a draft cuts
@@ -92,12 +92,20 @@ def with_helpers(prefix: str, head: str, helpers: list[str]) -> tuple[str, str]:
 
     Not the module's own functions: listed there too (measured, one effectiveness run), the 1.5B model's drafts
     called whichever listed name sounded close (``ordinal`` returned ``ordinalize(number)``, ``hex_to_rgb``
-    went through ``hex_to_rgb_percent``) and copied the list into its code."""
+    went through ``hex_to_rgb_percent``) and copied the list into its code.
+
+    ``replaced``: the body a draft replaces when it is not a stub (a bug fix), shown as comments after the
+    note. Without it each draft rewrote the function blind to what it did; measured on more-itertools'
+    ``always_iterable()`` with its ``None`` case removed, 8 drafts each: 0 passed blind (three called names
+    that do not exist), 1 passed with the old body shown."""
     cut = len(prefix) - len(head) - 1
     if cut < 0 or prefix[cut:] != head + "\n":
         return prefix, ""
     indent = head[: len(head) - len(head.lstrip())]
     lines = ["Imported from this repository:", *helpers] if helpers else []
+    if replaced is not None and replaced.strip():
+        lines.append("The body below replaces this one, which fails its tests:")
+        lines += [line.rstrip() for line in replaced.strip("\n").split("\n")]
     note = "".join(f"{indent}# {line}\n" for line in lines)
     return prefix[:cut], note + prefix[cut:]
 
@@ -149,7 +157,14 @@ def _temperature(index: int) -> float:
 
 
 def _draw(
-    group: TaskGroup, loop: DraftingLoop, gap: tuple[str, str, str, int], *, tail: str, first: int, width: int
+    group: TaskGroup,
+    loop: DraftingLoop,
+    gap: tuple[str, str, str, int],
+    *,
+    tail: str,
+    first: int,
+    width: int,
+    replaced: str | None = None,
 ) -> MemoryObjectReceiveStream[Reply | Exception]:
     """Start ``width`` drafts of the gap at once (the agent's own on its slot, the others on spare ones) in
     ``group``; each reply is sent on as it arrives. The agent's own draw that fails is sent as its
@@ -158,7 +173,7 @@ def _draw(
     spare slot sends nothing. Why at once: a slot no other agent claims is idle model capacity, and a stub's
     tests tell a good draft from a bad one."""
     prefix, suffix, head, indent = gap
-    far, near = with_helpers(prefix, head, loop.brief.helpers)
+    far, near = with_helpers(prefix, head, loop.brief.helpers, replaced)
     send, receive = anyio.create_memory_object_stream[Reply | Exception](width)
 
     async def one(k: int, out: MemoryObjectSendStream[Reply | Exception]) -> None:
@@ -249,7 +264,9 @@ class _Drafter:
 
         tail = after_failure(self.name, self.failed)
         async with anyio.create_task_group() as group:
-            group.start_soon(consume, _draw(group, self.loop, gap, tail=tail, first=self.drawn, width=width))
+            replaced = None if is_stub_body(gap[2], current) else current  # a bug fix: the body it replaces
+            drawn = _draw(group, self.loop, gap, tail=tail, first=self.drawn, width=width, replaced=replaced)
+            group.start_soon(consume, drawn)
         if error is not None:
             raise error
         return result
