@@ -332,6 +332,9 @@ async def _draft_one(
     loop: DraftingLoop, root: str, path: str, name: str, tries: int
 ) -> dict[str, Any] | None:
     drafter = _Drafter(loop, root, path, name)
+    loop.context.recorder.status(  # the first draft reads the whole file: a minute or two on a small CPU
+        f"{loop.agent.name}: drafting {name}() by fill-in-the-middle, up to {tries} drafts, each tested"
+    )
     while not drafter.stop and drafter.drawn < tries and loop.agent.steps < loop.limits.steps_per_worker:
         text = await anyio.to_thread.run_sync(read_text, root, path)
         gap = body_gap(text or "", name, SHORT_BODY)
