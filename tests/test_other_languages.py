@@ -168,3 +168,11 @@ def test_test_files_are_found_as_a_walk_finds_them_and_new_ones_at_once(tmp_path
         "tests/deep/test_b.py",
         "tests/deep/test_c.py",
     ]
+
+
+def test_hints_offer_write_function_only_for_python_files():
+    from formicary.agents.roles.briefing import already_shown_nudge, regex_hint
+
+    assert "write_function" in regex_hint("units.py") and "write_function" not in regex_hint("src/lib.js")
+    assert "write_function" in already_shown_nudge("units.py", "in your task")
+    assert "write_function" not in already_shown_nudge("src/lib.js", "in your task")

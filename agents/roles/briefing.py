@@ -163,10 +163,18 @@ REPEAT_NUDGE = (
     "\nNOTE: this action is exactly the same as your previous one, so it changed nothing. Do the next thing:"
     " write the file, run the check, or finish."
 )
-REGEX_HINT = (
-    "\nNOTE: `search` is exact text, not a regular expression: copy the lines as they are, without"
-    " backslashes. To change a whole function, write_function is simpler."
-)
+
+
+def regex_hint(path: str) -> str:
+    """After a ``replace`` whose search looks like a regular expression (write_function only for Python: a
+    JavaScript worker told to use it was refused, and tried again)."""
+    simpler = " To change a whole function, write_function is simpler." if path.endswith(".py") else ""
+    return (
+        "\nNOTE: `search` is exact text, not a regular expression: copy the lines as they are, without"
+        f" backslashes.{simpler}"
+    )
+
+
 PASSED_HINT = "\nThe tests for your task pass now: finish, unless something in the task is still missing."
 SAME_GOOD_EDIT = (
     "error: the same edit again; it is in the file already and broke nothing. Do what is left of your task"
@@ -175,10 +183,14 @@ SAME_GOOD_EDIT = (
 
 
 def already_shown_nudge(path: str, where: str) -> str:
+    how = (
+        "write_function for one Python function, write_file for a whole small file"
+        if path.endswith(".py")
+        else "replace for one exact piece of it, write_file for the whole file"
+    )
     return (
         f"You already have the whole of {path} in this conversation ({where}) and it has not changed, so it is"
-        " not shown again and this cost you no step. Use what you have: make your edit now"
-        " (write_function for one Python function, write_file for a whole small file), or finish."
+        f" not shown again and this cost you no step. Use what you have: make your edit now ({how}), or finish."
     )
 
 

@@ -38,7 +38,6 @@ from .ask import ask_once
 from .briefing import (
     PASSED_HINT,
     PAST_END,
-    REGEX_HINT,
     REPEAT_NUDGE,
     SAME_GOOD_EDIT,
     Briefing,
@@ -51,6 +50,7 @@ from .briefing import (
     past_end_nudge,
     prepare,
     read_text,
+    regex_hint,
     test_edit_refusal,
 )
 from .context import Agent, Task, check_command
@@ -249,7 +249,7 @@ class WorkerLoop:
                               observation.exit_code, elapsed, error=False)  # fmt: skip
                 return self.auto_finish(step)
         if action.name == "replace" and observation.error and REGEX_ESCAPE.search(action.search):
-            text += REGEX_HINT
+            text += regex_hint(str(action.path))
         looping = action.name in EDIT_ACTIONS and _unchanged(observation)
         self.edit_failed = action.name in EDIT_ACTIONS and (
             (observation.error and action.name != "replace")  # a replace's search needs feedback, not luck
