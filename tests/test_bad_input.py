@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -54,6 +55,19 @@ def test_bad_input_not_a_git_repository(tmp_path, server):
     result = formicary(*run_args(tmp_path / "plain"), env_url=server.base_url)
     assert_one_line_failure(result, "is not a git repository")
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["f.txt"]
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a folder away"
+)
+def test_bad_input_a_repository_another_user_owns(tmp_path, server):
+    """git's own guard ("dubious ownership"), said in one line with what to do, not as a list of git's lines."""
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    for path in [repo, *repo.rglob("*")]:
+        os.lchown(path, 12345, 12345)
+    result = formicary(*run_args(repo), env_url=server.base_url)
+    assert_one_line_failure(result, f"git refuses {repo}: another user owns it")
+    assert "safe.directory" in result.stderr and "[" not in result.stderr
 
 
 def test_bad_input_dirty_work_tree(tmp_path, server):

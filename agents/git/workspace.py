@@ -118,9 +118,15 @@ class SessionRepo:
         if lines[:1] == ["true"]:
             raise WorkspaceError(f"{where} is a bare repository; formicary needs a work tree")
         if probe.rc != 0 or len(lines) < 3:
+            if "dubious ownership" in probe.err:  # git's own guard: another user owns the folder
+                raise WorkspaceError(
+                    f"git refuses {where}: another user owns it (if you trust it: git config --global --add"
+                    f" safe.directory {where})"
+                )
             if "not a git repository" in probe.err:
                 raise WorkspaceError(f"{where} is not a git repository")
-            raise WorkspaceError(f"{where} is not a git work tree: {probe.err.strip().splitlines()[-1:]}")
+            said = next((line.strip() for line in probe.err.splitlines() if line.strip()), "git said nothing")
+            raise WorkspaceError(f"{where} is not a git work tree: {said.removeprefix('fatal: ')}")
         root = Path(lines[2])
         common = Path(lines[1])
         common = (common if common.is_absolute() else where / common).resolve()
