@@ -52,6 +52,18 @@ def test_targets_in_prose_and_bullets():
     assert "The goal says" not in prose_tasks[0].instructions  # nothing beyond name, file and tests
 
 
+def test_functions_named_together_share_the_file_named_after_them():
+    """Seen on toolz: "frequencies() and sliding_window() in toolz/itertoolz.py …" planned sliding_window only."""
+    files = dict(FILES, **{"text.py": FILES["text.py"] + "\n\ndef title(s):\n    return None\n"})
+    together = "title() and slugify() in text.py raise NotImplementedError: implement both. c_to_f(). Go."
+    assert [(t.function, t.path) for t in targets.find_targets(together, list(files), files.get)] == [
+        ("title", "text.py"),
+        ("slugify", "text.py"),
+    ]
+    apart = "Write title(). Then slugify() in text.py."  # another sentence: not the same file by this rule
+    assert [t.function for t in targets.find_targets(apart, list(files), files.get)] == ["slugify"]
+
+
 def test_no_plan_from_vague_or_unverifiable_targets():
     assert found("Make the tests pass in text.py and units.py.") == []  # no function named
     one = found("Fix `slugify()` in `text.py`: it keeps capitals.")  # one target is a task too

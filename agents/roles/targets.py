@@ -77,6 +77,8 @@ def find_targets(goal: str, files: list[str], read) -> list[Target]:
                 tests = tests or later
             elif not source:
                 source = later
+        if not source:  # "a() and b() in m.py": a shares the file named after the functions that follow it
+            source, tests = _shared_file(goal, pos, mentions[i + 1 :], tests)
         name = value.rsplit(".", 1)[-1]
         if not source or (value, source) in seen:
             continue
@@ -88,6 +90,20 @@ def find_targets(goal: str, files: list[str], read) -> list[Target]:
         said = re.sub(r"(?:[\s,;.]+(?:and|or))?[\s,;.]*$", "", said)
         targets.append(Target(value, source, tests, said))
     return targets if len(targets) >= MIN_TARGETS else []
+
+
+def _shared_file(goal: str, pos: int, later: list[tuple[int, str, str]], tests: str) -> tuple[str, str]:
+    """The source file (and test file, when none yet) named after a run of functions that starts at ``pos``, in
+    the same sentence ("frequencies() and sliding_window() in toolz/itertoolz.py": seen on toolz, the first
+    function was not planned at all)."""
+    for later_pos, kind, value in later:
+        if _SENTENCE.search(goal[pos:later_pos]):
+            break
+        if kind == "path" and is_test_file(value):
+            tests = tests or value
+        elif kind == "path":
+            return value, tests
+    return "", tests
 
 
 def _says_more(target: Target) -> bool:
