@@ -119,10 +119,8 @@ class SessionRepo:
             raise WorkspaceError(f"{where} is a bare repository; formicary needs a work tree")
         if probe.rc != 0 or len(lines) < 3:
             if "dubious ownership" in probe.err:  # git's own guard: another user owns the folder
-                raise WorkspaceError(
-                    f"git refuses {where}: another user owns it (if you trust it: git config --global --add"
-                    f" safe.directory {where})"
-                )
+                trust = f"if you trust it: git config --global --add safe.directory {where}"
+                raise WorkspaceError(f"git refuses {where}: another user owns it ({trust})")
             if "not a git repository" in probe.err:
                 raise WorkspaceError(f"{where} is not a git repository")
             said = next((line.strip() for line in probe.err.splitlines() if line.strip()), "git said nothing")
