@@ -47,16 +47,8 @@ async def find_project_env(root: Path, listing: list[str] | None = None) -> str 
     with its dependency folders (``node_modules``): only folders git ignores as a whole (so the repository
     tracks nothing in them), a virtualenv shaped like one."""
     listing = await ignored(root) if listing is None else listing
-    register_dependencies(
-        root,
-        [
-            os.path.join(root, name)
-            for name in DEPENDENCY_NAMES
-            if f"{name}/" in listing
-            and os.path.isdir(os.path.join(root, name))
-            and not os.path.islink(os.path.join(root, name))
-        ],
-    )
+    folders = [os.path.join(root, name) for name in DEPENDENCY_NAMES if f"{name}/" in listing]
+    register_dependencies(root, [f for f in folders if os.path.isdir(f) and not os.path.islink(f)])
     for name in VENV_NAMES:
         folder = os.path.join(root, name)
         if f"{name}/" in listing and venv_shape(folder):

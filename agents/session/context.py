@@ -172,11 +172,8 @@ class SessionContext:
         """Say once when the check could not run its tests on the shared branch (a program missing in the
         worktree: exit 126/127; pytest finding no tests or refusing its arguments: 4/5): every tree then fails
         alike, and the gate can only keep out what no longer parses."""
-        if self._said_check_ran_nothing or exit_code not in (
-            126,
-            127,
-            *((4, 5) if "pytest" in command else ()),
-        ):
+        ran_nothing = {126, 127} | ({4, 5} if "pytest" in command else set())
+        if self._said_check_ran_nothing or exit_code not in ran_nothing:
             return
         self._said_check_ran_nothing = True
         last = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")

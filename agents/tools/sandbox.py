@@ -311,15 +311,13 @@ async def _spawn(
             cgroup = PidsCgroup(base, limits.processes)
         if opts.mode == "none":
             private_home = tempfile.mkdtemp(prefix="formicary-home-")
+        env = scrubbed_env(private_home or "/tmp", extra_secret_names=extra_secret_names)
+        env.update(command_env(worktree, env["PATH"], checkout))
+        env.update(tool_homes({**os.environ, "PATH": env["PATH"]}))
+        if opts.mode == "none":
             argv = [shell_path(), "-c", ulimit_prefix(limits) + command]
-            env = scrubbed_env(private_home, extra_secret_names=extra_secret_names)
-            env.update(command_env(worktree, env["PATH"], checkout))
             env.update(unsandboxed_env(worktree, env["PATH"]))
-            env.update(tool_homes({**os.environ, "PATH": env["PATH"]}))
         else:
-            env = scrubbed_env("/tmp", extra_secret_names=extra_secret_names)
-            env.update(command_env(worktree, env["PATH"], checkout))
-            env.update(tool_homes({**os.environ, "PATH": env["PATH"]}))
             info_r, info_w = os.pipe()
             program = _keyring_filter()
             if program is not None:
