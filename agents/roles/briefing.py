@@ -47,6 +47,8 @@ class Briefing:
     tests: list[Shown] = field(default_factory=list)
     test_paths: list[str] = field(default_factory=list)
     names: set[str] = field(default_factory=set)
+    adds: set[str] = field(default_factory=set)
+    """Functions its title adds (:func:`added_names`)."""
     helpers: list[str] = field(default_factory=list)
     """What the task's Python files import from the repository: a signature and a docstring line each."""
 
@@ -62,6 +64,20 @@ def _read(root: str, path: str, limit: int = 400_000) -> str | None:
 
 _AS_CODE = re.compile(r"`([^`\n]+)`|\b([A-Za-z_]\w*)\s*\(|\b([A-Za-z_]*[a-z0-9](?:_|[A-Z])\w*)")
 """What instructions write as code: in backticks, called, or with an underscore or a capital inside."""
+
+
+_NEW_IN_TITLE = re.compile(r"\b([A-Za-z_]\w*)\(|\b([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\b(?![.\w(])")
+"""A name in a title that reads as a function: called, or snake_case (not a file's ``name.py``)."""
+
+
+def added_names(title: str, sources: list[str]) -> set[str]:
+    """Functions the title adds: written as code and not defined in the task's files yet ("Add miles_to_km to
+    units.py"). Only a finish with one of them still a stub is refused for them (incomplete.py); the task's
+    tests are chosen by :func:`task_names` alone."""
+    defined: set[str] = set()
+    for text in sources:
+        defined |= pyedit.defined_names(text)
+    return {w for m in _NEW_IN_TITLE.finditer(title) if (w := m.group(1) or m.group(2)) not in defined}
 
 
 def task_names(title: str, instructions: str, sources: list[str]) -> set[str]:
@@ -100,6 +116,7 @@ def prepare(root: str, title: str, instructions: str, files: list[str]) -> Brief
     brief = Briefing()
     sources = {p: t for p in files[:PRELOAD_FILES] if (t := _read(root, p)) is not None}
     brief.names = task_names(title, instructions, list(sources.values()))
+    brief.adds = added_names(title, list(sources.values()))
     budget = SOURCE_BUDGET
     for path, text in sources.items():
         shown = _fit(path, text, brief.names, budget, outline=True)

@@ -50,6 +50,8 @@ async def run_worker(ctx: RoleContext, task: Task) -> Handoff | None:
             hold = None
             if limit_hit and made_progress(loop.first_check, loop.last_check) is False:
                 hold = "its task's tests are no better than before its first edit"
+            elif limit_hit and (left := await loop.stubs_left()):  # they would land as if written
+                hold = f"{', '.join(left[:3])} still without code"
             if sha is None:
                 handoff = Handoff(task.id, task.title, TaskStatus.DONE, f"{summary} (no changes)", notes)
             else:

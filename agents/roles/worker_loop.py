@@ -30,6 +30,7 @@ from ..tools.actions import (
     parse_action,
     reply_schema,
 )
+from ..tools.incomplete import finish_refused, unwritten
 from ..tools.parse_gate import parse_problems, parseable
 from ..tools.targeted import CheckRun, check_after_edit, related_tests
 from . import resample
@@ -70,6 +71,9 @@ REPEAT_HEAT = 0.3  # temperature added per identical action in a row
 # Identical actions in a row past the first that end the worker (after its fresh starts, the 1.5B model sent one
 # write_file 12 times in a row, ~45 s a call, holding a slot until its step limit).
 STUCK_REPEATS = 3
+FINISH_REFUSALS = (
+    2  # finishes refused while a function its task names has no code; the next one fails the task
+)
 CHECK_TIMEOUT = 120.0
 REPEATABLE = frozenset({"read_file", "list_files", "search", "replace"})
 """Actions whose result cannot change while nothing is edited (a failed replace included)."""
@@ -111,6 +115,8 @@ class WorkerLoop:
         self.edits = 0
         self.edit_failed = False  # the last edit was refused for its code or failed the task's tests
         self.redraws_left = self.limits.redraws_per_worker
+        self.unwritten: list[str] = []  # functions its task names, still stubs in its files (incomplete.py)
+        self.finish_refusals = 0
         # action -> (step, observation, edits)
         self._history: dict[tuple[str, str], tuple[int, str, int]] = {}
 
@@ -203,6 +209,14 @@ class WorkerLoop:
         """Do one parsed action and observe it; the finish arguments when it is ``finish``."""
         self.edit_failed = False
         if action.name == "finish":
+            self.unwritten = await self.stubs_left()
+            if self.unwritten:
+                self.finish_refusals += 1
+                if self.finish_refusals > FINISH_REFUSALS:
+                    raise WorkerLimit(f"finished with {', '.join(self.unwritten[:3])} still without code")
+                self._observe(content, finish_refused(self.unwritten), step, "finish", action.arguments(), None,
+                              0.0, error=True)  # fmt: skip
+                return None
             self.finish_args = action.arguments()
             self._record(step, "finish", self.finish_args, "finished", None, 0.0, error=False)
             self.messages.append({"role": "assistant", "content": content})
@@ -244,7 +258,8 @@ class WorkerLoop:
         before = self.last_check or self.first_check
         if action.name in EDIT_ACTIONS and not observation.error:
             text += await self.after_edit(action)
-            if self.last_check is not None and self.last_check.fixed_since(self.first_check):
+            fixed = self.last_check is not None and self.last_check.fixed_since(self.first_check)
+            if fixed and not self.unwritten:
                 self._observe(content, text, step, action.name, action.arguments(),
                               observation.exit_code, elapsed, error=False)  # fmt: skip
                 return self.auto_finish(step)
@@ -404,7 +419,15 @@ class WorkerLoop:
         if clean:  # the old failures' tracebacks only pull a small model towards them
             return "\n\n" + no_new_failure(run.command, run.output) + (note if came else "")
         old = "" if run.passed else failing_before(run.output, self._baseline())
-        return "\n\n" + run.observation() + old + (PASSED_HINT if run.passed else "") + (note if came else "")
+        self.unwritten = await self.stubs_left() if run.passed else []
+        hint = (finish_refused(self.unwritten) if self.unwritten else PASSED_HINT) if run.passed else ""
+        return "\n\n" + run.observation() + old + hint + (note if came else "")
+
+    async def stubs_left(self) -> list[str]:
+        paths = [*self.task.files, *self.attempts.originals]
+        return await anyio.to_thread.run_sync(
+            unwritten, self.ctx.real_root, paths, self.brief.names | self.brief.adds
+        )
 
     async def restart(self) -> None:
         """Start the task over: edits undone, the first prompt plus what failed (see restart.py)."""
@@ -449,33 +472,14 @@ class WorkerLoop:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _observe(
-        self,
-        content: str,
-        text: str,
-        step: int,
-        name: str,
-        args: dict[str, Any],
-        exit_code: int | None,
-        duration_ms: float,
-        *,
-        error: bool,
-    ) -> None:
+    def _observe(self, content: str, text: str, step: int, name: str, args: dict[str, Any], exit_code: int | None,
+                 duration_ms: float, *, error: bool) -> None:  # fmt: skip
         self._record(step, name, args, text, exit_code, duration_ms, error=error)
         self.messages.append({"role": "assistant", "content": content})
         self.messages.append({"role": "user", "content": f"OBSERVATION (step {step}, {name}):\n{text}"})
 
-    def _record(
-        self,
-        step: int,
-        name: str,
-        args: dict[str, Any],
-        text: str,
-        exit_code: int | None,
-        duration_ms: float,
-        *,
-        error: bool,
-    ) -> None:
+    def _record(self, step: int, name: str, args: dict[str, Any], text: str, exit_code: int | None,
+                duration_ms: float, *, error: bool) -> None:  # fmt: skip
         target = action_target(args)
         self.agent.last_action = f"{name} {target[:60]}".strip()
         self.context.recorder.action(self.agent, self.task.id, step, name, args, text, exit_code, duration_ms,

@@ -30,7 +30,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..jsontext import extract_json
-from . import confine, pyedit
+from . import confine, incomplete, pyedit
 from .nested import nested_report, remove_nested_git
 from .sandbox import SandboxLike, SandboxOptions, run_command
 from .sandbox import options as sandbox_options
@@ -325,11 +325,14 @@ def _file_action(action: _Action, ctx: ActionContext) -> str:
             return confine.read_text(root, action.path, action.start, action.end, ctx.output_cap)
         case WriteFile():
             pyedit.refuse_gutting(root, action.path, action.content)
+            incomplete.refuse_dead_code_in(root, action.path, action.content)
             return confine.write_text(root, action.path, action.content)
         case WriteFunction():
-            return pyedit.write_function(root, action.path, action.function, action.content)
+            vet = incomplete.refuse_dead_code
+            return pyedit.write_function(root, action.path, action.function, action.content, vet)
         case Replace():
-            return confine.replace_text(root, action.path, action.search, action.replace)
+            vet = incomplete.refuse_dead_code if str(action.path).endswith(".py") else None
+            return confine.replace_text(root, action.path, action.search, action.replace, vet)
         case Search():
             return confine.search_tree(root, action.pattern, action.path)
     raise confine.ActionFailed(f"error: unknown action {action!r}")

@@ -18,6 +18,7 @@ import re
 import stat
 import time
 from collections import deque
+from collections.abc import Callable
 
 from . import changes
 
@@ -281,8 +282,12 @@ def put_bytes(root: str, path: object, data: bytes | None) -> None:
         os.unlink(real)
 
 
-def replace_text(root: str, path: object, search: str, replacement: str) -> str:
-    """Replace the one exact occurrence of ``search``; zero or several occurrences are an error the model can fix."""
+def replace_text(
+    root: str, path: object, search: str, replacement: str, vet: Callable[[str, str, str], None] | None = None
+) -> str:
+    """Replace the one exact occurrence of ``search``; zero or several occurrences are an error the model can fix.
+    ``vet(old text, new text, shown path)`` may refuse the result (raise :class:`ActionFailed`) before it is
+    written."""
     real, shown = resolve(root, path)
     if not search:
         raise ActionFailed("error: search is empty; give the exact text to replace")
@@ -306,7 +311,10 @@ def replace_text(root: str, path: object, search: str, replacement: str) -> str:
             f"error: the search text occurs {count} times in {shown}; it must occur exactly "
             "once, so include more surrounding lines"
         )
-    _write_bytes(root, real, shown, text.replace(search, replacement, 1).encode("utf-8", "surrogateescape"))
+    new_text = text.replace(search, replacement, 1)
+    if vet is not None:
+        vet(text, new_text, shown)
+    _write_bytes(root, real, shown, new_text.encode("utf-8", "surrogateescape"))
     line = text[: text.index(search)].count("\n") + 1
     return f"replaced 1 occurrence in {shown} at line {line}"
 

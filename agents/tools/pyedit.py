@@ -462,9 +462,11 @@ def _top_level_names(text: str) -> set[str]:
     return {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
 
 
-def write_function(root: str, path: object, name: str, content: str) -> str:
+def write_function(
+    root: str, path: object, name: str, content: str, vet: Callable[[str, str, str], None] | None = None
+) -> str:
     """The ``write_function`` action: replace one function of a Python file by its complete new definition, or
-    add it when the file has none of that name."""
+    add it when the file has none of that name. ``vet``: as :func:`confine.replace_text`'s."""
     if not str(path).endswith((".py", ".pyi")):
         raise confine.ActionFailed(
             f"error: write_function edits Python files only, and {path} is not one: use replace (one exact,"
@@ -475,6 +477,8 @@ def write_function(root: str, path: object, name: str, content: str) -> str:
     text = data.decode("utf-8", "surrogateescape")
     before = defined_names(text)
     new_text, line = replace_function(text, name, content)
+    if vet is not None:
+        vet(text, new_text, shown)
     confine._write_bytes(root, real, shown, new_text.encode("utf-8", "surrogateescape"))
     asked = name.strip().removesuffix("()").rsplit(".", 1)[-1]
     if asked in before:
