@@ -64,7 +64,7 @@ async def test_a_stub_the_title_adds_is_caught_when_written_with_write_file(tmp_
 
 
 async def test_a_return_put_above_a_docstring_and_old_body_is_refused(tmp_path):
-    fix = task("Implement double in units.py", "double(x) returns twice x.", files=["units.py"])
+    fix = task("Speed up double in units.py", "double(x) returns twice x.", files=["units.py"])
     above = {"thought": "", "action": {"name": "replace", "path": "units.py", "search": "def double(x):\n",
                                        "replace": "def double(x):\n    return x + x\n\n"}}  # fmt: skip
     team = ScriptedTeam(root_plans=[plan([fix])], work={fix["title"]: [above, finish()]})
@@ -139,3 +139,18 @@ class Shape(abc.ABC):
     names = {"doc_only", "placeholder", "ellipsis", "todo", "written", "area", "perimeter", "name", "absent"}
     assert stubs_named(text, names) == ["doc_only", "placeholder", "ellipsis", "todo", "Shape.name"]
     assert stubs_named(text, {"written"}) == [] and stubs_named("def broken(:", {"broken"}) == []
+
+
+async def test_a_planned_task_to_add_a_function_its_file_has_with_code_is_dropped(tmp_path):
+    """Seen: "Add miles_to_km()" was planned with tasks to "implement" every working function of the module."""
+    again = task("Implement double function in units.py", "Add a function double(x).", files=["units.py"])
+    stub = task("Implement c_to_f in units.py", "c_to_f converts Celsius.", files=["units.py"])
+    new = task("Add triple to units.py", "Add triple(x).", files=["units.py"])
+    triple = write_function("def triple(x):\n    return 3 * x\n", "triple")
+    team = ScriptedTeam(root_plans=[plan([again, stub, new])], work={new["title"]: [triple, finish()]})
+    _, _, _, db, _ = await run(tmp_path, team, check="python3 -m unittest")
+    conn = store_db.connect(db)
+    titles = {r["title"] for r in conn.query("SELECT title FROM tasks WHERE kind = 'work'")}
+    assert titles == {stub["title"], new["title"]}
+    status = " ".join(r["data"] for r in conn.query("SELECT data FROM events WHERE kind = 'status'"))
+    assert "dropped a task to add double(): units.py has it already" in status

@@ -16,6 +16,7 @@ import anyio
 
 from ..model.errors import EndpointError, ModelError
 from ..status import AgentStatus, Role, TaskKind, TaskStatus
+from ..tools.incomplete import has_code
 from ..tools.targeted import TEST_FILE, module_name, module_tested
 from . import targets, under_test
 from .ask import ask
@@ -111,6 +112,7 @@ async def _plan(
     plan = await _named_targets(ctx, max_tasks, finished) if role == Role.PLANNER else None
     if plan is None:
         plan = await _ask_model(ctx, agent, role, task, scope, handoffs, max_tasks, max_subplanners)
+        plan.tasks = await _not_written_yet(ctx, plan.tasks)
     ctx.recorder.plan(
         agent.id,
         task.id,
@@ -210,6 +212,35 @@ async def _named_targets(
     plan = Plan(tasks=tasks, subplanners=[], scratchpad=ctx.scratchpad)
     plan._again = again
     return plan
+
+
+_ADDS = re.compile(
+    r"^\s*(?:add|implement|create|write|define)\s+(?:an?\s+|the\s+)?(?:new\s+)?(?:function\s+)?`?([A-Za-z_]\w*)(?:\(\))?`?"
+    r"(?:\(\))?(?:\s+function)?(?:\s+(?:in|to|into)\b|\s*$)",
+    re.IGNORECASE,
+)
+"""A title that adds one function: "Add miles_to_km function to units.py", "Implement `slugify()` in text.py"."""
+
+
+async def _not_written_yet(ctx: RoleContext, tasks: list[PlannedTask]) -> list[PlannedTask]:
+    """The plan without tasks that add a function its files already define with code, which the goal does not
+    name. Seen with the 1.5B model: "Add miles_to_km() to units.py" was planned as eleven tasks, nine of them to
+    "implement" the module's working functions (two sub-planners' worth); workers spent 14 minutes on them and
+    one put a return above a function's docstring (it landed, every test passing)."""
+    adds = {id(t): m.group(1) for t in tasks if (m := _ADDS.match(t.title)) and t.files}
+    adds = {k: name for k, name in adds.items() if name.lower() not in ctx.goal.lower()}
+    if not adds:
+        return tasks
+    read = await _tip_reader(ctx, sorted({f for t in tasks if id(t) in adds for f in t.files}))
+    kept = []
+    for t in tasks:
+        name = adds.get(id(t))
+        where = [f for f in t.files if name and (text := read(f)) is not None and has_code(text, name)]
+        if where:
+            ctx.recorder.status(f"dropped a task to add {name}(): {where[0]} has it already ({t.title})")
+            continue
+        kept.append(t)
+    return kept
 
 
 async def _failing_tests_call(ctx: RoleContext, failing: list[str]) -> list[str]:

@@ -129,3 +129,11 @@ def finish_refused(left: list[str]) -> str:
         " placeholder. Write the statements that compute the result (write_function with the complete"
         " definition), then finish."
     )
+
+
+def has_code(text: str, name: str) -> bool:
+    """Whether ``text`` defines a function ``name`` (or ``Class.name``) whose body is more than a stub."""
+    tree = _parse(text)
+    if tree is None:
+        return False
+    return any(node.name == name for _, node in _functions(tree)) and not stubs_named(text, {name})
