@@ -154,3 +154,36 @@ async def test_a_planned_task_to_add_a_function_its_file_has_with_code_is_droppe
     assert titles == {stub["title"], new["title"]}
     status = " ".join(r["data"] for r in conn.query("SELECT data FROM events WHERE kind = 'status'"))
     assert "dropped a task to add double(): units.py has it already" in status
+
+
+TRIPLE = write_function("def triple(x):\n    return 3 * x\n", "triple")
+WITH_TESTS = task(
+    "Add triple to units.py (with its tests)", "Add triple(x) and test it.", ["units.py", "test_units.py"]
+)
+
+
+async def test_a_task_that_adds_a_function_with_its_tests_is_asked_for_the_test_before_it_finishes(tmp_path):
+    tested = (
+        TESTS
+        + "\n\nclass TripleTest(unittest.TestCase):\n    def test_triple(self):\n        self.assertEqual(triple(2), 6)\n"
+    )
+    tested = tested.replace("from units import c_to_f, double", "from units import c_to_f, double, triple")
+    write_test = {"thought": "", "action": {"name": "write_file", "path": "test_units.py", "content": tested}}
+    team = ScriptedTeam(
+        root_plans=[plan([WITH_TESTS])], work={WITH_TESTS["title"]: [TRIPLE, finish(), write_test, finish()]}
+    )
+    engine, _, _, db, repo = await run(tmp_path, team, check="python3 -m unittest")
+    refused = [a["observation"] for a in actions(db) if a["name"] == "finish"][0]
+    assert (
+        "your task includes its tests, and no test file was changed. Add a test of triple to test_units.py"
+        in refused
+    )
+    assert "def test_triple" in git(repo, "show", f"{engine.git.branch}:test_units.py")
+
+
+async def test_a_worker_that_will_not_write_the_test_still_lands_its_code(tmp_path):
+    """Asking is all: untested code is not worse code, and the gate has judged it."""
+    team = ScriptedTeam(root_plans=[plan([WITH_TESTS])], work={WITH_TESTS["title"]: [TRIPLE, finish()]})
+    engine, _, _, db, repo = await run(tmp_path, team, check="python3 -m unittest")
+    assert [a["name"] for a in actions(db)] == ["write_function", "finish", "finish", "finish"]
+    assert "return 3 * x" in git(repo, "show", f"{engine.git.branch}:units.py")

@@ -66,18 +66,30 @@ _AS_CODE = re.compile(r"`([^`\n]+)`|\b([A-Za-z_]\w*)\s*\(|\b([A-Za-z_]*[a-z0-9](
 """What instructions write as code: in backticks, called, or with an underscore or a capital inside."""
 
 
+ADDS_FUNCTION = re.compile(
+    r"^\s*(?:add|implement|create|write|define)\s+(?:an?\s+|the\s+)?(?:new\s+)?(?:function\s+)?`?([A-Za-z_]\w*)(?:\(\))?`?"
+    r"(?:\(\))?(?:\s+function)?(?:\s+(?:in|to|into)\b|\s*$)",
+    re.IGNORECASE,
+)
+"""A title that adds one function: "Add miles_to_km function to units.py", "Implement `slugify()` in text.py"."""
+
+
 _NEW_IN_TITLE = re.compile(r"\b([A-Za-z_]\w*)\(|\b([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\b(?![.\w(])")
 """A name in a title that reads as a function: called, or snake_case (not a file's ``name.py``)."""
 
 
 def added_names(title: str, sources: list[str]) -> set[str]:
-    """Functions the title adds: written as code and not defined in the task's files yet ("Add miles_to_km to
-    units.py"). Only a finish with one of them still a stub is refused for them (incomplete.py); the task's
-    tests are chosen by :func:`task_names` alone."""
+    """Functions the title adds, not defined in the task's files yet: the name after its verb ("Add triple to
+    units.py") or written as code ("... miles_to_km ..."). A finish is refused while one is a stub, or before a
+    test was written when the task names a test file (incomplete.py); the task's tests are chosen by
+    :func:`task_names` alone."""
     defined: set[str] = set()
     for text in sources:
         defined |= pyedit.defined_names(text)
-    return {w for m in _NEW_IN_TITLE.finditer(title) if (w := m.group(1) or m.group(2)) not in defined}
+    named = {m.group(1) or m.group(2) for m in _NEW_IN_TITLE.finditer(title)}
+    if added := ADDS_FUNCTION.match(title):
+        named.add(added.group(1))
+    return named - defined
 
 
 def task_names(title: str, instructions: str, sources: list[str]) -> set[str]:

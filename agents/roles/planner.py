@@ -20,6 +20,7 @@ from ..tools.incomplete import has_code
 from ..tools.targeted import TEST_FILE, module_name, module_tested
 from . import targets, under_test
 from .ask import ask
+from .briefing import ADDS_FUNCTION
 from .context import Handoff, Task, check_command
 from .progress import check_summary, failing_tests, repeats_landed
 from .render import render
@@ -214,21 +215,17 @@ async def _named_targets(
     return plan
 
 
-_ADDS = re.compile(
-    r"^\s*(?:add|implement|create|write|define)\s+(?:an?\s+|the\s+)?(?:new\s+)?(?:function\s+)?`?([A-Za-z_]\w*)(?:\(\))?`?"
-    r"(?:\(\))?(?:\s+function)?(?:\s+(?:in|to|into)\b|\s*$)",
-    re.IGNORECASE,
-)
-"""A title that adds one function: "Add miles_to_km function to units.py", "Implement `slugify()` in text.py"."""
-
-
 async def _not_written_yet(ctx: RoleContext, tasks: list[PlannedTask]) -> list[PlannedTask]:
     """The plan without tasks that add a function its files already define with code, which the goal does not
     name. Seen with the 1.5B model: "Add miles_to_km() to units.py" was planned as eleven tasks, nine of them to
     "implement" the module's working functions (two sub-planners' worth); workers spent 14 minutes on them and
-    one put a return above a function's docstring (it landed, every test passing)."""
-    adds = {id(t): m.group(1) for t in tasks if (m := _ADDS.match(t.title)) and t.files}
+    one put a return above a function's docstring (it landed, every test passing). A function the tip's check
+    fails on is kept: partial work that landed is planned again by the same words."""
+    adds = {id(t): m.group(1) for t in tasks if (m := ADDS_FUNCTION.match(t.title)) and t.files}
     adds = {k: name for k, name in adds.items() if name.lower() not in ctx.goal.lower()}
+    if adds and (check := await ctx.tip_check()) is not None and check[0] != 0:
+        failing = check[1].lower()
+        adds = {k: name for k, name in adds.items() if name.lower() not in failing}
     if not adds:
         return tasks
     read = await _tip_reader(ctx, sorted({f for t in tasks if id(t) in adds for f in t.files}))

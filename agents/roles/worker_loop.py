@@ -30,7 +30,7 @@ from ..tools.actions import (
     parse_action,
     reply_schema,
 )
-from ..tools.incomplete import finish_refused, unwritten
+from ..tools.incomplete import finish_refused, tests_missing, unwritten
 from ..tools.parse_gate import parse_problems, parseable
 from ..tools.targeted import CheckRun, check_after_edit, related_tests
 from . import resample
@@ -210,13 +210,14 @@ class WorkerLoop:
         self.edit_failed = False
         if action.name == "finish":
             self.unwritten = await self.stubs_left()
-            if self.unwritten:
+            untested = tests_missing(self.task.files, list(self.attempts.originals), self.brief.adds)
+            if (self.unwritten or untested) and self.finish_refusals < FINISH_REFUSALS:
                 self.finish_refusals += 1
-                if self.finish_refusals > FINISH_REFUSALS:
-                    raise WorkerLimit(f"finished with {', '.join(self.unwritten[:3])} still without code")
-                self._observe(content, finish_refused(self.unwritten), step, "finish", action.arguments(), None,
-                              0.0, error=True)  # fmt: skip
+                why = finish_refused(self.unwritten) if self.unwritten else untested
+                self._observe(content, why, step, "finish", action.arguments(), None, 0.0, error=True)
                 return None
+            if self.unwritten:
+                raise WorkerLimit(f"finished with {', '.join(self.unwritten[:3])} still without code")
             self.finish_args = action.arguments()
             self._record(step, "finish", self.finish_args, "finished", None, 0.0, error=False)
             self.messages.append({"role": "assistant", "content": content})

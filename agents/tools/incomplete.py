@@ -16,6 +16,7 @@ import ast
 
 from . import confine
 from .pyedit import PARSE_ERRORS, _docstring, _functions, _is_stub
+from .targeted import TEST_FILE
 
 _ENDS = (ast.Return, ast.Raise, ast.Continue, ast.Break)
 _ABSTRACT = {"abstractmethod", "overload", "abstractproperty"}
@@ -137,3 +138,16 @@ def has_code(text: str, name: str) -> bool:
     if tree is None:
         return False
     return any(node.name == name for _, node in _functions(tree)) and not stubs_named(text, {name})
+
+
+def tests_missing(task_files: list[str], edited: list[str], adds: set[str]) -> str | None:
+    """What a worker is told when its task adds a function, names a test file, and no test file was edited
+    (None: nothing missing). Seen: "Add miles_to_km() to units.py (with its tests)" landed the function
+    without a test, and its code was the inverse of what was asked (nothing could tell)."""
+    tests = [p for p in task_files if TEST_FILE.match(p.rsplit("/", 1)[-1])]
+    if not adds or not tests or not edited or any(TEST_FILE.match(p.rsplit("/", 1)[-1]) for p in edited):
+        return None
+    return (
+        f"error: not finished: your task includes its tests, and no test file was changed. Add a test of"
+        f" {', '.join(sorted(adds)[:3])} to {tests[0]} that checks a result worked out by hand, then finish."
+    )
