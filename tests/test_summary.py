@@ -158,6 +158,38 @@ def test_ctrl_c_stops_gracefully_and_summarises(tmp_path: Path) -> None:
     assert "review and merge:" in block and "git -C" in block
 
 
+def test_a_stop_signalled_twice_at_once_as_timeout_does_still_stops_gracefully(tmp_path: Path) -> None:
+    """GNU ``timeout N formicary run ...`` sends SIGTERM to the command and then to its process group: one
+    request arriving twice. Seen: the second copy ended the run at once, no summary, the session left running."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "demo\n"})
+    proc, base_url = spawn_server_process(responder="tests.scripted_team:crash_responder", latency=0.4)
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "formicary", "run", "--repo", str(repo), "--goal", "go", "--headless"],
+            env=env_for(tmp_path / "home", base_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert run.stdout is not None
+        seen = ""
+        deadline = time.monotonic() + 120
+        while "landed " not in seen and time.monotonic() < deadline:
+            if select.select([run.stdout], [], [], 1.0)[0]:
+                seen += run.stdout.readline()
+        assert "landed " in seen, seen
+        run.send_signal(signal.SIGTERM)
+        os.killpg(run.pid, signal.SIGTERM)
+        out, err = run.communicate(timeout=120)
+    finally:
+        stop_server_process(proc)
+    assert run.returncode == 1, err
+    assert "stopped — stopped by the operator" in "\n".join(summary_block(seen + out))
+    (session,) = query(tmp_path / "home" / "data" / "formicary.db", "SELECT status FROM sessions")
+    assert session["status"] == "stopped"
+
+
 def test_a_budget_ending_is_summarised(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"README.md": "demo\n"})
     proc, base_url = spawn_server_process(responder="tests.scripted_team:crash_responder")

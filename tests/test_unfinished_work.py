@@ -187,3 +187,12 @@ async def test_a_worker_that_will_not_write_the_test_still_lands_its_code(tmp_pa
     engine, _, _, db, repo = await run(tmp_path, team, check="python3 -m unittest")
     assert [a["name"] for a in actions(db)] == ["write_function", "finish", "finish", "finish"]
     assert "return 3 * x" in git(repo, "show", f"{engine.git.branch}:units.py")
+
+
+def test_a_function_the_goal_only_mentions_is_not_one_it_asks_for():
+    from formicary.agents.roles.planner import _goal_asks_for
+
+    seen = "Add miles_to_km(miles) to units.py, the inverse of km_to_miles, and a unittest for it in test_units.py."
+    assert _goal_asks_for(seen, "miles_to_km") and not _goal_asks_for(seen, "km_to_miles")
+    assert _goal_asks_for("Fix km_to_miles: it rounds", "km_to_miles")
+    assert _goal_asks_for("Make `slugify()` handle unicode", "slugify")

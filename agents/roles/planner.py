@@ -215,14 +215,26 @@ async def _named_targets(
     return plan
 
 
+_CHANGE = r"\b(?:add|implement|create|write|define|fix|repair|correct|change|rewrite|update|improve|refactor|rename|make|optimi[sz]e|speed\s+up)\b"
+
+
+def _goal_asks_for(goal: str, name: str) -> bool:
+    """Whether the goal asks for ``name`` to be written or changed (a verb a few words before it), not only
+    names it: "Add miles_to_km(), the inverse of km_to_miles" asks for miles_to_km only."""
+    return (
+        re.search(_CHANGE + r"\W+(?:[\w.]+\W+){0,3}?`?" + re.escape(name) + r"\b", goal, re.IGNORECASE)
+        is not None
+    )
+
+
 async def _not_written_yet(ctx: RoleContext, tasks: list[PlannedTask]) -> list[PlannedTask]:
     """The plan without tasks that add a function its files already define with code, which the goal does not
-    name. Seen with the 1.5B model: "Add miles_to_km() to units.py" was planned as eleven tasks, nine of them to
+    ask for. Seen with the 1.5B model: "Add miles_to_km() to units.py" was planned as eleven tasks, nine of them to
     "implement" the module's working functions (two sub-planners' worth); workers spent 14 minutes on them and
     one put a return above a function's docstring (it landed, every test passing). A function the tip's check
     fails on is kept: partial work that landed is planned again by the same words."""
     adds = {id(t): m.group(1) for t in tasks if (m := ADDS_FUNCTION.match(t.title)) and t.files}
-    adds = {k: name for k, name in adds.items() if name.lower() not in ctx.goal.lower()}
+    adds = {k: name for k, name in adds.items() if not _goal_asks_for(ctx.goal, name)}
     if adds and (check := await ctx.tip_check()) is not None and check[0] != 0:
         failing = check[1].lower()
         adds = {k: name for k, name in adds.items() if name.lower() not in failing}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -118,18 +119,25 @@ async def poll_controls(ctx: SessionContext, controls: SessionControls) -> None:
         db.conn.close()
 
 
+SAME_REQUEST = 0.25
+"""Seconds within which a second stop signal is the same request (a person's second Ctrl-C comes later)."""
+
+
 def install_signal_handlers(ctx: SessionContext, controls: SessionControls) -> None:
-    """Headless: SIGINT/SIGTERM stop gracefully (twice: exit now), SIGUSR1 toggles pause, SIGUSR2 fresh start."""
+    """Headless: SIGINT/SIGTERM stop gracefully (again, later: exit now), SIGUSR1 toggles pause, SIGUSR2 fresh start."""
     import asyncio
 
     loop = asyncio.get_running_loop()
-    hits = {"n": 0}
+    first: list[float] = []
 
     def on_stop() -> None:
-        hits["n"] += 1
-        if hits["n"] > 1:
+        # One request may arrive twice at once: GNU `timeout` signals the command and then its process group,
+        # and the second copy made every `timeout N formicary run` exit at once, its end unrecorded.
+        if first and time.monotonic() - first[0] > SAME_REQUEST:
             os._exit(130)
-        controls.stop(source="signal")
+        if not first:
+            first.append(time.monotonic())
+            controls.stop(source="signal")
 
     def on_pause() -> None:
         (controls.resume if ctx.paused else controls.pause)(source="signal")
