@@ -235,21 +235,24 @@ async def _not_written_yet(ctx: RoleContext, tasks: list[PlannedTask]) -> list[P
     fails on is kept: partial work that landed is planned again by the same words."""
     adds = {id(t): m.group(1) for t in tasks if (m := ADDS_FUNCTION.match(t.title)) and t.files}
     adds = {k: name for k, name in adds.items() if not _goal_asks_for(ctx.goal, name)}
-    if adds and (check := await ctx.tip_check()) is not None and check[0] != 0:
-        failing = check[1].lower()
-        adds = {k: name for k, name in adds.items() if name.lower() not in failing}
     if not adds:
         return tasks
     read = await _tip_reader(ctx, sorted({f for t in tasks if id(t) in adds for f in t.files}))
-    kept = []
+    has = {
+        id(t): f
+        for t in tasks
+        if id(t) in adds
+        for f in t.files
+        if (x := read(f)) and has_code(x, adds[id(t)])
+    }
+    if has and (check := await ctx.tip_check()) is not None and check[0] != 0:  # run once per tip
+        has = {k: f for k, f in has.items() if adds[k].lower() not in check[1].lower()}
     for t in tasks:
-        name = adds.get(id(t))
-        where = [f for f in t.files if name and (text := read(f)) is not None and has_code(text, name)]
-        if where:
-            ctx.recorder.status(f"dropped a task to add {name}(): {where[0]} has it already ({t.title})")
-            continue
-        kept.append(t)
-    return kept
+        if id(t) in has:
+            ctx.recorder.status(
+                f"dropped a task to add {adds[id(t)]}(): {has[id(t)]} has it already ({t.title})"
+            )
+    return [t for t in tasks if id(t) not in has]
 
 
 async def _failing_tests_call(ctx: RoleContext, failing: list[str]) -> list[str]:

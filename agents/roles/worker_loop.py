@@ -71,9 +71,9 @@ REPEAT_HEAT = 0.3  # temperature added per identical action in a row
 # Identical actions in a row past the first that end the worker (after its fresh starts, the 1.5B model sent one
 # write_file 12 times in a row, ~45 s a call, holding a slot until its step limit).
 STUCK_REPEATS = 3
-FINISH_REFUSALS = (
-    2  # finishes refused while a function its task names has no code; the next one fails the task
-)
+# Finishes refused for a function its task names still a stub (the next one fails the task) or for its test not
+# written (the next one is taken).
+FINISH_REFUSALS = 2
 CHECK_TIMEOUT = 120.0
 REPEATABLE = frozenset({"read_file", "list_files", "search", "replace"})
 """Actions whose result cannot change while nothing is edited (a failed replace included)."""
@@ -425,10 +425,11 @@ class WorkerLoop:
         return "\n\n" + run.observation() + old + hint + (note if came else "")
 
     async def stubs_left(self) -> list[str]:
-        paths = [*self.task.files, *self.attempts.originals]
-        return await anyio.to_thread.run_sync(
-            unwritten, self.ctx.real_root, paths, self.brief.names | self.brief.adds
-        )
+        paths = [p for p in (*self.task.files, *self.attempts.originals) if p.endswith(".py")]
+        names = self.brief.names | self.brief.adds
+        if not paths or not names:
+            return []
+        return await anyio.to_thread.run_sync(unwritten, self.ctx.real_root, paths, names)
 
     async def restart(self) -> None:
         """Start the task over: edits undone, the first prompt plus what failed (see restart.py)."""
