@@ -15,6 +15,7 @@ from formicary.agents.tools.incomplete import refuse_dead_code, stubs_named
 from formicary.agents.tools.sandbox import SandboxOptions
 from formicary.store import db as store_db
 from tests.gitrepo import git
+from tests.scripted_server import schema_name
 from tests.scripted_team import ScriptedTeam, finish, plan, task
 from tests.test_worker_steps import TESTS, UNITS, actions, run
 
@@ -148,12 +149,19 @@ async def test_a_planned_task_to_add_a_function_its_file_has_with_code_is_droppe
     new = task("Add triple to units.py", "Add triple(x).", files=["units.py"])
     triple = write_function("def triple(x):\n    return 3 * x\n", "triple")
     team = ScriptedTeam(root_plans=[plan([again, stub, new])], work={new["title"]: [triple, finish()]})
-    _, _, _, db, _ = await run(tmp_path, team, check="python3 -m unittest")
+    _, _, bodies, db, _ = await run(tmp_path, team, check="python3 -m unittest")
     conn = store_db.connect(db)
     titles = {r["title"] for r in conn.query("SELECT title FROM tasks WHERE kind = 'work'")}
     assert titles == {stub["title"], new["title"]}
     status = " ".join(r["data"] for r in conn.query("SELECT data FROM events WHERE kind = 'status'"))
     assert "dropped a task to add double(): units.py has it already" in status
+    plans = [b["messages"][-1]["content"] for b in bodies if schema_name(b) == "plan"]
+    told = (
+        "ALREADY IN THE CODE AND WORKING (never plan adding or implementing these):\n- double() in units.py"
+    )
+    assert (
+        len(plans) >= 2 and told not in plans[0] and all(told in p for p in plans[1:])
+    )  # a small model re-plans
 
 
 TRIPLE = write_function("def triple(x):\n    return 3 * x\n", "triple")

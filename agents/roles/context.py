@@ -174,6 +174,8 @@ class RoleContext(Protocol):
     """Workers running or about to start: the workers that may call the model at any moment."""
     landed: list[Landed]
     """Tasks of this session whose work is on the shared branch."""
+    already_written: list[str]
+    """Functions a plan wanted added that the code already has (``name() in path``): planners are told."""
 
     async def repo_map(self, max_age: float = 0.0) -> str: ...
     async def tip_check(self) -> tuple[int | None, str] | None:

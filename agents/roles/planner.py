@@ -154,6 +154,7 @@ async def _ask_model(
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
             landed=landed,
+            written=ctx.already_written,
             check_command=check_command(ctx),
             check=check_text,
         )
@@ -169,6 +170,7 @@ async def _ask_model(
             max_tasks=max_tasks,
             max_subplanners=max_subplanners,
             landed=landed,
+            written=ctx.already_written,
             check_command=check_command(ctx),
             check=check_text,
         )
@@ -252,6 +254,8 @@ async def _not_written_yet(ctx: RoleContext, tasks: list[PlannedTask]) -> list[P
             ctx.recorder.status(
                 f"dropped a task to add {adds[id(t)]}(): {has[id(t)]} has it already ({t.title})"
             )
+            if (written := f"{adds[id(t)]}() in {has[id(t)]}") not in ctx.already_written:
+                ctx.already_written.append(written)  # the next plan is told: a small model plans it again
     return [t for t in tasks if id(t) not in has]
 
 

@@ -83,6 +83,8 @@ class SessionContext:
         self._map_lock = anyio.Lock()
         self.landed: list[Landed] = []
         """Tasks whose work is on the shared branch (planners are shown them and never plan them again)."""
+        self.already_written: list[str] = []
+        """Functions a plan wanted added that the code already has (planners are told, see planner.py)."""
         self._tip_checks: dict[str, tuple[int | None, str]] = {}
         self._check_lock = anyio.Lock()
 
