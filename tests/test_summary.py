@@ -130,37 +130,8 @@ def test_show_bad_input_is_one_line(tmp_path: Path, finished: dict) -> None:
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
-def test_ctrl_c_stops_gracefully_and_summarises(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo", {"README.md": "demo\n"})
-    proc, base_url = spawn_server_process(responder="tests.scripted_team:crash_responder", latency=0.4)
-    try:
-        run = subprocess.Popen(
-            [sys.executable, "-m", "formicary", "run", "--repo", str(repo), "--goal", "go", "--headless"],
-            env=env_for(tmp_path / "home", base_url),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert run.stdout is not None
-        seen = ""
-        deadline = time.monotonic() + 120
-        while "landed " not in seen and time.monotonic() < deadline:
-            if select.select([run.stdout], [], [], 1.0)[0]:
-                seen += run.stdout.readline()
-        assert "landed " in seen, seen
-        run.send_signal(signal.SIGINT)
-        out, err = run.communicate(timeout=120)
-    finally:
-        stop_server_process(proc)
-    block = "\n".join(summary_block(seen + out))
-    assert run.returncode == 1, err
-    assert "stopped — stopped by the operator" in block
-    assert "review and merge:" in block and "git -C" in block
-
-
-def test_a_stop_signalled_twice_at_once_as_timeout_does_still_stops_gracefully(tmp_path: Path) -> None:
-    """GNU ``timeout N formicary run ...`` sends SIGTERM to the command and then to its process group: one
-    request arriving twice. Seen: the second copy ended the run at once, no summary, the session left running."""
+def _stopped_after_a_landing(tmp_path: Path, stop) -> tuple[subprocess.Popen[str], str, str]:
+    """A headless run in its own process group, ``stop(run)`` once it landed something; (run, stdout, stderr)."""
     repo = make_repo(tmp_path / "repo", {"README.md": "demo\n"})
     proc, base_url = spawn_server_process(responder="tests.scripted_team:crash_responder", latency=0.4)
     try:
@@ -179,13 +150,32 @@ def test_a_stop_signalled_twice_at_once_as_timeout_does_still_stops_gracefully(t
             if select.select([run.stdout], [], [], 1.0)[0]:
                 seen += run.stdout.readline()
         assert "landed " in seen, seen
-        run.send_signal(signal.SIGTERM)
-        os.killpg(run.pid, signal.SIGTERM)
+        stop(run)
         out, err = run.communicate(timeout=120)
     finally:
         stop_server_process(proc)
+    return run, seen + out, err
+
+
+def test_ctrl_c_stops_gracefully_and_summarises(tmp_path: Path) -> None:
+    run, out, err = _stopped_after_a_landing(tmp_path, lambda run: run.send_signal(signal.SIGINT))
+    block = "\n".join(summary_block(out))
     assert run.returncode == 1, err
-    assert "stopped — stopped by the operator" in "\n".join(summary_block(seen + out))
+    assert "stopped — stopped by the operator" in block
+    assert "review and merge:" in block and "git -C" in block
+
+
+def test_a_stop_signalled_twice_at_once_as_timeout_does_still_stops_gracefully(tmp_path: Path) -> None:
+    """GNU ``timeout N formicary run ...`` sends SIGTERM to the command and then to its process group: one
+    request arriving twice. Seen: the second copy ended the run at once, no summary, the session left running."""
+
+    def as_timeout_does(run: subprocess.Popen[str]) -> None:
+        run.send_signal(signal.SIGTERM)
+        os.killpg(run.pid, signal.SIGTERM)
+
+    run, out, err = _stopped_after_a_landing(tmp_path, as_timeout_does)
+    assert run.returncode == 1, err
+    assert "stopped — stopped by the operator" in "\n".join(summary_block(out))
     (session,) = query(tmp_path / "home" / "data" / "formicary.db", "SELECT status FROM sessions")
     assert session["status"] == "stopped"
 

@@ -7,6 +7,7 @@ worker's ``replace`` put a ``return`` above a function's docstring and old body.
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from formicary.agents.tools import confine
@@ -204,3 +205,19 @@ def test_a_function_the_goal_only_mentions_is_not_one_it_asks_for():
     assert _goal_asks_for(seen, "miles_to_km") and not _goal_asks_for(seen, "km_to_miles")
     assert _goal_asks_for("Fix km_to_miles: it rounds", "km_to_miles")
     assert _goal_asks_for("Make `slugify()` handle unicode", "slugify")
+
+
+def test_the_checks_before_a_write_never_open_a_fifo_an_agent_left(tmp_path):
+    """Reading the file an edit replaces went through a plain open(): a FIFO named like the file blocked it."""
+    import os
+    import threading
+
+    os.mkfifo(tmp_path / "units.py")
+    ctx = ActionContext(root=tmp_path, sandbox=SandboxOptions(mode="none"))
+    action = WriteFile(
+        name="write_file", path="units.py", content=UNITS + "def f():\n    return 1\n    return 2\n"
+    )
+    checked = threading.Thread(target=lambda: anyio.run(execute, action, ctx), daemon=True)
+    checked.start()
+    checked.join(20)
+    assert not checked.is_alive()

@@ -183,6 +183,19 @@ def _read_bytes(real: str, shown: str) -> bytes:
         os.close(fd)
 
 
+def text_if_there(root: str, path: object) -> tuple[str | None, str]:
+    """``(text, shown path)`` of a file an edit is about to replace; text None when there is none to read (a new
+    file, a path outside the worktree, a FIFO or device an agent left there: never opened, never waited on)."""
+    try:
+        real, shown = resolve(root, path)
+    except ActionFailed:
+        return None, str(path)
+    try:
+        return _read_bytes(real, shown).decode("utf-8", "replace"), shown
+    except (ActionFailed, OSError):
+        return None, shown
+
+
 def _is_binary(data: bytes) -> bool:
     return b"\x00" in data[:8192]
 

@@ -69,17 +69,10 @@ def refuse_dead_code(old: str | None, new: str, shown: str) -> None:
 
 def refuse_dead_code_in(root: str, path: object, new: str) -> None:
     """:func:`refuse_dead_code` for a whole-file write of ``path`` (what it holds now is the old text)."""
-    if not str(path).endswith(".py"):
-        return
-    try:
-        real, shown = confine.resolve(root, path)
-        with open(real, "rb") as fh:
-            old: str | None = fh.read(2_000_000).decode("utf-8", "replace")
-    except confine.ActionFailed:
-        return
-    except OSError:
-        old, shown = None, str(path)
-    refuse_dead_code(old, new, shown)
+    tree = _parse(new) if str(path).endswith(".py") else None
+    if tree is not None and _dead(tree):  # the old text is read only when there is something to compare
+        old, shown = confine.text_if_there(root, path)
+        refuse_dead_code(old, new, shown)
 
 
 def stubs_named(text: str, names: set[str]) -> list[str]:
@@ -110,15 +103,9 @@ def unwritten(root: str, paths: list[str], names: set[str]) -> list[str]:
     """Blocking: ``name() in path`` for each function of ``names`` still a stub in one of ``paths`` (Python)."""
     found: list[str] = []
     for path in dict.fromkeys(paths):
-        if not path.endswith(".py"):
-            continue
-        try:
-            real, shown = confine.resolve(root, path)
-            with open(real, "rb") as fh:
-                text = fh.read(2_000_000).decode("utf-8", "replace")
-        except (confine.ActionFailed, OSError):
-            continue
-        found += [f"{name}() in {shown}" for name in stubs_named(text, names)]
+        text, shown = confine.text_if_there(root, path) if path.endswith(".py") else (None, path)
+        if text is not None:
+            found += [f"{name}() in {shown}" for name in stubs_named(text, names)]
     return found
 
 

@@ -421,11 +421,8 @@ def refuse_gutting(root: str, path: object, content: str) -> None:
     names = _definitions_of(str(path))
     if names is None:
         return
-    try:
-        real, shown = confine.resolve(root, path)
-        with open(real, "rb") as fh:
-            old = fh.read(2_000_000).decode("utf-8", "replace")
-    except (confine.ActionFailed, OSError):
+    old, shown = confine.text_if_there(root, path)
+    if old is None:
         return  # a new file: nothing to lose
     before = names(old)
     if len(before) < 3:
